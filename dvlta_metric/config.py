@@ -1,0 +1,331 @@
+"""Typed model configurations.
+
+Every choice that defines a DVLTA-VQA model lives in one frozen dataclass tree, so a configuration can be
+registered, overridden, written to ``config.json`` and read back without free-form dictionaries. The
+defaults are the paper's sizes (see ``DESIGN``: the Video Swin-T of FAST-VQA-B, the ViT-B/16 of ViFi-CLIP,
+the 512-d joint space); choices the paper leaves open are marked *(ours)* in the field comments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal, TypeVar
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+OPENAI_CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+
+BranchName = Literal["bvfe", "tcm", "vbtc"]
+BRANCH_NAMES: tuple[str, ...] = ("bvfe", "tcm", "vbtc")
+
+
+@dataclass(frozen=True)
+class FragmentViewConfig:
+    """Fragment view (ventral stream) sampling, FAST-VQA-B settings.
+
+    Attributes:
+        fragments: Grid cells per side (7 gives a 7x7 grid).
+        fsize: Side of the native-resolution patch taken from each cell.
+        clip_len: Frames per clip.
+        frame_interval: Step between the frames of a clip.
+        num_clips: Temporal segments at inference, one clip each (training always uses 1).
+        aligned: Patch positions stay fixed over each run of this many frames.
+        seed: *(ours)* Seed of the generator that draws patch offsets at inference, so that the same video
+            always gets the same score. Training draws them at random.
+        mean: Per-channel mean used to normalise the view (ImageNet).
+        std: Per-channel standard deviation used to normalise the view (ImageNet).
+    """
+
+    fragments: int = 7
+    fsize: int = 32
+    clip_len: int = 32
+    frame_interval: int = 2
+    num_clips: int = 4
+    aligned: int = 32
+    seed: int = 42
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    @property
+    def size(self) -> int:
+        """Side of the spliced fragment view (``fragments * fsize``, 224 by default)."""
+        return self.fragments * self.fsize
+
+
+@dataclass(frozen=True)
+class FrameViewConfig:
+    """Frame view (dorsal stream): TSN centre sampling, resize and centre crop (ViFi-CLIP test pipeline).
+
+    Attributes:
+        num_frames: ``T``, one frame at the centre of each of ``T`` equal segments.
+        resize: The short side is resized to this many pixels.
+        crop: Side of the centre crop.
+        antialias: *(ours)* Antialias when downscaling (ViFi-CLIP's OpenCV resize does not); avoids aliasing
+            artefacts that a quality model would otherwise see.
+        mean: Per-channel mean used to normalise the view.
+        std: Per-channel standard deviation used to normalise the view.
+    """
+
+    num_frames: int = 8
+    resize: int = 256
+    crop: int = 224
+    antialias: bool = True
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+
+@dataclass(frozen=True)
+class CLIPVisionConfig:
+    """open_clip vision tower (ViFi-CLIP / OpenAI ViT-B/16 by default, with QuickGELU).
+
+    Attributes:
+        image_size: Input side in pixels.
+        patch_size: ViT patch size.
+        width: Transformer width.
+        layers: Transformer depth.
+        head_width: Width of one attention head.
+        quick_gelu: Use QuickGELU as OpenAI CLIP was trained with (plain ``ViT-B-16`` uses ``nn.GELU``).
+    """
+
+    image_size: int = 224
+    patch_size: int = 16
+    width: int = 768
+    layers: int = 12
+    head_width: int = 64
+    quick_gelu: bool = True
+
+
+@dataclass(frozen=True)
+class CLIPTextConfig:
+    """open_clip text tower; only run to compute prompt embeddings (at conversion or load time).
+
+    Attributes:
+        context_length: Token context length.
+        vocab_size: BPE vocabulary size.
+        width: Transformer width.
+        heads: Attention heads.
+        layers: Transformer depth.
+    """
+
+    context_length: int = 77
+    vocab_size: int = 49408
+    width: int = 512
+    heads: int = 8
+    layers: int = 12
+
+
+@dataclass(frozen=True)
+class SwinConfig:
+    """Video Swin-T 3D of FAST-VQA-B (the Basic Visual Feature Extraction Module's backbone).
+
+    Attributes:
+        patch_size: 3-D patch of the embedding convolution.
+        embed_dim: Channels after patch embedding.
+        depths: Blocks per stage.
+        num_heads: Attention heads per stage.
+        window_size: Base 3-D attention window.
+        mlp_ratio: Hidden width of the block MLP relative to its input.
+        frag_biases: Per stage, whether the gated relative position bias (GRPB) is used.
+        base_x_size: Input size the base window is defined for (windows adapt to other sizes).
+    """
+
+    patch_size: tuple[int, int, int] = (2, 4, 4)
+    embed_dim: int = 96
+    depths: tuple[int, ...] = (2, 2, 6, 2)
+    num_heads: tuple[int, ...] = (3, 6, 12, 24)
+    window_size: tuple[int, int, int] = (8, 7, 7)
+    mlp_ratio: float = 4.0
+    frag_biases: tuple[bool, ...] = (True, True, True, False)
+    base_x_size: tuple[int, int, int] = (32, 224, 224)
+
+    @property
+    def num_features(self) -> int:
+        """Channels of the backbone output (768 for Swin-T)."""
+        return self.embed_dim * 2 ** (len(self.depths) - 1)
+
+
+@dataclass(frozen=True)
+class TemporalContextConfig:
+    """Temporal Context Module sizes (trained from scratch; the 3-D stem is ours).
+
+    Attributes:
+        stem_channels: Channels after the 3-D stem.
+        channels: Output channels of the two TAdaConv2d stages.
+        cbam_reduction: Reduction ratio of the CBAM channel-attention MLP.
+        route_reduction: Reduction ratio of the TAdaConv routing function.
+        route_kernels: Temporal kernel sizes of the routing function's two convolutions.
+    """
+
+    stem_channels: int = 64
+    channels: tuple[int, ...] = (128, 256)
+    cbam_reduction: int = 16
+    route_reduction: int = 4
+    route_kernels: tuple[int, int] = (3, 3)
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    """*(ours)* The text prompts, in ViFi-CLIP's template ``"a photo of a {}."``.
+
+    Attributes:
+        fusion: Prompt whose embedding weighs the three branches (eq. 10-11).
+        positive: Prompt for high quality (eq. 12).
+        negative: Prompt for low quality (eq. 12).
+    """
+
+    fusion: str = "a photo of a video."
+    positive: str = "a photo of a high quality video."
+    negative: str = "a photo of a low quality video."
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Complete description of one DVLTA-VQA model.
+
+    Attributes:
+        name: Registry name.
+        description: One line for ``list_models`` tables and model cards.
+        branches: Which branches feed the fusion, in order. ``("vbtc",)`` is the zero-shot model.
+        embed_dim: Joint vision-language dimension (512 for ViT-B/16).
+        use_adapters: Whether the CLIP adapter and the text adapter are present (the zero-shot model has
+            neither).
+        clip_adapter_reduction: *(ours)* Bottleneck reduction of the CLIP adapter (512 -> 128 -> 512).
+        clip_adapter_ratio: Weight of the adapter output in ``F_vbtc = a*A(Z) + (1-a)*Z`` (eq. 4).
+        text_adapter_hidden: *(ours)* Hidden width of the text adapter MLP.
+        text_adapter_ratio: *(ours)* Weight of the MLP output in ``T' = a*MLP(T) + (1-a)*T``.
+        bvfe_head_hidden: *(ours)* Width of the Conv3d-GELU-Conv3d head on the Swin features.
+        fusion: ``"cosine"`` uses raw cosines as weights (eq. 11, the paper); ``"softmax"`` normalises them.
+        logit_scale: ``s`` in eq. 12 (CLIP's ``logit_scale.exp()`` = 100).
+        clip_vision: Vision tower of the Video-Based Temporal CLIP.
+        clip_text: Text tower used to compute the prompt embeddings (never run at inference).
+        swin: Backbone of the Basic Visual Feature Extraction Module.
+        temporal_context: Temporal Context Module sizes.
+        fragment_view: Fragment view sampling.
+        frame_view: Frame view sampling.
+        prompts: Text prompts.
+    """
+
+    name: str
+    description: str = ""
+    branches: tuple[str, ...] = BRANCH_NAMES
+    embed_dim: int = 512
+    use_adapters: bool = True
+    clip_adapter_reduction: int = 4
+    clip_adapter_ratio: float = 0.4
+    text_adapter_hidden: int = 128
+    text_adapter_ratio: float = 0.2
+    bvfe_head_hidden: int = 512
+    fusion: Literal["cosine", "softmax"] = "cosine"
+    logit_scale: float = 100.0
+    clip_vision: CLIPVisionConfig = field(default_factory=CLIPVisionConfig)
+    clip_text: CLIPTextConfig = field(default_factory=CLIPTextConfig)
+    swin: SwinConfig = field(default_factory=SwinConfig)
+    temporal_context: TemporalContextConfig = field(default_factory=TemporalContextConfig)
+    fragment_view: FragmentViewConfig = field(default_factory=FragmentViewConfig)
+    frame_view: FrameViewConfig = field(default_factory=FrameViewConfig)
+    prompts: PromptConfig = field(default_factory=PromptConfig)
+
+    def __post_init__(self) -> None:
+        if not self.branches:
+            raise ValueError("ModelConfig.branches must name at least one branch")
+        unknown = [b for b in self.branches if b not in BRANCH_NAMES]
+        if unknown:
+            raise ValueError(f"unknown branch(es) {unknown}; expected a subset of {list(BRANCH_NAMES)}")
+        if len(set(self.branches)) != len(self.branches):
+            raise ValueError(f"ModelConfig.branches has duplicates: {self.branches}")
+        if self.fusion not in ("cosine", "softmax"):
+            raise ValueError(f"fusion must be 'cosine' or 'softmax', got {self.fusion!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable dictionary (tuples become lists)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error.
+
+        Args:
+            data: A dictionary as written by :meth:`to_dict`.
+
+        Returns:
+            The configuration.
+
+        Raises:
+            ValueError: On unknown keys or wrong value types.
+        """
+        return _from_dict(cls, data, "config")
+
+    def replace(self, **overrides: Any) -> ModelConfig:
+        """Copy with top-level fields replaced; a sub-config may be given as a partial dictionary.
+
+        Args:
+            **overrides: Field names of :class:`ModelConfig`. For a sub-configuration (``swin``,
+                ``fragment_view``, ...) pass an instance or a dict of the fields to change.
+
+        Returns:
+            The new configuration.
+
+        Raises:
+            TypeError: If a key is not a field of :class:`ModelConfig` or of the sub-config.
+        """
+        valid = {f.name: f for f in fields(self)}
+        changes: dict[str, Any] = {}
+        for key, value in overrides.items():
+            if key not in valid:
+                raise TypeError(
+                    f"unknown model option {key!r}; valid options are: {', '.join(sorted(valid))}"
+                )
+            current = getattr(self, key)
+            if dataclasses.is_dataclass(current) and isinstance(value, dict):
+                sub_valid = {f.name for f in fields(current)}
+                bad = sorted(set(value) - sub_valid)
+                if bad:
+                    raise TypeError(
+                        f"unknown option(s) {bad} for {key}; valid: {', '.join(sorted(sub_valid))}"
+                    )
+                value = dataclasses.replace(current, **_tupleize(value))
+            changes[key] = _tupleize(value) if isinstance(value, (list, tuple)) else value
+        return dataclasses.replace(self, **changes)
+
+
+_T = TypeVar("_T")
+
+
+def _tupleize(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _tupleize(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return tuple(_tupleize(v) for v in value)
+    return value
+
+
+def _from_dict(cls: type[_T], data: dict[str, Any], where: str) -> _T:
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown} for {cls.__name__}")
+    kwargs: dict[str, Any] = {}
+    defaults = cls.__dataclass_fields__  # type: ignore[attr-defined]
+    for key, value in data.items():
+        f = defaults[key]
+        sub_type = _SUBCONFIGS.get(key) if cls is ModelConfig else None
+        if sub_type is not None:
+            kwargs[key] = _from_dict(sub_type, value, f"{where}.{key}")
+        else:
+            kwargs[key] = _tupleize(value)
+    return cls(**kwargs)
+
+
+_SUBCONFIGS: dict[str, type] = {
+    "clip_vision": CLIPVisionConfig,
+    "clip_text": CLIPTextConfig,
+    "swin": SwinConfig,
+    "temporal_context": TemporalContextConfig,
+    "fragment_view": FragmentViewConfig,
+    "frame_view": FrameViewConfig,
+    "prompts": PromptConfig,
+}

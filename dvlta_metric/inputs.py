@@ -1,0 +1,108 @@
+"""Checking and normalising what users pass to a model.
+
+Every problem is reported as a ``TypeError`` or ``ValueError`` that says what was wrong and what was
+expected, before any tensor reaches a network layer.
+"""
+
+from __future__ import annotations
+
+import torch
+
+MIN_SIDE = 16
+"""Smallest frame side (pixels) a model accepts; smaller frames carry no usable quality signal."""
+
+_LAYOUT_HINT = (
+    "expected RGB frames as (T, 3, H, W) for one video or (B, T, 3, H, W) for a batch"
+)
+
+
+def check_video(video: torch.Tensor, *, name: str = "video") -> None:
+    """Validate one video tensor ``(T, 3, H, W)`` (uint8 in [0, 255] or float in [0, 1]).
+
+    Args:
+        video: The tensor.
+        name: How the video is named in error messages (e.g. ``"video 3 of the batch"``).
+
+    Raises:
+        TypeError: Not a tensor, or an unsupported dtype.
+        ValueError: Wrong rank, not 3 channels, empty, frames too small, NaN/inf, floats outside [0, 1].
+    """
+    if not isinstance(video, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(video).__name__}")
+    if video.dim() != 4:
+        raise ValueError(f"{name}: got a {video.dim()}-D tensor of shape {tuple(video.shape)}; {_LAYOUT_HINT}")
+    t, c, h, w = video.shape
+    if c != 3:
+        hint = ""
+        if video.shape[-1] == 3:
+            hint = " (it looks channels-last: use video.permute(0, 3, 1, 2))"
+        raise ValueError(
+            f"{name}: expected 3 colour channels in dim 1 of (T, 3, H, W), got shape {tuple(video.shape)}{hint}"
+        )
+    if t == 0:
+        raise ValueError(f"{name}: the video is empty (0 frames)")
+    if h < MIN_SIDE or w < MIN_SIDE:
+        raise ValueError(f"{name}: frames of {h}x{w} are too small; both sides must be at least {MIN_SIDE} px")
+    if video.dtype == torch.uint8:
+        return
+    if not video.is_floating_point():
+        raise TypeError(
+            f"{name}: unsupported dtype {video.dtype}; expected uint8 in [0, 255] or a float dtype in [0, 1]"
+        )
+    detached = video.detach()
+    if not bool(torch.isfinite(detached).all()):
+        bad = int((~torch.isfinite(detached)).sum())
+        raise ValueError(f"{name}: contains {bad} NaN or infinite value(s)")
+    lo, hi = float(detached.min()), float(detached.max())
+    if lo < 0.0 or hi > 1.0:
+        hint = " (values look like 0-255: divide by 255 or pass a uint8 tensor)" if hi > 1.0 and hi <= 255.0 else ""
+        raise ValueError(f"{name}: float values must lie in [0, 1], got min {lo:.4g} and max {hi:.4g}{hint}")
+
+
+def to_float_video(video: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Move a checked video to ``device`` as float values in ``[0, 1]``.
+
+    Args:
+        video: ``(T, 3, H, W)`` uint8 or float tensor (already checked by :func:`check_video`).
+        device: Target device.
+        dtype: Target float dtype.
+
+    Returns:
+        ``(T, 3, H, W)`` float tensor in ``[0, 1]``; keeps the autograd graph of a float input.
+    """
+    if video.dtype == torch.uint8:
+        return video.to(device=device).to(dtype) / 255.0
+    return video.to(device=device, dtype=dtype)
+
+
+def split_batch(x: object) -> list[torch.Tensor]:
+    """Turn a model input into a list of per-video ``(T, 3, H, W)`` tensors, validating each.
+
+    Args:
+        x: ``(T, 3, H, W)``, ``(B, T, 3, H, W)`` or a list/tuple of ``(T, 3, H, W)`` tensors.
+
+    Returns:
+        The videos, in order.
+
+    Raises:
+        TypeError, ValueError: As :func:`check_video`, naming the offending video.
+    """
+    if isinstance(x, torch.Tensor):
+        if x.dim() == 5:
+            if x.shape[0] == 0:
+                raise ValueError("the batch is empty (B = 0)")
+            videos = list(x.unbind(0))
+            for i, v in enumerate(videos):
+                check_video(v, name=f"video {i} of the batch")
+            return videos
+        check_video(x)
+        return [x]
+    if isinstance(x, (list, tuple)):
+        if len(x) == 0:
+            raise ValueError("got an empty list of videos")
+        for i, v in enumerate(x):
+            check_video(v, name=f"video {i} of the list")
+        return list(x)
+    raise TypeError(
+        f"expected a video tensor, a list of video tensors, or a file path; got {type(x).__name__}"
+    )

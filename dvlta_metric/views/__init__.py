@@ -1,0 +1,20 @@
+"""The two views cut from one decoded video: fragments (ventral) and frames (dorsal)."""
+
+from .fragments import extract_fragments, fragment_view, sample_fragment_offsets, upsample_short_side
+from .normalize import normalize
+from .frames import center_crop, frame_view, resize_short_side
+from .temporal import fragment_clip_indices, needed_frame_indices, segment_centre_indices
+
+__all__ = [
+    "center_crop",
+    "extract_fragments",
+    "fragment_clip_indices",
+    "fragment_view",
+    "frame_view",
+    "needed_frame_indices",
+    "normalize",
+    "resize_short_side",
+    "sample_fragment_offsets",
+    "segment_centre_indices",
+    "upsample_short_side",
+]

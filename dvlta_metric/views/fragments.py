@@ -1,0 +1,139 @@
+"""Fragment view (ventral stream): grid mini-patch sampling of FAST-VQA.
+
+Each frame is cut into a ``7 x 7`` grid; from every cell one ``32 x 32`` patch is taken at native
+resolution and the 49 patches are spliced into a ``224 x 224`` frame. Patch positions stay fixed over each
+run of ``aligned`` frames, so temporal variation inside a patch is real motion, not a moving crop. If the
+short side is below 224 the frames are first upsampled bilinearly. Everything here is tensor indexing, so
+the view is differentiable with respect to the pixel values.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..config import FragmentViewConfig
+from .normalize import normalize
+
+
+def upsample_short_side(frames: torch.Tensor, min_side: int) -> torch.Tensor:
+    """Bilinearly upsample frames whose short side is below ``min_side`` (others are returned as is).
+
+    Args:
+        frames: ``(N, 3, H, W)`` float frames.
+        min_side: Required short side in pixels.
+
+    Returns:
+        ``(N, 3, H', W')`` with ``min(H', W') >= min_side``; the aspect ratio is kept.
+    """
+    h, w = frames.shape[-2:]
+    short = min(h, w)
+    if short >= min_side:
+        return frames
+    scale = min_side / short
+    size = (max(min_side, round(h * scale)), max(min_side, round(w * scale)))
+    return F.interpolate(frames, size=size, mode="bilinear", align_corners=False)
+
+
+def sample_fragment_offsets(
+    height: int,
+    width: int,
+    num_runs: int,
+    cfg: FragmentViewConfig,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-left corners of the patches, one set per run of ``cfg.aligned`` frames.
+
+    The grid cell ``(i, j)`` starts at ``min(i * (H // G), H - fsize)`` (``G = cfg.fragments``); the patch is
+    shifted inside the cell by a random offset in ``[0, H // G - fsize)`` when the cell is larger than the
+    patch. The offsets are drawn from ``generator``: a seeded one makes the view reproducible.
+
+    Args:
+        height: Frame height ``H`` (after any upsampling).
+        width: Frame width ``W``.
+        num_runs: Number of runs of aligned frames.
+        cfg: Fragment view settings.
+        generator: Random generator (the global one if ``None``).
+
+    Returns:
+        ``(top, left)``, each a long tensor ``(num_runs, G, G)``.
+    """
+    g, fs = cfg.fragments, cfg.fsize
+    if height < fs or width < fs:
+        raise ValueError(f"frames of {height}x{width} are smaller than one {fs}x{fs} fragment")
+    cell_h, cell_w = height // g, width // g
+    grid_h = torch.tensor([min(cell_h * i, height - fs) for i in range(g)], dtype=torch.long)
+    grid_w = torch.tensor([min(cell_w * i, width - fs) for i in range(g)], dtype=torch.long)
+    if cell_h > fs:
+        rnd_h = torch.randint(cell_h - fs, (g, g, num_runs), generator=generator)
+    else:
+        rnd_h = torch.zeros((g, g, num_runs), dtype=torch.long)
+    if cell_w > fs:
+        rnd_w = torch.randint(cell_w - fs, (g, g, num_runs), generator=generator)
+    else:
+        rnd_w = torch.zeros((g, g, num_runs), dtype=torch.long)
+    top = grid_h[:, None, None] + rnd_h  # (G, G, R)
+    left = grid_w[None, :, None] + rnd_w
+    return top.permute(2, 0, 1).contiguous(), left.permute(2, 0, 1).contiguous()
+
+
+def extract_fragments(
+    frames: torch.Tensor, top: torch.Tensor, left: torch.Tensor, fsize: int, aligned: int
+) -> torch.Tensor:
+    """Splice native-resolution patches into fragment frames.
+
+    Args:
+        frames: ``(N, C, H, W)`` with ``N = R * aligned`` frames.
+        top: ``(R, G, G)`` patch rows (from :func:`sample_fragment_offsets`).
+        left: ``(R, G, G)`` patch columns.
+        fsize: Patch side.
+        aligned: Frames per run sharing one set of positions.
+
+    Returns:
+        ``(N, C, G * fsize, G * fsize)``; cell ``(i, j)`` of frame ``r * aligned + a`` is
+        ``frames[r * aligned + a, :, top[r,i,j]:+fsize, left[r,i,j]:+fsize]``.
+    """
+    n, c, h, w = frames.shape
+    runs, g, _ = top.shape
+    if runs * aligned != n:
+        raise ValueError(f"{n} frames do not split into {runs} runs of {aligned}")
+    ar = torch.arange(fsize, device=frames.device)
+    rows = (top.to(frames.device)[..., None] + ar)[:, :, :, :, None]  # (R, G, G, fs, 1)
+    cols = (left.to(frames.device)[..., None] + ar)[:, :, :, None, :]  # (R, G, G, 1, fs)
+    run_idx = torch.arange(runs, device=frames.device)[:, None, None, None, None]
+    clips = frames.reshape(runs, aligned, c, h, w)
+    # Advanced indexing on dims 0, 3, 4 -> (R, G, G, fs, fs, aligned, C)
+    patches = clips[run_idx, :, :, rows, cols]
+    out = patches.permute(0, 5, 6, 1, 3, 2, 4)  # (R, aligned, C, G, fs, G, fs)
+    return out.reshape(n, c, g * fsize, g * fsize)
+
+
+def fragment_view(
+    frames: torch.Tensor,
+    cfg: FragmentViewConfig,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Fragment view of already temporally sampled clips.
+
+    Args:
+        frames: ``(K * L, 3, H, W)`` float frames in ``[0, 1]``, the ``K`` clips of ``L = cfg.clip_len``
+            frames each, in order (see :func:`~dvlta_metric.views.temporal.fragment_clip_indices`).
+        cfg: Fragment view settings.
+        generator: Generator for the patch offsets (seeded at inference, ``None`` in training).
+
+    Returns:
+        ``(K, 3, L, S, S)`` normalised fragment clips, ``S = cfg.fragments * cfg.fsize`` (224).
+    """
+    n = frames.shape[0]
+    clip_len = cfg.clip_len
+    if n % clip_len:
+        raise ValueError(f"{n} frames are not a whole number of {clip_len}-frame clips")
+    aligned = cfg.aligned if (clip_len % cfg.aligned == 0) else clip_len
+    frames = upsample_short_side(frames, cfg.size)
+    h, w = frames.shape[-2:]
+    top, left = sample_fragment_offsets(h, w, n // aligned, cfg, generator)
+    frag = extract_fragments(frames, top, left, cfg.fsize, aligned)
+    frag = normalize(frag, cfg.mean, cfg.std)
+    k = n // clip_len
+    return frag.reshape(k, clip_len, 3, cfg.size, cfg.size).transpose(1, 2)
+

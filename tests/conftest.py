@@ -1,0 +1,56 @@
+"""Shared fixtures: the tiny model, synthetic videos, and the optional ../shared data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import torch
+
+import dvlta_metric
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = REPO_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> dvlta_metric.DVLTAVQA:
+    """The registered test configuration with fixed random weights, on CPU, eval mode."""
+    torch.manual_seed(0)
+    return dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_loss_model() -> dvlta_metric.DVLTAVQA:
+    """The tiny model created with ``as_loss=True``."""
+    torch.manual_seed(0)
+    return dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="cpu", as_loss=True)
+
+
+def make_video(t: int, h: int, w: int, seed: int = 0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A smooth random video ``(T, 3, H, W)`` in [0, 1] with some motion (deterministic per seed)."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.rand(1, 3, max(2, h // 8), max(2, w // 8), generator=g)
+    base = torch.nn.functional.interpolate(base, size=(h, w), mode="bilinear", align_corners=False)
+    shifts = torch.arange(t) % max(1, w // 4)
+    frames = torch.stack([torch.roll(base[0], int(s), dims=-1) for s in shifts])
+    noise = 0.05 * torch.rand(t, 3, h, w, generator=g)
+    video = (0.9 * frames + noise).clamp(0, 1)
+    if dtype == torch.uint8:
+        return (video * 255).round().to(torch.uint8)
+    return video.to(dtype)
+
+
+@pytest.fixture
+def video_factory() -> Callable[..., torch.Tensor]:
+    """``video_factory(t, h, w, seed=0, dtype=float32)`` -> synthetic video."""
+    return make_video
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` of the development checkout; tests using it skip when it is absent."""
+    if not SHARED_DIR.is_dir():
+        pytest.skip("../shared/data is not present (fresh clone)")
+    return SHARED_DIR

@@ -1,0 +1,133 @@
+"""Fragment and frame views: temporal indices, native-resolution patches, resizing, determinism."""
+
+from __future__ import annotations
+
+import torch
+
+from dvlta_metric.config import FragmentViewConfig, FrameViewConfig
+from dvlta_metric.views import (
+    extract_fragments,
+    fragment_clip_indices,
+    fragment_view,
+    frame_view,
+    needed_frame_indices,
+    sample_fragment_offsets,
+    segment_centre_indices,
+    upsample_short_side,
+)
+
+
+def test_fragment_clip_indices_match_fastvqa_test_sampling() -> None:
+    cfg = FragmentViewConfig()  # clip_len 32, interval 2, 4 clips
+    idx = fragment_clip_indices(240, cfg)
+    assert idx.shape == (4, 32)
+    avg = (240 - 64 + 1) / 4
+    starts = [int(i * avg + avg / 2) for i in range(4)]
+    assert idx[:, 0].tolist() == starts
+    assert torch.equal(idx[:, 1] - idx[:, 0], torch.full((4,), 2))
+
+
+def test_fragment_indices_wrap_for_short_videos() -> None:
+    cfg = FragmentViewConfig()
+    idx = fragment_clip_indices(10, cfg)
+    assert idx.min() >= 0 and idx.max() < 10
+    assert idx[0, :6].tolist() == [0, 2, 4, 6, 8, 0]
+    assert fragment_clip_indices(1, cfg).eq(0).all()
+
+
+def test_fragment_train_indices_are_one_random_clip() -> None:
+    cfg = FragmentViewConfig()
+    g = torch.Generator().manual_seed(3)
+    idx = fragment_clip_indices(300, cfg, train=True, generator=g)
+    assert idx.shape == (1, 32)
+    assert 0 <= int(idx[0, 0]) <= 300 - 64
+
+
+def test_segment_centres() -> None:
+    cfg = FrameViewConfig(num_frames=8)
+    assert segment_centre_indices(80, cfg).tolist() == [5, 15, 25, 35, 45, 55, 65, 75]
+    assert segment_centre_indices(1, cfg).tolist() == [0] * 8
+    assert segment_centre_indices(3, cfg).max() <= 2
+
+
+def test_needed_indices_are_union() -> None:
+    frag, frames = FragmentViewConfig(), FrameViewConfig()
+    need = needed_frame_indices(240, frag, frames)
+    expected = set(fragment_clip_indices(240, frag).flatten().tolist()) | set(
+        segment_centre_indices(240, frames).tolist()
+    )
+    assert need == sorted(expected)
+    assert len(need) < 240
+
+
+def test_fragment_cells_are_unresized_native_patches() -> None:
+    cfg = FragmentViewConfig(clip_len=4, aligned=4, num_clips=1)
+    frames = torch.rand(8, 3, 360, 640)
+    g = torch.Generator().manual_seed(0)
+    top, left = sample_fragment_offsets(360, 640, 2, cfg, g)
+    out = extract_fragments(frames, top, left, 32, 4)
+    assert out.shape == (8, 3, 224, 224)
+    cell_h, cell_w = 360 // 7, 640 // 7
+    for n in (0, 3, 5):
+        r = n // 4
+        for i in range(7):
+            for j in range(7):
+                t, l_ = int(top[r, i, j]), int(left[r, i, j])
+                # the patch lies inside its grid cell and is copied pixel for pixel
+                assert i * cell_h <= t <= i * cell_h + cell_h - 32
+                assert j * cell_w <= l_ <= j * cell_w + cell_w - 32
+                cell = out[n, :, i * 32 : (i + 1) * 32, j * 32 : (j + 1) * 32]
+                assert torch.equal(cell, frames[n, :, t : t + 32, l_ : l_ + 32])
+
+
+def test_positions_fixed_within_aligned_run() -> None:
+    cfg = FragmentViewConfig(clip_len=8, aligned=4, num_clips=1)
+    frames = torch.rand(1, 3, 300, 400).expand(8, -1, -1, -1).contiguous()
+    out = fragment_view(frames, cfg, generator=torch.Generator().manual_seed(1))
+    assert out.shape == (1, 3, 8, 224, 224)
+    assert torch.equal(out[:, :, 0], out[:, :, 3])  # same run, same positions, same frame
+    assert not torch.equal(out[:, :, 0], out[:, :, 4])  # next run moves the patches
+
+
+def test_fragment_view_seeded_is_reproducible_and_random_otherwise() -> None:
+    cfg = FragmentViewConfig(clip_len=4, aligned=4, num_clips=1)
+    frames = torch.rand(4, 3, 480, 640)
+    a = fragment_view(frames, cfg, generator=torch.Generator().manual_seed(cfg.seed))
+    b = fragment_view(frames, cfg, generator=torch.Generator().manual_seed(cfg.seed))
+    assert torch.equal(a, b)
+    torch.manual_seed(0)
+    c = fragment_view(frames, cfg)
+    torch.manual_seed(1)
+    d = fragment_view(frames, cfg)
+    assert not torch.equal(c, d)
+
+
+def test_small_frames_are_upsampled() -> None:
+    frames = torch.rand(2, 3, 100, 150)
+    up = upsample_short_side(frames, 224)
+    assert min(up.shape[-2:]) == 224 and up.shape[-1] == 336
+    cfg = FragmentViewConfig(clip_len=2, aligned=2, num_clips=1)
+    out = fragment_view(frames, cfg, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (1, 3, 2, 224, 224)
+    assert torch.isfinite(out).all()
+
+
+def test_frame_view_resize_crop_normalise() -> None:
+    cfg = FrameViewConfig()
+    frames = torch.rand(8, 3, 540, 960)
+    out = frame_view(frames, cfg)
+    assert out.shape == (8, 3, 224, 224)
+    # a constant grey frame normalises to (0.5 - mean) / std per channel
+    grey = torch.full((1, 3, 300, 200), 0.5)
+    g = frame_view(grey, cfg)
+    mean, std = torch.tensor(cfg.mean), torch.tensor(cfg.std)
+    assert torch.allclose(g[0, :, 100, 100], (0.5 - mean) / std, atol=1e-5)
+
+
+def test_views_are_differentiable() -> None:
+    frames = torch.rand(4, 3, 240, 320, requires_grad=True)
+    cfg = FragmentViewConfig(clip_len=4, aligned=4, num_clips=1)
+    out = fragment_view(frames, cfg, generator=torch.Generator().manual_seed(0)).sum()
+    out = out + frame_view(frames, FrameViewConfig(num_frames=4)).sum()
+    out.backward()
+    assert frames.grad is not None and frames.grad.abs().sum() > 0
