@@ -1,0 +1,1 @@
+"""The three branches of DVLTA-VQA and their building blocks."""

@@ -1,0 +1,737 @@
+"""Video Swin-T 3D backbone of FAST-VQA-B with gated relative position bias (GRPB).
+
+This is the fragment backbone of the Basic Visual Feature Extraction Module of DVLTA-VQA (eqs. 8-9 of the
+DVLTA-VQA paper): a Video Swin Transformer (tiny) applied to the spliced fragment view, following FAST-VQA
+(Wu et al., "FAST-VQA: Efficient End-to-end Video Quality Assessment with Fragment Sampling", ECCV 2022).
+It is our own implementation; it reproduces the numerics of the official FAST-VQA backbone so that
+FAST-VQA-B checkpoints (the ``fragments_backbone.*`` keys, with that prefix stripped and the
+``relative_position_index`` buffers dropped) load into it unchanged and give the same output.
+
+Details that follow the official code exactly, including its quirks:
+
+* **Adaptive window.** The base window (8, 7, 7) is scaled by ``input_size // base_x_size`` (integer floor
+  of ``window * input / base``), then clipped per stage to the feature size; a clipped axis gets no shift.
+  Shift sizes always come from the *base* window (``base // 2``), not from the scaled one.
+* **GRPB.** In stages with a fragment bias, every token gets fragment coordinates by nearest-interpolating
+  a ``(1, wh, ww)`` grid of fragment indices (``wh, ww``: the stage's effective window height and width)
+  to the padded feature size, then rolling and partitioning it like the features. For a token pair
+  ``(i, j)`` the gate is ``g = sum(|c_i - c_j|)`` over the three coordinates, and the attention bias is
+  ``rel_bias * g + frag_bias * (1 - g)``. Note that ``g`` is an L1 distance between fragment indices, *not*
+  a 0/1 "same fragment" indicator: it can be 2 or more (e.g. a diagonal neighbour fragment), which
+  extrapolates the two tables. This is what the released checkpoints were trained with, so it is kept.
+* **Padding.** Features are zero-padded to window multiples after ``norm1``; padded tokens take part in
+  attention (they are not masked), as in the official code.
+* **Shifted windows** use the additive -100 mask between tokens of different shift regions.
+
+Deviations, only where the official code fails: the adaptive window is clamped to ``[1, base window]``
+per axis (the official code divides by zero for very short/small inputs and indexes past its bias
+tables for inputs larger than ``base_x_size``).
+
+For speed, attention runs through :func:`torch.nn.functional.scaled_dot_product_attention` with the
+combined bias as an additive float mask, and everything that depends only on shapes (relative position
+indices, fragment gates, shift masks) is computed once and cached per shape, window, shift and device.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+try:  # timm >= 0.9
+    from timm.layers import trunc_normal_
+except ImportError:  # pragma: no cover - fallback without timm
+    from torch.nn.init import trunc_normal_
+
+__all__ = [
+    "PatchEmbed3D",
+    "WindowAttention3D",
+    "SwinTransformerBlock3D",
+    "PatchMerging",
+    "BasicLayer",
+    "SwinTransformer3D",
+    "adaptive_window_size",
+    "clip_window_size",
+    "fragment_gate",
+    "shift_attention_mask",
+    "clear_shape_caches",
+]
+
+Size3 = tuple[int, int, int]
+
+_CACHE_SIZE = 64
+_MASK_VALUE = -100.0
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Shape helpers (pure functions of shapes, cached)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def adaptive_window_size(base_window: Size3, input_size: Size3, base_x_size: Size3) -> Size3:
+    """Scales the base window to the input size, as FAST-VQA's ``get_adaptive_window_size``.
+
+    Each axis becomes ``base_window * input_size // base_x_size`` (integer floor), clamped to
+    ``[1, base_window]`` (the clamp only matters where the official code would fail).
+
+    Args:
+        base_window: Base window ``(Wd, Wh, Ww)``, e.g. ``(8, 7, 7)``.
+        input_size: Input video size ``(D, H, W)`` in frames and pixels.
+        base_x_size: Input size the base window is defined for, e.g. ``(32, 224, 224)``.
+
+    Returns:
+        The scaled window ``(wd, wh, ww)``.
+    """
+    return _size3(
+        [min(max((w * x) // b, 1), w) for w, x, b in zip(base_window, input_size, base_x_size, strict=True)]
+    )
+
+
+def clip_window_size(feature_size: Size3, window: Size3, shift: Size3) -> tuple[Size3, Size3]:
+    """Clips a window to the feature size, as FAST-VQA's ``get_window_size``.
+
+    Where the feature is not larger than the window along an axis, the window takes the feature size
+    and the shift along that axis becomes 0.
+
+    Args:
+        feature_size: Feature size ``(D, H, W)`` in tokens.
+        window: Requested window ``(wd, wh, ww)``.
+        shift: Requested shift ``(sd, sh, sw)``.
+
+    Returns:
+        ``(window, shift)`` after clipping.
+    """
+    out_w = list(window)
+    out_s = list(shift)
+    for i, (f, w) in enumerate(zip(feature_size, window, strict=True)):
+        if f <= w:
+            out_w[i] = f
+            out_s[i] = 0
+    return _size3(out_w), _size3(out_s)
+
+
+def _size3(values: Sequence[int]) -> Size3:
+    """Converts a length-3 sequence to a ``(d, h, w)`` tuple of ints."""
+    if len(values) != 3:
+        raise ValueError(f"expected 3 sizes (D, H, W), got {tuple(values)}")
+    d, h, w = (int(v) for v in values)
+    return d, h, w
+
+
+def _padded_size(size: Size3, window: Size3) -> Size3:
+    """Rounds each axis of ``size`` up to a multiple of ``window``."""
+    return _size3([math.ceil(s / w) * w for s, w in zip(size, window, strict=True)])
+
+
+def _window_partition(x: Tensor, window: Size3) -> Tensor:
+    """Splits a padded feature volume into non-overlapping windows.
+
+    Args:
+        x: Features ``(B, Dp, Hp, Wp, C)`` with each spatial axis a multiple of ``window``.
+        window: Window ``(wd, wh, ww)``.
+
+    Returns:
+        Windows ``(B, nW, N, C)`` with ``nW = Dp*Hp*Wp / N`` in (d, h, w) raster order and
+        ``N = wd*wh*ww`` tokens per window in (d, h, w) raster order.
+    """
+    b, d, h, w, c = x.shape
+    wd, wh, ww = window
+    x = x.view(b, d // wd, wd, h // wh, wh, w // ww, ww, c)
+    return x.permute(0, 1, 3, 5, 2, 4, 6, 7).reshape(b, -1, wd * wh * ww, c)
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _window_token_index(
+    feature_size: Size3, window: Size3, shift: Size3, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """Gather/scatter indices that fuse zero-padding, cyclic shift and window partition.
+
+    Gathering rows ``gather`` from the flattened features (with one zero row appended at index
+    ``D*H*W`` when padding is needed) gives exactly ``window_partition(roll(pad(x), -shift))``; gathering
+    rows ``scatter`` from the flattened windows inverts it and crops the padding. This replaces
+    ``torch.roll`` and permute copies with one ``index_select`` each way.
+
+    Args:
+        feature_size: Unpadded feature size ``(D, H, W)``.
+        window: Effective window ``(wd, wh, ww)``.
+        shift: Effective cyclic shift ``(sd, sh, sw)``.
+        device: Device of the result.
+
+    Returns:
+        ``gather`` (long ``(nW*N,)``, values in ``[0, D*H*W]``) and ``scatter`` (long ``(D*H*W,)``,
+        values in ``[0, nW*N)``).
+    """
+    with torch.inference_mode(False), torch.no_grad():
+        d, h, w = feature_size
+        dp, hp, wp = _padded_size(feature_size, window)
+        position = torch.full((dp, hp, wp), d * h * w, dtype=torch.long)  # padding -> the zero row
+        position[:d, :h, :w] = torch.arange(d * h * w).view(d, h, w)
+        position = torch.roll(position, shifts=tuple(-s for s in shift), dims=(0, 1, 2))
+        gather = _window_partition(position[None, ..., None], window).reshape(-1)
+        scatter = torch.empty(d * h * w + 1, dtype=torch.long)
+        scatter[gather] = torch.arange(gather.numel())
+        return gather.to(device), scatter[: d * h * w].to(device)
+
+
+def _full_relative_position_index(window: Size3) -> Tensor:
+    """Relative position index of every token pair in a full window.
+
+    Args:
+        window: Window ``(Wd, Wh, Ww)``.
+
+    Returns:
+        Long tensor ``(N, N)``, ``N = Wd*Wh*Ww``, indexing a table of ``(2Wd-1)(2Wh-1)(2Ww-1)`` rows.
+    """
+    wd, wh, ww = window
+    grids = torch.meshgrid(torch.arange(wd), torch.arange(wh), torch.arange(ww), indexing="ij")
+    coords = torch.stack(grids).flatten(1)  # (3, N)
+    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0)  # (N, N, 3)
+    rel = rel + torch.tensor([wd - 1, wh - 1, ww - 1])
+    strides = torch.tensor([(2 * wh - 1) * (2 * ww - 1), 2 * ww - 1, 1])
+    return (rel * strides).sum(-1)
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _relative_position_index(base_window: Size3, window: Size3, device: torch.device) -> Tensor:
+    """Flattened relative position index of a (possibly smaller) window inside the base window.
+
+    As in FAST-VQA, the index of the full base window is reshaped to ``(Wd, Wh, Ww, Wd, Wh, Ww)`` and
+    sliced ``[:d, :h, :w, :d, :h, :w]``.
+
+    Args:
+        base_window: Window the bias tables are sized for.
+        window: Effective window ``(d, h, w)``, each axis at most the base one.
+        device: Device of the result.
+
+    Returns:
+        Long tensor ``(N*N,)`` with ``N = d*h*w``.
+    """
+    with torch.inference_mode(False), torch.no_grad():
+        d, h, w = window
+        full = _full_relative_position_index(base_window).view(*base_window, *base_window)
+        return full[:d, :h, :w, :d, :h, :w].reshape(-1).to(device)
+
+
+def fragment_gate(padded: Size3, window: Size3, shift: Size3) -> Tensor:
+    """GRPB gate of every token pair in every window (uncached, on CPU).
+
+    A ``(1, wh, ww)`` grid of fragment coordinates is nearest-interpolated to the padded feature size,
+    rolled by ``-shift`` and split into windows; the gate of a token pair is the L1 distance
+    ``sum(|c_i - c_j|)`` between their fragment coordinates. This is FAST-VQA's gate, which is *not* a
+    0/1 indicator: it is 0 inside one fragment, 1 for horizontally/vertically adjacent fragments and can
+    be 2 or more further apart.
+
+    Args:
+        padded: Padded feature size ``(Dp, Hp, Wp)``.
+        window: Effective window ``(wd, wh, ww)``.
+        shift: Effective cyclic shift ``(sd, sh, sw)``.
+
+    Returns:
+        Float tensor ``(nW, N, N)``.
+    """
+    _, wh, ww = window
+    grids = torch.meshgrid(torch.arange(1), torch.arange(wh), torch.arange(ww), indexing="ij")
+    frags = torch.stack(grids).float()[None]  # (1, 3, 1, wh, ww)
+    coords = F.interpolate(frags, size=padded, mode="nearest").permute(0, 2, 3, 4, 1)  # (1, Dp, Hp, Wp, 3)
+    coords = torch.roll(coords, shifts=tuple(-s for s in shift), dims=(1, 2, 3))
+    coords = _window_partition(coords, window)[0]  # (nW, N, 3)
+    gate = torch.zeros(coords.shape[0], coords.shape[1], coords.shape[1])
+    for axis in range(3):  # loop over the 3 coordinates, not over windows
+        c = coords[..., axis]
+        gate += (c[:, :, None] - c[:, None, :]).abs()
+    return gate
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _cached_fragment_gate(
+    padded: Size3, window: Size3, shift: Size3, device: torch.device, dtype: torch.dtype
+) -> Tensor:
+    """Cached :func:`fragment_gate`, shaped ``(nW, 1, N, N)`` to broadcast over heads."""
+    with torch.inference_mode(False), torch.no_grad():
+        return fragment_gate(padded, window, shift).unsqueeze(1).to(device=device, dtype=dtype)
+
+
+def _shift_region_labels(length: int, window: int, shift: int) -> Tensor:
+    """Per-axis region label of FAST-VQA's ``compute_mask`` (slices assigned in order, later ones win)."""
+    labels = torch.zeros(length, dtype=torch.long)
+    for label, sl in enumerate((slice(-window), slice(-window, -shift), slice(-shift, None))):
+        labels[sl] = label
+    return labels
+
+
+def shift_attention_mask(padded: Size3, window: Size3, shift: Size3) -> Tensor:
+    """Additive attention mask of shifted windows (uncached, on CPU), as FAST-VQA's ``compute_mask``.
+
+    Token pairs from different regions of the cyclically shifted volume get -100, others 0.
+
+    Args:
+        padded: Padded feature size ``(Dp, Hp, Wp)``.
+        window: Effective window ``(wd, wh, ww)``.
+        shift: Effective cyclic shift ``(sd, sh, sw)``.
+
+    Returns:
+        Float tensor ``(nW, N, N)``.
+    """
+    ld, lh, lw = (_shift_region_labels(p, w, s) for p, w, s in zip(padded, window, shift, strict=True))
+    region = ld[:, None, None] * 9 + lh[None, :, None] * 3 + lw[None, None, :]  # (Dp, Hp, Wp)
+    region = _window_partition(region[None, ..., None], window)[0, ..., 0]  # (nW, N)
+    differ = region[:, :, None] != region[:, None, :]
+    return torch.zeros(differ.shape).masked_fill_(differ, _MASK_VALUE)
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _cached_shift_mask(
+    padded: Size3, window: Size3, shift: Size3, device: torch.device, dtype: torch.dtype
+) -> Tensor:
+    """Cached :func:`shift_attention_mask`, shaped ``(nW, 1, N, N)`` to broadcast over heads."""
+    with torch.inference_mode(False), torch.no_grad():
+        return shift_attention_mask(padded, window, shift).unsqueeze(1).to(device=device, dtype=dtype)
+
+
+def clear_shape_caches() -> None:
+    """Frees the cached shape-dependent tensors (indices, gates, masks) on all devices."""
+    _relative_position_index.cache_clear()
+    _window_token_index.cache_clear()
+    _cached_fragment_gate.cache_clear()
+    _cached_shift_mask.cache_clear()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Modules
+# ----------------------------------------------------------------------------------------------------------
+
+
+class PatchEmbed3D(nn.Module):
+    """Video to patch embedding: a strided Conv3d, then LayerNorm.
+
+    Args:
+        patch_size: Patch ``(pd, ph, pw)``.
+        in_chans: Input channels.
+        embed_dim: Output channels.
+    """
+
+    def __init__(self, patch_size: Size3 = (2, 4, 4), in_chans: int = 3, embed_dim: int = 96) -> None:
+        super().__init__()
+        self.patch_size = _size3(patch_size)
+        self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=self.patch_size, stride=self.patch_size)
+        self.norm = nn.LayerNorm(embed_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Embeds a video, zero-padding it at the end of each axis to patch multiples.
+
+        Args:
+            x: Video ``(B, C_in, D, H, W)``.
+
+        Returns:
+            Tokens ``(B, D', H', W', embed_dim)`` (channels last), ``D' = ceil(D / pd)`` etc.
+        """
+        d, h, w = x.shape[2:]
+        pd, ph, pw = self.patch_size
+        x = F.pad(x, (0, (-w) % pw, 0, (-h) % ph, 0, (-d) % pd))
+        x = self.proj(x).permute(0, 2, 3, 4, 1)
+        return self.norm(x)
+
+
+class Mlp(nn.Module):
+    """Two-layer GELU MLP of a transformer block.
+
+    Args:
+        dim: Input and output channels.
+        hidden_dim: Hidden channels.
+    """
+
+    def __init__(self, dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Applies the MLP.
+
+        Args:
+            x: Tokens ``(..., dim)``.
+
+        Returns:
+            Tokens ``(..., dim)``.
+        """
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class WindowAttention3D(nn.Module):
+    """Window multi-head self-attention with relative position bias and optional GRPB.
+
+    Args:
+        dim: Channels.
+        window_size: Base window ``(Wd, Wh, Ww)``; the bias tables are sized for it and smaller
+            effective windows use a slice of its relative position index.
+        num_heads: Attention heads.
+        qkv_bias: Whether the qkv projection has a bias.
+        frag_bias: Whether to add the ``fragment_position_bias_table`` of GRPB.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        window_size: Size3,
+        num_heads: int,
+        qkv_bias: bool = True,
+        frag_bias: bool = False,
+    ) -> None:
+        super().__init__()
+        if dim % num_heads != 0:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        self.dim = dim
+        self.window_size = _size3(window_size)
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        wd, wh, ww = self.window_size
+        table_rows = (2 * wd - 1) * (2 * wh - 1) * (2 * ww - 1)
+        self.relative_position_bias_table = nn.Parameter(torch.zeros(table_rows, num_heads))
+        self.fragment_position_bias_table: nn.Parameter | None
+        if frag_bias:
+            # Left at zero like the official code (only the relative table is trunc-normal initialised).
+            self.fragment_position_bias_table = nn.Parameter(torch.zeros(table_rows, num_heads))
+        else:
+            self.register_parameter("fragment_position_bias_table", None)
+        self.register_buffer(
+            "relative_position_index", _full_relative_position_index(self.window_size), persistent=False
+        )
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        trunc_normal_(self.relative_position_bias_table, std=0.02)
+
+    @property
+    def has_frag_bias(self) -> bool:
+        """Whether this attention uses the gated fragment bias (GRPB)."""
+        return self.fragment_position_bias_table is not None
+
+    def position_bias(self, window: Size3, gate: Tensor | None) -> Tensor:
+        """Relative position bias, gated by fragments where GRPB is on.
+
+        Args:
+            window: Effective window ``(wd, wh, ww)``, ``N = wd*wh*ww``.
+            gate: Fragment gate ``(nW, 1, N, N)`` or ``None``; ignored without a fragment table.
+
+        Returns:
+            ``rel * gate + frag * (1 - gate)`` shaped ``(nW, nH, N, N)`` with GRPB, else the plain
+            relative bias ``(1, nH, N, N)``.
+        """
+        table = self.relative_position_bias_table
+        index = _relative_position_index(self.window_size, window, table.device)
+        n = math.prod(window)
+        # contiguous (nH, N, N): keeps the large broadcast result below contiguous (and fast)
+        rel = table[index].view(n, n, self.num_heads).permute(2, 0, 1).contiguous()
+        frag_table = self.fragment_position_bias_table
+        if frag_table is None or gate is None:
+            return rel.unsqueeze(0)
+        frag = frag_table[index].view(n, n, self.num_heads).permute(2, 0, 1).contiguous()
+        return torch.lerp(frag, rel, gate)  # = rel * gate + frag * (1 - gate), in one pass
+
+    def forward(self, x: Tensor, window: Size3, gate: Tensor | None, mask: Tensor | None) -> Tensor:
+        """Attends within each window.
+
+        Args:
+            x: Windows ``(B, nW, N, C)``.
+            window: Effective window ``(wd, wh, ww)``, ``N = wd*wh*ww``.
+            gate: Fragment gate ``(nW, 1, N, N)`` or ``None``.
+            mask: Additive shift mask ``(nW, 1, N, N)`` or ``None``.
+
+        Returns:
+            Windows ``(B, nW, N, C)``.
+        """
+        b, nw, n, c = x.shape
+        nh, hd = self.num_heads, self.head_dim
+        qkv = self.qkv(x).view(b, nw, n, 3, nh, hd).permute(3, 0, 1, 4, 2, 5)  # (3, B, nW, nH, N, hd)
+        q, k, v = qkv.unbind(0)
+        bias = self.position_bias(window, gate)  # (1 or nW, nH, N, N)
+        if mask is not None:
+            # the GRPB bias is a fresh (nW, nH, N, N) tensor: add in place to spare a large allocation
+            bias = bias.add_(mask) if bias.shape[0] == mask.shape[0] else bias + mask
+        bias = bias.to(q.dtype)
+        if bias.shape[0] == 1 or b == 1:
+            # windows join the batch: q, k, v stay strided views, the bias broadcasts over it
+            shape = (b * nw, nh, n, hd)
+        else:  # per-window bias and B > 1: windows join the heads, the bias broadcasts over the batch
+            shape = (b, nw * nh, n, hd)
+            bias = bias.reshape(1, nw * nh, n, n)
+        out = F.scaled_dot_product_attention(
+            q.reshape(shape), k.reshape(shape), v.reshape(shape), attn_mask=bias
+        )
+        out = out.view(b, nw, nh, n, hd).transpose(2, 3).reshape(b, nw, n, c)
+        return self.proj(out)
+
+
+class SwinTransformerBlock3D(nn.Module):
+    """(Shifted-)window transformer block: ``x + W-MSA(norm1(x))``, then ``x + MLP(norm2(x))``.
+
+    Args:
+        dim: Channels.
+        num_heads: Attention heads.
+        window_size: Base window ``(Wd, Wh, Ww)``.
+        mlp_ratio: MLP hidden width relative to ``dim``.
+        qkv_bias: Whether the qkv projection has a bias.
+        frag_bias: Whether the attention uses GRPB.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window_size: Size3,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        frag_bias: bool = False,
+    ) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = WindowAttention3D(dim, window_size, num_heads, qkv_bias=qkv_bias, frag_bias=frag_bias)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: Tensor, window: Size3, shift: Size3) -> Tensor:
+        """Applies the block.
+
+        Args:
+            x: Tokens ``(B, D, H, W, C)``.
+            window: Effective window (already clipped to ``(D, H, W)``).
+            shift: Effective cyclic shift; all zeros for a non-shifted block.
+
+        Returns:
+            Tokens ``(B, D, H, W, C)``.
+        """
+        b, d, h, w, c = x.shape
+        padded = _padded_size((d, h, w), window)
+        n = math.prod(window)
+        gather, scatter = _window_token_index((d, h, w), window, shift, x.device)
+        y = self.norm1(x).reshape(b, d * h * w, c)
+        if padded != (d, h, w):  # zero padding after norm1; padded tokens join the attention
+            y = torch.cat([y, y.new_zeros(b, 1, c)], dim=1)
+        # == window_partition(roll(pad(y), -shift)): (B, nW, N, C)
+        y = y.index_select(1, gather).view(b, -1, n, c)
+        key = (padded, window, shift, x.device, self.attn.relative_position_bias_table.dtype)
+        gate = _cached_fragment_gate(*key) if self.attn.has_frag_bias else None
+        mask = _cached_shift_mask(*key) if any(s > 0 for s in shift) else None
+        y = self.attn(y, window, gate, mask)
+        # == crop(roll(window_reverse(y), shift))
+        y = y.reshape(b, -1, c).index_select(1, scatter).view(b, d, h, w, c)
+        x = x + y
+        return x + self.mlp(self.norm2(x))
+
+
+class PatchMerging(nn.Module):
+    """Merges 2x2 spatial neighbours: concatenation, LayerNorm, then a linear map to ``2 * dim``.
+
+    Args:
+        dim: Input channels.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(4 * dim)
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Halves the spatial size (zero-padding odd sizes).
+
+        Args:
+            x: Tokens ``(B, D, H, W, C)``.
+
+        Returns:
+            Tokens ``(B, D, ceil(H/2), ceil(W/2), 2C)``.
+        """
+        h, w = x.shape[2:4]
+        x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
+        x = torch.cat(
+            [x[:, :, 0::2, 0::2], x[:, :, 1::2, 0::2], x[:, :, 0::2, 1::2], x[:, :, 1::2, 1::2]], dim=-1
+        )
+        return self.reduction(self.norm(x))
+
+
+class BasicLayer(nn.Module):
+    """One stage: alternating regular and shifted window blocks, then an optional patch merging.
+
+    Args:
+        dim: Channels.
+        depth: Number of blocks.
+        num_heads: Attention heads.
+        window_size: Base window ``(Wd, Wh, Ww)``; shifted blocks shift by ``Wd//2, Wh//2, Ww//2``.
+        mlp_ratio: MLP hidden width relative to ``dim``.
+        qkv_bias: Whether the qkv projections have a bias.
+        frag_bias: Whether the blocks use GRPB.
+        downsample: Whether to end with a :class:`PatchMerging`.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        window_size: Size3,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        frag_bias: bool = False,
+        downsample: bool = False,
+    ) -> None:
+        super().__init__()
+        self.window_size = _size3(window_size)
+        self.shift_size = _size3([w // 2 for w in self.window_size])
+        self.grad_checkpointing = False
+        self.blocks = nn.ModuleList(
+            [
+                SwinTransformerBlock3D(dim, num_heads, self.window_size, mlp_ratio, qkv_bias, frag_bias)
+                for _ in range(depth)
+            ]
+        )
+        self.downsample = PatchMerging(dim) if downsample else None
+
+    def forward(self, x: Tensor, window: Size3 | None = None) -> Tensor:
+        """Applies the stage.
+
+        Args:
+            x: Tokens ``(B, D, H, W, C)``.
+            window: Adaptive (input-scaled) window; the base window if ``None``. It is clipped to the
+                feature size here, and the shift is the base window's half, clipped likewise.
+
+        Returns:
+            Tokens ``(B, D, H', W', C')``: halved spatially with ``C' = 2C`` if downsampling, else as is.
+        """
+        feature_size = _size3(x.shape[1:4])
+        eff_window, eff_shift = clip_window_size(feature_size, window or self.window_size, self.shift_size)
+        no_shift: Size3 = (0, 0, 0)
+        for i, block in enumerate(self.blocks):
+            shift = eff_shift if i % 2 == 1 else no_shift
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(block, x, eff_window, shift, use_reentrant=False)
+            else:
+                x = block(x, eff_window, shift)
+        if self.downsample is not None:
+            x = self.downsample(x)
+        return x
+
+
+class SwinTransformer3D(nn.Module):
+    """Video Swin-T 3D of FAST-VQA-B with gated relative position bias and adaptive windows.
+
+    Parameter names equal the official FAST-VQA backbone's state-dict keys (without its
+    non-persistent ``relative_position_index`` buffers).
+
+    Args:
+        patch_size: Patch ``(pd, ph, pw)`` of the embedding.
+        in_chans: Input channels.
+        embed_dim: Channels after patch embedding (doubled by each patch merging).
+        depths: Blocks per stage.
+        num_heads: Attention heads per stage.
+        window_size: Base window ``(Wd, Wh, Ww)``.
+        mlp_ratio: MLP hidden width relative to the channels.
+        qkv_bias: Whether the qkv projections have a bias.
+        frag_biases: Per stage, whether GRPB is used.
+        base_x_size: Input size ``(D, H, W)`` the base window is defined for; other input sizes scale it.
+
+    Example:
+        >>> model = SwinTransformer3D().eval()
+        >>> model(torch.randn(1, 3, 32, 224, 224)).shape
+        torch.Size([1, 768, 16, 7, 7])
+    """
+
+    def __init__(
+        self,
+        *,
+        patch_size: Sequence[int] = (2, 4, 4),
+        in_chans: int = 3,
+        embed_dim: int = 96,
+        depths: Sequence[int] = (2, 2, 6, 2),
+        num_heads: Sequence[int] = (3, 6, 12, 24),
+        window_size: Sequence[int] = (8, 7, 7),
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        frag_biases: Sequence[bool] = (True, True, True, False),
+        base_x_size: Sequence[int] = (32, 224, 224),
+    ) -> None:
+        super().__init__()
+        if not (len(depths) == len(num_heads) == len(frag_biases)):
+            raise ValueError("depths, num_heads and frag_biases must have one entry per stage")
+        if len(patch_size) != 3 or len(window_size) != 3 or len(base_x_size) != 3:
+            raise ValueError("patch_size, window_size and base_x_size must have 3 entries (D, H, W)")
+        self.in_chans = in_chans
+        self.window_size = _size3(window_size)
+        self.base_x_size = _size3(base_x_size)
+        self.num_layers = len(depths)
+        self.num_features = int(embed_dim * 2 ** (self.num_layers - 1))
+        self.patch_embed = PatchEmbed3D(_size3(patch_size), in_chans, embed_dim)
+        self.layers = nn.ModuleList(
+            [
+                BasicLayer(
+                    dim=embed_dim * 2**i,
+                    depth=depths[i],
+                    num_heads=num_heads[i],
+                    window_size=self.window_size,
+                    mlp_ratio=mlp_ratio,
+                    qkv_bias=qkv_bias,
+                    frag_bias=bool(frag_biases[i]),
+                    downsample=i < self.num_layers - 1,
+                )
+                for i in range(self.num_layers)
+            ]
+        )
+        self.norm = nn.LayerNorm(self.num_features)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        """Trunc-normal (std 0.02) Linear weights with zero bias; LayerNorm weight 1 and bias 0."""
+        if isinstance(module, nn.Linear):
+            trunc_normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recomputes each block in the backward pass instead of storing its activations.
+
+        Args:
+            enable: Whether to checkpoint (``torch.utils.checkpoint``, non-reentrant) while grad is on.
+        """
+        for layer in self.layers:
+            if isinstance(layer, BasicLayer):
+                layer.grad_checkpointing = enable
+
+    def adaptive_window(self, input_size: Sequence[int]) -> Size3:
+        """Window used for an input of the given size (before per-stage clipping).
+
+        Args:
+            input_size: Input ``(D, H, W)``.
+
+        Returns:
+            The base window scaled by ``input_size / base_x_size`` (see :func:`adaptive_window_size`).
+        """
+        return adaptive_window_size(self.window_size, _size3(input_size), self.base_x_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Extracts fragment features.
+
+        Args:
+            x: Normalised video ``(B, in_chans, D, H, W)``, e.g. ``(B, 3, 32, 224, 224)`` fragments.
+
+        Returns:
+            Features ``(B, num_features, D', H', W')``, e.g. ``(B, 768, 16, 7, 7)``.
+
+        Raises:
+            ValueError: If ``x`` is not 5-D or has the wrong number of channels.
+        """
+        if x.ndim != 5:
+            raise ValueError(f"expected a 5-D video (B, C, D, H, W), got shape {tuple(x.shape)}")
+        if x.shape[1] != self.in_chans:
+            raise ValueError(f"expected {self.in_chans} input channels, got {x.shape[1]}")
+        window = self.adaptive_window(x.shape[2:])
+        x = self.patch_embed(x)
+        for layer in self.layers:
+            x = layer(x, window)
+        return self.norm(x).permute(0, 4, 1, 2, 3).contiguous()
