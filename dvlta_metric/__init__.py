@@ -6,20 +6,25 @@
 """
 
 from .config import ModelConfig
+from .errors import CheckpointError, WeightsNotFoundError
 from .factory import create
 from .loss import plcc_loss, quality_loss, rank_loss
 from .model import DVLTAVQA, Explanation
-from .registry import get_model_config, list_models, register_model
+from .registry import WeightSource, get_model_config, list_models, model_info, register_model
 from .version import __version__
 
 __all__ = [
+    "CheckpointError",
     "DVLTAVQA",
     "Explanation",
     "ModelConfig",
+    "WeightSource",
+    "WeightsNotFoundError",
     "__version__",
     "create",
     "get_model_config",
     "list_models",
+    "model_info",
     "plcc_loss",
     "quality_loss",
     "rank_loss",

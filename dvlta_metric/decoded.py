@@ -1,0 +1,62 @@
+"""``DecodedVideo``: the frames a reader decoded from a file, with their positions in the video."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class DecodedVideo:
+    """Some frames of a video file, decoded to RGB, and where they sit in the video.
+
+    A reader decodes only the frames a model's views need (see :meth:`DVLTAVQA.needed_frames`), so
+    ``frames`` usually holds fewer rows than the video has frames.
+
+    Attributes:
+        frames: ``(N, 3, H, W)`` uint8 RGB frames, upright (rotation metadata applied).
+        indices: ``(N,)`` sorted, unique frame indices (0-based, in presentation order) of the rows.
+        num_frames: Frames in the whole video.
+        path: Where the frames came from.
+        fps: Average frame rate, if known.
+    """
+
+    frames: torch.Tensor
+    indices: torch.Tensor
+    num_frames: int
+    path: str = ""
+    fps: float | None = None
+    metadata: dict[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.indices = torch.as_tensor(self.indices, dtype=torch.long).flatten()
+        if self.frames.dim() != 4 or self.frames.shape[0] != self.indices.numel():
+            raise ValueError(
+                f"DecodedVideo: frames {tuple(self.frames.shape)} do not match {self.indices.numel()} indices"
+            )
+        if self.indices.numel() and (
+            int(self.indices.min()) < 0 or int(self.indices.max()) >= self.num_frames
+        ):
+            raise ValueError(f"DecodedVideo: indices outside [0, {self.num_frames})")
+        if self.indices.numel() > 1 and not bool((self.indices[1:] > self.indices[:-1]).all()):
+            raise ValueError("DecodedVideo: indices must be sorted and unique")
+
+    def rows(self, wanted: torch.Tensor) -> torch.Tensor:
+        """Row positions in :attr:`frames` of the video frame indices ``wanted``.
+
+        Args:
+            wanted: Long tensor of frame indices, any shape.
+
+        Returns:
+            Long tensor of the same shape.
+
+        Raises:
+            ValueError: If a wanted frame was not decoded.
+        """
+        flat = wanted.flatten()
+        pos = torch.searchsorted(self.indices, flat).clamp_max(max(self.indices.numel() - 1, 0))
+        if self.indices.numel() == 0 or not bool((self.indices[pos] == flat).all()):
+            missing = sorted(set(flat.tolist()) - set(self.indices.tolist()))[:5]
+            raise ValueError(f"{self.path or 'video'}: frames {missing} were needed but not decoded")
+        return pos.reshape(wanted.shape)

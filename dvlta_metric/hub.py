@@ -1,0 +1,120 @@
+"""Hugging Face Hub access: one wrapper around ``hf_hub_download`` with errors a user can act on.
+
+All downloads go through :func:`huggingface_hub.hf_hub_download`, so the standard cache and its variables
+(``HF_HOME``, ``HF_HUB_CACHE``, ``HF_HUB_OFFLINE``, ``HF_ENDPOINT``) work as everywhere else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import huggingface_hub
+from huggingface_hub import errors as hf_errors
+
+from .errors import CheckpointError, WeightsNotFoundError
+from .version import __version__
+
+LIBRARY_NAME = "dvlta-metric"
+
+
+def _cache_path(cache_dir: str | Path | None) -> str:
+    return str(cache_dir) if cache_dir is not None else str(huggingface_hub.constants.HF_HUB_CACHE)
+
+
+def _offline() -> bool:
+    return bool(huggingface_hub.constants.HF_HUB_OFFLINE)
+
+
+def hub_download(
+    repo_id: str,
+    filename: str,
+    *,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+) -> Path:
+    """Download (or find in the cache) one file of a Hub model repository.
+
+    Args:
+        repo_id: ``org/name``.
+        filename: File in the repository.
+        revision: Branch, tag or commit (default: ``main``).
+        cache_dir: Hub cache to use instead of the standard one.
+
+    Returns:
+        Local path of the file.
+
+    Raises:
+        WeightsNotFoundError: The file is not cached and cannot be downloaded (offline, no network), or the
+            repository, revision or file does not exist. The message names the repository, the revision, the
+            cache path and what to do.
+    """
+    where = f"hf-hub:{repo_id}" + (f"@{revision}" if revision else "")
+    # Order matters: LocalEntryNotFoundError (not cached and not downloadable) subclasses EntryNotFoundError.
+    try:
+        path = huggingface_hub.hf_hub_download(
+            repo_id,
+            filename,
+            revision=revision,
+            cache_dir=cache_dir,
+            library_name=LIBRARY_NAME,
+            library_version=__version__,
+        )
+    except hf_errors.LocalEntryNotFoundError:
+        cache = _cache_path(cache_dir)
+        if _offline():
+            reason = "HF_HUB_OFFLINE is set, so nothing is downloaded, and the file is not in the cache"
+            fix = "unset HF_HUB_OFFLINE (or set it to 0) on a machine with network access to download it once"
+        else:
+            reason = "it is not in the cache and the Hub could not be reached"
+            fix = "connect to the network (or set HF_ENDPOINT to a reachable mirror) and try again"
+        raise WeightsNotFoundError(
+            f"{where}: cannot get {filename!r}: {reason}. Cache searched: {cache}. To fix: {fix}; "
+            "or copy a populated cache there (HF_HOME / HF_HUB_CACHE choose its location), or point "
+            "create() at a directory with 'local-dir:/path'."
+        ) from None
+    except hf_errors.RepositoryNotFoundError:
+        raise WeightsNotFoundError(
+            f"{where}: the Hub repository {repo_id!r} does not exist or is private "
+            "(check the name; for a private repository log in with `hf auth login`)."
+        ) from None
+    except hf_errors.RevisionNotFoundError:
+        raise WeightsNotFoundError(
+            f"{where}: revision {revision!r} does not exist in {repo_id!r} (use a branch, tag or commit hash)."
+        ) from None
+    except hf_errors.EntryNotFoundError:
+        raise WeightsNotFoundError(f"{where}: the repository has no file {filename!r}.") from None
+    except hf_errors.HFValidationError as err:
+        raise WeightsNotFoundError(f"{where}: invalid repository id or revision: {err}") from None
+    except hf_errors.HfHubHTTPError as err:
+        raise WeightsNotFoundError(f"{where}: the Hub refused the download of {filename!r}: {err}") from None
+    return Path(path)
+
+
+def sha256_of(path: str | Path, chunk_size: int = 1 << 20) -> str:
+    """Hex SHA-256 digest of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_sha256(path: str | Path, expected: str, *, what: str) -> None:
+    """Check a downloaded file against its pinned SHA-256.
+
+    Args:
+        path: The file.
+        expected: Expected hex digest.
+        what: How to name the file in the error.
+
+    Raises:
+        CheckpointError: On mismatch; the file is never loaded then.
+    """
+    actual = sha256_of(path)
+    if actual.lower() != expected.lower():
+        raise CheckpointError(
+            f"{what}: SHA-256 mismatch for {path}: expected {expected}, got {actual}. The cached file is "
+            "corrupt or was tampered with and was not loaded; delete it from the cache so that it is "
+            "downloaded again."
+        )

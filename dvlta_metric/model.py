@@ -1,0 +1,407 @@
+"""The DVLTA-VQA model: two views, three branches, text-guided fusion, a prompt score.
+
+``DVLTAVQA`` is the ``torch.nn.Module`` that :func:`dvlta_metric.create` returns. It takes decoded videos
+(tensors) and gives one quality score in ``(0, 1)`` per video, higher is better.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from .branches.basic_visual import BasicVisualFeatureExtraction
+from .branches.temporal_clip import VideoBasedTemporalCLIP
+from .branches.temporal_context import TemporalContextModule
+from .config import ModelConfig
+from .fusion import PromptQualityHead, TextAdapter, TextGuidedFusion
+from .decoded import DecodedVideo
+from .inputs import check_video, split_batch, to_float_video
+from .views import fragment_clip_indices, fragment_view, frame_view, needed_frame_indices, segment_centre_indices
+
+if TYPE_CHECKING:
+    from .batch import FileResult
+
+PathLike = str | os.PathLike
+
+PROMPT_ROLES: tuple[str, str, str] = ("fusion", "positive", "negative")
+"""Row order of :attr:`DVLTAVQA.prompt_embeddings`."""
+
+
+@dataclass
+class Explanation:
+    """Why a video got its score: the fusion weights and features of each branch.
+
+    Attributes:
+        score: Quality in ``(0, 1)``: 0-d for one video, ``(B,)`` for a batch.
+        weights: Fusion weights ``w_k`` (eq. 11), ``(K,)`` or ``(B, K)``.
+        features: Branch features ``F_k``, ``(K, D)`` or ``(B, K, D)``.
+        branches: Names of the ``K`` branches, in order (``"bvfe"``: fragments / technical quality,
+            ``"tcm"``: temporal context / motion, ``"vbtc"``: CLIP semantics).
+    """
+
+    score: torch.Tensor
+    weights: torch.Tensor
+    features: torch.Tensor
+    branches: tuple[str, ...]
+
+    def rows(self) -> list[dict[str, float]]:
+        """One plain dictionary per video: ``score`` and ``weight_<branch>`` for each branch."""
+        scores = self.score.reshape(-1).tolist()
+        weights = self.weights.reshape(len(scores), -1).tolist()
+        return [
+            {"score": s, **{f"weight_{b}": w for b, w in zip(self.branches, ws)}}
+            for s, ws in zip(scores, weights)
+        ]
+
+
+class DVLTAVQA(nn.Module):
+    """DVLTA-VQA: Decoupled Vision-Language Modeling with Text-Guided Adaptation (Yu et al., 2025).
+
+    Build it with :func:`dvlta_metric.create`. Calling it scores videos:
+
+    * ``(T, 3, H, W)`` tensor: one video, returns a 0-d score;
+    * ``(B, T, 3, H, W)`` tensor: a batch, returns ``(B,)``;
+    * list of ``(T, 3, H, W)`` tensors of any sizes: returns ``(N,)``.
+
+    Frames are RGB, ``uint8`` in ``[0, 255]`` or float in ``[0, 1]``, on any device. Gradients are only
+    recorded when the model was created with ``as_loss=True`` (or is in training mode); then they flow back
+    to the input pixels.
+
+    Attributes:
+        lower_better: ``False``: higher scores mean better quality.
+        score_range: ``(0.0, 1.0)``.
+        config: The model's :class:`~dvlta_metric.config.ModelConfig`.
+        as_loss: Whether calls record gradients.
+        prompt_embeddings: Buffer ``(3, D)``: frozen text embeddings of the fusion, positive and negative
+            prompts (computed once from the text tower; inference never runs it).
+
+    Args:
+        config: Model configuration.
+        as_loss: Record gradients on every call (for use as a differentiable loss).
+    """
+
+    lower_better: bool = False
+    score_range: tuple[float, float] = (0.0, 1.0)
+
+    def __init__(self, config: ModelConfig, *, as_loss: bool = False) -> None:
+        super().__init__()
+        self.config = config
+        self.as_loss = as_loss
+        d = config.embed_dim
+        branches = config.branches
+        self.basic_visual: BasicVisualFeatureExtraction | None = None
+        self.temporal_context: TemporalContextModule | None = None
+        self.temporal_clip: VideoBasedTemporalCLIP | None = None
+        if "bvfe" in branches:
+            self.basic_visual = BasicVisualFeatureExtraction(config.swin, config.bvfe_head_hidden, d)
+        if "tcm" in branches:
+            tc = config.temporal_context
+            self.temporal_context = TemporalContextModule(
+                stem_channels=tc.stem_channels,
+                channels=tc.channels,
+                out_dim=d,
+                cbam_reduction=tc.cbam_reduction,
+                route_reduction=tc.route_reduction,
+                route_kernels=tc.route_kernels,
+            )
+        if "vbtc" in branches:
+            self.temporal_clip = VideoBasedTemporalCLIP(
+                config.clip_vision,
+                d,
+                use_adapter=config.use_adapters,
+                adapter_reduction=config.clip_adapter_reduction,
+                adapter_ratio=config.clip_adapter_ratio,
+            )
+        self.register_buffer("prompt_embeddings", torch.randn(len(PROMPT_ROLES), d))
+        self.text_adapter = (
+            TextAdapter(d, config.text_adapter_hidden, config.text_adapter_ratio) if config.use_adapters else None
+        )
+        self.fusion = TextGuidedFusion(config.fusion)
+        self.head = PromptQualityHead(config.logit_scale)
+        self.eval()
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def branches(self) -> tuple[str, ...]:
+        """Names of the branches feeding the fusion, in order."""
+        return self.config.branches
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the model's weights."""
+        return self.prompt_embeddings.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Float dtype the model computes in."""
+        return self.prompt_embeddings.dtype
+
+    @property
+    def uses_fragments(self) -> bool:
+        """Whether the model reads the fragment view."""
+        return self.basic_visual is not None
+
+    @property
+    def uses_frames(self) -> bool:
+        """Whether the model reads the frame view."""
+        return self.temporal_clip is not None or self.temporal_context is not None
+
+    # ------------------------------------------------------------------ sampling
+    def frame_indices(self, num_frames: int) -> dict[str, torch.Tensor]:
+        """Which frames each view of an inference call reads (a reader decodes only these).
+
+        Args:
+            num_frames: Frames in the video.
+
+        Returns:
+            ``{"fragments": (K, L) indices, "frames": (T,) indices}`` for the views the model uses.
+        """
+        out: dict[str, torch.Tensor] = {}
+        if self.uses_fragments:
+            out["fragments"] = fragment_clip_indices(num_frames, self.config.fragment_view)
+        if self.uses_frames:
+            out["frames"] = segment_centre_indices(num_frames, self.config.frame_view)
+        return out
+
+    def needed_frames(self, num_frames: int) -> list[int]:
+        """Sorted unique frame indices an inference call reads; a reader can skip every other frame.
+
+        Args:
+            num_frames: Frames in the video.
+
+        Returns:
+            The indices to decode.
+        """
+        return needed_frame_indices(
+            num_frames,
+            self.config.fragment_view if self.uses_fragments else None,
+            self.config.frame_view if self.uses_frames else None,
+        )
+
+    def make_views(self, video: torch.Tensor | DecodedVideo) -> dict[str, torch.Tensor]:
+        """Cut both views from one decoded video.
+
+        At inference the fragment offsets come from a generator seeded by ``config.fragment_view.seed``,
+        so the same video always gets the same view, alone or in a batch. In training mode one random clip
+        with random offsets is drawn instead.
+
+        Args:
+            video: ``(T, 3, H, W)`` float frames in ``[0, 1]`` on the model's device, or a
+                :class:`~dvlta_metric.decoded.DecodedVideo` holding (at least) the frames of
+                :meth:`needed_frames`.
+
+        Returns:
+            ``{"fragments": (K, 3, L, S, S), "frames": (T', 3, S, S)}`` for the views the model uses.
+        """
+        if isinstance(video, DecodedVideo):
+            num_frames = video.num_frames
+            pixels = to_float_video(video.frames, self.device, self.dtype)
+
+            def take(idx: torch.Tensor) -> torch.Tensor:
+                return pixels[video.rows(idx).to(pixels.device)]
+
+        else:
+            num_frames = video.shape[0]
+
+            def take(idx: torch.Tensor) -> torch.Tensor:
+                return video[idx.to(video.device)]
+
+        views: dict[str, torch.Tensor] = {}
+        if self.uses_fragments:
+            cfg = self.config.fragment_view
+            gen = None if self.training else torch.Generator().manual_seed(cfg.seed)
+            idx = fragment_clip_indices(num_frames, cfg, train=self.training, generator=gen)
+            views["fragments"] = fragment_view(take(idx.flatten()), cfg, generator=gen)
+        if self.uses_frames:
+            idx = segment_centre_indices(num_frames, self.config.frame_view)
+            views["frames"] = frame_view(take(idx), self.config.frame_view)
+        return views
+
+    # ------------------------------------------------------------------ branches and head
+    def branch_features(self, views: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The branch features ``F_k`` of a batch of views.
+
+        Args:
+            views: ``{"fragments": (B, K, 3, L, S, S), "frames": (B, T, 3, S, S)}`` (stacked
+                :meth:`make_views` outputs).
+
+        Returns:
+            ``(B, n_branches, D)`` in the order of :attr:`branches`.
+        """
+        feats: dict[str, torch.Tensor] = {}
+        if self.basic_visual is not None:
+            feats["bvfe"] = self.basic_visual(views["fragments"])
+        if self.temporal_context is not None:
+            feats["tcm"] = self.temporal_context(views["frames"].transpose(1, 2))
+        if self.temporal_clip is not None:
+            feats["vbtc"] = self.temporal_clip(views["frames"])
+        return torch.stack([feats[name] for name in self.branches], dim=1)
+
+    def text_features(self) -> torch.Tensor:
+        """Adapted prompt embeddings ``T'`` (eq. 10), ``(3, D)`` rows in :data:`PROMPT_ROLES` order."""
+        text = self.prompt_embeddings
+        return text if self.text_adapter is None else self.text_adapter(text)
+
+    def score_features(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fuse branch features and score them (eqs. 10-13).
+
+        With a single branch (the zero-shot model) there is nothing to weigh: the fused feature is that
+        branch's feature and its weight is reported as 1.
+
+        Args:
+            features: ``(B, K, D)`` branch features.
+
+        Returns:
+            ``(scores, weights)``: ``(B,)`` in ``(0, 1)`` and ``(B, K)``.
+        """
+        text = self.text_features()
+        if features.shape[1] == 1:
+            fused = features[:, 0]
+            weights = torch.ones(features.shape[:2], dtype=features.dtype, device=features.device)
+        else:
+            fused, weights = self.fusion(features, text[0])
+        return self.head(fused, text[1], text[2]), weights
+
+    # ------------------------------------------------------------------ calls
+    def read(self, path: PathLike) -> DecodedVideo:
+        """Decode the frames of a video file that this model's views need (and no others).
+
+        Args:
+            path: A video file any FFmpeg build reads.
+
+        Returns:
+            The decoded frames with their indices.
+
+        Raises:
+            FileNotFoundError: If the file does not exist.
+            ValueError: If it cannot be decoded or has no video stream.
+        """
+        from .video_io import read_video
+
+        return read_video(path, select=self.needed_frames)
+
+    def _load_inputs(self, x: Any) -> tuple[list[torch.Tensor | DecodedVideo], bool]:
+        """Normalise any accepted input into a list of videos, and whether it was a single video."""
+        if isinstance(x, (str, os.PathLike)):
+            return [self._checked_file(x)], True
+        if isinstance(x, (list, tuple)) and x and all(isinstance(v, (str, os.PathLike)) for v in x):
+            return [self._checked_file(p) for p in x], False
+        if isinstance(x, DecodedVideo):
+            check_video(x.frames, name=x.path or "decoded video")
+            return [x], True
+        single = isinstance(x, torch.Tensor) and x.dim() == 4
+        return list(split_batch(x)), single
+
+    def _checked_file(self, path: PathLike) -> DecodedVideo:
+        decoded = self.read(path)
+        check_video(decoded.frames, name=str(path))
+        return decoded
+
+    def _run(self, x: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
+        videos, single = self._load_inputs(x)
+        return (*self._score_videos(videos), single)
+
+    def _score_videos(
+        self, videos: Sequence[torch.Tensor | DecodedVideo]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        with torch.set_grad_enabled(self.as_loss or self.training):
+            per_video = [
+                self.make_views(v if isinstance(v, DecodedVideo) else to_float_video(v, self.device, self.dtype))
+                for v in videos
+            ]
+            views = {k: torch.stack([pv[k] for pv in per_video]) for k in per_video[0]}
+            features = self.branch_features(views)
+            scores, weights = self.score_features(features)
+        return scores, weights, features
+
+    def forward(self, x: Any) -> torch.Tensor:
+        """Score videos.
+
+        Args:
+            x: ``(T, 3, H, W)``, ``(B, T, 3, H, W)``, or a list of ``(T, 3, H, W)`` tensors (uint8 in
+                ``[0, 255]`` or float in ``[0, 1]``, RGB); or a video file path (``str`` or
+                :class:`os.PathLike`), or a list of paths.
+
+        Returns:
+            0-d score for one video or path, ``(B,)`` / ``(N,)`` otherwise; in ``(0, 1)``, higher is better.
+
+        Raises:
+            TypeError, ValueError: For input of the wrong type, shape, range or size.
+            FileNotFoundError: For a path that does not exist.
+        """
+        scores, _, _, single = self._run(x)
+        return scores[0] if single else scores
+
+    def explain(self, x: Any) -> Explanation:
+        """Score videos and show which stream drove each score.
+
+        Args:
+            x: As for :meth:`forward`.
+
+        Returns:
+            An :class:`Explanation` with the scores, the fusion weights and the branch features.
+        """
+        scores, weights, features, single = self._run(x)
+        if single:
+            return Explanation(scores[0], weights[0], features[0], self.branches)
+        return Explanation(scores, weights, features, self.branches)
+
+    def score_files(
+        self,
+        paths: Sequence[PathLike],
+        *,
+        batch_size: int = 1,
+        num_workers: int = 2,
+        progress: bool = True,
+        explain: bool = False,
+    ) -> Iterator[FileResult]:
+        """Score many video files: decoding runs in parallel workers while the model computes.
+
+        A file that cannot be read or scored gives a result with ``error`` set; the others go on. Results
+        come in input order.
+
+        Args:
+            paths: Video files.
+            batch_size: Videos per model call.
+            num_workers: Decoding threads (0 decodes in the calling thread).
+            progress: Show a tqdm progress bar.
+            explain: Also record the fusion weights of each video.
+
+        Returns:
+            An iterator of :class:`~dvlta_metric.batch.FileResult`, one per path, in order.
+        """
+        from .batch import score_files
+
+        return score_files(
+            self, paths, batch_size=batch_size, num_workers=num_workers, progress=progress, explain=explain
+        )
+
+    def save_pretrained(
+        self, directory: str | os.PathLike, *, fp16: bool = False, metadata: dict[str, Any] | None = None
+    ) -> Path:
+        """Write ``config.json``, ``model.safetensors`` and a model card ``README.md`` to ``directory``.
+
+        Load it back with ``dvlta_metric.create("local-dir:<directory>")``, or upload the directory to the
+        Hub and use ``"hf-hub:org/name"``.
+
+        Args:
+            directory: Target directory (created if needed).
+            fp16: Store floating-point weights as float16 (half the size; cast back to float32 on load).
+            metadata: Free-form training metadata (datasets, splits, results, licence) for ``config.json``
+                and the model card.
+
+        Returns:
+            The directory.
+        """
+        from .checkpoint import save_pretrained
+
+        return save_pretrained(self, directory, fp16=fp16, metadata=metadata)
+
+    def extra_repr(self) -> str:
+        return f"name={self.config.name!r}, branches={self.branches}, as_loss={self.as_loss}"

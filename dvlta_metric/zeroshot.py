@@ -1,0 +1,64 @@
+"""``dvlta-vqa-zeroshot``: the Video-Based Temporal CLIP branch and the prompt head from OpenAI CLIP weights.
+
+No training is involved: the image encoder and the prompt embeddings both come from the public OpenAI CLIP
+ViT-B/16 checkpoint that open_clip resolves from the Hugging Face Hub (its safetensors file). The prompt
+embeddings are computed once, when the weights load, and kept as a buffer; scoring never runs the text
+tower. This makes a meaningful no-training metric (as CLIP-IQA and BVQI do) until trained DVLTA-VQA weights
+are published.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .checkpoint import load_weights_strict, read_weights
+from .clip_towers import build_clip, encode_prompts
+from .hub import hub_download
+from .model import DVLTAVQA
+
+OPENAI_CLIP_SAFETENSORS = "open_clip_model.safetensors"
+
+
+def openai_clip_repo() -> str:
+    """The Hub repository open_clip uses for OpenAI's ViT-B/16 weights (``timm/vit_base_patch16_clip_224.openai``)."""
+    from open_clip.pretrained import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg("ViT-B-16", "openai")
+    hub = str(cfg.get("hf_hub", "")).strip("/")
+    if not hub:
+        raise RuntimeError("this open_clip version has no Hub location for ViT-B-16/openai weights")
+    return hub.split("/")[0] + "/" + hub.split("/")[1]
+
+
+def load_clip_weights(
+    model: DVLTAVQA, *, cache_dir: str | Path | None = None, revision: str | None = None
+) -> DVLTAVQA:
+    """Fill a zero-shot model with OpenAI CLIP weights and its prompt embeddings.
+
+    Args:
+        model: A model whose only branch is ``"vbtc"`` (no adapters).
+        cache_dir: Hub cache directory (default: the standard one).
+        revision: Revision of the CLIP repository (default: ``main``).
+
+    Returns:
+        The same model, weights loaded.
+
+    Raises:
+        WeightsNotFoundError: If the CLIP weights are not cached and cannot be downloaded.
+        CheckpointError: If the file does not match the configured CLIP architecture.
+    """
+    if model.temporal_clip is None:
+        raise ValueError("load_clip_weights needs a model with the 'vbtc' branch")
+    repo = openai_clip_repo()
+    path = hub_download(repo, OPENAI_CLIP_SAFETENSORS, revision=revision, cache_dir=cache_dir)
+    cfg = model.config
+    clip = build_clip(cfg.clip_vision, cfg.clip_text, cfg.embed_dim)
+    load_weights_strict(clip, read_weights(path), source=f"hf-hub:{repo}/{OPENAI_CLIP_SAFETENSORS}")
+    prompts = [cfg.prompts.fusion, cfg.prompts.positive, cfg.prompts.negative]
+    embeddings = encode_prompts(clip, prompts, cfg.clip_text.context_length)
+    with torch.no_grad():
+        model.temporal_clip.visual.load_state_dict(clip.visual.state_dict())
+        model.prompt_embeddings.copy_(embeddings.to(model.prompt_embeddings))
+    return model

@@ -1,0 +1,295 @@
+"""Weights: save_pretrained round trips, the real hf_hub_download path on a fake offline cache, the
+zero-shot model from a small open_clip checkpoint, and every failure a user can hit."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+import huggingface_hub
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import dvlta_metric
+from dvlta_metric import CheckpointError, DVLTAVQA, WeightsNotFoundError
+from dvlta_metric.clip_towers import build_clip, encode_prompts
+from dvlta_metric.config import CLIPTextConfig, CLIPVisionConfig
+from dvlta_metric.factory import parse_model_name
+from dvlta_metric.hub import sha256_of
+from dvlta_metric.registry import WeightSource, register_model
+from dvlta_metric.zeroshot import OPENAI_CLIP_SAFETENSORS, openai_clip_repo
+
+from fake_hub import lay_out_repo
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty Hub cache under a temporary HF_HOME, with offline mode on."""
+    home = tmp_path / "hf_home"
+    cache = home / "hub"
+    cache.mkdir(parents=True)
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # huggingface_hub reads these at import time: mirror the environment for this process
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    return cache
+
+
+@pytest.fixture(scope="module")
+def saved_tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, DVLTAVQA]:
+    torch.manual_seed(1)
+    model = dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="cpu")
+    out = tmp_path_factory.mktemp("tiny")
+    model.save_pretrained(out, metadata={"datasets": ["KoNViD-1k"], "results": {"KoNViD-1k": {"SROCC": 0.5}}})
+    return out, model
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "target", "revision"),
+    [
+        ("dvlta-vqa", "registry", "dvlta-vqa", None),
+        ("hf-hub:org/name", "hf-hub", "org/name", None),
+        ("hf-hub:org/name@v1.0", "hf-hub", "org/name", "v1.0"),
+        ("hf-hub:org/name@" + "a" * 40, "hf-hub", "org/name", "a" * 40),
+        ("local-dir:/tmp/model", "local-dir", "/tmp/model", None),
+    ],
+)
+def test_parse_model_name(name: str, kind: str, target: str, revision: str | None) -> None:
+    parsed = parse_model_name(name)
+    assert (parsed.kind, parsed.target, parsed.revision) == (kind, target, revision)
+
+
+@pytest.mark.parametrize(
+    ("name", "match"),
+    [
+        ("./weights", "local-dir:"),
+        ("/abs/path/model", "local-dir:"),
+        ("org/name", "local-dir:"),
+        ("hf-hub:noslash", "hf-hub:org/name"),
+        ("hf-hub:org/name@", "empty revision"),
+        ("local-dir:", "local-dir:/path"),
+    ],
+)
+def test_parse_model_name_errors(name: str, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        parse_model_name(name)
+
+
+def test_round_trip_bit_identical(saved_tiny: tuple[Path, DVLTAVQA], video_factory: Callable) -> None:
+    directory, model = saved_tiny
+    assert {p.name for p in directory.iterdir()} == {"config.json", "model.safetensors", "README.md"}
+    loaded = dvlta_metric.create(f"local-dir:{directory}", device="cpu")
+    v = video_factory(10, 200, 260)
+    assert torch.equal(loaded(v), model(v))
+    doc = json.loads((directory / "config.json").read_text())
+    assert doc["architecture"] == "dvlta-vqa"
+    assert doc["library"]["name"] == "dvlta-metric" and doc["library"]["version"] == dvlta_metric.__version__
+    assert doc["preprocessing"]["fragment_view"]["clip_len"] == 8
+    assert doc["prompts"]["positive"] == "a photo of a high quality video."
+    assert doc["metadata"]["datasets"] == ["KoNViD-1k"]
+    card = (directory / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: dvlta-metric\nlicense: mit")
+    assert "KoNViD-1k" in card and "arXiv:2504.11733" in card
+
+
+def test_fp16_storage(tmp_path: Path, saved_tiny: tuple[Path, DVLTAVQA], video_factory: Callable) -> None:
+    directory, model = saved_tiny
+    half = model.save_pretrained(tmp_path / "half", fp16=True)
+    size32 = (directory / "model.safetensors").stat().st_size
+    size16 = (half / "model.safetensors").stat().st_size
+    assert 0.45 < size16 / size32 < 0.56
+    loaded = dvlta_metric.create(f"local-dir:{half}", device="cpu")
+    assert next(loaded.parameters()).dtype == torch.float32
+    v = torch.stack([video_factory(10, 200, 260, seed=i) for i in range(3)])
+    assert torch.allclose(loaded(v), model(v), atol=1e-3)
+
+
+def test_hf_hub_offline_cache_and_revisions(
+    hub_cache: Path, saved_tiny: tuple[Path, DVLTAVQA], tmp_path: Path, video_factory: Callable
+) -> None:
+    directory, model = saved_tiny
+    files = {n: directory / n for n in ("config.json", "model.safetensors")}
+    lay_out_repo(hub_cache, "test-org/tiny", files, commit="1" * 40, refs=("main",))
+    other = dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="cpu")
+    with torch.no_grad():
+        other.prompt_embeddings.mul_(-1)  # a different model, to tell the snapshots apart
+    old = other.save_pretrained(tmp_path / "old")
+    lay_out_repo(hub_cache, "test-org/tiny", {n: old / n for n in files}, commit="2" * 40, refs=("v0",))
+    v = video_factory(8, 160, 200)
+    assert torch.equal(dvlta_metric.create("hf-hub:test-org/tiny", device="cpu")(v), model(v))
+    assert torch.equal(dvlta_metric.create("hf-hub:test-org/tiny@v0", device="cpu")(v), other(v))
+    by_hash = dvlta_metric.create("hf-hub:test-org/tiny", revision="2" * 40, device="cpu")
+    assert torch.equal(by_hash(v), other(v))
+    config_only = dvlta_metric.create("hf-hub:test-org/tiny", pretrained=False, device="cpu")
+    assert config_only.config == model.config
+    with pytest.raises(ValueError, match="revision"):
+        dvlta_metric.create("hf-hub:test-org/tiny@v0", revision="main")
+
+
+def test_empty_cache_offline_error_is_actionable(hub_cache: Path) -> None:
+    with pytest.raises(WeightsNotFoundError) as info:
+        dvlta_metric.create("hf-hub:test-org/missing", device="cpu")
+    msg = str(info.value)
+    assert "test-org/missing" in msg and str(hub_cache) in msg and "HF_HUB_OFFLINE" in msg
+
+
+def test_unknown_revision_offline(hub_cache: Path, saved_tiny: tuple[Path, DVLTAVQA]) -> None:
+    directory, _ = saved_tiny
+    lay_out_repo(hub_cache, "test-org/tiny", {n: directory / n for n in ("config.json", "model.safetensors")})
+    with pytest.raises(WeightsNotFoundError, match="nope"):
+        dvlta_metric.create("hf-hub:test-org/tiny@nope", device="cpu")
+
+
+def test_registry_entry_with_sha256(hub_cache: Path, saved_tiny: tuple[Path, DVLTAVQA], tmp_path: Path) -> None:
+    directory, model = saved_tiny
+    commit = "3" * 40
+    snap = lay_out_repo(
+        hub_cache, "test-org/pinned", {n: directory / n for n in ("config.json", "model.safetensors")}, commit=commit
+    )
+    good = sha256_of(snap / "model.safetensors")
+    cfg = model.config.replace(name="test-pinned")
+    register_model(cfg, WeightSource("hub", repo_id="test-org/pinned", revision=commit, sha256=good), overwrite=True)
+    loaded = dvlta_metric.create("test-pinned", device="cpu")
+    assert dvlta_metric.model_info("test-pinned").status.startswith("published: hf-hub:test-org/pinned@3333")
+    assert loaded.config == model.config
+    # a tampered file: same size, one byte changed
+    data = bytearray((snap / "model.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (snap / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="SHA-256 mismatch"):
+        dvlta_metric.create("test-pinned", device="cpu")
+
+
+def test_truncated_weights(tmp_path: Path, saved_tiny: tuple[Path, DVLTAVQA]) -> None:
+    directory, _ = saved_tiny
+    bad = tmp_path / "truncated"
+    bad.mkdir()
+    (bad / "config.json").write_bytes((directory / "config.json").read_bytes())
+    raw = (directory / "model.safetensors").read_bytes()
+    (bad / "model.safetensors").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        dvlta_metric.create(f"local-dir:{bad}", device="cpu")
+
+
+def test_config_for_another_architecture(tmp_path: Path, saved_tiny: tuple[Path, DVLTAVQA]) -> None:
+    directory, _ = saved_tiny
+    bad = tmp_path / "other"
+    bad.mkdir()
+    doc = json.loads((directory / "config.json").read_text())
+    doc["architecture"] = "fast-vqa"
+    (bad / "config.json").write_text(json.dumps(doc))
+    (bad / "model.safetensors").write_bytes((directory / "model.safetensors").read_bytes())
+    with pytest.raises(CheckpointError, match="'fast-vqa'"):
+        dvlta_metric.create(f"local-dir:{bad}", device="cpu")
+
+
+def test_missing_unexpected_and_misshaped_keys(tmp_path: Path, saved_tiny: tuple[Path, DVLTAVQA]) -> None:
+    directory, model = saved_tiny
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    drop = next(k for k in state if k.startswith("text_adapter"))
+    cases = {
+        "missing": ({k: v for k, v in state.items() if k != drop}, f"missing keys: {drop}"),
+        "unexpected": (state | {"extra.weight": torch.zeros(2)}, "unexpected keys: extra.weight"),
+        "shape": (state | {"prompt_embeddings": torch.zeros(3, 7)}, "wrong shapes"),
+    }
+    for name, (sd, match) in cases.items():
+        d = tmp_path / name
+        d.mkdir()
+        (d / "config.json").write_bytes((directory / "config.json").read_bytes())
+        save_file(sd, str(d / "model.safetensors"))
+        with pytest.raises(CheckpointError, match=match):
+            dvlta_metric.create(f"local-dir:{d}", device="cpu")
+
+
+def test_missing_directory() -> None:
+    with pytest.raises(WeightsNotFoundError, match="not a directory"):
+        dvlta_metric.create("local-dir:/definitely/not/here", device="cpu")
+
+
+def test_unpublished_entries_say_what_to_do() -> None:
+    for name in ("dvlta-vqa", "dvlta-vqa-konvid", "dvlta-vqa-livevqc", "dvlta-vqa-ytugc"):
+        assert dvlta_metric.model_info(name).status == "not published yet"
+        with pytest.raises(ValueError, match="not published yet") as info:
+            dvlta_metric.create(name, device="cpu")
+        assert "training/" in str(info.value) and "dvlta-vqa-zeroshot" in str(info.value)
+
+
+SMALL_CLIP = {
+    "embed_dim": 32,
+    "clip_vision": CLIPVisionConfig(image_size=224, patch_size=32, width=64, layers=2, head_width=32),
+    "clip_text": CLIPTextConfig(context_length=77, vocab_size=49408, width=32, heads=2, layers=1),
+}
+
+
+def _write_small_clip(hub_cache: Path) -> torch.nn.Module:
+    torch.manual_seed(7)
+    clip = build_clip(SMALL_CLIP["clip_vision"], SMALL_CLIP["clip_text"], SMALL_CLIP["embed_dim"])
+    file = hub_cache.parent / OPENAI_CLIP_SAFETENSORS
+    save_file({k: v.contiguous() for k, v in clip.state_dict().items()}, str(file))
+    lay_out_repo(hub_cache, openai_clip_repo(), {OPENAI_CLIP_SAFETENSORS: file, "open_clip_config.json": b"{}"})
+    return clip
+
+
+def test_zeroshot_from_cached_openai_clip(hub_cache: Path, video_factory: Callable) -> None:
+    assert openai_clip_repo() == "timm/vit_base_patch16_clip_224.openai"
+    clip = _write_small_clip(hub_cache)
+    model = dvlta_metric.create("dvlta-vqa-zeroshot", device="cpu", **SMALL_CLIP)
+    cfg = model.config
+    assert model.branches == ("vbtc",) and model.text_adapter is None
+    expected = encode_prompts(clip, [cfg.prompts.fusion, cfg.prompts.positive, cfg.prompts.negative], 77)
+    assert torch.allclose(model.prompt_embeddings, expected)
+    # the image tower carries CLIP's weights; no text tower is kept in the model
+    for key, value in clip.visual.state_dict().items():
+        assert torch.equal(model.temporal_clip.visual.state_dict()[key], value)
+    assert not any(k.startswith(("transformer.", "token_embedding")) for k in model.state_dict())
+    v = video_factory(9, 180, 240)
+    s1, s2 = model(v), model(v)
+    assert torch.equal(s1, s2) and 0.0 < float(s1) < 1.0
+    # scoring equals the CLIP definition: mean frame embedding vs the two prompts, scale 100
+    frames = model.make_views(v)["frames"]
+    z = torch.nn.functional.normalize(clip.encode_image(frames).mean(0), dim=-1)
+    t = torch.nn.functional.normalize(expected[1:], dim=-1)
+    assert torch.allclose(s1, (100 * z @ t.t()).softmax(-1)[0], atol=1e-5)
+
+
+def test_zeroshot_offline_without_cache(hub_cache: Path) -> None:
+    with pytest.raises(WeightsNotFoundError, match="HF_HUB_OFFLINE"):
+        dvlta_metric.create("dvlta-vqa-zeroshot", device="cpu")
+
+
+def test_real_environment_variables_in_a_fresh_process(hub_cache: Path, saved_tiny: tuple[Path, DVLTAVQA]) -> None:
+    """HF_HOME and HF_HUB_OFFLINE set in the environment of a new interpreter, as a user would."""
+    directory, model = saved_tiny
+    lay_out_repo(hub_cache, "env-org/tiny", {n: directory / n for n in ("config.json", "model.safetensors")})
+    code = (
+        "import torch, dvlta_metric\n"
+        "m = dvlta_metric.create('hf-hub:env-org/tiny', device='cpu')\n"
+        "print(float(m.prompt_embeddings.sum()))\n"
+        "try:\n"
+        "    dvlta_metric.create('hf-hub:env-org/absent', device='cpu')\n"
+        "except dvlta_metric.WeightsNotFoundError as e:\n"
+        "    print('ERR', e)\n"
+    )
+    env = dict(os.environ, HF_HOME=str(hub_cache.parent), HF_HUB_OFFLINE="1")
+    env.pop("HF_HUB_CACHE", None)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=REPO_ROOT, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    first, err = out.stdout.strip().splitlines()[:2]
+    assert abs(float(first) - float(model.prompt_embeddings.sum())) < 1e-4
+    assert err.startswith("ERR") and str(hub_cache) in err and "HF_HUB_OFFLINE" in err
+
+
+def test_library_never_unpickles() -> None:
+    for path in (REPO_ROOT / "dvlta_metric").rglob("*.py"):
+        text = path.read_text()
+        assert "torch.load(" not in text and "import pickle" not in text, path

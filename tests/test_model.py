@@ -1,0 +1,184 @@
+"""The public model API: shapes, ranges, determinism, batching, gradients, input errors."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import pytest
+import torch
+
+import dvlta_metric
+from dvlta_metric import DVLTAVQA
+
+VideoFactory = Callable[..., torch.Tensor]
+
+
+def test_registry_lists_both_configs() -> None:
+    names = dvlta_metric.list_models()
+    assert "dvlta-vqa" in names and "dvlta-vqa-tiny" in names
+    with pytest.raises(ValueError, match="unknown model"):
+        dvlta_metric.create("no-such-model", pretrained=False)
+
+
+def test_metric_attributes(tiny_model: DVLTAVQA) -> None:
+    assert tiny_model.lower_better is False
+    assert tiny_model.score_range == (0.0, 1.0)
+    assert not tiny_model.training
+
+
+def test_single_video_gives_0d_score_in_range(tiny_model: DVLTAVQA, video_factory: VideoFactory) -> None:
+    s = tiny_model(video_factory(12, 240, 320))
+    assert s.shape == ()
+    assert 0.0 < float(s) < 1.0
+    assert not s.requires_grad
+
+
+def test_batch_and_list(tiny_model: DVLTAVQA, video_factory: VideoFactory) -> None:
+    batch = torch.stack([video_factory(10, 200, 260, seed=i) for i in range(3)])
+    s = tiny_model(batch)
+    assert s.shape == (3,)
+    assert ((s > 0) & (s < 1)).all()
+    videos = [video_factory(5, 180, 320, seed=1), video_factory(17, 300, 200, seed=2), video_factory(1, 64, 64)]
+    s_list = tiny_model(videos)
+    assert s_list.shape == (3,)
+
+
+def test_deterministic_bit_identical(tiny_model: DVLTAVQA, video_factory: VideoFactory) -> None:
+    v = video_factory(20, 240, 320, seed=5)
+    a, b = tiny_model(v), tiny_model(v)
+    assert torch.equal(a, b)
+
+
+def test_batch_equals_alone(tiny_model: DVLTAVQA, video_factory: VideoFactory) -> None:
+    videos = [video_factory(16, 224, 288, seed=i) for i in range(3)]
+    batch = tiny_model(torch.stack(videos))
+    alone = torch.stack([tiny_model(v) for v in videos])
+    assert torch.allclose(batch, alone, atol=1e-5, rtol=0)
+    mixed = tiny_model([videos[1], video_factory(9, 120, 200, seed=9), videos[2]])
+    assert torch.allclose(mixed[[0, 2]], alone[1:], atol=1e-5, rtol=0)
+
+
+def test_uint8_equals_float(tiny_model: DVLTAVQA, video_factory: VideoFactory) -> None:
+    v8 = video_factory(8, 128, 160, dtype=torch.uint8)
+    vf = v8.float() / 255.0
+    assert torch.allclose(tiny_model(v8), tiny_model(vf), atol=1e-6)
+    assert torch.allclose(tiny_model(vf.double()), tiny_model(vf.half().float()), atol=5e-3)
+
+
+def test_short_and_small_videos_are_valid(tiny_model: DVLTAVQA, video_factory: VideoFactory) -> None:
+    one_frame = tiny_model(video_factory(1, 240, 320))
+    small = tiny_model(video_factory(6, 48, 80))
+    assert 0 < float(one_frame) < 1 and 0 < float(small) < 1
+
+
+def test_explain(tiny_model: DVLTAVQA, video_factory: VideoFactory) -> None:
+    v = video_factory(8, 200, 200)
+    e = tiny_model.explain(v)
+    assert e.branches == ("bvfe", "tcm", "vbtc")
+    assert e.weights.shape == (3,) and e.features.shape == (3, tiny_model.config.embed_dim)
+    assert torch.equal(e.score, tiny_model(v))
+    # eq. 11: the weights are the cosines of the branch features with the adapted fusion prompt
+    text = tiny_model.text_features()[0]
+    cos = torch.nn.functional.cosine_similarity(e.features, text[None], dim=-1)
+    assert torch.allclose(e.weights, cos, atol=1e-6)
+    rows = tiny_model.explain(torch.stack([v, v])).rows()
+    assert len(rows) == 2 and set(rows[0]) == {"score", "weight_bvfe", "weight_tcm", "weight_vbtc"}
+
+
+def test_as_loss_gradient_reaches_pixels(tiny_loss_model: DVLTAVQA, video_factory: VideoFactory) -> None:
+    v = video_factory(8, 160, 224).requires_grad_(True)
+    s = tiny_loss_model(torch.stack([v, v.flip(-1)]))
+    assert s.requires_grad
+    s.sum().backward()
+    assert v.grad is not None
+    assert torch.isfinite(v.grad).all() and v.grad.abs().sum() > 0
+    # frozen backbones stay frozen
+    assert all(not p.requires_grad for p in tiny_loss_model.basic_visual.backbone.parameters())
+    assert all(not p.requires_grad for p in tiny_loss_model.temporal_clip.visual.parameters())
+
+
+def test_softmax_fusion_override(video_factory: VideoFactory) -> None:
+    torch.manual_seed(0)
+    m = dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="cpu", fusion="softmax")
+    e = m.explain(video_factory(4, 100, 100))
+    assert torch.allclose(e.weights.sum(), torch.tensor(1.0), atol=1e-6)
+    with pytest.raises(TypeError, match="unknown model option"):
+        dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, no_such_option=1)
+    with pytest.raises(TypeError, match="unknown option"):
+        dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, fragment_view={"clips": 2})
+
+
+def test_pretrained_without_weights_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="pretrained=False"):
+        dvlta_metric.create("dvlta-vqa-tiny")
+
+
+@pytest.mark.parametrize(
+    ("make", "err", "match"),
+    [
+        (lambda: torch.rand(3, 64, 64), ValueError, "3-D"),
+        (lambda: torch.rand(1, 1, 4, 3, 64, 64), ValueError, "6-D"),
+        (lambda: torch.rand(4, 1, 64, 64), ValueError, "3 colour channels"),
+        (lambda: torch.rand(4, 64, 64, 3), ValueError, "channels-last"),
+        (lambda: torch.full((4, 3, 64, 64), float("nan")), ValueError, "NaN"),
+        (lambda: torch.full((4, 3, 64, 64), float("inf")), ValueError, "NaN or infinite"),
+        (lambda: torch.rand(4, 3, 64, 64) * 255, ValueError, "divide by 255"),
+        (lambda: torch.rand(4, 3, 64, 64) - 0.5, ValueError, r"\[0, 1\]"),
+        (lambda: torch.rand(0, 3, 64, 64), ValueError, "empty"),
+        (lambda: torch.rand(0, 4, 3, 64, 64), ValueError, "empty"),
+        (lambda: torch.rand(4, 3, 15, 64), ValueError, "too small"),
+        (lambda: torch.randint(0, 9, (4, 3, 64, 64)), TypeError, "dtype"),
+        (lambda: [], ValueError, "empty list"),
+        (lambda: [torch.rand(4, 3, 64, 64), "x"], TypeError, "video 1 of the list"),
+        (lambda: 3.0, TypeError, "expected a video tensor"),
+    ],
+)
+def test_bad_input_errors(tiny_model: DVLTAVQA, make: Callable[[], object], err: type, match: str) -> None:
+    with pytest.raises(err, match=match):
+        tiny_model(make())
+
+
+def test_bad_device() -> None:
+    with pytest.raises(ValueError, match="device"):
+        dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="nonsense")
+
+
+@pytest.mark.slow
+def test_full_model_size_and_forward(video_factory: VideoFactory) -> None:
+    torch.manual_seed(0)
+    model = dvlta_metric.create("dvlta-vqa", pretrained=False, device="cpu", fragment_view={"num_clips": 1})
+    total = sum(p.numel() for p in model.parameters())
+    clip = sum(p.numel() for p in model.temporal_clip.visual.parameters())
+    swin = sum(p.numel() for p in model.basic_visual.backbone.parameters())
+    assert 110e6 < total < 120e6, total
+    assert 85e6 < clip < 88e6, clip
+    assert 27.5e6 < swin < 28.7e6, swin
+    e = model.explain(video_factory(40, 240, 320))
+    assert e.score.shape == () and 0.0 <= float(e.score) <= 1.0
+    assert e.features.shape == (3, 512)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cpu_and_cuda_agree(video_factory: VideoFactory) -> None:
+    torch.manual_seed(0)
+    cpu = dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="cpu")
+    gpu = dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="cuda")
+    gpu.load_state_dict(cpu.state_dict())
+    videos = torch.stack([video_factory(12, 240, 320, seed=i) for i in range(2)])
+    assert torch.allclose(cpu(videos), gpu(videos).cpu(), atol=1e-4)
+    # inputs on the CPU are moved to the model's device
+    assert gpu(videos).device.type == "cuda"
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_full_model_agrees_with_cpu(video_factory: VideoFactory) -> None:
+    torch.manual_seed(0)
+    cpu = dvlta_metric.create("dvlta-vqa", pretrained=False, device="cpu", fragment_view={"num_clips": 1})
+    gpu = dvlta_metric.create("dvlta-vqa", pretrained=False, device="cuda", fragment_view={"num_clips": 1})
+    gpu.load_state_dict(cpu.state_dict())
+    v = video_factory(40, 240, 320)
+    ec, eg = cpu.explain(v), gpu.explain(v.cuda())
+    assert torch.allclose(ec.weights, eg.weights.cpu(), atol=1e-4)
+    assert torch.allclose(ec.score, eg.score.cpu(), atol=1e-4)
