@@ -127,6 +127,7 @@ def create(
     as_loss: bool = False,
     cache_dir: str | Path | None = None,
     revision: str | None = None,
+    precision: str = "fp32",
     **overrides: Any,
 ) -> DVLTAVQA:
     """Create a DVLTA-VQA model.
@@ -142,6 +143,7 @@ def create(
         cache_dir: Hugging Face cache directory (default: the standard one, set by ``HF_HOME`` or
             ``HF_HUB_CACHE``).
         revision: Hub branch, tag or commit (same as ``@revision`` in the name).
+        precision: ``"fp32"``, or ``"bf16"`` / ``"fp16"`` to run the branches under autocast (CUDA).
         **overrides: Fields of :class:`~dvlta_metric.config.ModelConfig` to change, e.g.
             ``fusion="softmax"`` or ``fragment_view={"num_clips": 1}``.
 
@@ -190,7 +192,7 @@ def create(
             config, _ = read_config(directory / CONFIG_NAME)
     if overrides:
         config = config.replace(**overrides)
-    model = DVLTAVQA(config, as_loss=as_loss)
+    model = DVLTAVQA(config, as_loss=as_loss).set_precision(precision)
     if state is not None:
         load_weights_strict(model, state, source=name)
     if load_clip:

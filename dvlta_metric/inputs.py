@@ -59,22 +59,6 @@ def check_video(video: torch.Tensor, *, name: str = "video") -> None:
         raise ValueError(f"{name}: float values must lie in [0, 1], got min {lo:.4g} and max {hi:.4g}{hint}")
 
 
-def to_float_video(video: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """Move a checked video to ``device`` as float values in ``[0, 1]``.
-
-    Args:
-        video: ``(T, 3, H, W)`` uint8 or float tensor (already checked by :func:`check_video`).
-        device: Target device.
-        dtype: Target float dtype.
-
-    Returns:
-        ``(T, 3, H, W)`` float tensor in ``[0, 1]``; keeps the autograd graph of a float input.
-    """
-    if video.dtype == torch.uint8:
-        return video.to(device=device).to(dtype) / 255.0
-    return video.to(device=device, dtype=dtype)
-
-
 def split_batch(x: object) -> list[torch.Tensor]:
     """Turn a model input into a list of per-video ``(T, 3, H, W)`` tensors, validating each.
 

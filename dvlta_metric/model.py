@@ -21,7 +21,7 @@ from .branches.temporal_context import TemporalContextModule
 from .config import ModelConfig
 from .fusion import PromptQualityHead, TextAdapter, TextGuidedFusion
 from .decoded import DecodedVideo
-from .inputs import check_video, split_batch, to_float_video
+from .inputs import check_video, split_batch
 from .views import fragment_clip_indices, fragment_view, frame_view, needed_frame_indices, segment_centre_indices
 
 if TYPE_CHECKING:
@@ -31,6 +31,9 @@ PathLike = str | os.PathLike
 
 PROMPT_ROLES: tuple[str, str, str] = ("fusion", "positive", "negative")
 """Row order of :attr:`DVLTAVQA.prompt_embeddings`."""
+
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+"""Accepted values of :meth:`DVLTAVQA.set_precision` and the autocast dtype each one uses."""
 
 
 @dataclass
@@ -124,6 +127,7 @@ class DVLTAVQA(nn.Module):
         )
         self.fusion = TextGuidedFusion(config.fusion)
         self.head = PromptQualityHead(config.logit_scale)
+        self.precision = "fp32"
         self.eval()
 
     # ------------------------------------------------------------------ properties
@@ -151,6 +155,45 @@ class DVLTAVQA(nn.Module):
     def uses_frames(self) -> bool:
         """Whether the model reads the frame view."""
         return self.temporal_clip is not None or self.temporal_context is not None
+
+    # ------------------------------------------------------------------ execution options
+    def set_precision(self, precision: str) -> DVLTAVQA:
+        """Run the three branches under autocast: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"``.
+
+        Views, fusion and the score stay in float32. On CUDA, ``"bf16"`` is several times faster and keeps
+        scores within about 2e-3 of float32 (see the Benchmarks page); on CPU it is usually slower.
+
+        Args:
+            precision: One of :data:`PRECISIONS`.
+
+        Returns:
+            The model itself.
+
+        Raises:
+            ValueError: For an unknown precision.
+        """
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+        self.precision = precision
+        return self
+
+    def set_grad_checkpointing(self, enable: bool = True) -> DVLTAVQA:
+        """Recompute backbone activations in the backward pass instead of storing them.
+
+        Cuts the memory of ``as_loss=True`` backward passes on long or large videos (the frozen Swin3D and
+        CLIP towers hold most activations) at the cost of one extra forward.
+
+        Args:
+            enable: Turn checkpointing on or off.
+
+        Returns:
+            The model itself.
+        """
+        if self.basic_visual is not None:
+            self.basic_visual.backbone.set_grad_checkpointing(enable)
+        if self.temporal_clip is not None:
+            self.temporal_clip.visual.set_grad_checkpointing(enable)
+        return self
 
     # ------------------------------------------------------------------ sampling
     def frame_indices(self, num_frames: int) -> dict[str, torch.Tensor]:
@@ -191,8 +234,10 @@ class DVLTAVQA(nn.Module):
         so the same video always gets the same view, alone or in a batch. In training mode one random clip
         with random offsets is drawn instead.
 
+        Only the sampled frames and patches are moved to the model's device and converted to floats.
+
         Args:
-            video: ``(T, 3, H, W)`` float frames in ``[0, 1]`` on the model's device, or a
+            video: ``(T, 3, H, W)`` frames (uint8 in ``[0, 255]`` or float in ``[0, 1]``, any device), or a
                 :class:`~dvlta_metric.decoded.DecodedVideo` holding (at least) the frames of
                 :meth:`needed_frames`.
 
@@ -201,26 +246,25 @@ class DVLTAVQA(nn.Module):
         """
         if isinstance(video, DecodedVideo):
             num_frames = video.num_frames
-            pixels = to_float_video(video.frames, self.device, self.dtype)
 
             def take(idx: torch.Tensor) -> torch.Tensor:
-                return pixels[video.rows(idx).to(pixels.device)]
+                return video.frames[video.rows(idx)].to(self.device)
 
         else:
             num_frames = video.shape[0]
 
             def take(idx: torch.Tensor) -> torch.Tensor:
-                return video[idx.to(video.device)]
+                return video[idx.to(video.device)].to(self.device)
 
         views: dict[str, torch.Tensor] = {}
         if self.uses_fragments:
             cfg = self.config.fragment_view
             gen = None if self.training else torch.Generator().manual_seed(cfg.seed)
             idx = fragment_clip_indices(num_frames, cfg, train=self.training, generator=gen)
-            views["fragments"] = fragment_view(take(idx.flatten()), cfg, generator=gen)
+            views["fragments"] = fragment_view(take(idx.flatten()), cfg, generator=gen, dtype=self.dtype)
         if self.uses_frames:
             idx = segment_centre_indices(num_frames, self.config.frame_view)
-            views["frames"] = frame_view(take(idx), self.config.frame_view)
+            views["frames"] = frame_view(take(idx), self.config.frame_view, dtype=self.dtype)
         return views
 
     # ------------------------------------------------------------------ branches and head
@@ -311,13 +355,12 @@ class DVLTAVQA(nn.Module):
         self, videos: Sequence[torch.Tensor | DecodedVideo]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         with torch.set_grad_enabled(self.as_loss or self.training):
-            per_video = [
-                self.make_views(v if isinstance(v, DecodedVideo) else to_float_video(v, self.device, self.dtype))
-                for v in videos
-            ]
+            per_video = [self.make_views(v) for v in videos]
             views = {k: torch.stack([pv[k] for pv in per_video]) for k in per_video[0]}
-            features = self.branch_features(views)
-            scores, weights = self.score_features(features)
+            amp = PRECISIONS[self.precision]
+            with torch.autocast(self.device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                features = self.branch_features(views)
+            scores, weights = self.score_features(features.to(self.dtype))
         return scores, weights, features
 
     def forward(self, x: Any) -> torch.Tensor:

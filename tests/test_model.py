@@ -182,3 +182,22 @@ def test_cuda_full_model_agrees_with_cpu(video_factory: VideoFactory) -> None:
     ec, eg = cpu.explain(v), gpu.explain(v.cuda())
     assert torch.allclose(ec.weights, eg.weights.cpu(), atol=1e-4)
     assert torch.allclose(ec.score, eg.score.cpu(), atol=1e-4)
+
+
+def test_precision_and_checkpointing_options(video_factory: VideoFactory) -> None:
+    torch.manual_seed(0)
+    model = dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="cpu", as_loss=True)
+    v = video_factory(8, 128, 160).requires_grad_(True)
+    plain = model(v)
+    (g_plain,) = torch.autograd.grad(plain, v)
+    model.set_grad_checkpointing(True)
+    ckpt = model(v)
+    (g_ckpt,) = torch.autograd.grad(ckpt, v)
+    assert torch.allclose(plain, ckpt, atol=1e-6)
+    assert torch.allclose(g_plain, g_ckpt, atol=1e-6, rtol=1e-4)
+    model.set_grad_checkpointing(False)
+    bf16 = model.set_precision("bf16")(v)
+    model.set_precision("fp32")
+    assert abs(float(bf16.detach()) - float(plain.detach())) < 0.05
+    with pytest.raises(ValueError, match="precision"):
+        model.set_precision("int8")

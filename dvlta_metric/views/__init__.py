@@ -1,7 +1,7 @@
 """The two views cut from one decoded video: fragments (ventral) and frames (dorsal)."""
 
 from .fragments import extract_fragments, fragment_view, sample_fragment_offsets, upsample_short_side
-from .normalize import normalize
+from .normalize import normalize, to_unit_float
 from .frames import center_crop, frame_view, resize_short_side
 from .temporal import fragment_clip_indices, needed_frame_indices, segment_centre_indices
 
@@ -16,5 +16,6 @@ __all__ = [
     "resize_short_side",
     "sample_fragment_offsets",
     "segment_centre_indices",
+    "to_unit_float",
     "upsample_short_side",
 ]

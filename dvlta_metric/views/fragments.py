@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import FragmentViewConfig
-from .normalize import normalize
+from .normalize import normalize, to_unit_float
 
 
 def upsample_short_side(frames: torch.Tensor, min_side: int) -> torch.Tensor:
@@ -112,14 +112,18 @@ def fragment_view(
     frames: torch.Tensor,
     cfg: FragmentViewConfig,
     generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """Fragment view of already temporally sampled clips.
 
     Args:
-        frames: ``(K * L, 3, H, W)`` float frames in ``[0, 1]``, the ``K`` clips of ``L = cfg.clip_len``
-            frames each, in order (see :func:`~dvlta_metric.views.temporal.fragment_clip_indices`).
+        frames: ``(K * L, 3, H, W)`` frames, uint8 in ``[0, 255]`` or float in ``[0, 1]``: the ``K`` clips of
+            ``L = cfg.clip_len`` frames each, in order (see
+            :func:`~dvlta_metric.views.temporal.fragment_clip_indices`). uint8 frames are converted after
+            the patches are cut, so only the view is ever held as floats.
         cfg: Fragment view settings.
         generator: Generator for the patch offsets (seeded at inference, ``None`` in training).
+        dtype: Float dtype of the result.
 
     Returns:
         ``(K, 3, L, S, S)`` normalised fragment clips, ``S = cfg.fragments * cfg.fsize`` (224).
@@ -129,10 +133,11 @@ def fragment_view(
     if n % clip_len:
         raise ValueError(f"{n} frames are not a whole number of {clip_len}-frame clips")
     aligned = cfg.aligned if (clip_len % cfg.aligned == 0) else clip_len
-    frames = upsample_short_side(frames, cfg.size)
+    if min(frames.shape[-2:]) < cfg.size:
+        frames = upsample_short_side(to_unit_float(frames, dtype), cfg.size)
     h, w = frames.shape[-2:]
     top, left = sample_fragment_offsets(h, w, n // aligned, cfg, generator)
-    frag = extract_fragments(frames, top, left, cfg.fsize, aligned)
+    frag = to_unit_float(extract_fragments(frames, top, left, cfg.fsize, aligned), dtype)
     frag = normalize(frag, cfg.mean, cfg.std)
     k = n // clip_len
     return frag.reshape(k, clip_len, 3, cfg.size, cfg.size).transpose(1, 2)

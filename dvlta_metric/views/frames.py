@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import FrameViewConfig
-from .normalize import normalize
+from .normalize import normalize, to_unit_float
 
 
 def resize_short_side(frames: torch.Tensor, short: int, antialias: bool = True) -> torch.Tensor:
@@ -44,17 +44,18 @@ def center_crop(frames: torch.Tensor, size: int) -> torch.Tensor:
     return frames[..., top : top + size, left : left + size]
 
 
-def frame_view(frames: torch.Tensor, cfg: FrameViewConfig) -> torch.Tensor:
+def frame_view(frames: torch.Tensor, cfg: FrameViewConfig, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Frame view of already temporally sampled frames.
 
     Args:
-        frames: ``(T, 3, H, W)`` float frames in ``[0, 1]`` (see
+        frames: ``(T, 3, H, W)`` frames, uint8 in ``[0, 255]`` or float in ``[0, 1]`` (see
             :func:`~dvlta_metric.views.temporal.segment_centre_indices`).
         cfg: Frame view settings.
+        dtype: Float dtype of the result.
 
     Returns:
         ``(T, 3, crop, crop)`` normalised frames.
     """
-    x = resize_short_side(frames, cfg.resize, cfg.antialias)
+    x = resize_short_side(to_unit_float(frames, dtype), cfg.resize, cfg.antialias)
     x = center_crop(x, cfg.crop)
     return normalize(x, cfg.mean, cfg.std)

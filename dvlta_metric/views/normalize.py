@@ -1,4 +1,4 @@
-"""Per-channel normalisation of views."""
+"""Conversion of frames to unit-range floats and per-channel normalisation of views."""
 
 from __future__ import annotations
 
@@ -10,3 +10,14 @@ def normalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) 
     m = torch.tensor(mean, dtype=x.dtype, device=x.device)[:, None, None]
     s = torch.tensor(std, dtype=x.dtype, device=x.device)[:, None, None]
     return (x - m) / s
+
+
+def to_unit_float(x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 frames in ``[0, 255]`` -> ``dtype`` in ``[0, 1]``; float frames are cast (keeping autograd).
+
+    Views gather the frames and patches they need *before* calling this, so a uint8 video is never
+    converted to float as a whole.
+    """
+    if x.dtype == torch.uint8:
+        return x.to(dtype) / 255.0
+    return x.to(dtype)
