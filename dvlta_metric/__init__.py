@@ -5,28 +5,37 @@
 >>> score = model(video)  # (T, 3, H, W) in [0, 1] -> 0-d score in (0, 1), higher is better
 """
 
+from .batch import FileResult, score_files
 from .config import ModelConfig
+from .decoded import DecodedVideo
 from .errors import CheckpointError, WeightsNotFoundError
 from .factory import create
 from .loss import plcc_loss, quality_loss, rank_loss
 from .model import DVLTAVQA, Explanation
 from .registry import WeightSource, get_model_config, list_models, model_info, register_model
 from .version import __version__
+from .video_io import VIDEO_EXTENSIONS, find_videos, read_video
 
 __all__ = [
     "CheckpointError",
     "DVLTAVQA",
+    "DecodedVideo",
     "Explanation",
+    "FileResult",
     "ModelConfig",
+    "VIDEO_EXTENSIONS",
     "WeightSource",
     "WeightsNotFoundError",
     "__version__",
     "create",
+    "find_videos",
     "get_model_config",
     "list_models",
     "model_info",
     "plcc_loss",
     "quality_loss",
     "rank_loss",
+    "read_video",
     "register_model",
+    "score_files",
 ]

@@ -1,0 +1,237 @@
+"""Scoring many video files: parallel decoding, batched model calls, one result per file.
+
+:func:`score_files` (also :meth:`DVLTAVQA.score_files <dvlta_metric.model.DVLTAVQA.score_files>`) decodes
+files in a pool of worker threads (PyAV releases the GIL while it decodes and converts frames) while the
+calling thread runs the model. Only a bounded number of decoded videos wait in memory at any time. Results
+come back in input order, one :class:`FileResult` per path; a file that cannot be read or scored gets a
+result with ``error`` set and the others go on.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
+
+import torch
+
+from .decoded import DecodedVideo
+from .inputs import check_video
+
+if TYPE_CHECKING:
+    from .model import DVLTAVQA
+
+__all__ = ["FileResult", "score_files"]
+
+
+@dataclass
+class FileResult:
+    """The outcome of scoring one file.
+
+    Attributes:
+        path: The file, as given.
+        score: Quality in ``(0, 1)``, higher is better; ``None`` when the file failed.
+        error: ``"<ExceptionType>: <message>"`` when the file failed, else ``None``.
+        model: Name of the model that scored it.
+        weights: Fusion weight of each branch (``{"bvfe": ..., "tcm": ..., "vbtc": ...}``) when scoring was
+            asked to explain, else ``None``.
+        seconds: Wall time spent on the file: decoding plus its share of the model call.
+        warning: Something worth knowing about a file that was scored anyway (e.g. it looks truncated).
+    """
+
+    path: str
+    score: float | None
+    error: str | None = None
+    model: str = ""
+    weights: dict[str, float] | None = None
+    seconds: float | None = None
+    warning: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the file was scored."""
+        return self.error is None and self.score is not None
+
+    def to_dict(self) -> dict[str, object]:
+        """A flat row: ``path``, ``score``, ``model``, ``error``, ``warning``, ``seconds``, then one
+        ``weight_<branch>`` entry per branch when weights were recorded."""
+        row: dict[str, object] = {
+            "path": self.path,
+            "score": self.score,
+            "model": self.model,
+            "error": self.error,
+            "warning": self.warning,
+            "seconds": None if self.seconds is None else round(self.seconds, 4),
+        }
+        for branch, weight in (self.weights or {}).items():
+            row[f"weight_{branch}"] = weight
+        return row
+
+
+@dataclass
+class _Decoded:
+    """A decode job's outcome: the video or the error, and how long it took."""
+
+    path: str
+    video: DecodedVideo | None
+    error: str | None
+    seconds: float
+
+
+def _describe(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}"
+
+
+def _read(model: DVLTAVQA, path: str) -> _Decoded:
+    """Decode the frames ``model`` needs from one file; never raises an ``Exception``."""
+    start = time.perf_counter()
+    try:
+        video = model.read(path)
+        check_video(video.frames, name=path)
+        return _Decoded(path, video, None, time.perf_counter() - start)
+    except Exception as err:  # noqa: BLE001 - recorded in the file's result; the batch goes on
+        return _Decoded(path, None, _describe(err), time.perf_counter() - start)
+
+
+def _warning(video: DecodedVideo) -> str | None:
+    """A note for files that were decoded but look damaged."""
+    if not video.metadata.get("truncated"):
+        return None
+    declared = video.metadata.get("declared_frames")
+    of = f" (its container declares {declared})" if isinstance(declared, int) and declared else ""
+    return f"the file looks truncated: scored on the {video.num_frames} frames it holds{of}"
+
+
+def _score(model: DVLTAVQA, jobs: list[_Decoded], explain: bool) -> list[FileResult]:
+    """Score decoded files together; if the batch fails as a whole, score them one by one."""
+    name = model.config.name
+    results: dict[int, FileResult] = {}
+    good = [i for i, job in enumerate(jobs) if job.video is not None]
+    for i, job in enumerate(jobs):
+        if job.video is None:
+            results[i] = FileResult(job.path, None, job.error, name, seconds=job.seconds)
+    groups = [good] if len(good) > 1 else []
+    groups += [[i] for i in good]  # the one-by-one fallback
+    for group in groups:
+        if all(i in results for i in group):
+            continue
+        start = time.perf_counter()
+        try:
+            with torch.no_grad():
+                scores, weights, _ = model._score_videos([cast(DecodedVideo, jobs[i].video) for i in group])
+        except Exception as err:  # noqa: BLE001 - a failing group is retried file by file
+            if len(group) == 1:
+                i = group[0]
+                results[i] = FileResult(jobs[i].path, None, _describe(err), name, seconds=jobs[i].seconds)
+            continue
+        share = (time.perf_counter() - start) / len(group)
+        score_list = scores.detach().float().cpu().tolist()
+        weight_rows = weights.detach().float().cpu().tolist()
+        for i, score, row in zip(group, score_list, weight_rows):
+            video = cast(DecodedVideo, jobs[i].video)
+            results[i] = FileResult(
+                jobs[i].path,
+                float(score),
+                None,
+                name,
+                dict(zip(model.branches, row)) if explain else None,
+                jobs[i].seconds + share,
+                _warning(video),
+            )
+    return [results[i] for i in range(len(jobs))]
+
+
+def score_files(
+    model: DVLTAVQA,
+    paths: Sequence[str | os.PathLike[str]],
+    *,
+    batch_size: int = 1,
+    num_workers: int = 2,
+    progress: bool = True,
+    explain: bool = False,
+    prefetch: int | None = None,
+) -> Iterator[FileResult]:
+    """Score video files with ``model``, decoding in worker threads while the model runs.
+
+    Files are taken in input order in groups of ``batch_size``; each group is one model call (videos of
+    different sizes batch fine: the views have fixed sizes). While a group is scored, the workers decode
+    the next files, at most ``prefetch`` of them, so memory stays bounded however many files there are.
+    A file that cannot be decoded or scored yields a result with ``error`` set and does not stop the
+    others; if a whole group fails in the model, its files are scored one by one so that only the bad
+    file fails. ``KeyboardInterrupt`` is not caught: results already yielded stay valid.
+
+    Args:
+        model: The model, used as it is (in eval mode the views are deterministic).
+        paths: Video files (see :func:`~dvlta_metric.video_io.find_videos` to expand directories).
+        batch_size: Videos per model call.
+        num_workers: Decoding threads; 0 decodes in the calling thread, between model calls.
+        progress: Show a tqdm progress bar on stderr.
+        explain: Record each video's fusion weights in :attr:`FileResult.weights`.
+        prefetch: Videos decoded ahead while the model runs (default ``max(batch_size, num_workers)``).
+
+    Returns:
+        An iterator of :class:`FileResult`, one per path, in input order; each is yielded as soon as its
+        group is scored.
+
+    Raises:
+        ValueError: ``batch_size`` < 1, or ``num_workers`` or ``prefetch`` < 0.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if num_workers < 0:
+        raise ValueError(f"num_workers must be 0 or more, got {num_workers}")
+    if prefetch is None:
+        prefetch = max(batch_size, num_workers)
+    if prefetch < 0:
+        raise ValueError(f"prefetch must be 0 or more, got {prefetch}")
+    names = [os.fspath(p) for p in paths]
+    return _results(model, names, batch_size, num_workers, progress, explain, prefetch)
+
+
+def _results(
+    model: DVLTAVQA,
+    names: list[str],
+    batch_size: int,
+    num_workers: int,
+    progress: bool,
+    explain: bool,
+    prefetch: int,
+) -> Iterator[FileResult]:
+    """The generator behind :func:`score_files` (arguments already checked)."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(names), file=sys.stderr, disable=not progress, unit="video", dynamic_ncols=True)
+    pool = ThreadPoolExecutor(num_workers, thread_name_prefix="dvlta-decode") if num_workers else None
+    pending: deque[Future[_Decoded]] = deque()
+    submitted = failed = 0
+
+    def fill(limit: int) -> None:
+        nonlocal submitted
+        while pool is not None and submitted < len(names) and len(pending) < limit:
+            pending.append(pool.submit(_read, model, names[submitted]))
+            submitted += 1
+
+    try:
+        for start in range(0, len(names), batch_size):
+            group = names[start : start + batch_size]
+            if pool is None:
+                jobs = [_read(model, path) for path in group]
+            else:
+                fill(max(len(group), prefetch))
+                jobs = [pending.popleft().result() for _ in group]
+                fill(prefetch)  # the workers decode the next files while the model runs
+            for result in _score(model, jobs, explain):
+                bar.update(1)
+                if not result.ok:
+                    failed += 1
+                    bar.set_postfix(failed=failed)
+                yield result
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        bar.close()

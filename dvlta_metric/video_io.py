@@ -1,0 +1,588 @@
+"""Reading video files with PyAV (FFmpeg) into :class:`~dvlta_metric.decoded.DecodedVideo`.
+
+:func:`read_video` decodes a file once for both views of a model and converts to RGB only the frames the
+views need. How it works:
+
+1. A demux-only pass reads every packet of the video stream without decoding it. It counts the frames that
+   are really in the file (the container's declared count is not trusted: headers lie, files get
+   truncated, variable-frame-rate video exists) and records each frame's presentation timestamp (pts) and
+   which packets are keyframes. Sorting the pts gives the presentation order, so frame ``i`` is the frame
+   with the ``i``-th smallest pts.
+2. ``select(num_frames)`` says which frames are needed.
+3. One decoding pass maps every decoded frame to its index by its pts and converts only the needed ones
+   to RGB (``to_ndarray(format="rgb24")``; swscale does the YUV -> RGB and bit-depth conversion). When the
+   next needed frame lies past a keyframe that the decoder has not reached yet, and far enough ahead, the
+   reader seeks to that keyframe instead of decoding the gap. Decoding stops after the last needed frame.
+   If the timestamps after a seek do not match the table, the file is read again without seeking; files
+   whose packets carry no usable pts are read in decoding order, counting frames.
+4. The frames are rotated / mirrored upright following the display matrix, exactly as the ``ffmpeg``
+   command line's autorotation does (portrait phone videos stored landscape come out portrait).
+
+10-bit, 12-bit and HDR sources are converted to 8-bit RGB by swscale. **No tone mapping is done**: HDR
+(PQ / HLG) video is converted as if it were SDR, so it looks flat; the transfer function is reported in
+``metadata["color_trc"]`` and ``metadata["hdr"]``. Non-square pixels are not resampled (the sample aspect
+ratio is reported in ``metadata["sample_aspect_ratio"]``).
+
+Damaged files:
+
+* **Truncated files are scored on what they hold.** Frames whose data is not in the file do not count
+  (``num_frames`` is what the file really holds); if up to :data:`TAIL_SLACK` frames at the very end
+  cannot be decoded (a cut-off last packet), the video is read again as the shorter video it is. Such a
+  file gets ``metadata["truncated"] = True`` (also set when the container declares clearly more frames
+  or a longer duration than the file holds); ``metadata["declared_frames"]`` keeps what it declared.
+  :mod:`dvlta_metric.batch` turns the flag into a warning next to the score.
+* **Anything else that cannot be decoded is an error.** A frame the decoder rejects, or decodes only with
+  error concealment (FFmpeg flags it corrupt), counts as not decoded; if a needed frame is missing and it
+  is not a short tail, :func:`read_video` raises ``ValueError`` instead of returning garbage. (Damage
+  that still parses as a valid bitstream is invisible to any decoder and cannot be caught.)
+
+Every problem with a file is raised as ``FileNotFoundError`` (no such file), ``PermissionError``, or
+``ValueError`` with a message that names the file and says what is wrong; PyAV's own exceptions never
+escape.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+
+from .decoded import DecodedVideo
+
+__all__ = ["VIDEO_EXTENSIONS", "FrameSelector", "find_videos", "read_video"]
+
+VIDEO_EXTENSIONS: frozenset[str] = frozenset(
+    {
+        ".3g2", ".3gp", ".264", ".265", ".asf", ".avi", ".divx", ".dv", ".f4v", ".flv", ".h264", ".h265",
+        ".hevc", ".ivf", ".m2t", ".m2ts", ".m2v", ".m4v", ".mkv", ".mov", ".mp4", ".mpeg", ".mpg", ".mts",
+        ".mxf", ".nut", ".ogv", ".qt", ".rm", ".rmvb", ".ts", ".vob", ".webm", ".wmv", ".y4m",
+    }
+)  # fmt: skip
+"""File extensions (lower case, with the dot) that :func:`find_videos` picks up inside directories."""
+
+FrameSelector = Callable[[int], Sequence[int]]
+"""``select(num_frames) -> indices``: which frames of a video to decode (e.g. ``model.needed_frames``)."""
+
+SEEK_MIN_GAP = 16
+"""Seek only when it skips at least this many packets of decoding (a seek costs a decoder flush)."""
+
+_TEXT_FORMATS = frozenset({"tty"})  # FFmpeg "reads" any .txt file as ANSI art
+
+
+class _SeekFailed(Exception):
+    """Timestamps after a seek did not match the frame table: read again without seeking."""
+
+
+class _NoPts(Exception):
+    """Decoded frames carry timestamps that are not in the table: read again counting frames."""
+
+
+@dataclass
+class _FrameTable:
+    """What the demux-only pass found out about the video stream."""
+
+    num_frames: int
+    pts: list[int] | None  # presentation-ordered pts of every frame; None -> count frames in decode order
+    index_of: dict[int, int] = field(default_factory=dict)  # pts -> frame index
+    decode_pos: dict[int, int] = field(default_factory=dict)  # pts -> position in decoding order
+    key_index: list[int] = field(default_factory=list)  # frame indices of keyframes, ascending
+    key_pts: list[int] = field(default_factory=list)
+    key_pos: list[int] = field(default_factory=list)  # their positions in decoding order
+    demux_error: str | None = None
+    packets: int = 0  # video packets in the file, counting those that do not make frames (edit lists)
+
+    def truncated_to(self, n: int) -> _FrameTable:
+        """The same table for a video that ends after its first ``n`` frames."""
+        if self.pts is None:
+            return _FrameTable(n, None, demux_error=self.demux_error, packets=self.packets)
+        pts = self.pts[:n]
+        keep = set(pts)
+        keys = [(i, p, d) for i, p, d in zip(self.key_index, self.key_pts, self.key_pos) if p in keep]
+        return _FrameTable(
+            n,
+            pts,
+            {p: i for i, p in enumerate(pts)},
+            {p: d for p, d in self.decode_pos.items() if p in keep},
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [k[2] for k in keys],
+            self.demux_error,
+            self.packets,
+        )
+
+
+def find_videos(
+    paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+    *,
+    extensions: Iterable[str] = VIDEO_EXTENSIONS,
+) -> list[Path]:
+    """Expand files and directories into the list of video files to score.
+
+    Directories are searched recursively for files whose extension is in ``extensions`` (case-insensitive);
+    hidden files and directories (names starting with ``"."``) are skipped, and each directory's videos
+    come sorted by path. Paths that are not directories are kept as given, whatever their extension and
+    even if they do not exist (reading them then reports the problem). Duplicates are dropped, keeping the
+    first occurrence.
+
+    Args:
+        paths: One path or several.
+        extensions: Extensions to look for in directories, with or without the leading dot.
+
+    Returns:
+        The files, in the order given (directories expanded in place).
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    exts = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
+    found: list[Path] = []
+    seen: set[str] = set()
+
+    def add(p: Path) -> None:
+        key = os.path.normcase(os.path.abspath(p))
+        if key not in seen:
+            seen.add(key)
+            found.append(p)
+
+    for item in paths:
+        path = Path(item)
+        if not path.is_dir():
+            add(path)
+            continue
+        inside: list[Path] = []
+        for root, dirs, files in os.walk(path):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            inside.extend(Path(root) / f for f in files if not f.startswith(".") and Path(f).suffix.lower() in exts)
+        for p in sorted(inside):
+            add(p)
+    return found
+
+
+def read_video(
+    path: str | os.PathLike[str],
+    select: FrameSelector | None = None,
+    *,
+    threads: int = 0,
+) -> DecodedVideo:
+    """Decode a video file, converting to RGB only the frames ``select`` asks for.
+
+    See the module docstring for how frames are counted, how seeking works, and what happens with
+    rotated, high-bit-depth, HDR and damaged files.
+
+    Args:
+        path: Any file FFmpeg reads as video (MP4, MKV, MOV, WebM, AVI, MPEG-TS, Y4M, ...).
+        select: ``select(num_frames) -> indices`` of the frames to decode, e.g. ``model.needed_frames``;
+            ``None`` decodes every frame. Indices are 0-based in presentation order; duplicates and order
+            do not matter.
+        threads: Decoder threads; 0 lets FFmpeg choose.
+
+    Returns:
+        A :class:`~dvlta_metric.decoded.DecodedVideo` with the selected frames as ``(N, 3, H, W)`` uint8
+        RGB, upright, their sorted ``indices``, and ``num_frames`` of the whole video. ``metadata`` holds
+        ``container``, ``codec``, ``pix_fmt``, ``width`` / ``height`` (as stored, before rotation),
+        ``rotation`` (degrees counter-clockwise, as in the display matrix), ``mirrored``,
+        ``color_trc``, ``hdr``, ``sample_aspect_ratio``, ``duration`` (s), ``declared_frames``,
+        ``truncated``, ``timestamps`` (``"pts"`` or ``"decode-order"``), ``seeks`` and ``frames_decoded``.
+
+    Raises:
+        FileNotFoundError: The file does not exist.
+        PermissionError: The file cannot be opened for reading.
+        ValueError: The path is a directory or an empty file; the file is not a video FFmpeg can read,
+            has no video stream (e.g. audio only) or no frames, is corrupt, or a needed frame cannot be
+            decoded; ``select`` returned indices outside ``[0, num_frames)``.
+    """
+    p = Path(path)
+    name = str(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{name}: no such file")
+    if p.is_dir():
+        raise ValueError(f"{name}: is a directory, not a video file")
+    if p.stat().st_size == 0:
+        raise ValueError(f"{name}: the file is empty (0 bytes)")
+    try:
+        table, info = _scan(p, name)
+        try:
+            return _decode_any(p, name, table, info, _needed(select, table.num_frames, name), threads)
+        except _Truncated as cut:
+            table = table.truncated_to(cut.frames)
+            info = {**info, "truncated": True}
+            return _decode_any(p, name, table, info, _needed(select, table.num_frames, name), threads, shorten=False)
+    except av.error.PermissionError:
+        raise PermissionError(f"{name}: permission denied") from None
+    except av.error.FileNotFoundError:
+        raise FileNotFoundError(f"{name}: no such file") from None
+    except av.error.FFmpegError as err:
+        raise ValueError(f"{name}: cannot read the video: {_describe(err)}") from None
+
+
+# ---------------------------------------------------------------------------------------------- internals
+def _describe(err: av.error.FFmpegError) -> str:
+    """A short reason from a PyAV error, without the file name it repeats."""
+    text = getattr(err, "strerror", None) or str(err)
+    return text.rstrip(". ") or type(err).__name__
+
+
+def _open(p: Path, name: str) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
+    """Open the file and pick its main video stream (cover art does not count)."""
+    try:
+        # the file: protocol keeps names such as "a:b.mp4" from being taken for a URL scheme
+        container = av.open(f"file:{os.path.abspath(p)}", mode="r", metadata_errors="replace")
+    except av.error.InvalidDataError:
+        raise ValueError(f"{name}: not a video file FFmpeg can read (unknown format or corrupt header)") from None
+    fmt = container.format.name
+    if fmt in _TEXT_FORMATS:
+        container.close()
+        raise ValueError(f"{name}: a text file, not a video")
+    attached = av.stream.Disposition.attached_pic
+    videos = [s for s in container.streams.video if not (s.disposition & attached)]
+    if not videos:
+        audio = [s.codec_context.name for s in container.streams.audio]
+        container.close()
+        what = f"audio only ({', '.join(audio)})" if audio else "no video stream"
+        raise ValueError(f"{name}: not a video: the file has {what}")
+    return container, videos[0]
+
+
+def _scan(p: Path, name: str) -> tuple[_FrameTable, dict[str, object]]:
+    """Demux the video stream without decoding: frame count, pts table, keyframes, stream facts."""
+    container, stream = _open(p, name)
+    try:
+        info = _stream_info(container, stream)
+        packets: list[tuple[int | None, bool]] = []
+        present = 0
+        demux_error = None
+        try:
+            for packet in container.demux(stream):
+                if packet.size == 0 or packet.is_corrupt:
+                    continue
+                present += 1
+                if not packet.is_discard:  # discarded: before the start of an edit list
+                    packets.append((packet.pts, packet.is_keyframe))
+        except av.error.FFmpegError as err:
+            if not packets:
+                raise ValueError(f"{name}: the video data cannot be read: {_describe(err)}") from None
+            demux_error = _describe(err)
+    finally:
+        container.close()
+
+    first_key = next((i for i, (_, key) in enumerate(packets) if key), None)
+    if first_key is not None:
+        # frames before the first keyframe cannot be decoded (a stream cut in the middle of a GOP)
+        packets = packets[first_key:]
+        first_pts = packets[0][0]
+        if first_pts is not None:
+            packets = [(t, k) for t, k in packets if t is None or t >= first_pts]
+    if not packets:
+        declared = info["declared_frames"]
+        if declared or demux_error:
+            raise ValueError(
+                f"{name}: no frame of the video stream can be read"
+                + (f" (the container declares {declared})" if declared else "")
+                + "; the file is truncated or corrupt"
+            )
+        raise ValueError(f"{name}: the video stream has no frames")
+
+    pts = [t for t, _ in packets if t is not None]
+    if len(pts) != len(packets) or len(set(pts)) != len(pts):
+        return _FrameTable(len(packets), None, demux_error=demux_error, packets=present), info
+    ordered = sorted(pts)
+    index_of = {t: i for i, t in enumerate(ordered)}
+    decode_pos = {t: d for d, t in enumerate(pts)}
+    keys = sorted((index_of[t], t, decode_pos[t]) for t, (_, key) in zip(pts, packets) if key)
+    table = _FrameTable(
+        len(ordered),
+        ordered,
+        index_of,
+        decode_pos,
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        [k[2] for k in keys],
+        demux_error,
+        present,
+    )
+    return table, info
+
+
+def _stream_info(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> dict[str, object]:
+    """Facts about the stream known before decoding."""
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    sar = stream.sample_aspect_ratio
+    duration = None
+    if stream.duration is not None and stream.time_base is not None:
+        duration = float(stream.duration * stream.time_base)
+    elif container.duration is not None:
+        duration = container.duration / av.time_base
+    return {
+        "container": container.format.name,
+        "codec": stream.codec_context.name,
+        "pix_fmt": stream.codec_context.pix_fmt,
+        "width": stream.codec_context.width,
+        "height": stream.codec_context.height,
+        "fps": float(rate) if rate else None,
+        "sample_aspect_ratio": f"{sar.numerator}:{sar.denominator}" if sar else None,
+        "duration": duration,
+        "declared_frames": stream.frames or None,
+    }
+
+
+def _needed(select: FrameSelector | None, num_frames: int, name: str) -> list[int]:
+    """Sorted unique indices from ``select``, checked against the frame count."""
+    if select is None:
+        return list(range(num_frames))
+    raw = select(num_frames)
+    if isinstance(raw, torch.Tensor):
+        raw = raw.flatten().tolist()
+    needed = sorted({int(i) for i in raw})
+    if needed and (needed[0] < 0 or needed[-1] >= num_frames):
+        bad = needed[0] if needed[0] < 0 else needed[-1]
+        raise ValueError(f"{name}: frame {bad} was selected but the video has {num_frames} frames")
+    return needed
+
+
+HDR_TRANSFERS = frozenset({16, 18})
+"""FFmpeg transfer characteristics reported as HDR: 16 = SMPTE ST 2084 (PQ), 18 = ARIB STD-B67 (HLG)."""
+
+TAIL_SLACK = 8
+"""At most this many frames at the end of a video may fail to decode before the file counts as damaged
+rather than truncated (a cut-off last packet also spoils the B-frames that depend on it)."""
+
+
+class _Truncated(Exception):
+    """The last frames of the video cannot be decoded: read it again as a video of ``frames`` frames."""
+
+    def __init__(self, frames: int) -> None:
+        super().__init__(frames)
+        self.frames = frames
+
+
+def _decode_any(
+    p: Path,
+    name: str,
+    table: _FrameTable,
+    info: dict[str, object],
+    needed: list[int],
+    threads: int,
+    *,
+    shorten: bool = True,
+) -> DecodedVideo:
+    """:func:`_decode` with seeking, falling back to no seeking, then to counting frames in decode order."""
+    try:
+        try:
+            return _decode(p, name, table, info, needed, threads, seek=table.pts is not None, shorten=shorten)
+        except _SeekFailed:
+            return _decode(p, name, table, info, needed, threads, seek=False, shorten=shorten)
+    except _NoPts:
+        counted = _FrameTable(table.num_frames, None, demux_error=table.demux_error, packets=table.packets)
+        return _decode(p, name, counted, info, needed, threads, seek=False, shorten=shorten)
+
+
+def _decode(
+    p: Path,
+    name: str,
+    table: _FrameTable,
+    info: dict[str, object],
+    needed: list[int],
+    threads: int,
+    *,
+    seek: bool,
+    shorten: bool,
+) -> DecodedVideo:
+    """One decoding pass (see the module docstring).
+
+    Raises:
+        _SeekFailed: After a seek, timestamps did not match the table.
+        _NoPts: Decoded frames carry no timestamps the table knows.
+        _Truncated: Only the last few frames are missing and ``shorten`` allows reading a shorter video.
+        ValueError: Needed frames could not be decoded.
+    """
+    container, stream = _open(p, name)
+    ctx = stream.codec_context
+    ctx.thread_type = "AUTO"
+    ctx.thread_count = threads
+    want = set(needed)
+    rgb: dict[int, np.ndarray] = {}
+    first: av.VideoFrame | None = None
+    decoded = matched = 0  # frames out of the decoder; those whose pts the table knows
+    last_good = -1  # highest frame index decoded cleanly
+    count = 0  # frame counter in decoding order (tables without pts)
+    pos = -1  # decoding-order position of the last packet read
+    seeks = 0
+    last_key = -1  # each keyframe is sought at most once, forwards only
+    floor = 0  # after a seek to keyframe k, frames before k (leading frames) are ignored
+    target_after_seek: int | None = None  # after a seek, the first frame must not lie past this index
+    errors: list[str] = []
+    by_pts = table.pts is not None
+    keys = table.key_index if seek else []
+
+    try:
+        packets = container.demux(stream)
+        while first is None or len(rgb) < len(want):
+            if keys and first is not None:
+                # seek when the next needed frame lies past a keyframe well ahead of the decoder
+                target = next(i for i in needed if i not in rgb)
+                k = bisect.bisect_right(keys, target) - 1
+                if k > last_key and table.key_pos[k] > pos + SEEK_MIN_GAP:
+                    container.seek(table.key_pts[k], stream=stream, backward=True)
+                    packets = container.demux(stream)
+                    pos, floor, target_after_seek, last_key = table.key_pos[k] - 1, keys[k], target, k
+                    seeks += 1
+            try:
+                packet = next(packets)
+            except StopIteration:
+                break
+            except av.error.FFmpegError as err:  # damaged container: judge what was decoded so far
+                errors.append(_describe(err))
+                break
+            if by_pts and packet.pts in table.decode_pos:
+                pos = table.decode_pos[packet.pts]
+            elif packet.size:
+                pos += 1
+            try:
+                out = packet.decode()
+            except av.error.FFmpegError as err:
+                errors.append(_describe(err))
+                continue
+            for frame in out:
+                if first is None:
+                    first = frame
+                decoded += 1
+                if by_pts:
+                    if frame.pts is None:
+                        raise _NoPts
+                    if frame.pts not in table.index_of:
+                        if seeks:
+                            raise _SeekFailed
+                        continue  # a frame the table does not count (before the first keyframe)
+                    index = table.index_of[frame.pts]
+                    matched += 1
+                else:
+                    index = count
+                    count += 1
+                if target_after_seek is not None:
+                    if index > target_after_seek:
+                        raise _SeekFailed  # the seek landed past a needed frame
+                    target_after_seek = None
+                if index < floor:
+                    continue
+                if frame.is_corrupt:
+                    errors.append(f"frame {index} decoded with errors")
+                    continue
+                last_good = max(last_good, index)
+                if index in want and index not in rgb:
+                    rgb[index] = frame.to_ndarray(format="rgb24")
+    finally:
+        container.close()
+
+    if by_pts and decoded and not matched:
+        raise _NoPts
+    if first is None:
+        reason = f" ({errors[0]})" if errors else ""
+        raise ValueError(f"{name}: no frame of the video could be decoded{reason}; the file is corrupt")
+    missing = [i for i in needed if i not in rgb]
+    if missing:
+        lost = table.num_frames - (last_good + 1)
+        if shorten and last_good >= 0 and missing[0] > last_good and lost <= TAIL_SLACK:
+            raise _Truncated(last_good + 1)
+        shown = ", ".join(str(i) for i in missing[:5]) + (", ..." if len(missing) > 5 else "")
+        reason = f" ({errors[0]})" if errors else ""
+        raise ValueError(
+            f"{name}: {len(missing)} of the {len(needed)} frames needed could not be decoded "
+            f"(frame {shown} of {table.num_frames}){reason}; the file is damaged"
+        )
+
+    frames, orient = _upright(_stack(needed, rgb, first), first)
+    trc = first.color_trc
+    metadata = {
+        **info,
+        **orient,
+        "pix_fmt": first.format.name,
+        "color_trc": int(trc) if trc is not None else None,
+        "hdr": trc in HDR_TRANSFERS,
+        "truncated": bool(info.get("truncated")) or table.demux_error is not None or _short(info, table),
+        "timestamps": "pts" if by_pts else "decode-order",
+        "seeks": seeks,
+        "frames_decoded": decoded,
+    }
+    return DecodedVideo(
+        frames=frames,
+        indices=torch.tensor(needed, dtype=torch.long),
+        num_frames=table.num_frames,
+        path=name,
+        fps=info.get("fps"),  # type: ignore[arg-type]
+        metadata=metadata,
+    )
+
+
+def _short(info: dict[str, object], table: _FrameTable) -> bool:
+    """Whether the file holds clearly fewer frames than its container announces (count or duration)."""
+    declared, duration, fps = info.get("declared_frames"), info.get("duration"), info.get("fps")
+    if isinstance(declared, int):
+        return declared > table.packets
+    if isinstance(duration, float) and isinstance(fps, float):
+        return table.num_frames < 0.75 * duration * fps - 2
+    return False
+
+
+def _stack(needed: list[int], rgb: dict[int, np.ndarray], first: av.VideoFrame) -> torch.Tensor:
+    """``(N, 3, H, W)`` uint8 tensor of the needed frames in index order."""
+    if not needed:
+        return torch.empty((0, 3, first.height, first.width), dtype=torch.uint8)
+    sizes = {rgb[i].shape for i in needed}
+    if len(sizes) > 1:  # the resolution changes mid-stream: scale to the first needed frame's size
+        h, w = rgb[needed[0]].shape[:2]
+        for i in needed:
+            if rgb[i].shape[:2] != (h, w):
+                img = torch.from_numpy(rgb[i]).permute(2, 0, 1)[None].float()
+                img = torch.nn.functional.interpolate(img, size=(h, w), mode="bilinear", align_corners=False)
+                rgb[i] = img[0].round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    array = np.stack([rgb[i] for i in needed])
+    return torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()
+
+
+def _display_matrix(frame: av.VideoFrame) -> np.ndarray | None:
+    """The frame's 3x3 display matrix (FFmpeg layout, 9 int32), if it has one."""
+    try:
+        data = frame.side_data["DISPLAYMATRIX"]  # type: ignore[typeddict-item]
+    except (KeyError, ValueError):
+        return None
+    raw = np.frombuffer(bytes(data), dtype=np.int32)
+    return raw if raw.size == 9 else None
+
+
+def _upright(frames: torch.Tensor, first: av.VideoFrame) -> tuple[torch.Tensor, dict[str, object]]:
+    """Apply the display matrix the way ``ffmpeg``'s autorotation does (fftools ``get_rotation`` + filters).
+
+    ``frame.rotation`` is the counter-clockwise angle of the matrix; ffmpeg turns it into a clockwise
+    ``theta`` and inserts ``transpose`` (90 / 270 degrees, with a flip when the matrix mirrors) or
+    ``hflip`` / ``vflip`` (180 and 0 degrees). Angles that are not multiples of 90 degrees are left as is.
+    """
+    matrix = _display_matrix(first)
+    if matrix is None:
+        return frames, {"rotation": 0, "mirrored": False}
+    rotation = int(first.rotation)
+    orient: dict[str, object] = {
+        "rotation": rotation,
+        "mirrored": bool(int(matrix[0]) * int(matrix[4]) - int(matrix[1]) * int(matrix[3]) < 0),
+    }
+    theta = -float(rotation)
+    theta -= 360 * float(np.floor(theta / 360 + 0.9 / 360))
+    hw = (-2, -1)
+    if abs(theta - 90) < 1:
+        # transpose=cclock_flip (a plain transpose) or transpose=clock
+        frames = frames.transpose(-2, -1) if matrix[3] > 0 else torch.rot90(frames, -1, hw)
+    elif abs(theta - 270) < 1:
+        # transpose=clock_flip (clockwise, then upside down) or transpose=cclock
+        frames = torch.rot90(frames, -1, hw).flip(-2) if matrix[3] < 0 else torch.rot90(frames, 1, hw)
+    elif abs(theta - 180) < 1:
+        if matrix[0] < 0:
+            frames = frames.flip(-1)
+        if matrix[4] < 0:
+            frames = frames.flip(-2)
+    elif abs(theta) < 1 and matrix[4] < 0:
+        frames = frames.flip(-2)
+    return frames.contiguous(), orient

@@ -1,0 +1,150 @@
+"""Scoring files: file score == tensor score, order, per-file errors, batch fallback, bounded prefetch."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from dvlta_metric.batch import FileResult, score_files
+from dvlta_metric.video_io import read_video
+
+from video_files import Clips, make_clips
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> Clips:
+    return make_clips(tmp_path_factory.mktemp("clips"))
+
+
+@pytest.mark.parametrize("name", ["landscape", "portrait", "vfr", "single"])
+def test_file_score_equals_tensor_score(clips: Clips, tiny_model, name: str) -> None:
+    path = getattr(clips, name)
+    decoded = read_video(path)  # every frame: the tensor path samples the same frames itself
+    from_tensor = tiny_model(decoded.frames)
+    from_file = tiny_model(path)
+    from_str = tiny_model(str(path))
+    assert from_file.shape == () and torch.allclose(from_file, from_tensor, atol=1e-6, rtol=0)
+    assert torch.equal(from_file, from_str)
+    (result,) = score_files(tiny_model, [path], progress=False)
+    assert result.score == pytest.approx(float(from_tensor), abs=1e-6)
+
+
+def test_results_in_order_with_errors(clips: Clips, tiny_model) -> None:
+    good, bad = clips.good(), clips.bad()
+    paths = [good[0], bad[0], good[1], bad[1], bad[2], good[2], good[3], bad[3], bad[4], bad[5], good[4], good[5]]
+    single = {str(p): float(tiny_model(p)) for p in good}
+    for batch_size, workers in [(3, 2), (1, 0)]:
+        results = list(tiny_model.score_files(paths, batch_size=batch_size, num_workers=workers, progress=False))
+        assert [r.path for r in results] == [str(p) for p in paths]
+        for r in results:
+            assert r.model == "dvlta-vqa-tiny"
+            if r.path in single:
+                assert r.ok and r.error is None
+                assert r.score == pytest.approx(single[r.path], abs=1e-5)
+            else:
+                assert not r.ok and r.score is None
+                assert r.error.startswith(("ValueError: ", "FileNotFoundError: ")) and r.path in r.error
+        assert sum(r.ok for r in results) == len(good)
+
+
+def test_explain_weights(clips: Clips, tiny_model) -> None:
+    (result,) = tiny_model.score_files([clips.landscape], explain=True, progress=False)
+    expected = tiny_model.explain(clips.landscape).rows()[0]
+    assert set(result.weights) == set(tiny_model.branches)
+    for branch, weight in result.weights.items():
+        assert weight == pytest.approx(expected[f"weight_{branch}"], abs=1e-6)
+    row = result.to_dict()
+    assert {"path", "score", "model", "error"} <= set(row)
+    assert {f"weight_{b}" for b in tiny_model.branches} <= set(row)
+    json.dumps(row)  # plain types only
+    (plain,) = tiny_model.score_files([clips.landscape], progress=False)
+    assert plain.weights is None and not any(k.startswith("weight_") for k in plain.to_dict())
+
+
+def test_truncated_file_scored_with_warning(clips: Clips, tiny_model) -> None:
+    (result,) = tiny_model.score_files([clips.truncated], progress=False)
+    assert result.ok and result.warning and "truncated" in result.warning
+
+
+def test_failing_batch_falls_back_to_single_files(clips: Clips, tiny_model, monkeypatch) -> None:
+    original = tiny_model._score_videos
+    poison = str(clips.odd)
+
+    def flaky(videos):
+        if any(v.path == poison for v in videos):
+            raise RuntimeError("this video breaks the model")
+        return original(videos)
+
+    monkeypatch.setattr(tiny_model, "_score_videos", flaky)
+    paths = [clips.landscape, clips.odd, clips.single, clips.vfr]
+    results = list(score_files(tiny_model, paths, batch_size=4, num_workers=1, progress=False))
+    assert [r.ok for r in results] == [True, False, True, True]
+    assert results[1].error == "RuntimeError: this video breaks the model"
+
+
+def test_prefetch_is_bounded(clips: Clips, tiny_model, monkeypatch) -> None:
+    started: list[str] = []
+    lock = threading.Lock()
+    original = tiny_model.read
+
+    def counting_read(path):
+        with lock:
+            started.append(str(path))
+        return original(path)
+
+    monkeypatch.setattr(tiny_model, "read", counting_read)
+    paths = [clips.single] * 12
+    results = score_files(tiny_model, paths, batch_size=2, num_workers=2, prefetch=3, progress=False)
+    consumed = 0
+    for _ in results:
+        consumed += 1
+        # the current group of 2 plus at most 3 files decoded ahead
+        assert len(started) <= consumed + 1 + 3
+    assert consumed == 12 and len(started) == 12
+
+
+def test_stopping_early_releases_workers(clips: Clips, tiny_model) -> None:
+    results = score_files(tiny_model, [clips.single] * 6, num_workers=2, progress=False)
+    first = next(results)
+    results.close()
+    assert first.ok
+
+
+def test_progress_bar_on_stderr(clips: Clips, tiny_model, capsys) -> None:
+    list(tiny_model.score_files([clips.single, clips.missing], progress=True))
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "2/2" in captured.err
+
+
+def test_bad_arguments(tiny_model) -> None:
+    with pytest.raises(ValueError, match="batch_size"):
+        score_files(tiny_model, [], batch_size=0)
+    with pytest.raises(ValueError, match="num_workers"):
+        score_files(tiny_model, [], num_workers=-1)
+    assert list(score_files(tiny_model, [], progress=False)) == []
+
+
+def test_file_result() -> None:
+    ok = FileResult("a.mp4", 0.5, None, "m", {"bvfe": 1.0}, 0.123456)
+    bad = FileResult("b.mp4", None, "ValueError: b.mp4: broken", "m")
+    assert ok.ok and not bad.ok
+    assert ok.to_dict() == {
+        "path": "a.mp4",
+        "score": 0.5,
+        "model": "m",
+        "error": None,
+        "warning": None,
+        "seconds": 0.1235,
+        "weight_bvfe": 1.0,
+    }
+    assert bad.to_dict()["error"] == "ValueError: b.mp4: broken"
+
+
+def test_accepts_path_objects(clips: Clips, tiny_model) -> None:
+    (result,) = score_files(tiny_model, [Path(clips.single)], progress=False)
+    assert result.path == str(clips.single)

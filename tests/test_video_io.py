@@ -1,0 +1,261 @@
+"""Reading video files: frame counts and order, rotation, odd sizes, VFR, 10-bit, containers, selective
+decoding, damaged and non-video files, and the real sample videos in ../shared."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dvlta_metric.decoded import DecodedVideo
+from dvlta_metric.video_io import VIDEO_EXTENSIONS, find_videos, read_video
+
+from video_files import STEP, Clips, frame_image, make_clips, mp4_boxes, write_clip
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> Clips:
+    return make_clips(tmp_path_factory.mktemp("clips"))
+
+
+def assert_frames_are(frames: torch.Tensor, indices: list[int], tol: float = 12.0) -> None:
+    """Each decoded frame looks like the picture that was encoded for its index (order and orientation)."""
+    h, w = frames.shape[-2:]
+    for row, i in zip(frames, indices):
+        expected = torch.from_numpy(frame_image(i, h, w)).permute(2, 0, 1).float()
+        err = (row.float() - expected).abs().mean().item()
+        assert err < tol, f"frame {i}: mean abs difference {err:.1f} from the encoded picture"
+
+
+def square_x(frame: torch.Tensor) -> int:
+    """Left edge of the moving green square (frame ``(3, H, W)``)."""
+    h = frame.shape[-2]
+    g = frame[1, h // 2 + 2 : h // 2 + 6].float().mean(0) - frame[0, h // 2 + 2 : h // 2 + 6].float().mean(0)
+    return int(torch.nonzero(g > 80)[0])
+
+
+# ---------------------------------------------------------------------------------------------- decoding
+def test_landscape_all_frames(clips: Clips) -> None:
+    video = read_video(clips.landscape)
+    assert isinstance(video, DecodedVideo)
+    assert video.frames.dtype == torch.uint8 and video.frames.shape == (32, 3, 96, 160)
+    assert video.frames.is_contiguous()
+    assert video.indices.tolist() == list(range(32)) and video.num_frames == 32
+    assert video.fps == pytest.approx(24.0)
+    assert video.path == str(clips.landscape)
+    assert video.metadata["codec"] == "h264" and video.metadata["rotation"] == 0
+    assert not video.metadata["truncated"]
+    assert_frames_are(video.frames, list(range(32)))
+
+
+def test_accepts_str_and_path(clips: Clips) -> None:
+    a = read_video(str(clips.single))
+    b = read_video(Path(clips.single))
+    assert torch.equal(a.frames, b.frames) and a.num_frames == b.num_frames == 1
+
+
+@pytest.mark.parametrize("name, rotation", [("portrait", 90), ("portrait_cw", -90), ("upside_down", 180)])
+def test_rotation_metadata_gives_upright_frames(clips: Clips, name: str, rotation: int) -> None:
+    path = getattr(clips, name)
+    video = read_video(path)
+    stored_w, stored_h = video.metadata["width"], video.metadata["height"]
+    h, w = video.frames.shape[-2:]
+    if rotation in (90, -90):
+        assert (stored_w, stored_h) == (160, 96), "the test clip must be stored landscape"
+        assert (h, w) == (160, 96), "a portrait video must come out portrait"
+    else:
+        assert (h, w) == (96, 160)
+    assert video.metadata["rotation"] % 360 == rotation % 360
+    top = video.frames[:, :, : h // 2].float().mean()
+    bottom = video.frames[:, :, h // 2 :].float().mean()
+    assert top > 150 and bottom < 60, "bright half must be on top"
+    assert_frames_are(video.frames, list(range(video.num_frames)))  # also checks left/right (red corner)
+
+
+def test_single_frame(clips: Clips) -> None:
+    video = read_video(clips.single)
+    assert video.num_frames == 1 and video.frames.shape == (1, 3, 96, 160)
+
+
+def test_odd_size(clips: Clips) -> None:
+    video = read_video(clips.odd)
+    assert video.frames.shape == (16, 3, 97, 161)
+    assert_frames_are(video.frames, list(range(16)))
+
+
+def test_variable_frame_rate(clips: Clips) -> None:
+    video = read_video(clips.vfr)
+    n = len(clips.vfr_pts_ms)
+    assert video.num_frames == n and video.frames.shape[0] == n
+    assert video.metadata["timestamps"] == "pts"
+    xs = [square_x(f) for f in video.frames]
+    assert xs == [i * STEP for i in range(n)], "frames must come in presentation order, one per timestamp"
+
+
+@pytest.mark.parametrize("name", ["mkv", "webm", "avi", "ts"])
+def test_other_containers(clips: Clips, name: str) -> None:
+    video = read_video(getattr(clips, name))
+    n = video.num_frames
+    assert n in (12, 20) and video.frames.shape == (n, 3, 96, 160)
+    assert_frames_are(video.frames, list(range(n)), tol=14.0)
+
+
+def test_ten_bit_hdr_to_8_bit(clips: Clips) -> None:
+    if clips.ten_bit is None:
+        pytest.skip("this PyAV build has no 10-bit video encoder")
+    video = read_video(clips.ten_bit)
+    assert "10" in str(video.metadata["pix_fmt"])
+    assert video.frames.dtype == torch.uint8 and video.frames.shape == (12, 3, 96, 160)
+    assert video.metadata["hdr"] is True  # tagged PQ: reported, not tone-mapped
+    assert_frames_are(video.frames, list(range(12)))
+
+
+def test_y4m(tmp_path: Path) -> None:
+    path = write_clip(tmp_path / "raw.y4m", frames=5, codec="rawvideo", container_format="yuv4mpegpipe")
+    video = read_video(path)
+    assert video.num_frames == 5
+    assert_frames_are(video.frames, list(range(5)), tol=4.0)
+
+
+def test_stream_without_timestamps(tmp_path: Path) -> None:
+    path = write_clip(tmp_path / "raw.h264", frames=12, container_format="h264")
+    video = read_video(path, select=lambda n: [0, 5, n - 1])
+    assert video.metadata["timestamps"] == "decode-order" and video.num_frames == 12
+    assert_frames_are(video.frames, [0, 5, 11])
+
+
+# ---------------------------------------------------------------------------------------------- selection
+def test_needed_frames_only(clips: Clips, tiny_model) -> None:
+    for path in (clips.gop, clips.landscape, clips.vfr, clips.portrait):
+        full = read_video(path)
+        part = read_video(path, select=tiny_model.needed_frames)
+        needed = tiny_model.needed_frames(full.num_frames)
+        assert part.num_frames == full.num_frames
+        assert part.indices.tolist() == needed
+        assert torch.equal(part.frames, full.frames[part.indices]), f"{path.name}: rows differ from a full decode"
+
+
+def test_seeking_skips_decoding(clips: Clips, tiny_model) -> None:
+    part = read_video(clips.gop, select=tiny_model.needed_frames)
+    assert part.metadata["seeks"] >= 1, "with a keyframe every 8 frames the reader should seek over gaps"
+    assert part.metadata["frames_decoded"] < part.num_frames
+
+
+def test_select_any_order_and_empty(clips: Clips) -> None:
+    video = read_video(clips.landscape, select=lambda n: [n - 1, 0, 5, 5])
+    assert video.indices.tolist() == [0, 5, 31]
+    assert_frames_are(video.frames, [0, 5, 31])
+    empty = read_video(clips.portrait, select=lambda n: [])
+    assert empty.frames.shape == (0, 3, 160, 96) and empty.num_frames == 24
+
+
+def test_select_out_of_range(clips: Clips) -> None:
+    with pytest.raises(ValueError, match="32 frames"):
+        read_video(clips.landscape, select=lambda n: [0, n])
+
+
+# ---------------------------------------------------------------------------------------------- bad files
+@pytest.mark.parametrize(
+    "name, error, words",
+    [
+        ("missing", FileNotFoundError, "no such file"),
+        ("empty", ValueError, "empty"),
+        ("text", ValueError, "not a video"),
+        ("audio_only", ValueError, "audio only"),
+        ("truncated_header", ValueError, "not a video file"),
+        ("corrupt", ValueError, "not a video file"),
+        ("corrupt_data", ValueError, "could be decoded"),
+    ],
+)
+def test_bad_files(clips: Clips, name: str, error: type[Exception], words: str) -> None:
+    path = getattr(clips, name)
+    with pytest.raises(error) as info:
+        read_video(path)
+    assert type(info.value).__module__ == "builtins", "no PyAV exception may escape"
+    assert str(path) in str(info.value) and words in str(info.value)
+
+
+def test_directory_is_not_a_video(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="directory"):
+        read_video(tmp_path)
+
+
+def test_truncated_file_reads_what_it_holds(clips: Clips) -> None:
+    video = read_video(clips.truncated)
+    assert 5 < video.num_frames < 40
+    assert video.metadata["truncated"] is True and video.metadata["declared_frames"] == 40
+    assert_frames_are(video.frames, list(range(video.num_frames)), tol=25.0)  # noisy clip
+
+
+def _zero_mdat(tmp_path: Path, lo: float, hi: float) -> Path:
+    data = bytearray(write_clip(tmp_path / "src.mp4", frames=40, noise=True, faststart=True).read_bytes())
+    offset, size = mp4_boxes(bytes(data))["mdat"]
+    a, b = offset + 8 + int((size - 8) * lo), offset + 8 + int((size - 8) * hi)
+    data[a:b] = bytes(b - a)
+    path = tmp_path / f"damaged_{lo}.mp4"
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_undecodable_tail_shortens_the_video(tmp_path: Path) -> None:
+    video = read_video(_zero_mdat(tmp_path, 0.98, 1.0))
+    assert 32 <= video.num_frames < 40 and video.metadata["truncated"] is True
+    assert_frames_are(video.frames, list(range(video.num_frames)), tol=25.0)
+
+
+def test_undecodable_middle_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="could not be decoded.*damaged"):
+        read_video(_zero_mdat(tmp_path, 0.45, 0.55))
+
+
+# ---------------------------------------------------------------------------------------------- find_videos
+def test_find_videos(tmp_path: Path) -> None:
+    (tmp_path / "b" / "deep").mkdir(parents=True)
+    (tmp_path / ".hidden").mkdir()
+    for name in ["z.mp4", "a.MKV", "b/c.webm", "b/deep/d.y4m", "notes.txt", ".hidden/e.mp4", "b/._f.mp4"]:
+        (tmp_path / name).write_bytes(b"x")
+    other = tmp_path / "explicit.bin"
+    other.write_bytes(b"x")
+    found = find_videos([tmp_path, other, tmp_path / "z.mp4", tmp_path / "gone.mp4"])
+    rel = [p.relative_to(tmp_path).as_posix() for p in found]
+    assert rel == ["a.MKV", "b/c.webm", "b/deep/d.y4m", "z.mp4", "explicit.bin", "gone.mp4"]
+    assert find_videos(str(tmp_path / "b")) == sorted(find_videos(str(tmp_path / "b")))
+    assert {".mp4", ".mkv", ".mov", ".avi", ".webm", ".y4m", ".ts"} <= VIDEO_EXTENSIONS
+
+
+# ---------------------------------------------------------------------------------------------- real samples
+SAMPLES = {
+    "10053703034.mp4": (540, 960, 240),
+    "2999049224_original_centercrop_960x540_8s.mp4": (540, 960, 240),
+    "1724.mp4": (720, 406, 243),
+    "LIVE_VQC_B129_fastvqa_sampled32f_vr.mp4": (720, 1280, 32),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_shared_samples_decode(shared_data: Path, tiny_model, name: str) -> None:
+    path = shared_data / "videos" / name
+    if not path.exists():
+        pytest.skip(f"{name} is not in ../shared/data/videos")
+    h, w, n = SAMPLES[name]
+    video = read_video(path, select=tiny_model.needed_frames)
+    assert video.num_frames == n
+    assert video.frames.shape[1:] == (3, h, w)
+    assert video.indices.tolist() == tiny_model.needed_frames(n)
+    if name == "1724.mp4":  # stored portrait: no rotation metadata to apply
+        assert video.metadata["rotation"] == 0 and (video.metadata["width"], video.metadata["height"]) == (406, 720)
+    assert float(video.frames.float().std()) > 5, "real content, not a blank frame"
+
+
+def test_shared_samples_score(shared_data: Path, tiny_model) -> None:
+    paths = [shared_data / "videos" / name for name in sorted(SAMPLES)]
+    paths = [p for p in paths if p.exists()]
+    if not paths:
+        pytest.skip("no sample videos in ../shared/data/videos")
+    results = list(tiny_model.score_files(paths, batch_size=2, num_workers=2, progress=False))
+    assert [r.path for r in results] == [str(p) for p in paths]
+    for r in results:
+        assert r.ok, r.error
+        assert 0.0 < float(r.score) < 1.0 and np.isfinite(r.score)
