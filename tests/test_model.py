@@ -158,9 +158,18 @@ def test_full_model_size_and_forward(video_factory: VideoFactory) -> None:
     assert e.features.shape == (3, 512)
 
 
+@pytest.fixture
+def strict_fp32_cuda() -> object:
+    """Compare CPU and CUDA in true float32: turn TF32 off for the test, restore it afterwards."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield None
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cpu_and_cuda_agree(video_factory: VideoFactory) -> None:
+def test_cpu_and_cuda_agree(video_factory: VideoFactory, strict_fp32_cuda: object) -> None:
     torch.manual_seed(0)
     cpu = dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="cpu")
     gpu = dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="cuda")
@@ -173,7 +182,7 @@ def test_cpu_and_cuda_agree(video_factory: VideoFactory) -> None:
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_full_model_agrees_with_cpu(video_factory: VideoFactory) -> None:
+def test_cuda_full_model_agrees_with_cpu(video_factory: VideoFactory, strict_fp32_cuda: object) -> None:
     torch.manual_seed(0)
     cpu = dvlta_metric.create("dvlta-vqa", pretrained=False, device="cpu", fragment_view={"num_clips": 1})
     gpu = dvlta_metric.create("dvlta-vqa", pretrained=False, device="cuda", fragment_view={"num_clips": 1})

@@ -1,0 +1,344 @@
+"""Speed and memory of DVLTA-VQA, stage by stage, with FLOP counts and the machine's own matmul rate.
+
+Not a test: run it by hand (or on a GPU machine) and read the table or the JSON.
+
+    python benchmarks/bench.py --model dvlta-vqa --device cpu --json
+    python benchmarks/bench.py --model dvlta-vqa --device cuda --precision bf16 --batch-sizes 1,4,16
+
+Reports, for one video (a given file, or a generated H.264 clip of ``--resolution`` and ``--seconds``):
+
+* time per stage: decode (the frames the model needs, the floor of the file path), views, each branch
+  (fragments / Swin3D, Temporal Context Module, Video-Based Temporal CLIP), fusion;
+* end-to-end time per video on the file path and on the tensor path;
+* videos per second at several batch sizes (tensor path; views prepared once), and for ``score_files`` with
+  decoding workers over copies of the file;
+* peak memory (CPU RSS, CUDA max allocated);
+* FLOPs per video counted with ``torch.utils.flop_counter`` and the achieved rate as a fraction of the
+  measured matmul rate (fp32 on CPU, bf16 on CUDA), measured in the same run;
+* optionally (``--as-loss``) one forward + backward with gradients on the pixels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+import dvlta_metric
+from dvlta_metric.video_io import read_video
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued CUDA work so that wall-clock timings are real."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int = 1) -> tuple[float, Any]:
+    """Median seconds of ``repeats`` calls after ``warmup`` calls; also returns the last result."""
+    out = None
+    for _ in range(warmup):
+        out = fn()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), out
+
+
+def count_flops(fn: Callable[[], Any]) -> int:
+    """FLOPs of one call, counted by ``torch.utils.flop_counter`` (matmuls and convolutions)."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def matmul_rate(device: torch.device, dtype: torch.dtype, n: int, seconds: float = 2.0) -> float:
+    """Measured FLOP/s of square ``n x n`` matrix products in ``dtype`` on ``device``."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    sync(device)
+    reps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        reps += 1
+        if device.type == "cuda" and reps % 10 == 0:
+            sync(device)
+    sync(device)
+    return 2 * n**3 * reps / (time.perf_counter() - t0)
+
+
+def make_video(path: Path, width: int, height: int, seconds: float, fps: int = 30) -> Path:
+    """Encode a synthetic H.264 clip (moving gradients plus noise) with PyAV."""
+    import av
+    import numpy as np
+
+    frames = int(round(seconds * fps))
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"crf": "23", "preset": "veryfast"}
+        for i in range(frames):
+            r = (128 + 100 * np.sin((xx + 4 * i) / 37.0)).astype(np.float32)
+            g = (128 + 100 * np.cos((yy - 3 * i) / 29.0)).astype(np.float32)
+            b = ((xx + yy + 5 * i) % 256).astype(np.float32)
+            img = np.stack([r, g, b], -1) + rng.normal(0, 6, (height, width, 3))
+            frame = av.VideoFrame.from_ndarray(np.clip(img, 0, 255).astype(np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def rss_peak_mib() -> float:
+    """Peak resident set size of this process so far (MiB)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1024 if sys.platform != "darwin" else peak / 2**20
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    device = torch.device(args.device)
+    torch.set_grad_enabled(False)
+    torch.manual_seed(0)
+    overrides = {"fragment_view": {"num_clips": args.num_clips}} if args.num_clips else {}
+    model = dvlta_metric.create(args.model, pretrained=args.pretrained, device=device, **overrides)
+    model.set_precision(args.precision)
+    if args.compile:
+        for name in ("basic_visual", "temporal_context", "temporal_clip"):
+            branch = getattr(model, name)
+            if branch is not None:
+                branch.compile()
+
+    workdir = Path(tempfile.mkdtemp(prefix="dvlta_bench_"))
+    if args.video:
+        video_path = Path(args.video)
+    else:
+        w, h = (int(x) for x in args.resolution.lower().split("x"))
+        video_path = make_video(workdir / f"synthetic_{w}x{h}.mp4", w, h, args.seconds)
+
+    result: dict[str, Any] = {
+        "model": args.model,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+        or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "precision": args.precision,
+        "compile": args.compile,
+        "video": str(video_path),
+    }
+
+    # machine rate, measured in this run
+    if device.type == "cuda":
+        rate = matmul_rate(device, torch.bfloat16, 8192)
+        result["matmul_rate"] = {"dtype": "bf16", "flops_per_s": rate}
+    else:
+        rate = matmul_rate(device, torch.float32, 2048)
+        result["matmul_rate"] = {"dtype": "fp32", "flops_per_s": rate}
+
+    # stages of one video
+    reps = args.repeats
+    t_decode, decoded = timed(lambda: model.read(video_path), torch.device("cpu"), reps, warmup=1)
+    t_decode_all, full = timed(lambda: read_video(video_path), torch.device("cpu"), 1, warmup=0)
+    t_views, views = timed(lambda: model.make_views(decoded), device, reps)
+    batch_views = {k: v[None] for k, v in views.items()}
+    stages: dict[str, dict[str, float]] = {
+        "decode (needed frames)": {"seconds": t_decode},
+        "decode (all frames)": {"seconds": t_decode_all},
+        "views": {"seconds": t_views},
+    }
+    amp = dvlta_metric.model.PRECISIONS[args.precision]
+
+    def in_amp(fn: Callable[[], Any]) -> Callable[[], Any]:
+        def wrapped() -> Any:
+            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                return fn()
+
+        return wrapped
+
+    branch_calls: dict[str, Callable[[], Any]] = {}
+    if model.basic_visual is not None:
+        branch_calls["fragments (Swin3D + head)"] = in_amp(lambda: model.basic_visual(batch_views["fragments"]))
+    if model.temporal_context is not None:
+        branch_calls["temporal context"] = in_amp(
+            lambda: model.temporal_context(batch_views["frames"].transpose(1, 2))
+        )
+    if model.temporal_clip is not None:
+        branch_calls["temporal CLIP"] = in_amp(lambda: model.temporal_clip(batch_views["frames"]))
+    features = model.branch_features(batch_views)
+    branch_calls["fusion + score"] = lambda: model.score_features(features)
+    total_flops = 0
+    for name, fn in branch_calls.items():
+        seconds, _ = timed(fn, device, reps)
+        flops = count_flops(fn)
+        total_flops += flops
+        stages[name] = {"seconds": seconds, "gflops": flops / 1e9, "fraction_of_matmul_rate": flops / seconds / rate}
+    result["stages"] = stages
+    result["flops_per_video"] = total_flops
+
+    # end to end, one video
+    t_file, _ = timed(lambda: model(video_path), device, reps)
+    tensor = full.frames
+    t_tensor, _ = timed(lambda: model(tensor), device, reps)
+    compute = sum(stages[n]["seconds"] for n in branch_calls)
+    result["end_to_end"] = {
+        "file_path_seconds": t_file,
+        "tensor_path_seconds": t_tensor,
+        "decode_and_views_share_of_file_path": (t_decode + t_views) / t_file,
+        "model_flops_fraction_of_matmul_rate": total_flops / compute / rate,
+        "tensor_path_flops_fraction_of_matmul_rate": total_flops / t_tensor / rate,
+    }
+
+    # throughput at several batch sizes (views prepared once; model compute only)
+    throughput = {}
+    for bs in args.batch_sizes:
+        batch = {k: v.expand(bs, *v.shape[1:]).contiguous() for k, v in batch_views.items()}
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+
+        def call(batch: dict[str, torch.Tensor] = batch) -> Any:
+            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                feats = model.branch_features(batch)
+            return model.score_features(feats.float())
+
+        seconds, _ = timed(call, device, max(1, reps // 2 + 1))
+        entry = {
+            "videos_per_s": bs / seconds,
+            "flops_fraction_of_matmul_rate": total_flops * bs / seconds / rate,
+        }
+        if device.type == "cuda":
+            entry["cuda_max_allocated_mib_per_video"] = torch.cuda.max_memory_allocated(device) / 2**20 / bs
+        throughput[str(bs)] = entry
+    result["throughput_tensor_path"] = throughput
+
+    # score_files: decoding in workers overlapped with compute, vs decode-only throughput
+    if args.files:
+        paths = [video_path] * args.files
+        t0 = time.perf_counter()
+        for p in paths:
+            model.read(p)
+        decode_only = args.files / (time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        results = list(model.score_files(paths, batch_size=args.files_batch, num_workers=args.workers, progress=False))
+        sync(device)
+        files_rate = args.files / (time.perf_counter() - t0)
+        result["score_files"] = {
+            "files": args.files,
+            "workers": args.workers,
+            "batch_size": args.files_batch,
+            "videos_per_s": files_rate,
+            "decode_only_videos_per_s_one_thread": decode_only,
+            "fraction_of_decode_only": files_rate / decode_only,
+            "errors": sum(1 for r in results if r.error),
+        }
+
+    if args.as_loss:
+        loss_model = dvlta_metric.create(args.model, pretrained=args.pretrained, device=device, as_loss=True, **overrides)
+        loss_model.set_precision(args.precision).set_grad_checkpointing(args.checkpointing)
+        clip = full.frames[: args.loss_frames].to(device).float().div(255).requires_grad_(True)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+
+        def fwd_bwd() -> None:
+            with torch.enable_grad():
+                loss_model(clip).backward()
+
+        seconds, _ = timed(fwd_bwd, device, 1, warmup=0)
+        entry = {"frames": int(clip.shape[0]), "size": list(clip.shape[-2:]), "seconds": seconds,
+                 "grad_checkpointing": args.checkpointing}
+        if device.type == "cuda":
+            entry["cuda_max_allocated_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+        result["as_loss_backward"] = entry
+
+    result["peak_rss_mib"] = rss_peak_mib()
+    if device.type == "cuda":
+        result["cuda_max_allocated_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return result
+
+
+def print_table(r: dict[str, Any]) -> None:
+    rate = r["matmul_rate"]
+    print(f"model {r['model']} on {r['device']} ({r['device_name']}, {r['threads']} threads), "
+          f"precision {r['precision']}, torch {r['torch']}")
+    print(f"measured matmul rate ({rate['dtype']}): {rate['flops_per_s'] / 1e9:.1f} GFLOP/s")
+    print(f"FLOPs per video: {r['flops_per_video'] / 1e9:.1f} GFLOP\n")
+    print(f"{'stage':32s} {'ms':>10s} {'GFLOP':>9s} {'of rate':>8s}")
+    for name, s in r["stages"].items():
+        gf = f"{s['gflops']:.1f}" if "gflops" in s else ""
+        fr = f"{s['fraction_of_matmul_rate']:.2f}" if "fraction_of_matmul_rate" in s else ""
+        print(f"{name:32s} {s['seconds'] * 1e3:10.1f} {gf:>9s} {fr:>8s}")
+    e = r["end_to_end"]
+    print(f"\nfile path {e['file_path_seconds'] * 1e3:.1f} ms, tensor path {e['tensor_path_seconds'] * 1e3:.1f} ms; "
+          f"decode+views {100 * e['decode_and_views_share_of_file_path']:.1f}% of the file path; "
+          f"model at {e['model_flops_fraction_of_matmul_rate']:.2f} of the matmul rate")
+    print("\nbatch  videos/s  of rate")
+    for bs, t in r["throughput_tensor_path"].items():
+        mem = f"  {t['cuda_max_allocated_mib_per_video']:.0f} MiB/video" if "cuda_max_allocated_mib_per_video" in t else ""
+        print(f"{bs:>5s} {t['videos_per_s']:9.2f} {t['flops_fraction_of_matmul_rate']:8.2f}{mem}")
+    if "score_files" in r:
+        f = r["score_files"]
+        print(f"\nscore_files: {f['videos_per_s']:.2f} videos/s with {f['workers']} workers "
+              f"({f['fraction_of_decode_only']:.2f} of decode-only {f['decode_only_videos_per_s_one_thread']:.2f}/s)")
+    if "as_loss_backward" in r:
+        a = r["as_loss_backward"]
+        print(f"\nas_loss forward+backward, {a['frames']} frames {a['size']}: {a['seconds']:.1f} s")
+    print(f"\npeak RSS {r['peak_rss_mib']:.0f} MiB" + (
+        f", CUDA max allocated {r['cuda_max_allocated_mib']:.0f} MiB" if "cuda_max_allocated_mib" in r else ""))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="dvlta-vqa")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--pretrained", action="store_true", help="load weights (default: random, same cost)")
+    parser.add_argument("--video", help="a video file (default: a generated H.264 clip)")
+    parser.add_argument("--resolution", default="960x540", help="WxH of the generated clip")
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of the generated clip")
+    parser.add_argument("--num-clips", type=int, default=0, help="override fragment clips (default: config)")
+    parser.add_argument("--batch-sizes", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2])
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    parser.add_argument("--compile", action="store_true", help="torch.compile the branches")
+    parser.add_argument("--files", type=int, default=0, help="also time score_files over N copies of the video")
+    parser.add_argument("--files-batch", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--as-loss", action="store_true", help="also time one forward+backward to the pixels")
+    parser.add_argument("--loss-frames", type=int, default=32)
+    parser.add_argument("--checkpointing", action="store_true", help="gradient checkpointing for --as-loss")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    parser.add_argument("--output", help="also write the JSON to this file")
+    args = parser.parse_args(argv)
+    result = run(args)
+    if args.output:
+        Path(args.output).write_text(json.dumps(result, indent=2))
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print_table(result)
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    raise SystemExit(main())
