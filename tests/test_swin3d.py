@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from dvlta_metric.branches.swin3d import (
     SwinTransformer3D,
     SwinTransformerBlock3D,
+    WindowAttention3D,
     adaptive_window_size,
     clear_shape_caches,
     clip_window_size,
@@ -340,3 +341,25 @@ def test_cuda_matches_cpu_and_autocast_runs() -> None:
     model.set_grad_checkpointing(True)
     model(xg).sum().backward()
     assert xg.grad is not None and torch.isfinite(xg.grad).all()
+
+
+def test_frozen_bias_cache_matches_and_follows_table_changes() -> None:
+    torch.manual_seed(3)
+    model = SwinTransformer3D(
+        embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=(2, 7, 7), base_x_size=(8, 224, 224)
+    ).eval()
+    _randomise_bias_tables(model)
+    x = torch.randn(2, 3, 8, 224, 224)
+    with torch.no_grad():
+        trainable = model(x)  # tables require grad: rebuilt every call, nothing kept
+        assert all(m._bias_cache is None for m in model.modules() if isinstance(m, WindowAttention3D))
+        model.requires_grad_(False)
+        first, second = model(x), model(x)  # the second call reuses the kept biases
+        assert any(m._bias_cache is not None for m in model.modules() if isinstance(m, WindowAttention3D))
+        assert torch.equal(first, second) and torch.allclose(first, trainable, atol=1e-6)
+        attn = model.layers[0].blocks[0].attn
+        attn.fragment_position_bias_table.add_(0.5)  # in-place change bumps the version: cache is stale
+        changed = model(x)
+        model.clear_bias_cache()
+        assert torch.allclose(changed, model(x), atol=1e-6)
+        assert not torch.allclose(changed, first, atol=1e-4)

@@ -402,6 +402,7 @@ class WindowAttention3D(nn.Module):
         self.register_buffer(
             "relative_position_index", _full_relative_position_index(self.window_size), persistent=False
         )
+        self._bias_cache: tuple[tuple[object, ...], Tensor] | None = None
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
         trunc_normal_(self.relative_position_bias_table, std=0.02)
@@ -433,6 +434,45 @@ class WindowAttention3D(nn.Module):
         frag = frag_table[index].view(n, n, self.num_heads).permute(2, 0, 1).contiguous()
         return torch.lerp(frag, rel, gate)  # = rel * gate + frag * (1 - gate), in one pass
 
+    def attention_bias(self, window: Size3, gate: Tensor | None, mask: Tensor | None, dtype: torch.dtype) -> Tensor:
+        """Position bias plus shift mask, as one additive attention mask in ``dtype``.
+
+        When the bias tables are frozen (``requires_grad=False``, as in DVLTA-VQA) the result depends only on
+        the shapes and on the table values, so the last one is kept and reused until the window, the masks,
+        the dtype or the tables change (tracked by their version counters). With trainable tables it is
+        rebuilt on every call so that gradients reach them.
+
+        Args:
+            window: Effective window ``(wd, wh, ww)``.
+            gate: Fragment gate ``(nW, 1, N, N)`` or ``None``.
+            mask: Additive shift mask ``(nW, 1, N, N)`` or ``None``.
+            dtype: Dtype of the attention computation.
+
+        Returns:
+            ``(1 or nW, nH, N, N)``.
+        """
+        tables = [self.relative_position_bias_table]
+        if self.fragment_position_bias_table is not None:
+            tables.append(self.fragment_position_bias_table)
+        frozen = not any(t.requires_grad for t in tables)
+        key = (
+            window,
+            None if gate is None else (gate.data_ptr(), tuple(gate.shape)),
+            None if mask is None else (mask.data_ptr(), tuple(mask.shape)),
+            dtype,
+            tuple((t.device, t.data_ptr(), t._version) for t in tables),
+        )
+        if frozen and self._bias_cache is not None and self._bias_cache[0] == key:
+            return self._bias_cache[1]
+        with torch.inference_mode(False):
+            bias = self.position_bias(window, gate)
+            if mask is not None:
+                # the GRPB bias is a fresh (nW, nH, N, N) tensor: add in place to spare a large allocation
+                bias = bias.add_(mask) if bias.shape[0] == mask.shape[0] else bias + mask
+            bias = bias.to(dtype)
+        self._bias_cache = (key, bias.detach()) if frozen else None
+        return bias
+
     def forward(self, x: Tensor, window: Size3, gate: Tensor | None, mask: Tensor | None) -> Tensor:
         """Attends within each window.
 
@@ -449,11 +489,7 @@ class WindowAttention3D(nn.Module):
         nh, hd = self.num_heads, self.head_dim
         qkv = self.qkv(x).view(b, nw, n, 3, nh, hd).permute(3, 0, 1, 4, 2, 5)  # (3, B, nW, nH, N, hd)
         q, k, v = qkv.unbind(0)
-        bias = self.position_bias(window, gate)  # (1 or nW, nH, N, N)
-        if mask is not None:
-            # the GRPB bias is a fresh (nW, nH, N, N) tensor: add in place to spare a large allocation
-            bias = bias.add_(mask) if bias.shape[0] == mask.shape[0] else bias + mask
-        bias = bias.to(q.dtype)
+        bias = self.attention_bias(window, gate, mask, q.dtype)  # (1 or nW, nH, N, N)
         if bias.shape[0] == 1 or b == 1:
             # windows join the batch: q, k, v stay strided views, the bias broadcasts over it
             shape = (b * nw, nh, n, hd)
@@ -692,6 +728,16 @@ class SwinTransformer3D(nn.Module):
         elif isinstance(module, nn.LayerNorm):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
+
+    def clear_bias_cache(self) -> None:
+        """Frees the attention biases kept by frozen blocks (see :meth:`WindowAttention3D.attention_bias`).
+
+        They take about 1.1 GB in float32 for the FAST-VQA-B backbone on 32x224x224 clips and are rebuilt on
+        the next call.
+        """
+        for module in self.modules():
+            if isinstance(module, WindowAttention3D):
+                module._bias_cache = None
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recomputes each block in the backward pass instead of storing its activations.
