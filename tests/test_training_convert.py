@@ -1,0 +1,257 @@
+"""training.convert on small synthetic checkpoints with the ViFi-CLIP, OpenAI CLIP and FAST-VQA-B key layouts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from training_data import tiny_config, write_fastvqa, write_openai_clip, write_vificlip
+
+import dvlta_metric
+from dvlta_metric.checkpoint import read_config
+from dvlta_metric.clip_towers import build_clip, encode_prompts
+from training import convert
+
+FIRST_SWIN_KEY = "fragments_backbone.layers.0.blocks.0.attn.qkv.weight"
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    root = tmp_path_factory.mktemp("upstream")
+    out: dict[str, object] = {"root": root}
+    out["openai_state"] = write_openai_clip(root / "open_clip_model.safetensors")
+    out["vifi_state"] = write_vificlip(root / "vifi_clip.pth")
+    out["swin_state"] = write_fastvqa(root / "FAST_VQA_B_1_4.pth")
+    return out
+
+
+def _expected_prompts(state: dict[str, torch.Tensor]) -> torch.Tensor:
+    cfg = tiny_config()
+    clip = build_clip(cfg.clip_vision, cfg.clip_text, cfg.embed_dim)
+    clip.load_state_dict(state)
+    return encode_prompts(
+        clip, [cfg.prompts.fusion, cfg.prompts.positive, cfg.prompts.negative], 77
+    )
+
+
+def test_vificlip_and_fastvqa_convert_strictly(
+    sources: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root: Path = sources["root"]  # type: ignore[assignment]
+    rc = convert.main([
+        "--model", "dvlta-vqa-tiny", "--out", str(tmp_path / "init"), "--allow-pickle",
+        "--vificlip", str(root / "vifi_clip.pth"),
+        "--openai-clip", str(root / "open_clip_model.safetensors"),
+        "--fastvqa", str(root / "FAST_VQA_B_1_4.pth"),
+    ])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    model = dvlta_metric.create(f"local-dir:{tmp_path / 'init'}", device="cpu")
+    vifi: dict[str, torch.Tensor] = sources["vifi_state"]  # type: ignore[assignment]
+    openai: dict[str, torch.Tensor] = sources["openai_state"]  # type: ignore[assignment]
+    visual = model.temporal_clip.visual.state_dict()
+    assert visual.keys() == {
+        k[len("visual.") :] for k in vifi if k.startswith("visual.")
+    }
+    for key, value in visual.items():
+        assert torch.equal(value, vifi["visual." + key]), key
+    swin: dict[str, torch.Tensor] = sources["swin_state"]  # type: ignore[assignment]
+    backbone = model.basic_visual.backbone.state_dict()
+    assert backbone.keys() == swin.keys()
+    assert all(torch.equal(backbone[k], swin[k]) for k in swin)
+    # prompts: ViFi-CLIP's text tower with OpenAI's token embedding
+    text_state = {**vifi, "token_embedding.weight": openai["token_embedding.weight"]}
+    assert torch.allclose(
+        model.prompt_embeddings, _expected_prompts(text_state), atol=1e-6
+    )
+    _, meta = read_config(tmp_path / "init" / "config.json")
+    src = meta["sources"]
+    assert src["clip"]["kind"] == "vificlip" and src["clip"]["dropped"] == {
+        "prompt_learner": 2
+    }
+    assert src["clip"]["from_openai_clip"] == ["token_embedding.weight"]
+    assert (
+        src["clip"]["read_with"] == "torch.load(weights_only=False)"
+    )  # the yacs-style config object
+    assert src["fastvqa"]["read_with"] == "torch.load(weights_only=True)"
+    n_blocks = sum(tiny_config().swin.depths)
+    assert src["fastvqa"]["dropped"] == {
+        "vqa_head": 4,
+        "relative_position_index": n_blocks,
+    }
+    assert len(src["fastvqa"]["sha256"]) == 64 and meta["stage"] == "initial"
+    out = capsys.readouterr().out
+    assert "vqa_head" in out and "local-dir:" in out
+
+
+def test_openai_clip_alone(sources: dict, tmp_path: Path) -> None:
+    root: Path = sources["root"]  # type: ignore[assignment]
+    rc = convert.main([
+        "--model", "dvlta-vqa-tiny", "--out", str(tmp_path / "init"), "--allow-pickle",
+        "--openai-clip", str(root / "open_clip_model.safetensors"), "--fastvqa", str(root / "FAST_VQA_B_1_4.pth"),
+    ])  # fmt: skip
+    assert rc == 0
+    model = dvlta_metric.create(f"local-dir:{tmp_path / 'init'}", device="cpu")
+    openai: dict[str, torch.Tensor] = sources["openai_state"]  # type: ignore[assignment]
+    assert torch.equal(
+        model.temporal_clip.visual.conv1.weight, openai["visual.conv1.weight"]
+    )
+    assert torch.allclose(model.prompt_embeddings, _expected_prompts(openai), atol=1e-6)
+
+
+def test_refuses_to_unpickle_without_allow_pickle(
+    sources: dict,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    root: Path = sources["root"]  # type: ignore[assignment]
+
+    def no_unpickling(*args: object, **kwargs: object) -> None:
+        raise AssertionError("torch.load was called without --allow-pickle")
+
+    monkeypatch.setattr(torch, "load", no_unpickling)
+    for flags in (
+        [
+            "--vificlip",
+            str(root / "vifi_clip.pth"),
+            "--fastvqa",
+            str(root / "FAST_VQA_B_1_4.pth"),
+        ],
+        ["--fastvqa", str(root / "FAST_VQA_B_1_4.pth")],
+    ):
+        rc = convert.main([
+            "--model", "dvlta-vqa-tiny", "--out", str(tmp_path / "init"),
+            "--openai-clip", str(root / "open_clip_model.safetensors"), *flags,
+        ])  # fmt: skip
+        assert rc == 2
+        err = capsys.readouterr().err
+        assert (
+            "refusing to load" in err
+            and "--allow-pickle" in err
+            and "arbitrary code" in err
+        )
+    assert not (tmp_path / "init").exists()
+
+
+def test_missing_or_extra_backbone_keys_fail_listing_them(
+    sources: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root: Path = sources["root"]  # type: ignore[assignment]
+    base = [
+        "--model",
+        "dvlta-vqa-tiny",
+        "--allow-pickle",
+        "--openai-clip",
+        str(root / "open_clip_model.safetensors"),
+    ]
+    write_fastvqa(tmp_path / "missing.pth", drop=FIRST_SWIN_KEY)
+    assert (
+        convert.main(
+            [
+                *base,
+                "--out",
+                str(tmp_path / "a"),
+                "--fastvqa",
+                str(tmp_path / "missing.pth"),
+            ]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "not in the checkpoint" in err and "layers.0.blocks.0.attn.qkv.weight" in err
+
+    extra = {"fragments_backbone.layers.9.blocks.0.mlp.fc1.weight": torch.zeros(1)}
+    write_fastvqa(tmp_path / "extra.pth", extra=extra)
+    assert (
+        convert.main(
+            [
+                *base,
+                "--out",
+                str(tmp_path / "b"),
+                "--fastvqa",
+                str(tmp_path / "extra.pth"),
+            ]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "no place in the model" in err and "layers.9.blocks.0.mlp.fc1.weight" in err
+
+    write_fastvqa(
+        tmp_path / "other.pth",
+        extra={"resize_backbone.patch_embed.proj.weight": torch.zeros(1)},
+    )
+    assert (
+        convert.main(
+            [
+                *base,
+                "--out",
+                str(tmp_path / "c"),
+                "--fastvqa",
+                str(tmp_path / "other.pth"),
+            ]
+        )
+        == 2
+    )
+    assert "resize_backbone.patch_embed.proj.weight" in capsys.readouterr().err
+
+    write_vificlip(
+        tmp_path / "vifi_missing.pth", drop="module.image_encoder.conv1.weight"
+    )
+    rc = convert.main([
+        *base, "--out", str(tmp_path / "d"), "--vificlip", str(tmp_path / "vifi_missing.pth"),
+        "--fastvqa", str(root / "FAST_VQA_B_1_4.pth"),
+    ])  # fmt: skip
+    assert rc == 2 and "visual.conv1.weight" in capsys.readouterr().err
+    assert not any((tmp_path / d).exists() for d in "abcd")
+
+
+def test_missing_sources_are_named(
+    sources: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root: Path = sources["root"]  # type: ignore[assignment]
+    rc = convert.main([
+        "--model", "dvlta-vqa-tiny", "--out", str(tmp_path / "a"), "--allow-pickle",
+        "--openai-clip", str(root / "open_clip_model.safetensors"),
+    ])  # fmt: skip
+    assert rc == 2 and "--fastvqa" in capsys.readouterr().err
+    rc = convert.main(
+        [
+            "--model",
+            "dvlta-vqa-tiny",
+            "--out",
+            str(tmp_path / "b"),
+            "--fastvqa",
+            "nope.pth",
+            "--openai-clip",
+            "nope.safetensors",
+        ]
+    )
+    assert rc == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_random_init_directory(tmp_path: Path) -> None:
+    assert (
+        convert.main(
+            [
+                "--model",
+                "dvlta-vqa-tiny",
+                "--random-init",
+                "--seed",
+                "5",
+                "--out",
+                str(tmp_path / "r"),
+            ]
+        )
+        == 0
+    )
+    a = dvlta_metric.create(f"local-dir:{tmp_path / 'r'}", device="cpu")
+    torch.manual_seed(5)
+    b = dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="cpu")
+    assert all(
+        torch.equal(x, y)
+        for x, y in zip(a.state_dict().values(), b.state_dict().values())
+    )
+    _, meta = read_config(tmp_path / "r" / "config.json")
+    assert meta["sources"] == {"random_init": True} and meta["init_seed"] == 5

@@ -1,0 +1,681 @@
+"""Train DVLTA-VQA from a feature cache: the paper's 10 random splits, or cross-dataset.
+
+Only the trainable parts learn (CLIP adapter, Temporal Context Module, fragment head, text adapter; see
+:func:`training.cached.trainable_modules`); the frozen backbones' outputs come from the cache built by
+:mod:`training.features`, so no video is decoded here.
+
+Recipe (paper section III-F / IV-C; warm-up and cosine decay from FAST-VQA): loss ``1 - PLCC`` over the
+batch (``--rank-weight 0.3`` adds FAST-VQA's rank loss), AdamW with lr 1e-3 and weight decay 0.05, linear
+warm-up over ``--warmup-epochs`` then cosine decay to 0 (per step), batch 16 videos, ``--epochs`` 30. After
+every epoch the model is evaluated on the test split from the cached *inference* views (SROCC, PLCC after
+the logistic fit, KRCC, RMSE); the best epoch by test SROCC (``--select best``, as FAST-VQA reports) or the
+last one (``--select last``) is saved with ``save_pretrained``.
+
+Layout of ``--out``::
+
+    split_00/best/            config.json (metadata: dataset, split seed, epoch, results), model.safetensors, README.md
+    split_00/last.pt          checkpoint to resume: trainable weights, optimizer, scheduler, epoch, RNG, history
+    split_00/history.json     per-step loss, per-epoch lr and test metrics
+    split_00/result.json      the selected epoch's metrics (a split with this file is done and skipped)
+    split_00/predictions_<test>.csv   row, path, MOS, prediction of the selected epoch
+    summary.json              every split's results and the median over splits
+
+Rerunning the same command resumes: finished splits are skipped and an interrupted one continues from its
+``last.pt`` (the data order and the fragment sample of each video depend only on the seed and the epoch,
+so a resumed run gives the same result as an uninterrupted one).
+
+Several GPUs or nodes: launch with ``torchrun`` (DDP over ``torch.distributed``: nccl on GPUs, gloo on CPUs).
+``--batch-size`` stays the global batch; each of the ``N`` processes takes ``batch / N`` videos of every
+step, the predictions are gathered so the PLCC loss is over the whole global batch, and batch norms use
+global-batch statistics (:mod:`training.distributed`), so the loss curve matches one process.
+
+Command lines::
+
+    python -m training.train --cache cache/konvid --out runs/konvid                     # 10 random splits
+    python -m training.train --cache cache/konvid --out runs/konvid --split 0 --split 1  # some splits
+    python -m training.train --cache cache/konvid --test-cache cache/livevqc --test-cache cache/ytugc \\
+        --out runs/konvid-cross                                                         # cross-dataset
+    torchrun --nproc_per_node 4 -m training.train --cache cache/konvid --out runs/konvid --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+
+import dvlta_metric
+from dvlta_metric.checkpoint import read_config
+from dvlta_metric.loss import quality_loss
+from dvlta_metric.model import DVLTAVQA
+
+from . import distributed as dd
+from .cached import (
+    CachedForward,
+    CachedVideos,
+    predict_cached,
+    to_device,
+    trainable_modules,
+)
+from .features import FeatureCache, write_json_atomic
+from .metrics import METRIC_NAMES, all_metrics
+from .splits import PAPER_NUM_SPLITS, PAPER_TRAIN_FRACTION, cross_dataset, random_split
+
+CHECKPOINT_NAME = "last.pt"
+RESULT_NAME = "result.json"
+HISTORY_NAME = "history.json"
+SUMMARY_NAME = "summary.json"
+BEST_DIR = "best"
+
+PAPER_RESULTS: dict[str, dict[str, float]] = {
+    "KoNViD-1k": {"srocc": 0.9121, "plcc": 0.9127},
+    "LIVE-VQC": {"srocc": 0.8918, "plcc": 0.9027},
+    "YouTube-UGC": {"srocc": 0.9180, "plcc": 0.9053},
+}
+"""Table II of the paper (median over 10 random 80/20 splits)."""
+
+
+@dataclass
+class TrainSettings:
+    """Hyper-parameters of one training run.
+
+    Attributes:
+        epochs: Training epochs.
+        batch_size: Global batch (videos per optimizer step, over all processes).
+        lr: Peak learning rate of AdamW.
+        weight_decay: AdamW weight decay.
+        warmup_epochs: Linear warm-up length, in epochs (fractions allowed).
+        rank_weight: Weight of FAST-VQA's rank loss added to ``1 - PLCC`` (0: the paper's loss).
+        seed: Seed of the data order and of each video's fragment sample cycle.
+        select: ``"best"`` (test SROCC) or ``"last"`` epoch is saved.
+        eval_batch_size: Videos per forward in evaluation.
+        num_workers: DataLoader workers.
+        save_fp16: Store the saved model's weights in float16.
+        license: Licence written into the saved model's card (``None``: the card's default). Trained weights
+            inherit terms from the datasets and upstream checkpoints; check them before publishing.
+    """
+
+    epochs: int = 30
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 2.5
+    rank_weight: float = 0.0
+    seed: int = 0
+    select: str = "best"
+    eval_batch_size: int = 16
+    num_workers: int = 0
+    save_fp16: bool = False
+    license: str | None = None
+
+
+@dataclass
+class Job:
+    """One training run: training rows of one cache and the test sets.
+
+    Attributes:
+        name: Output folder name (``split_00``, ``cross``).
+        train_cache: Cache of the training dataset.
+        train_rows: Its training rows.
+        tests: ``{test name: (cache, rows)}``.
+        info: Split description for metadata.
+        missing: Rows dropped because they are not in a cache.
+    """
+
+    name: str
+    train_cache: FeatureCache
+    train_rows: list[int]
+    tests: dict[str, tuple[FeatureCache, list[int]]]
+    info: dict[str, Any]
+    missing: dict[str, int] = field(default_factory=dict)
+
+
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Learning-rate factor: linear warm-up ``(step + 1) / warmup`` then cosine decay to 0."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _log(info: dd.DistInfo, text: str) -> None:
+    if info.is_main:
+        print(text, flush=True)
+
+
+def _evaluate(
+    model: DVLTAVQA,
+    tests: dict[str, tuple[FeatureCache, list[int]]],
+    settings: TrainSettings,
+) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray]]:
+    results: dict[str, dict[str, Any]] = {}
+    preds: dict[str, np.ndarray] = {}
+    for name, (cache, rows) in tests.items():
+        pred = predict_cached(model, cache, rows, batch_size=settings.eval_batch_size)
+        mos = np.array([cache.mos(r) for r in rows])
+        preds[name] = pred
+        results[name] = all_metrics(pred, mos)
+    return results, preds
+
+
+def _selection_score(results: dict[str, dict[str, Any]]) -> float:
+    values = [r["srocc"] for r in results.values()]
+    score = float(np.mean(values))
+    return score if math.isfinite(score) else -math.inf
+
+
+def _write_predictions(
+    directory: Path,
+    tests: dict[str, tuple[FeatureCache, list[int]]],
+    preds: dict[str, np.ndarray],
+) -> None:
+    for name, (cache, rows) in tests.items():
+        path = directory / f"predictions_{_safe(name)}.csv"
+        with path.open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["row", "path", "mos", "pred"])
+            for row, pred in zip(rows, preds[name]):
+                writer.writerow(
+                    [row, cache.path(row), cache.mos(row), repr(float(pred))]
+                )
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def run_job(
+    job: Job,
+    model_name: str,
+    out: Path,
+    settings: TrainSettings,
+    info: dd.DistInfo,
+    *,
+    stop_after: int | None = None,
+) -> dict[str, Any] | None:
+    """Train one split (or the cross-dataset run), resuming from its checkpoint if there is one.
+
+    Args:
+        job: What to train and test on.
+        model_name: The initial model (``create()`` name).
+        out: The run's output folder (``out / job.name`` is this job's).
+        settings: Hyper-parameters.
+        info: Distributed context.
+        stop_after: Stop after this many epochs of this call (the checkpoint allows resuming).
+
+    Returns:
+        The job's result (``result.json``), or ``None`` if it stopped early.
+    """
+    directory = out / job.name
+    if (directory / RESULT_NAME).is_file():
+        _log(info, f"{job.name}: already done ({directory / RESULT_NAME}); skipping")
+        return json.loads((directory / RESULT_NAME).read_text(encoding="utf-8"))
+    if info.is_main:
+        directory.mkdir(parents=True, exist_ok=True)
+    dd.barrier()
+
+    model = dvlta_metric.create(model_name, device=info.device)
+    job.train_cache.check_model(model)
+    for cache, _ in job.tests.values():
+        cache.check_model(model)
+    model.requires_grad_(False)
+    for part in trainable_modules(model).values():
+        dd.convert_batchnorm(
+            part
+        )  # batch norms over the global batch under torchrun (same state dict keys)
+    net = CachedForward(model)
+    net.requires_grad_(True)
+    net.to(info.device)
+    params = [p for p in net.parameters() if p.requires_grad]
+
+    world = info.world_size
+    if settings.batch_size % world:
+        raise ValueError(
+            f"--batch-size {settings.batch_size} is not divisible by the {world} processes"
+        )
+    per_rank = settings.batch_size // world
+    train_set = CachedVideos(
+        job.train_cache, job.train_rows, train=True, seed=settings.seed
+    )
+    sampler: DistributedSampler[dict[str, torch.Tensor]] = DistributedSampler(
+        train_set,
+        num_replicas=world,
+        rank=info.rank,
+        shuffle=True,
+        seed=settings.seed,
+        drop_last=False,
+    )
+    loader = DataLoader(
+        train_set,
+        batch_size=per_rank,
+        sampler=sampler,
+        drop_last=True,
+        num_workers=settings.num_workers,
+        persistent_workers=False,
+    )
+    steps_per_epoch = len(loader)
+    if steps_per_epoch < 1:
+        raise ValueError(
+            f"{len(job.train_rows)} training videos do not fill one batch of {settings.batch_size}; "
+            "lower --batch-size"
+        )
+    total_steps = steps_per_epoch * settings.epochs
+    warmup_steps = (
+        max(1, round(settings.warmup_epochs * steps_per_epoch))
+        if settings.warmup_epochs > 0
+        else 0
+    )
+    optimizer = torch.optim.AdamW(
+        params, lr=settings.lr, weight_decay=settings.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: warmup_cosine(step, warmup_steps, total_steps)
+    )
+    ddp: torch.nn.Module = net
+    if world > 1:
+        ddp = DistributedDataParallel(
+            net,
+            device_ids=[info.device.index] if info.device.type == "cuda" else None,
+            broadcast_buffers=False,
+        )
+
+    start_epoch = 0
+    best: dict[str, Any] = {"score": -math.inf, "epoch": None, "results": None}
+    history: dict[str, Any] = {"step_loss": [], "epochs": []}
+    ckpt_path = directory / CHECKPOINT_NAME
+    if ckpt_path.is_file():
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        net.load_state_dict(ckpt["trainable"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        start_epoch = int(ckpt["epoch"])
+        best = ckpt["best"]
+        history = ckpt["history"]
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        _log(info, f"{job.name}: resuming at epoch {start_epoch + 1} from {ckpt_path}")
+
+    _log(
+        info,
+        f"{job.name}: {len(job.train_rows)} training videos, "
+        + ", ".join(f"{n}: {len(r)} test videos" for n, (_, r) in job.tests.items())
+        + f"; {steps_per_epoch} steps/epoch on {world} process(es)",
+    )
+    for epochs_run, epoch in enumerate(range(start_epoch, settings.epochs)):
+        if stop_after is not None and epochs_run >= stop_after:
+            return None
+        t0 = time.perf_counter()
+        sampler.set_epoch(epoch)
+        train_set.set_epoch(epoch)
+        net.train()
+        losses = []
+        for batch in loader:
+            batch = to_device(batch, info.device)
+            scores, _ = ddp(batch)
+            pred = dd.gather_with_grad(scores)
+            mos = dd.gather(batch["mos"])
+            loss = quality_loss(pred, mos, settings.rank_weight)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            losses.append(float(loss.detach()))
+        history["step_loss"].extend(losses)
+        results, preds = _evaluate(model, job.tests, settings)
+        score = _selection_score(results)
+        lr = optimizer.param_groups[0]["lr"]
+        history["epochs"].append(
+            {
+                "epoch": epoch + 1,
+                "loss": float(np.mean(losses)),
+                "lr": lr,
+                "results": results,
+            }
+        )
+        summary = " | ".join(
+            f"{n}: " + " ".join(f"{m.upper()} {r[m]:.4f}" for m in METRIC_NAMES)
+            for n, r in results.items()
+        )
+        _log(
+            info,
+            f"{job.name} epoch {epoch + 1}/{settings.epochs} loss {np.mean(losses):.4f} lr {lr:.2e} "
+            f"({time.perf_counter() - t0:.1f}s) | {summary}",
+        )
+        is_last = epoch + 1 == settings.epochs
+        if (settings.select == "best" and score > best["score"]) or (
+            settings.select == "last" and is_last
+        ):
+            best = {"score": score, "epoch": epoch + 1, "results": results}
+            if info.is_main:
+                model.eval()
+                model.save_pretrained(
+                    directory / BEST_DIR,
+                    fp16=settings.save_fp16,
+                    metadata=_metadata(job, model_name, settings, epoch + 1, results),
+                )
+                _write_predictions(directory, job.tests, preds)
+        if info.is_main:
+            ckpt = {
+                "epoch": epoch + 1,
+                "trainable": net.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "best": best,
+                "history": history,
+                "rng": {"torch": torch.get_rng_state()},
+                "job": job.info,
+                "settings": asdict(settings),
+            }
+            tmp = ckpt_path.with_name(CHECKPOINT_NAME + ".tmp")
+            torch.save(ckpt, tmp)
+            tmp.replace(ckpt_path)
+            write_json_atomic(directory / HISTORY_NAME, history)
+        dd.barrier()
+
+    result = {
+        "job": job.name,
+        "split": job.info,
+        "selected_epoch": best["epoch"],
+        "select": settings.select,
+        "results": best["results"],
+        "missing": job.missing,
+    }
+    if info.is_main:
+        write_json_atomic(directory / RESULT_NAME, result)
+    dd.barrier()
+    return result
+
+
+def _metadata(
+    job: Job,
+    model_name: str,
+    settings: TrainSettings,
+    epoch: int,
+    results: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    init: dict[str, Any] = {"model": model_name}
+    if model_name.startswith("local-dir:"):
+        try:
+            _, meta = read_config(Path(model_name[len("local-dir:") :]) / "config.json")
+            init["sources"] = meta.get("sources")
+        except (OSError, ValueError):
+            pass
+    datasets = [job.train_cache.name]
+    return {
+        "description": f"DVLTA-VQA trained on {job.train_cache.name} ({job.name}, epoch {epoch})",
+        "datasets": datasets,
+        "results": {
+            name: {m: r[m] for m in METRIC_NAMES} for name, r in results.items()
+        },
+        "split": job.info,
+        "epoch": epoch,
+        "selected_by": "test SROCC (best epoch)"
+        if settings.select == "best"
+        else "last epoch",
+        "training": asdict(settings),
+        "init": init,
+        "feature_cache": {
+            "dir": str(job.train_cache.directory),
+            **job.train_cache.index["settings"],
+        },
+        **({"license": settings.license} if settings.license else {}),
+    }
+
+
+def make_jobs(
+    train_cache: FeatureCache,
+    test_caches: Sequence[FeatureCache],
+    splits: Sequence[int],
+    train_fraction: float,
+) -> list[Job]:
+    """The jobs of a run: one per random split, or one cross-dataset job when test caches are given."""
+    available = set(train_cache.available_rows())
+    if not available:
+        raise ValueError(
+            f"the feature cache {train_cache.directory} holds no video yet; run training.features"
+        )
+    if test_caches:
+        desc = cross_dataset(train_cache.name, [c.name for c in test_caches])
+        tests = {}
+        for cache in test_caches:
+            rows = cache.available_rows()
+            if not rows:
+                raise ValueError(f"the test cache {cache.directory} holds no video")
+            tests[cache.name] = (cache, rows)
+        missing = {train_cache.name: len(train_cache) - len(available)}
+        missing.update({c.name: len(c) - len(tests[c.name][1]) for c in test_caches})
+        return [Job("cross", train_cache, sorted(available), tests, desc, missing)]
+    jobs = []
+    for index in splits:
+        split = random_split(len(train_cache), index, train_fraction)
+        train = [r for r in split.train if r in available]
+        test = [r for r in split.test if r in available]
+        info = {
+            "protocol": "random",
+            **split.to_dict(),
+            "train_fraction": train_fraction,
+        }
+        missing = {
+            "train": len(split.train) - len(train),
+            "test": len(split.test) - len(test),
+        }
+        jobs.append(
+            Job(
+                f"split_{index:02d}",
+                train_cache,
+                train,
+                {train_cache.name: (train_cache, test)},
+                info,
+                missing,
+            )
+        )
+    return jobs
+
+
+def summarise(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Median (and mean, std) over splits of each test set's metrics."""
+    names = sorted({n for r in results for n in (r.get("results") or {})})
+    out: dict[str, Any] = {}
+    for name in names:
+        rows = [
+            r["results"][name]
+            for r in results
+            if r.get("results") and name in r["results"]
+        ]
+        out[name] = {
+            m: {
+                "median": float(np.median([x[m] for x in rows])),
+                "mean": float(np.mean([x[m] for x in rows])),
+                "std": float(np.std([x[m] for x in rows])),
+            }
+            for m in METRIC_NAMES
+        }
+        out[name]["splits"] = len(rows)
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m training.train``."""
+    d = TrainSettings()
+    p = argparse.ArgumentParser(
+        prog="python -m training.train",
+        description="Train DVLTA-VQA from a feature cache.",
+    )
+    p.add_argument(
+        "--cache",
+        required=True,
+        help="feature cache of the training dataset (training.features)",
+    )
+    p.add_argument(
+        "--test-cache",
+        action="append",
+        default=[],
+        help="cross-dataset: a test dataset's cache (repeat)",
+    )
+    p.add_argument(
+        "--out", required=True, help="output folder (rerun the same command to resume)"
+    )
+    p.add_argument(
+        "--model", help="initial model (default: the one the cache was built with)"
+    )
+    p.add_argument(
+        "--splits",
+        type=int,
+        default=PAPER_NUM_SPLITS,
+        help="random splits 0..N-1 (default 10)",
+    )
+    p.add_argument(
+        "--split",
+        type=int,
+        action="append",
+        help="run only this split (repeat for several)",
+    )
+    p.add_argument(
+        "--train-fraction", type=float, default=PAPER_TRAIN_FRACTION, help="default 0.8"
+    )
+    p.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=d.batch_size,
+        help=f"global batch (default {d.batch_size})",
+    )
+    p.add_argument("--lr", type=float, default=d.lr, help=f"default {d.lr}")
+    p.add_argument(
+        "--weight-decay",
+        type=float,
+        default=d.weight_decay,
+        help=f"default {d.weight_decay}",
+    )
+    p.add_argument(
+        "--warmup-epochs",
+        type=float,
+        default=d.warmup_epochs,
+        help=f"default {d.warmup_epochs}",
+    )
+    p.add_argument(
+        "--rank-weight",
+        type=float,
+        default=d.rank_weight,
+        help="rank loss weight (default 0)",
+    )
+    p.add_argument("--seed", type=int, default=d.seed, help=f"default {d.seed}")
+    p.add_argument(
+        "--select",
+        choices=["best", "last"],
+        default=d.select,
+        help="epoch to save (default best)",
+    )
+    p.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size)
+    p.add_argument(
+        "--num-workers",
+        type=int,
+        default=d.num_workers,
+        help="DataLoader workers (default 0)",
+    )
+    p.add_argument(
+        "--save-fp16", action="store_true", help="store the saved model in float16"
+    )
+    p.add_argument(
+        "--license", help="licence for the saved model's card (e.g. cc-by-4.0)"
+    )
+    p.add_argument(
+        "--device",
+        help="cpu, cuda (default: cuda when available; cuda:LOCAL_RANK under torchrun)",
+    )
+    p.add_argument("--threads", type=int, help="torch CPU threads per process")
+    p.add_argument(
+        "--stop-after",
+        type=int,
+        help="stop after this many epochs (resume later with the same command)",
+    )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Train every requested split, then write ``summary.json``.
+
+    Returns:
+        0 on success, 2 on a usage error, 3 when stopped early by ``--stop-after``.
+    """
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = TrainSettings(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+        warmup_epochs=args.warmup_epochs, rank_weight=args.rank_weight, seed=args.seed, select=args.select,
+        eval_batch_size=args.eval_batch_size, num_workers=args.num_workers, save_fp16=args.save_fp16,
+        license=args.license,
+    )  # fmt: skip
+    info = dd.setup(args.device)
+    try:
+        try:
+            train_cache = FeatureCache(args.cache)
+            test_caches = [FeatureCache(c) for c in args.test_cache]
+            model_name = args.model or str(train_cache.index.get("model") or "")
+            if not model_name:
+                raise ValueError("the cache does not record its model: give --model")
+            splits = args.split if args.split else list(range(args.splits))
+            jobs = make_jobs(train_cache, test_caches, splits, args.train_fraction)
+        except (ValueError, FileNotFoundError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        out = Path(args.out)
+        results = []
+        for job in jobs:
+            try:
+                result = run_job(
+                    job, model_name, out, settings, info, stop_after=args.stop_after
+                )
+            except (ValueError, FileNotFoundError) as err:
+                print(f"error: {job.name}: {err}", file=sys.stderr)
+                return 2
+            if result is None:
+                _log(
+                    info,
+                    f"{job.name}: stopped after {args.stop_after} epoch(s); rerun the command to resume",
+                )
+                return 3
+            results.append(result)
+        if info.is_main:
+            done = sorted(p.parent.name for p in out.glob(f"*/{RESULT_NAME}"))
+            everything = [
+                json.loads((out / n / RESULT_NAME).read_text(encoding="utf-8"))
+                for n in done
+            ]
+            summary: dict[str, Any] = {
+                "dataset": train_cache.name,
+                "protocol": "cross-dataset" if test_caches else "random splits",
+                "jobs": everything,
+                "median": summarise(everything),
+                "paper": PAPER_RESULTS,
+                "settings": asdict(settings),
+                "model": model_name,
+            }
+            write_json_atomic(out / SUMMARY_NAME, summary)
+            median: dict[str, dict[str, Any]] = summary["median"]
+            for name, res in median.items():
+                print(
+                    f"{name}: median over {res['splits']} run(s): "
+                    + " ".join(
+                        f"{m.upper()} {res[m]['median']:.4f}" for m in METRIC_NAMES
+                    )
+                )
+        return 0
+    finally:
+        dd.cleanup()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
