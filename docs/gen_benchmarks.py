@@ -43,14 +43,15 @@ fp16 autocast moves the outputs from float32). Each section below is one result 
   does not depend on the weights' values, and trained `dvlta-vqa` weights are not published yet.
 * The test video is a synthetic H.264 clip that `bench.py` encodes (default 960x540, 8 s at 30 fps), unless
   the command names `--video`.
-* FLOPs are counted with `torch.utils.flop_counter` (matrix products and convolutions); "of matmul rate" is
+* FLOPs are counted with `torch.utils.flop_counter` (matrix products, convolutions and attention, the
+  latter on the math backend so that every device and precision counts the same); "of matmul rate" is
   the achieved FLOP/s divided by the rate of large matrix products measured in the same run (fp32 on CPU,
   bf16 on CUDA), so it says how much of the machine a stage uses.
 * "file path" is `model("video.mp4")` (decoding included); "tensor path" is `model(frames)` on frames already
   in memory; "throughput" calls the branches and the head on views prepared once, at several batch sizes.
 
 To reproduce: `python benchmarks/bench.py --help`; `benchmarks/gpu_session.sh` runs the whole GPU set
-(CUDA tests, precision check, bf16 and fp32 benchmarks) in one go.
+(CUDA tests, precision check, fp16, bf16, fp32 and compiled benchmarks) in one go.
 """
 
 

@@ -5,6 +5,7 @@
 >>> score = model(video)  # (T, 3, H, W) in [0, 1] -> 0-d score in (0, 1), higher is better
 """
 
+from .allocator import tune_allocator
 from .batch import FileResult, score_files
 from .config import ModelConfig
 from .decoded import DecodedVideo
@@ -38,4 +39,5 @@ __all__ = [
     "read_video",
     "register_model",
     "score_files",
+    "tune_allocator",
 ]

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import IO
 
+from .allocator import tune_allocator
 from .batch import FileResult
 from .factory import create
 from .registry import get_model_config, list_models, model_info
@@ -88,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
         "FILE, scored or failed, are skipped, so a re-run resumes an interrupted one (delete a row to "
         "score that file again)",
     )
+    score.add_argument(
+        "--precision",
+        choices=["fp32", "fp16", "bf16"],
+        default="fp32",
+        help="run the branches under autocast in half precision (for CUDA; fp16 is the more accurate)",
+    )
     score.add_argument("--explain", action="store_true", help="add the fusion weight of each branch")
     score.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     score.set_defaults(run=_score)
@@ -152,9 +159,11 @@ def _score(args: argparse.Namespace) -> int:
         return 1 if failed else 0
 
     try:
-        model = create(args.model, pretrained=not args.random_weights, device=args.device)
+        model = create(args.model, pretrained=not args.random_weights, device=args.device, precision=args.precision)
     except Exception as err:  # noqa: BLE001 - weights unavailable, bad device, ...: the message says what to do
         raise UsageError(str(err)) from None
+    if model.device.type == "cpu":
+        tune_allocator()  # this process only scores: keep activations' memory instead of re-faulting it
     others = {str(row.get("model")) for row in done.values()} - {model.config.name}
     if others:
         raise UsageError(

@@ -20,6 +20,9 @@ class DecodedVideo:
         num_frames: Frames in the whole video.
         path: Where the frames came from.
         fps: Average frame rate, if known.
+        metadata: What the reader learned about the file: codec, pixel format, rotation applied, colour
+            transfer and whether it is HDR, whether the file looked truncated, and the like (see
+            :func:`~dvlta_metric.video_io.read_video`).
     """
 
     frames: torch.Tensor
