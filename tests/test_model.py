@@ -210,3 +210,17 @@ def test_precision_and_checkpointing_options(video_factory: VideoFactory) -> Non
     assert abs(float(bf16.detach()) - float(plain.detach())) < 0.05
     with pytest.raises(ValueError, match="precision"):
         model.set_precision("int8")
+
+
+def test_tune_allocator_keeps_scores(tiny_model: DVLTAVQA, video_factory: VideoFactory) -> None:
+    import platform
+    import sys
+
+    v = video_factory(8, 160, 200)
+    before = tiny_model(v)
+    accepted = dvlta_metric.tune_allocator()
+    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
+        assert accepted is True
+    else:
+        assert accepted is False
+    assert torch.equal(tiny_model(v), before)

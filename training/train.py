@@ -409,8 +409,8 @@ def _metadata(
         try:
             _, meta = read_config(Path(model_name[len("local-dir:") :]) / "config.json")
             init["sources"] = meta.get("sources")
-        except (OSError, ValueError):
-            pass
+        except (OSError, ValueError) as err:  # provenance only: record why it is missing, train on
+            init["sources"] = f"unknown ({type(err).__name__}: {err})"
     datasets = [job.train_cache.name]
     return {
         "description": f"DVLTA-VQA trained on {job.train_cache.name} ({job.name}, epoch {epoch})",
