@@ -160,7 +160,7 @@ def create(
     parsed = parse_model_name(name)
     dev = resolve_device(device)
     state: dict[str, torch.Tensor] | None = None
-    load_clip = False
+    clip_source: WeightSource | None = None
     if parsed.kind == "registry":
         info = model_info(parsed.target)
         config = info.config
@@ -168,11 +168,14 @@ def create(
         if pretrained:
             if source.kind == "hub":
                 if revision is not None:
-                    raise ValueError(f"{name!r} pins its own revision; pass revision only with 'hf-hub:' names")
+                    raise ValueError(
+                        f"{name!r} pins its own revision; pass revision only with 'hf-hub:' names "
+                        "(or with 'dvlta-vqa-zeroshot', to choose the OpenAI CLIP revision)"
+                    )
                 files = _hub_files(source.repo_id or "", source.revision, cache_dir, source.filename)
                 config, state = _load_files(*files, source=name, sha256=source.sha256)
             elif source.kind == "openai-clip":
-                load_clip = True
+                clip_source = source
             else:
                 raise _unavailable(parsed.target, source)
     elif parsed.kind == "hf-hub":
@@ -196,10 +199,12 @@ def create(
     model = DVLTAVQA(config, as_loss=as_loss).set_precision(precision)
     if state is not None:
         load_weights_strict(model, state, source=name)
-    if load_clip:
+    if clip_source is not None:
         from .zeroshot import load_clip_weights
 
-        load_clip_weights(model, cache_dir=cache_dir)
+        load_clip_weights(
+            model, cache_dir=cache_dir, revision=revision or clip_source.revision, sha256=clip_source.sha256
+        )
     return model.to(dev).eval()
 
 

@@ -15,7 +15,7 @@ import torch
 
 from .checkpoint import load_weights_strict, read_weights
 from .clip_towers import build_clip, encode_prompts
-from .hub import hub_download
+from .hub import hub_download, verify_sha256
 from .model import DVLTAVQA
 
 OPENAI_CLIP_SAFETENSORS = "open_clip_model.safetensors"
@@ -33,7 +33,11 @@ def openai_clip_repo() -> str:
 
 
 def load_clip_weights(
-    model: DVLTAVQA, *, cache_dir: str | Path | None = None, revision: str | None = None
+    model: DVLTAVQA,
+    *,
+    cache_dir: str | Path | None = None,
+    revision: str | None = None,
+    sha256: str | None = None,
 ) -> DVLTAVQA:
     """Fill a zero-shot model with OpenAI CLIP weights and its prompt embeddings.
 
@@ -41,18 +45,22 @@ def load_clip_weights(
         model: A model whose only branch is ``"vbtc"`` (no adapters).
         cache_dir: Hub cache directory (default: the standard one).
         revision: Revision of the CLIP repository (default: ``main``).
+        sha256: Expected SHA-256 of the safetensors file, checked before it is read (none by default: the
+            Hub's own checksum of the download is relied on).
 
     Returns:
         The same model, weights loaded.
 
     Raises:
         WeightsNotFoundError: If the CLIP weights are not cached and cannot be downloaded.
-        CheckpointError: If the file does not match the configured CLIP architecture.
+        CheckpointError: If the file does not match the configured CLIP architecture or ``sha256``.
     """
     if model.temporal_clip is None:
         raise ValueError("load_clip_weights needs a model with the 'vbtc' branch")
     repo = openai_clip_repo()
     path = hub_download(repo, OPENAI_CLIP_SAFETENSORS, revision=revision, cache_dir=cache_dir)
+    if sha256 is not None:
+        verify_sha256(path, sha256, what=f"hf-hub:{repo}/{OPENAI_CLIP_SAFETENSORS}")
     cfg = model.config
     clip = build_clip(cfg.clip_vision, cfg.clip_text, cfg.embed_dim)
     load_weights_strict(clip, read_weights(path), source=f"hf-hub:{repo}/{OPENAI_CLIP_SAFETENSORS}")

@@ -43,6 +43,19 @@ def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return cache
 
 
+@pytest.fixture
+def scratch_registry() -> object:
+    """Registry entries a test adds are removed afterwards."""
+    from dvlta_metric import registry
+
+    saved = dict(registry._REGISTRY), dict(registry._WEIGHTS)
+    yield None
+    registry._REGISTRY.clear()
+    registry._REGISTRY.update(saved[0])
+    registry._WEIGHTS.clear()
+    registry._WEIGHTS.update(saved[1])
+
+
 @pytest.fixture(scope="module")
 def saved_tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, DVLTAVQA]:
     torch.manual_seed(1)
@@ -148,7 +161,9 @@ def test_unknown_revision_offline(hub_cache: Path, saved_tiny: tuple[Path, DVLTA
         dvlta_metric.create("hf-hub:test-org/tiny@nope", device="cpu")
 
 
-def test_registry_entry_with_sha256(hub_cache: Path, saved_tiny: tuple[Path, DVLTAVQA], tmp_path: Path) -> None:
+def test_registry_entry_with_sha256(
+    hub_cache: Path, saved_tiny: tuple[Path, DVLTAVQA], tmp_path: Path, scratch_registry: object
+) -> None:
     directory, model = saved_tiny
     commit = "3" * 40
     snap = lay_out_repo(
@@ -293,3 +308,26 @@ def test_library_never_unpickles() -> None:
     for path in (REPO_ROOT / "dvlta_metric").rglob("*.py"):
         text = path.read_text()
         assert "torch.load(" not in text and "import pickle" not in text, path
+
+
+def test_zeroshot_revision_and_pinned_sha256(hub_cache: Path, scratch_registry: object) -> None:
+    _write_small_clip(hub_cache)
+    snapshot = hub_cache / ("models--" + openai_clip_repo().replace("/", "--")) / "snapshots" / ("0" * 40)
+    good = sha256_of(snapshot / OPENAI_CLIP_SAFETENSORS)
+    model = dvlta_metric.create("dvlta-vqa-zeroshot", device="cpu", revision="0" * 40, **SMALL_CLIP)
+    assert model.branches == ("vbtc",)
+    with pytest.raises(WeightsNotFoundError, match="v9"):
+        dvlta_metric.create("dvlta-vqa-zeroshot", device="cpu", revision="v9", **SMALL_CLIP)
+    cfg = dvlta_metric.get_model_config("dvlta-vqa-zeroshot").replace(name="zeroshot-pinned")
+    for digest, ok in ((good, True), ("f" * 64, False)):
+        register_model(cfg, WeightSource("openai-clip", sha256=digest), overwrite=True)
+        if ok:
+            dvlta_metric.create("zeroshot-pinned", device="cpu", **SMALL_CLIP)
+        else:
+            with pytest.raises(CheckpointError, match="SHA-256 mismatch"):
+                dvlta_metric.create("zeroshot-pinned", device="cpu", **SMALL_CLIP)
+
+
+def test_scratch_registry_restored() -> None:
+    assert "test-pinned" not in dvlta_metric.list_models()
+    assert "zeroshot-pinned" not in dvlta_metric.list_models()
