@@ -236,7 +236,8 @@ class DVLTAVQA(nn.Module):
         so the same video always gets the same view, alone or in a batch. In training mode one random clip
         with random offsets is drawn instead.
 
-        Only the sampled frames and patches are moved to the model's device and converted to floats.
+        Patches are cut where the frames are (e.g. on the CPU) and only the views are moved to the model's
+        device and converted to floats.
 
         Args:
             video: ``(T, 3, H, W)`` frames (uint8 in ``[0, 255]`` or float in ``[0, 1]``, any device), or a
@@ -247,26 +248,29 @@ class DVLTAVQA(nn.Module):
             ``{"fragments": (K, 3, L, S, S), "frames": (T', 3, S, S)}`` for the views the model uses.
         """
         if isinstance(video, DecodedVideo):
-            num_frames = video.num_frames
+            num_frames, source = video.num_frames, video.frames
 
-            def take(idx: torch.Tensor) -> torch.Tensor:
-                return video.frames[video.rows(idx)].to(self.device)
+            def rows(idx: torch.Tensor) -> torch.Tensor:
+                return video.rows(idx)
 
         else:
-            num_frames = video.shape[0]
+            num_frames, source = video.shape[0], video
 
-            def take(idx: torch.Tensor) -> torch.Tensor:
-                return video[idx.to(video.device)].to(self.device)
+            def rows(idx: torch.Tensor) -> torch.Tensor:
+                return idx
 
         views: dict[str, torch.Tensor] = {}
         if self.uses_fragments:
             cfg = self.config.fragment_view
             gen = None if self.training else torch.Generator().manual_seed(cfg.seed)
             idx = fragment_clip_indices(num_frames, cfg, train=self.training, generator=gen)
-            views["fragments"] = fragment_view(take(idx.flatten()), cfg, generator=gen, dtype=self.dtype)
+            views["fragments"] = fragment_view(
+                source, cfg, generator=gen, dtype=self.dtype, frame_index=rows(idx.flatten()), device=self.device
+            )
         if self.uses_frames:
             idx = segment_centre_indices(num_frames, self.config.frame_view)
-            views["frames"] = frame_view(take(idx), self.config.frame_view, dtype=self.dtype)
+            frames = source[rows(idx).to(source.device)].to(self.device)
+            views["frames"] = frame_view(frames, self.config.frame_view, dtype=self.dtype)
         return views
 
     # ------------------------------------------------------------------ branches and head

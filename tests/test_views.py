@@ -131,3 +131,16 @@ def test_views_are_differentiable() -> None:
     out = out + frame_view(frames, FrameViewConfig(num_frames=4)).sum()
     out.backward()
     assert frames.grad is not None and frames.grad.abs().sum() > 0
+
+
+def test_cutting_from_the_whole_video_equals_cutting_from_gathered_frames() -> None:
+    cfg = FragmentViewConfig(clip_len=4, aligned=2, num_clips=2)
+    video = (torch.rand(30, 3, 300, 400) * 255).to(torch.uint8)
+    idx = fragment_clip_indices(30, cfg).flatten()
+    gathered = fragment_view(video[idx], cfg, generator=torch.Generator().manual_seed(5))
+    direct = fragment_view(video, cfg, generator=torch.Generator().manual_seed(5), frame_index=idx)
+    assert torch.equal(gathered, direct)
+    small = (torch.rand(30, 3, 120, 160) * 255).to(torch.uint8)  # upsampled first: same result either way
+    a = fragment_view(small[idx], cfg, generator=torch.Generator().manual_seed(5))
+    b = fragment_view(small, cfg, generator=torch.Generator().manual_seed(5), frame_index=idx)
+    assert torch.equal(a, b)

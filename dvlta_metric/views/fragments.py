@@ -78,34 +78,51 @@ def sample_fragment_offsets(
 
 
 def extract_fragments(
-    frames: torch.Tensor, top: torch.Tensor, left: torch.Tensor, fsize: int, aligned: int
+    frames: torch.Tensor,
+    top: torch.Tensor,
+    left: torch.Tensor,
+    fsize: int,
+    aligned: int,
+    frame_index: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Splice native-resolution patches into fragment frames.
 
+    Only the patch pixels are read: with ``frame_index`` the patches are cut straight out of a whole video,
+    without first copying the sampled frames.
+
     Args:
-        frames: ``(N, C, H, W)`` with ``N = R * aligned`` frames.
+        frames: ``(N, C, H, W)`` frames: the ``R * aligned`` sampled frames in order, or (with
+            ``frame_index``) any frames of a video.
         top: ``(R, G, G)`` patch rows (from :func:`sample_fragment_offsets`).
         left: ``(R, G, G)`` patch columns.
         fsize: Patch side.
         aligned: Frames per run sharing one set of positions.
+        frame_index: Optional ``(R * aligned,)`` rows of ``frames`` to cut from, in order.
 
     Returns:
-        ``(N, C, G * fsize, G * fsize)``; cell ``(i, j)`` of frame ``r * aligned + a`` is
-        ``frames[r * aligned + a, :, top[r,i,j]:+fsize, left[r,i,j]:+fsize]``.
+        ``(R * aligned, C, G * fsize, G * fsize)``; cell ``(i, j)`` of output frame ``r * aligned + a`` is
+        ``frames[f, :, top[r,i,j]:+fsize, left[r,i,j]:+fsize]`` with ``f = frame_index[r * aligned + a]``
+        (``f = r * aligned + a`` without ``frame_index``).
     """
-    n, c, h, w = frames.shape
+    c = frames.shape[1]
     runs, g, _ = top.shape
+    if frame_index is None:
+        frame_index = torch.arange(frames.shape[0])
+    n = frame_index.numel()
     if runs * aligned != n:
         raise ValueError(f"{n} frames do not split into {runs} runs of {aligned}")
-    ar = torch.arange(fsize, device=frames.device)
-    rows = (top.to(frames.device)[..., None] + ar)[:, :, :, :, None]  # (R, G, G, fs, 1)
-    cols = (left.to(frames.device)[..., None] + ar)[:, :, :, None, :]  # (R, G, G, 1, fs)
-    run_idx = torch.arange(runs, device=frames.device)[:, None, None, None, None]
-    clips = frames.reshape(runs, aligned, c, h, w)
-    # Advanced indexing on dims 0, 3, 4 -> (R, G, G, fs, fs, aligned, C)
-    patches = clips[run_idx, :, :, rows, cols]
-    out = patches.permute(0, 5, 6, 1, 3, 2, 4)  # (R, aligned, C, G, fs, G, fs)
-    return out.reshape(n, c, g * fsize, g * fsize)
+    runs_index = frame_index.to(frames.device).reshape(runs, aligned)
+    corners = torch.stack([top, left], dim=-1).tolist()  # (R, G, G, 2) as Python ints
+    # One strided window per (run, cell), gathered over the run's frames: R * G * G small copies that read
+    # only patch pixels (much faster than one advanced-indexing gather over all of them).
+    cells = [
+        frames[:, :, t : t + fsize, l_ : l_ + fsize].index_select(0, runs_index[r])
+        for r in range(runs)
+        for row in corners[r]
+        for t, l_ in row
+    ]
+    out = torch.stack(cells).view(runs, g, g, aligned, c, fsize, fsize)
+    return out.permute(0, 3, 4, 1, 5, 2, 6).reshape(n, c, g * fsize, g * fsize)
 
 
 def fragment_view(
@@ -113,31 +130,41 @@ def fragment_view(
     cfg: FragmentViewConfig,
     generator: torch.Generator | None = None,
     dtype: torch.dtype = torch.float32,
+    *,
+    frame_index: torch.Tensor | None = None,
+    device: torch.device | None = None,
 ) -> torch.Tensor:
-    """Fragment view of already temporally sampled clips.
+    """Fragment view of ``K`` clips.
 
     Args:
-        frames: ``(K * L, 3, H, W)`` frames, uint8 in ``[0, 255]`` or float in ``[0, 1]``: the ``K`` clips of
-            ``L = cfg.clip_len`` frames each, in order (see
-            :func:`~dvlta_metric.views.temporal.fragment_clip_indices`). uint8 frames are converted after
-            the patches are cut, so only the view is ever held as floats.
+        frames: Frames, uint8 in ``[0, 255]`` or float in ``[0, 1]``, ``(N, 3, H, W)``: either the ``K * L``
+            sampled frames in order (``K`` clips of ``L = cfg.clip_len`` frames, see
+            :func:`~dvlta_metric.views.temporal.fragment_clip_indices`), or a whole video with
+            ``frame_index`` naming the sampled rows. uint8 frames are converted after the patches are cut,
+            so only the view is ever held as floats.
         cfg: Fragment view settings.
         generator: Generator for the patch offsets (seeded at inference, ``None`` in training).
         dtype: Float dtype of the result.
+        frame_index: Optional ``(K * L,)`` rows of ``frames`` that form the clips.
+        device: Where the result goes (default: the device of ``frames``). The patches are cut where the
+            frames are and only the view is moved.
 
     Returns:
         ``(K, 3, L, S, S)`` normalised fragment clips, ``S = cfg.fragments * cfg.fsize`` (224).
     """
-    n = frames.shape[0]
+    n = frames.shape[0] if frame_index is None else frame_index.numel()
     clip_len = cfg.clip_len
     if n % clip_len:
         raise ValueError(f"{n} frames are not a whole number of {clip_len}-frame clips")
     aligned = cfg.aligned if (clip_len % cfg.aligned == 0) else clip_len
     if min(frames.shape[-2:]) < cfg.size:
+        if frame_index is not None:
+            frames, frame_index = frames[frame_index.to(frames.device)], None
         frames = upsample_short_side(to_unit_float(frames, dtype), cfg.size)
     h, w = frames.shape[-2:]
     top, left = sample_fragment_offsets(h, w, n // aligned, cfg, generator)
-    frag = to_unit_float(extract_fragments(frames, top, left, cfg.fsize, aligned), dtype)
+    frag = extract_fragments(frames, top, left, cfg.fsize, aligned, frame_index)
+    frag = to_unit_float(frag.to(device or frag.device), dtype)
     frag = normalize(frag, cfg.mean, cfg.std)
     k = n // clip_len
     return frag.reshape(k, clip_len, 3, cfg.size, cfg.size).transpose(1, 2)
