@@ -75,12 +75,13 @@ class FileResult:
 
 @dataclass
 class _Decoded:
-    """A decode job's outcome: the video or the error, and how long it took."""
+    """A decode job's outcome: the video's views (or the error), a warning, and how long it took."""
 
     path: str
-    video: DecodedVideo | None
+    views: dict[str, torch.Tensor] | None
     error: str | None
     seconds: float
+    warning: str | None = None
 
 
 def _describe(err: BaseException) -> str:
@@ -88,12 +89,18 @@ def _describe(err: BaseException) -> str:
 
 
 def _read(model: DVLTAVQA, path: str) -> _Decoded:
-    """Decode the frames ``model`` needs from one file; never raises an ``Exception``."""
+    """Decode the frames ``model`` needs from one file and cut its views; never raises an ``Exception``.
+
+    This runs in the worker threads, so only the branches run in the main thread; the decoded frames are
+    dropped as soon as the (much smaller) views exist.
+    """
     start = time.perf_counter()
     try:
         video = model.read(path)
         check_video(video.frames, name=path)
-        return _Decoded(path, video, None, time.perf_counter() - start)
+        with torch.no_grad():
+            views = model.make_views(video)
+        return _Decoded(path, views, None, time.perf_counter() - start, _warning(video))
     except Exception as err:  # noqa: BLE001 - recorded in the file's result; the batch goes on
         return _Decoded(path, None, _describe(err), time.perf_counter() - start)
 
@@ -111,9 +118,9 @@ def _score(model: DVLTAVQA, jobs: list[_Decoded], explain: bool) -> list[FileRes
     """Score decoded files together; if the batch fails as a whole, score them one by one."""
     name = model.config.name
     results: dict[int, FileResult] = {}
-    good = [i for i, job in enumerate(jobs) if job.video is not None]
+    good = [i for i, job in enumerate(jobs) if job.views is not None]
     for i, job in enumerate(jobs):
-        if job.video is None:
+        if job.views is None:
             results[i] = FileResult(job.path, None, job.error, name, seconds=job.seconds)
     groups = [good] if len(good) > 1 else []
     groups += [[i] for i in good]  # the one-by-one fallback
@@ -123,7 +130,7 @@ def _score(model: DVLTAVQA, jobs: list[_Decoded], explain: bool) -> list[FileRes
         start = time.perf_counter()
         try:
             with torch.no_grad():
-                scores, weights, _ = model._score_videos([cast(DecodedVideo, jobs[i].video) for i in group])
+                scores, weights, _ = model.score_views([cast(dict, jobs[i].views) for i in group])
         except Exception as err:  # noqa: BLE001 - a failing group is retried file by file
             if len(group) == 1:
                 i = group[0]
@@ -133,7 +140,6 @@ def _score(model: DVLTAVQA, jobs: list[_Decoded], explain: bool) -> list[FileRes
         score_list = scores.detach().float().cpu().tolist()
         weight_rows = weights.detach().float().cpu().tolist()
         for i, score, row in zip(group, score_list, weight_rows):
-            video = cast(DecodedVideo, jobs[i].video)
             results[i] = FileResult(
                 jobs[i].path,
                 float(score),
@@ -141,7 +147,7 @@ def _score(model: DVLTAVQA, jobs: list[_Decoded], explain: bool) -> list[FileRes
                 name,
                 dict(zip(model.branches, row)) if explain else None,
                 jobs[i].seconds + share,
-                _warning(video),
+                jobs[i].warning,
             )
     return [results[i] for i in range(len(jobs))]
 

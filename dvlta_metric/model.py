@@ -361,11 +361,26 @@ class DVLTAVQA(nn.Module):
         self, videos: Sequence[torch.Tensor | DecodedVideo]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         with torch.set_grad_enabled(self.as_loss or self.training):
-            per_video = [self.make_views(v) for v in videos]
-            views = {k: torch.stack([pv[k] for pv in per_video]) for k in per_video[0]}
+            return self.score_views([self.make_views(v) for v in videos])
+
+    def score_views(
+        self, views: Sequence[dict[str, torch.Tensor]]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Score videos from their views (as made by :meth:`make_views`), batched in one call.
+
+        :meth:`score_files` makes the views in its decoding threads and only this step in the main thread.
+
+        Args:
+            views: One :meth:`make_views` result per video.
+
+        Returns:
+            ``(scores (B,), weights (B, K), features (B, K, D))``.
+        """
+        with torch.set_grad_enabled(self.as_loss or self.training):
+            batch = {k: torch.stack([v[k] for v in views]) for k in views[0]}
             amp = PRECISIONS[self.precision]
             with torch.autocast(self.device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                features = self.branch_features(views)
+                features = self.branch_features(batch)
             scores, weights = self.score_features(features.to(self.dtype))
         return scores, weights, features
 

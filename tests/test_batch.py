@@ -71,15 +71,20 @@ def test_truncated_file_scored_with_warning(clips: Clips, tiny_model) -> None:
 
 
 def test_failing_batch_falls_back_to_single_files(clips: Clips, tiny_model, monkeypatch) -> None:
-    original = tiny_model._score_videos
+    original_views, original_score = tiny_model.make_views, tiny_model.score_views
     poison = str(clips.odd)
 
-    def flaky(videos):
-        if any(v.path == poison for v in videos):
-            raise RuntimeError("this video breaks the model")
-        return original(videos)
+    def tagged_views(video):
+        views = original_views(video)
+        return {**views, "poison": torch.ones(1)} if getattr(video, "path", "") == poison else views
 
-    monkeypatch.setattr(tiny_model, "_score_videos", flaky)
+    def flaky(views):
+        if any("poison" in v for v in views):
+            raise RuntimeError("this video breaks the model")
+        return original_score(views)
+
+    monkeypatch.setattr(tiny_model, "make_views", tagged_views)
+    monkeypatch.setattr(tiny_model, "score_views", flaky)
     paths = [clips.landscape, clips.odd, clips.single, clips.vfr]
     results = list(score_files(tiny_model, paths, batch_size=4, num_workers=1, progress=False))
     assert [r.ok for r in results] == [True, False, True, True]
