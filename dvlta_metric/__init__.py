@@ -13,7 +13,13 @@ from .errors import CheckpointError, WeightsNotFoundError
 from .factory import create
 from .loss import plcc_loss, quality_loss, rank_loss
 from .model import DVLTAVQA, Explanation
-from .registry import WeightSource, get_model_config, list_models, model_info, register_model
+from .registry import (
+    WeightSource,
+    get_model_config,
+    list_models,
+    model_info,
+    register_model,
+)
 from .version import __version__
 from .video_io import VIDEO_EXTENSIONS, find_videos, read_video
 

@@ -304,14 +304,12 @@ def _tupleize(value: Any) -> Any:
 def _from_dict(cls: type[_T], data: dict[str, Any], where: str) -> _T:
     if not isinstance(data, dict):
         raise ValueError(f"{where}: expected a JSON object, got {type(data).__name__}")
-    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - set(known))
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {unknown} for {cls.__name__}")
     kwargs: dict[str, Any] = {}
-    defaults = cls.__dataclass_fields__  # type: ignore[attr-defined]
     for key, value in data.items():
-        f = defaults[key]
         sub_type = _SUBCONFIGS.get(key) if cls is ModelConfig else None
         if sub_type is not None:
             kwargs[key] = _from_dict(sub_type, value, f"{where}.{key}")

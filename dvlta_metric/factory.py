@@ -10,7 +10,13 @@ from typing import Any, Literal
 
 import torch
 
-from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_weights_strict, read_config, read_weights
+from .checkpoint import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    load_weights_strict,
+    read_config,
+    read_weights,
+)
 from .config import ModelConfig
 from .errors import WeightsNotFoundError
 from .hub import hub_download, verify_sha256

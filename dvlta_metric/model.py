@@ -7,9 +7,9 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -19,10 +19,16 @@ from .branches.basic_visual import BasicVisualFeatureExtraction
 from .branches.temporal_clip import VideoBasedTemporalCLIP
 from .branches.temporal_context import TemporalContextModule
 from .config import ModelConfig
-from .fusion import PromptQualityHead, TextAdapter, TextGuidedFusion
 from .decoded import DecodedVideo
+from .fusion import PromptQualityHead, TextAdapter, TextGuidedFusion
 from .inputs import check_video, split_batch
-from .views import fragment_clip_indices, fragment_view, frame_view, needed_frame_indices, segment_centre_indices
+from .views import (
+    fragment_clip_indices,
+    fragment_view,
+    frame_view,
+    needed_frame_indices,
+    segment_centre_indices,
+)
 
 if TYPE_CHECKING:
     from .batch import FileResult

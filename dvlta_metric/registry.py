@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .config import (
+    OPENAI_CLIP_MEAN,
+    OPENAI_CLIP_STD,
     CLIPTextConfig,
     CLIPVisionConfig,
     FragmentViewConfig,
     FrameViewConfig,
-    OPENAI_CLIP_MEAN,
-    OPENAI_CLIP_STD,
     ModelConfig,
     SwinConfig,
     TemporalContextConfig,

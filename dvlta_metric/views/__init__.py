@@ -1,9 +1,18 @@
 """The two views cut from one decoded video: fragments (ventral) and frames (dorsal)."""
 
-from .fragments import extract_fragments, fragment_view, sample_fragment_offsets, upsample_short_side
-from .normalize import normalize, to_unit_float
+from .fragments import (
+    extract_fragments,
+    fragment_view,
+    sample_fragment_offsets,
+    upsample_short_side,
+)
 from .frames import center_crop, frame_view, resize_short_side
-from .temporal import fragment_clip_indices, needed_frame_indices, segment_centre_indices
+from .normalize import normalize, to_unit_float
+from .temporal import (
+    fragment_clip_indices,
+    needed_frame_indices,
+    segment_centre_indices,
+)
 
 __all__ = [
     "center_crop",
