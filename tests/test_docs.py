@@ -7,7 +7,7 @@ namespace per page (so a block can use what an earlier block of the same page de
 working directory that holds the files the examples name: ``clip.mp4``, ``a.mp4``, ``b.mp4`` and a
 ``videos/`` folder (small clips written with PyAV). The namespace starts with ``video`` (a ``(2, 12, 3, 96,
 128)`` batch) and ``decoded`` (a ``(12, 3, 96, 128)`` video that requires grad), because README snippets use
-them as placeholders.
+those names for the user's own data.
 
 The examples are written for the real models. To keep the run offline and fast, ``dvlta_metric.create`` (and
 the CLI's reference to it) is replaced while a page runs by :func:`_substitute_create`:
