@@ -24,13 +24,13 @@ from .version import __version__
 from .video_io import VIDEO_EXTENSIONS, find_videos, read_video
 
 __all__ = [
-    "CheckpointError",
     "DVLTAVQA",
+    "VIDEO_EXTENSIONS",
+    "CheckpointError",
     "DecodedVideo",
     "Explanation",
     "FileResult",
     "ModelConfig",
-    "VIDEO_EXTENSIONS",
     "WeightSource",
     "WeightsNotFoundError",
     "__version__",

@@ -149,8 +149,8 @@ def create(
         cache_dir: Hugging Face cache directory (default: the standard one, set by ``HF_HOME`` or
             ``HF_HUB_CACHE``).
         revision: Hub branch, tag or commit (same as ``@revision`` in the name).
-        precision: ``"fp32"``, or ``"fp16"`` / ``"bf16"`` to run the branches under autocast (meant for CUDA;
-            see :meth:`DVLTAVQA.set_precision`).
+        precision: ``"fp32"``, or ``"fp16"`` / ``"bf16"`` to run the Swin3D and CLIP backbones in half
+            precision (see :meth:`DVLTAVQA.set_precision`).
         **overrides: Fields of :class:`~dvlta_metric.config.ModelConfig` to change, e.g.
             ``fusion="softmax"`` or ``fragment_view={"num_clips": 1}``.
 

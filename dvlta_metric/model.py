@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -39,7 +40,40 @@ PROMPT_ROLES: tuple[str, str, str] = ("fusion", "positive", "negative")
 """Row order of :attr:`DVLTAVQA.prompt_embeddings`."""
 
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-"""Accepted values of :meth:`DVLTAVQA.set_precision` and the autocast dtype each one uses."""
+"""Accepted values of :meth:`DVLTAVQA.set_precision` and the autocast dtype each one names (see
+:func:`branch_dtypes` for which branch runs in which dtype)."""
+
+
+def branch_dtypes(precision: str, device_type: str) -> dict[str, torch.dtype | None]:
+    """Autocast dtype each branch runs under (``None``: float32, autocast off).
+
+    Half precision is for the two frozen backbones, the Swin3D of ``"bvfe"`` and the CLIP tower of
+    ``"vbtc"`` (99 % of the FLOPs), whose residual streams stay float32 even then. The Temporal Context
+    Module ``"tcm"`` (under 1 % of the FLOPs), the heads, adapters, fusion and score always run in float32.
+
+    * ``"fp32"``: everything in float32.
+    * ``"fp16"``: the Swin3D and CLIP backbones in float16.
+    * ``"bf16"``: the Swin3D backbone in bfloat16. The CLIP tower runs in float16 on CUDA (as fast as
+      bfloat16 there, and CLIP was trained in float16) and in float32 elsewhere: in bfloat16 its embedding
+      drifts enough to move scores by about 4e-3, twice the 2e-3 the other settings stay within (see the
+      Benchmarks page), and CPUs without native float16 emulate it slowly.
+
+    Args:
+        precision: One of :data:`PRECISIONS`.
+        device_type: ``"cuda"``, ``"cpu"``, ...
+
+    Returns:
+        ``{"bvfe": ..., "tcm": None, "vbtc": ...}``.
+
+    Raises:
+        ValueError: For an unknown precision.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    dtypes: dict[str, torch.dtype | None] = {"bvfe": PRECISIONS[precision], "tcm": None, "vbtc": PRECISIONS[precision]}
+    if precision == "bf16":
+        dtypes["vbtc"] = torch.float16 if device_type == "cuda" else None
+    return dtypes
 
 
 @dataclass
@@ -164,12 +198,14 @@ class DVLTAVQA(nn.Module):
 
     # ------------------------------------------------------------------ execution options
     def set_precision(self, precision: str) -> DVLTAVQA:
-        """Run the three branches under autocast: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"``.
+        """Run the two large backbones in half precision: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"``.
 
-        Views, fusion and the score stay in float32. On an H200 both half precisions run the branches about
-        3x faster than float32. ``"fp16"`` is the more accurate: scores moved by at most 2.3e-3 on random-weight
-        test videos, against 1.4e-2 for ``"bf16"``, whose error comes almost all from the CLIP branch (see
-        the Benchmarks page). On CPU autocast works but is usually slower than float32.
+        Only the frozen Swin3D and CLIP towers run under autocast, with their residual streams kept in
+        float32; the Temporal Context Module, heads, adapters, fusion and score stay in float32. Which
+        dtype each branch gets is :func:`branch_dtypes`: notably ``"bf16"`` runs the CLIP tower in float16
+        on CUDA and in float32 on CPU. Scores stay within 2e-3 of float32 (measured values are on the
+        Benchmarks page). ``"bf16"`` also speeds up CPUs with native bfloat16 (AVX512-BF16 or AMX);
+        ``"fp16"`` on a CPU without native float16 is much slower than float32.
 
         Args:
             precision: One of :data:`PRECISIONS`.
@@ -201,6 +237,42 @@ class DVLTAVQA(nn.Module):
             self.basic_visual.backbone.set_grad_checkpointing(enable)
         if self.temporal_clip is not None:
             self.temporal_clip.visual.set_grad_checkpointing(enable)
+        return self
+
+    def branch_autocast(self, branch: str) -> contextlib.AbstractContextManager[Any]:
+        """The autocast context ``branch`` runs under, for the model's precision and device.
+
+        Args:
+            branch: ``"bvfe"``, ``"tcm"`` or ``"vbtc"``.
+
+        Returns:
+            A :class:`torch.autocast` context (disabled for float32 branches).
+        """
+        dtype = branch_dtypes(self.precision, self.device.type)[branch]
+        return torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+    def compile_branches(self, **compile_kwargs: Any) -> DVLTAVQA:
+        """Compile the three branch networks in place with :func:`torch.compile`.
+
+        Only the branches are compiled: reading files, cutting views and checking inputs stay in Python,
+        so :meth:`forward` accepts everything it accepts uncompiled. Shapes are static by default
+        (``dynamic=False``): the views always have the same size, so only a new batch size compiles again
+        (about a minute for the full model on 2 CPU cores; keep ``batch_size`` fixed in
+        :meth:`score_files`). Scores match the uncompiled model to float32 rounding. On CPU it gains little,
+        because the branches already run near the matmul rate; it is meant for GPUs, where it fuses the
+        memory-bound element-wise work between the matmuls.
+
+        Args:
+            **compile_kwargs: Passed to :meth:`torch.nn.Module.compile` (e.g. ``mode="max-autotune"``,
+                ``dynamic=None`` for torch's automatic dynamic shapes).
+
+        Returns:
+            The model itself.
+        """
+        compile_kwargs.setdefault("dynamic", False)
+        for branch in (self.basic_visual, self.temporal_context, self.temporal_clip):
+            if branch is not None:
+                branch.compile(**compile_kwargs)
         return self
 
     # ------------------------------------------------------------------ sampling
@@ -292,12 +364,15 @@ class DVLTAVQA(nn.Module):
         """
         feats: dict[str, torch.Tensor] = {}
         if self.basic_visual is not None:
-            feats["bvfe"] = self.basic_visual(views["fragments"])
+            with self.branch_autocast("bvfe"):
+                feats["bvfe"] = self.basic_visual(views["fragments"])
         if self.temporal_context is not None:
-            feats["tcm"] = self.temporal_context(views["frames"].transpose(1, 2))
+            with self.branch_autocast("tcm"):
+                feats["tcm"] = self.temporal_context(views["frames"].transpose(1, 2))
         if self.temporal_clip is not None:
-            feats["vbtc"] = self.temporal_clip(views["frames"])
-        return torch.stack([feats[name] for name in self.branches], dim=1)
+            with self.branch_autocast("vbtc"):
+                feats["vbtc"] = self.temporal_clip(views["frames"])
+        return torch.stack([feats[name].to(self.dtype) for name in self.branches], dim=1)
 
     def text_features(self) -> torch.Tensor:
         """Adapted prompt embeddings ``T'`` (eq. 10), ``(3, D)`` rows in :data:`PROMPT_ROLES` order."""
@@ -384,10 +459,8 @@ class DVLTAVQA(nn.Module):
         """
         with torch.set_grad_enabled(self.as_loss or self.training):
             batch = {k: torch.stack([v[k] for v in views]) for k in views[0]}
-            amp = PRECISIONS[self.precision]
-            with torch.autocast(self.device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                features = self.branch_features(batch)
-            scores, weights = self.score_features(features.to(self.dtype))
+            features = self.branch_features(batch)
+            scores, weights = self.score_features(features)
         return scores, weights, features
 
     def forward(self, x: Any) -> torch.Tensor:

@@ -30,6 +30,12 @@ tables for inputs larger than ``base_x_size``).
 For speed, attention runs through :func:`torch.nn.functional.scaled_dot_product_attention` with the
 combined bias as an additive float mask, and everything that depends only on shapes (relative position
 indices, fragment gates, shift masks) is computed once and cached per shape, window, shift and device.
+These tensors (:class:`WindowTensors`) are looked up outside any :func:`torch.compile` graph and enter the
+blocks as inputs, so a compiled backbone neither recomputes them nor bakes them in as constants.
+
+Under autocast the residual stream stays in the weights' dtype (float32) in every stage:
+:class:`PatchEmbed3D` and :class:`PatchMerging` cast their outputs back, and each block adds its
+half-precision branch outputs to the float32 stream. Only the matmuls and attention run in half precision.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -49,17 +56,19 @@ except ImportError:  # pragma: no cover - fallback without timm
     from torch.nn.init import trunc_normal_
 
 __all__ = [
-    "PatchEmbed3D",
-    "WindowAttention3D",
-    "SwinTransformerBlock3D",
-    "PatchMerging",
     "BasicLayer",
+    "PatchEmbed3D",
+    "PatchMerging",
     "SwinTransformer3D",
+    "SwinTransformerBlock3D",
+    "WindowAttention3D",
+    "WindowTensors",
     "adaptive_window_size",
+    "attention_dtype",
+    "clear_shape_caches",
     "clip_window_size",
     "fragment_gate",
     "shift_attention_mask",
-    "clear_shape_caches",
 ]
 
 Size3 = tuple[int, int, int]
@@ -293,6 +302,28 @@ def _cached_shift_mask(
         return shift_attention_mask(padded, window, shift).unsqueeze(1).to(device=device, dtype=dtype)
 
 
+class WindowTensors(NamedTuple):
+    """Shape-dependent inputs of one block's attention (see :meth:`SwinTransformerBlock3D.window_tensors`).
+
+    Attributes:
+        gather: Long ``(nW*N,)``: flattened tokens (plus one zero row for padding) to shifted windows.
+        scatter: Long ``(D*H*W,)``: flattened windows back to tokens (undoing the shift, cropping padding).
+        bias: Additive attention bias ``(1 or nW, nH, N, N)`` in the attention's dtype: relative position
+            bias (gated by fragments with GRPB) plus the shift mask.
+    """
+
+    gather: Tensor
+    scatter: Tensor
+    bias: Tensor
+
+
+def attention_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype:
+    """Dtype a block's attention computes in: autocast's on ``device`` if it is on there, else ``dtype``."""
+    if torch.is_autocast_enabled(device.type):
+        return torch.get_autocast_dtype(device.type)
+    return dtype
+
+
 def clear_shape_caches() -> None:
     """Frees the cached shape-dependent tensors (indices, gates, masks) on all devices."""
     _relative_position_index.cache_clear()
@@ -328,13 +359,15 @@ class PatchEmbed3D(nn.Module):
             x: Video ``(B, C_in, D, H, W)``.
 
         Returns:
-            Tokens ``(B, D', H', W', embed_dim)`` (channels last), ``D' = ceil(D / pd)`` etc.
+            Tokens ``(B, D', H', W', embed_dim)`` (channels last), ``D' = ceil(D / pd)`` etc., in the
+            dtype of the weights even under autocast.
         """
         d, h, w = x.shape[2:]
         pd, ph, pw = self.patch_size
         x = F.pad(x, (0, (-w) % pw, 0, (-h) % ph, 0, (-d) % pd))
         x = self.proj(x).permute(0, 2, 3, 4, 1)
-        return self.norm(x)
+        # in the weights' dtype: under autocast the residual stream starts (and stays) in float32
+        return self.norm(x).to(self.norm.weight.dtype)
 
 
 class Mlp(nn.Module):
@@ -473,14 +506,12 @@ class WindowAttention3D(nn.Module):
         self._bias_cache = (key, bias.detach()) if frozen else None
         return bias
 
-    def forward(self, x: Tensor, window: Size3, gate: Tensor | None, mask: Tensor | None) -> Tensor:
+    def forward(self, x: Tensor, bias: Tensor) -> Tensor:
         """Attends within each window.
 
         Args:
             x: Windows ``(B, nW, N, C)``.
-            window: Effective window ``(wd, wh, ww)``, ``N = wd*wh*ww``.
-            gate: Fragment gate ``(nW, 1, N, N)`` or ``None``.
-            mask: Additive shift mask ``(nW, 1, N, N)`` or ``None``.
+            bias: Additive bias ``(1 or nW, nH, N, N)`` from :meth:`attention_bias`.
 
         Returns:
             Windows ``(B, nW, N, C)``.
@@ -489,7 +520,8 @@ class WindowAttention3D(nn.Module):
         nh, hd = self.num_heads, self.head_dim
         qkv = self.qkv(x).view(b, nw, n, 3, nh, hd).permute(3, 0, 1, 4, 2, 5)  # (3, B, nW, nH, N, hd)
         q, k, v = qkv.unbind(0)
-        bias = self.attention_bias(window, gate, mask, q.dtype)  # (1 or nW, nH, N, N)
+        if bias.dtype != q.dtype:
+            bias = bias.to(q.dtype)
         if bias.shape[0] == 1 or b == 1:
             # windows join the batch: q, k, v stay strided views, the bias broadcasts over it
             shape = (b * nw, nh, n, hd)
@@ -530,32 +562,53 @@ class SwinTransformerBlock3D(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
-    def forward(self, x: Tensor, window: Size3, shift: Size3) -> Tensor:
+    def window_tensors(
+        self, feature_size: Size3, window: Size3, shift: Size3, device: torch.device, dtype: torch.dtype
+    ) -> WindowTensors:
+        """Gather/scatter indices and attention bias for a feature size (cached; see the module notes).
+
+        Args:
+            feature_size: Unpadded ``(D, H, W)`` of the block's input.
+            window: Effective window (already clipped to ``feature_size``).
+            shift: Effective cyclic shift; all zeros for a non-shifted block.
+            device: Device of the input.
+            dtype: Dtype the attention computes in (see :func:`attention_dtype`).
+
+        Returns:
+            The block's :class:`WindowTensors`.
+        """
+        gather, scatter = _window_token_index(feature_size, window, shift, device)
+        padded = _padded_size(feature_size, window)
+        key = (padded, window, shift, device, self.attn.relative_position_bias_table.dtype)
+        gate = _cached_fragment_gate(*key) if self.attn.has_frag_bias else None
+        mask = _cached_shift_mask(*key) if any(s > 0 for s in shift) else None
+        return WindowTensors(gather, scatter, self.attn.attention_bias(window, gate, mask, dtype))
+
+    def forward(self, x: Tensor, window: Size3, shift: Size3, tensors: WindowTensors | None = None) -> Tensor:
         """Applies the block.
 
         Args:
             x: Tokens ``(B, D, H, W, C)``.
             window: Effective window (already clipped to ``(D, H, W)``).
             shift: Effective cyclic shift; all zeros for a non-shifted block.
+            tensors: This block's :meth:`window_tensors` for ``x``; looked up here if ``None``.
 
         Returns:
             Tokens ``(B, D, H, W, C)``.
         """
         b, d, h, w, c = x.shape
-        padded = _padded_size((d, h, w), window)
+        if tensors is None:
+            dtype = attention_dtype(x.device, x.dtype)
+            tensors = self.window_tensors((d, h, w), window, shift, x.device, dtype)
         n = math.prod(window)
-        gather, scatter = _window_token_index((d, h, w), window, shift, x.device)
         y = self.norm1(x).reshape(b, d * h * w, c)
-        if padded != (d, h, w):  # zero padding after norm1; padded tokens join the attention
+        if _padded_size((d, h, w), window) != (d, h, w):  # zero padding after norm1; padded tokens attend
             y = torch.cat([y, y.new_zeros(b, 1, c)], dim=1)
         # == window_partition(roll(pad(y), -shift)): (B, nW, N, C)
-        y = y.index_select(1, gather).view(b, -1, n, c)
-        key = (padded, window, shift, x.device, self.attn.relative_position_bias_table.dtype)
-        gate = _cached_fragment_gate(*key) if self.attn.has_frag_bias else None
-        mask = _cached_shift_mask(*key) if any(s > 0 for s in shift) else None
-        y = self.attn(y, window, gate, mask)
+        y = y.index_select(1, tensors.gather).view(b, -1, n, c)
+        y = self.attn(y, tensors.bias)
         # == crop(roll(window_reverse(y), shift))
-        y = y.reshape(b, -1, c).index_select(1, scatter).view(b, d, h, w, c)
+        y = y.reshape(b, -1, c).index_select(1, tensors.scatter).view(b, d, h, w, c)
         x = x + y
         return x + self.mlp(self.norm2(x))
 
@@ -579,14 +632,15 @@ class PatchMerging(nn.Module):
             x: Tokens ``(B, D, H, W, C)``.
 
         Returns:
-            Tokens ``(B, D, ceil(H/2), ceil(W/2), 2C)``.
+            Tokens ``(B, D, ceil(H/2), ceil(W/2), 2C)`` in the dtype of ``x``: under autocast the reduction
+            computes in half precision but the next stage's residual stream stays in float32.
         """
         h, w = x.shape[2:4]
         x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
         x = torch.cat(
             [x[:, :, 0::2, 0::2], x[:, :, 1::2, 0::2], x[:, :, 0::2, 1::2], x[:, :, 1::2, 1::2]], dim=-1
         )
-        return self.reduction(self.norm(x))
+        return self.reduction(self.norm(x)).to(x.dtype)
 
 
 class BasicLayer(nn.Module):
@@ -626,26 +680,57 @@ class BasicLayer(nn.Module):
         )
         self.downsample = PatchMerging(dim) if downsample else None
 
+    def block_windows(self, feature_size: Size3, window: Size3 | None = None) -> list[tuple[Size3, Size3]]:
+        """Effective ``(window, shift)`` of each block for a feature size.
+
+        Args:
+            feature_size: ``(D, H, W)`` of the stage's input.
+            window: Adaptive (input-scaled) window; the base window if ``None``. It is clipped to the
+                feature size, and the shift is the base window's half, clipped likewise; even-numbered
+                blocks do not shift.
+
+        Returns:
+            One ``(window, shift)`` per block.
+        """
+        eff_window, eff_shift = clip_window_size(feature_size, window or self.window_size, self.shift_size)
+        return [(eff_window, eff_shift if i % 2 == 1 else (0, 0, 0)) for i in range(len(self.blocks))]
+
+    @torch.compiler.disable
+    def window_tensors(
+        self, feature_size: Size3, window: Size3 | None, device: torch.device, dtype: torch.dtype
+    ) -> list[WindowTensors]:
+        """Every block's :class:`WindowTensors`, looked up eagerly (never traced by :func:`torch.compile`).
+
+        Args:
+            feature_size: ``(D, H, W)`` of the stage's input.
+            window: As for :meth:`block_windows`.
+            device: Device of the input.
+            dtype: Dtype of the input (the attention dtype follows :func:`attention_dtype`).
+
+        Returns:
+            One :class:`WindowTensors` per block.
+        """
+        dtype = attention_dtype(device, dtype)
+        windows = self.block_windows(feature_size, window)
+        return [block.window_tensors(feature_size, w, s, device, dtype) for block, (w, s) in zip(self.blocks, windows)]
+
     def forward(self, x: Tensor, window: Size3 | None = None) -> Tensor:
         """Applies the stage.
 
         Args:
             x: Tokens ``(B, D, H, W, C)``.
-            window: Adaptive (input-scaled) window; the base window if ``None``. It is clipped to the
-                feature size here, and the shift is the base window's half, clipped likewise.
+            window: As for :meth:`block_windows`.
 
         Returns:
             Tokens ``(B, D, H', W', C')``: halved spatially with ``C' = 2C`` if downsampling, else as is.
         """
         feature_size = _size3(x.shape[1:4])
-        eff_window, eff_shift = clip_window_size(feature_size, window or self.window_size, self.shift_size)
-        no_shift: Size3 = (0, 0, 0)
-        for i, block in enumerate(self.blocks):
-            shift = eff_shift if i % 2 == 1 else no_shift
+        tensors = self.window_tensors(feature_size, window, x.device, x.dtype)
+        for block, (w, s), t in zip(self.blocks, self.block_windows(feature_size, window), tensors):
             if self.grad_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(block, x, eff_window, shift, use_reentrant=False)
+                x = checkpoint(block, x, w, s, t, use_reentrant=False)
             else:
-                x = block(x, eff_window, shift)
+                x = block(x, w, s, t)
         if self.downsample is not None:
             x = self.downsample(x)
         return x

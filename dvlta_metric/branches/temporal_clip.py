@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..clip_towers import build_vision_tower
+from ..clip_towers import build_vision_tower, encode_images
 from ..config import CLIPVisionConfig
 
 
@@ -85,7 +85,7 @@ class VideoBasedTemporalCLIP(nn.Module):
             ``(B, T, D)`` embeddings.
         """
         b, t = frames.shape[:2]
-        z = self.visual(frames.flatten(0, 1))
+        z = encode_images(self.visual, frames.flatten(0, 1))
         return z.reshape(b, t, -1)
 
     def from_frame_embeddings(self, embeddings: torch.Tensor) -> torch.Tensor:
@@ -97,11 +97,12 @@ class VideoBasedTemporalCLIP(nn.Module):
         Returns:
             ``(B, D)``.
         """
-        z = embeddings.mean(dim=1)
+        z = embeddings.float().mean(dim=1)
         if self.adapter is None:
             return z
         a = self.adapter_ratio
-        return a * self.adapter(z) + (1.0 - a) * z
+        with torch.autocast(z.device.type, enabled=False):  # tiny, and its output is the branch feature
+            return a * self.adapter(z) + (1.0 - a) * z
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         """Video embedding ``F_vbtc``.
