@@ -103,7 +103,7 @@ def make_video(path: Path, width: int, height: int, seconds: float, fps: int = 3
     import av
     import numpy as np
 
-    frames = int(round(seconds * fps))
+    frames = round(seconds * fps)
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     with av.open(str(path), "w") as container:
@@ -169,10 +169,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     model = dvlta_metric.create(args.model, pretrained=args.pretrained, device=device, **overrides)
     model.set_precision(args.precision)
     if args.compile:
-        for name in ("basic_visual", "temporal_context", "temporal_clip"):
-            branch = getattr(model, name)
-            if branch is not None:
-                branch.compile()
+        model.compile_branches()
 
     workdir = Path(tempfile.mkdtemp(prefix="dvlta_bench_"))
     if args.video:
@@ -201,6 +198,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     else:
         rate = matmul_rate(device, torch.float32, 2048)
         result["matmul_rate"] = {"dtype": "fp32", "flops_per_s": rate}
+        if args.precision != "fp32":  # for reference: what the CPU's half-precision matmuls reach
+            half = dvlta_metric.model.PRECISIONS[args.precision]
+            result["matmul_rate_half"] = {"dtype": args.precision, "flops_per_s": matmul_rate(device, half, 2048)}
+    result["branch_dtypes"] = {
+        k: str(v or torch.float32).removeprefix("torch.")
+        for k, v in dvlta_metric.model.branch_dtypes(args.precision, device.type).items()
+    }
 
     # stages of one video
     reps = args.repeats
@@ -213,24 +217,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "decode (all frames)": {"seconds": t_decode_all},
         "views": {"seconds": t_views},
     }
-    amp = dvlta_metric.model.PRECISIONS[args.precision]
-
-    def in_amp(fn: Callable[[], Any]) -> Callable[[], Any]:
+    def in_amp(branch: str, fn: Callable[[], Any]) -> Callable[[], Any]:
         def wrapped() -> Any:
-            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            with model.branch_autocast(branch):
                 return fn()
 
         return wrapped
 
     branch_calls: dict[str, Callable[[], Any]] = {}
     if model.basic_visual is not None:
-        branch_calls["fragments (Swin3D + head)"] = in_amp(lambda: model.basic_visual(batch_views["fragments"]))
+        branch_calls["fragments (Swin3D + head)"] = in_amp("bvfe", lambda: model.basic_visual(batch_views["fragments"]))
     if model.temporal_context is not None:
         branch_calls["temporal context"] = in_amp(
-            lambda: model.temporal_context(batch_views["frames"].transpose(1, 2))
+            "tcm", lambda: model.temporal_context(batch_views["frames"].transpose(1, 2))
         )
     if model.temporal_clip is not None:
-        branch_calls["temporal CLIP"] = in_amp(lambda: model.temporal_clip(batch_views["frames"]))
+        branch_calls["temporal CLIP"] = in_amp("vbtc", lambda: model.temporal_clip(batch_views["frames"]))
     features = model.branch_features(batch_views)
     branch_calls["fusion + score"] = lambda: model.score_features(features)
     total_flops = 0
@@ -266,9 +268,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             torch.cuda.reset_peak_memory_stats(device)
 
         def call(batch: dict[str, torch.Tensor] = batch) -> Any:
-            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                feats = model.branch_features(batch)
-            return model.score_features(feats.float())
+            return model.score_features(model.branch_features(batch))
 
         seconds, _ = timed(call, device, max(1, reps // 2 + 1))
         entry = {
@@ -332,6 +332,11 @@ def print_table(r: dict[str, Any]) -> None:
     print(f"model {r['model']} on {r['device']} ({r['device_name']}, {r['threads']} threads), "
           f"precision {r['precision']}, torch {r['torch']}, tuned allocator {r.get('tuned_allocator', False)}")
     print(f"measured matmul rate ({rate['dtype']}): {rate['flops_per_s'] / 1e9:.1f} GFLOP/s")
+    if "matmul_rate_half" in r:
+        half = r["matmul_rate_half"]
+        print(f"measured matmul rate ({half['dtype']}): {half['flops_per_s'] / 1e9:.1f} GFLOP/s")
+    if "branch_dtypes" in r:
+        print("branch dtypes: " + ", ".join(f"{k} {v}" for k, v in r["branch_dtypes"].items()))
     print(f"FLOPs per video: {r['flops_per_video'] / 1e9:.1f} GFLOP\n")
     print(f"{'stage':32s} {'ms':>10s} {'GFLOP':>9s} {'of rate':>8s}")
     for name, s in r["stages"].items():

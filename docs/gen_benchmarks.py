@@ -12,7 +12,8 @@ Every ``*.json`` file in ``benchmarks/results`` becomes one section, keyed by it
 * anything else: its numbers as a flat key/value table.
 
 The command that produced a result is taken from a ``"command"`` entry when the file has one; otherwise it
-is reconstructed from the settings the file records (and marked as such).
+is reconstructed from the settings the file records (and marked as such). A ``"note"`` entry (for example,
+that a result predates a change to the code) is shown under the section's heading.
 """
 
 from __future__ import annotations
@@ -132,9 +133,15 @@ def _bench_command(name: str, r: dict[str, Any]) -> tuple[str, bool]:
 def _precision_command(name: str, r: dict[str, Any]) -> tuple[str, bool]:
     if isinstance(r.get("command"), str):
         return r["command"], False
-    device = "cuda" if any(k in name.lower() for k in ("cuda", "h100", "h200", "a100", "gpu")) else "cpu"
+    device = r.get("device") or (
+        "cuda" if any(k in name.lower() for k in ("cuda", "h100", "h200", "a100", "gpu")) else "cpu"
+    )
     videos = len(r.get("fp32_scores", [])) or 8
-    return f"python benchmarks/precision_check.py --model dvlta-vqa --device {device} --videos {videos}", True
+    command = f"python benchmarks/precision_check.py --model {r.get('model', 'dvlta-vqa')} --device {device}"
+    command += f" --videos {videos}"
+    if "device" in r:  # reports of the current script, which writes its own file
+        command += f" --output benchmarks/results/{name}.json"
+    return command, True
 
 
 def _wrap(command: str, width: int = 88) -> str:
@@ -177,14 +184,20 @@ _BENCH_KEYS = frozenset(
     {
         "model", "device", "device_name", "threads", "torch", "precision", "compile", "video", "matmul_rate",
         "stages", "flops_per_video", "fastvqa_reference", "end_to_end", "throughput_tensor_path", "score_files",
-        "as_loss_backward", "peak_rss_mib", "cuda_max_allocated_mib", "command",
+        "as_loss_backward", "peak_rss_mib", "cuda_max_allocated_mib", "command", "note", "matmul_rate_half",
+        "branch_dtypes",
     }
 )  # fmt: skip
 """Entries of a ``bench.py`` result that have their own table; any other entry is listed as it is."""
 
 
+def _note(r: dict[str, Any]) -> list[str]:
+    note = r.get("note")
+    return [f"*Note: {note}*", ""] if isinstance(note, str) and note else []
+
+
 def _bench_section(name: str, r: dict[str, Any]) -> list[str]:
-    out = [f"## {name}", ""]
+    out = [f"## {name}", ""] + _note(r)
     rate = r.get("matmul_rate", {})
     out += [
         f"* Machine: {_machine(r)}; torch {r.get('torch', '?')}",
@@ -195,6 +208,15 @@ def _bench_section(name: str, r: dict[str, Any]) -> list[str]:
         out.append(
             f"* Measured matmul rate ({rate.get('dtype', '?')}): {_num(rate.get('flops_per_s', 0) / 1e12)} TFLOP/s"
         )
+    half = r.get("matmul_rate_half")
+    if isinstance(half, dict):
+        out.append(
+            f"* Measured matmul rate ({half.get('dtype', '?')}, for reference): "
+            f"{_num(half.get('flops_per_s', 0) / 1e12)} TFLOP/s"
+        )
+    dtypes = r.get("branch_dtypes")
+    if isinstance(dtypes, dict):
+        out.append("* Branch dtypes: " + ", ".join(f"{k} {v}" for k, v in dtypes.items()))
     if "flops_per_video" in r:
         out.append(f"* FLOPs per video: {_num(r['flops_per_video'] / 1e9)} GFLOP")
     out.append("")
@@ -262,14 +284,15 @@ def _bench_section(name: str, r: dict[str, Any]) -> list[str]:
     f = r.get("score_files")
     if isinstance(f, dict):
         out += ["**`score_files` (decoding in worker threads while the model runs)**", ""] + _table(
-            ["files", "workers", "batch", "videos/s", "decode only, one thread (videos/s)", "errors"],
+            ["files", "workers", "batch", "videos/s", "decode only, same workers (videos/s)", "of decode only", "errors"],
             [
                 [
                     _num(f.get("files")),
                     _num(f.get("workers")),
                     _num(f.get("batch_size")),
                     _num(f.get("videos_per_s")),
-                    _num(f.get("decode_only_videos_per_s_one_thread")),
+                    _num(f.get("decode_only_videos_per_s")),
+                    _num(f.get("fraction_of_decode_only"), 2),
                     _num(f.get("errors")),
                 ]
             ],
@@ -307,14 +330,18 @@ def _bench_section(name: str, r: dict[str, Any]) -> list[str]:
 
 
 def _precision_section(name: str, r: dict[str, Any]) -> list[str]:
-    out = [f"## {name}", ""]
+    out = [f"## {name}", ""] + _note(r)
+    if r.get("device_name"):
+        out += [f"* Machine: {r['device_name']} (`{r.get('device', '?')}`); torch {r.get('torch', '?')}", ""]
     out += [
-        "Largest differences from float32 when the branches run under autocast (`model.set_precision(...)`),",
-        "over generated videos of several sizes. With random weights the scores are not meaningful quality",
-        "values and can sit near 0 or 1, so the feature and fusion-weight errors are the informative numbers.",
+        "Largest differences from float32 with `model.set_precision(...)`, over generated videos of several",
+        "sizes. With random weights the scores are not meaningful quality values, but they sit near 0.5, where",
+        "a score is most sensitive to its features.",
         "",
     ]
     out += _command_block(*_precision_command(name, r))
+    if any(isinstance(r.get(p), dict) and isinstance(r[p].get("branches"), dict) for p in ("bf16", "fp16")):
+        return out + _precision_branch_tables(r)
     rows = []
     for p in ("bf16", "fp16"):
         v = r.get(p)
@@ -330,6 +357,40 @@ def _precision_section(name: str, r: dict[str, Any]) -> list[str]:
     out += _table(
         ["precision", "max score difference", "max fusion-weight difference", "max feature relative error"], rows
     )
+    scores = r.get("fp32_scores")
+    if isinstance(scores, list) and scores:
+        out += ["float32 scores of the test videos: " + ", ".join(_num(s, 4) for s in scores) + ".", ""]
+    return out
+
+
+def _precision_branch_tables(r: dict[str, Any]) -> list[str]:
+    """Overall and per-branch rows of a ``precision_check.py`` report that has per-branch entries."""
+    rows = []
+    for p in ("bf16", "fp16"):
+        v = r.get(p)
+        if not isinstance(v, dict):
+            continue
+        rows.append([f"**{p}**", "", _num(v.get("max_score_diff")), _num(v.get("max_weight_diff")), ""])
+        for branch, b in (v.get("branches") or {}).items():
+            rows.append(
+                [
+                    f"{p}: {branch}",
+                    str(b.get("dtype", "?")),
+                    _num(b.get("score_diff_alone")),
+                    "",
+                    _num(b.get("feature_rel_err")),
+                ]
+            )
+    out = _table(
+        ["precision / branch", "branch dtype", "max score difference", "max fusion-weight difference",
+         "max feature relative error"],
+        rows,
+    )  # fmt: skip
+    out += [
+        "A branch's score difference is the one it causes alone: its feature from the half-precision run, the",
+        "other branches' from float32.",
+        "",
+    ]
     scores = r.get("fp32_scores")
     if isinstance(scores, list) and scores:
         out += ["float32 scores of the test videos: " + ", ".join(_num(s, 4) for s in scores) + ".", ""]
