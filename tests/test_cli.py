@@ -210,3 +210,17 @@ def test_python_m(tmp_path: Path, clips: Clips) -> None:
     rows = json.loads(proc.stdout)
     assert rows[0]["error"] is None and "empty" in rows[1]["error"]
     assert str(clips.empty) in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_compile_and_precision_flags_reach_the_model(capsys, clips: Clips, monkeypatch) -> None:
+    seen: list[str] = []
+
+    def record(self: dvlta_metric.DVLTAVQA, **kwargs: object) -> dvlta_metric.DVLTAVQA:
+        seen.append(self.precision)  # compiling itself is tested in test_compile.py; here only the wiring
+        return self
+
+    monkeypatch.setattr(dvlta_metric.DVLTAVQA, "compile_branches", record)
+    code, out, err = run(capsys, "score", clips.landscape, "--compile", "--precision", "bf16", "--format", "json", *TINY)
+    assert code == 0, err
+    assert seen == ["bf16"]
+    assert 0 < json.loads(out)[0]["score"] < 1
