@@ -220,7 +220,8 @@ def test_compile_and_precision_flags_reach_the_model(capsys, clips: Clips, monke
         return self
 
     monkeypatch.setattr(dvlta_metric.DVLTAVQA, "compile_branches", record)
-    code, out, err = run(capsys, "score", clips.landscape, "--compile", "--precision", "bf16", "--format", "json", *TINY)
+    flags = ["--compile", "--precision", "bf16", "--format", "json"]
+    code, out, err = run(capsys, "score", clips.landscape, *flags, *TINY)
     assert code == 0, err
     assert seen == ["bf16"]
     assert 0 < json.loads(out)[0]["score"] < 1
