@@ -363,3 +363,30 @@ def test_frozen_bias_cache_matches_and_follows_table_changes() -> None:
         model.clear_bias_cache()
         assert torch.allclose(changed, model(x), atol=1e-6)
         assert not torch.allclose(changed, first, atol=1e-4)
+
+
+@pytest.mark.parametrize("size", [(8, 64, 64), (7, 50, 46), (16, 96, 64), (3, 33, 129)])
+def test_stage_sizes_match_the_features_each_stage_sees(
+    small_model: SwinTransformer3D, size: tuple[int, int, int]
+) -> None:
+    seen: list[tuple[int, ...]] = []
+    handles = [
+        layer.register_forward_pre_hook(lambda _m, args: seen.append(tuple(args[0].shape[1:4])))
+        for layer in small_model.layers
+    ]
+    try:
+        with torch.no_grad():
+            small_model(torch.randn(1, 3, *size))
+    finally:
+        for h in handles:
+            h.remove()
+    assert seen == small_model.stage_sizes(size)
+
+
+def test_stage_rejects_window_tensors_of_another_size(small_model: SwinTransformer3D) -> None:
+    layer = small_model.layers[0]
+    x = torch.randn(1, 4, 16, 16, layer.blocks[0].norm1.normalized_shape[0])
+    wrong = layer.window_tensors((4, 8, 8), None, x.device, x.dtype)
+    with pytest.raises(ValueError, match="window tensors do not match"):
+        layer(x, None, wrong)
+    torch.testing.assert_close(layer(x, None, layer.window_tensors((4, 16, 16), None, x.device, x.dtype)), layer(x))

@@ -30,8 +30,9 @@ tables for inputs larger than ``base_x_size``).
 For speed, attention runs through :func:`torch.nn.functional.scaled_dot_product_attention` with the
 combined bias as an additive float mask, and everything that depends only on shapes (relative position
 indices, fragment gates, shift masks) is computed once and cached per shape, window, shift and device.
-These tensors (:class:`WindowTensors`) are looked up outside any :func:`torch.compile` graph and enter the
-blocks as inputs, so a compiled backbone neither recomputes them nor bakes them in as constants.
+These tensors (:class:`WindowTensors`) are looked up for all stages at once, outside any
+:func:`torch.compile` graph, and enter the blocks as inputs, so a compiled backbone neither recomputes them
+nor bakes them in as constants.
 
 Under autocast the residual stream stays in the weights' dtype (float32) in every stage:
 :class:`PatchEmbed3D` and :class:`PatchMerging` cast their outputs back, and each block adds its
@@ -695,11 +696,10 @@ class BasicLayer(nn.Module):
         eff_window, eff_shift = clip_window_size(feature_size, window or self.window_size, self.shift_size)
         return [(eff_window, eff_shift if i % 2 == 1 else (0, 0, 0)) for i in range(len(self.blocks))]
 
-    @torch.compiler.disable
     def window_tensors(
         self, feature_size: Size3, window: Size3 | None, device: torch.device, dtype: torch.dtype
     ) -> list[WindowTensors]:
-        """Every block's :class:`WindowTensors`, looked up eagerly (never traced by :func:`torch.compile`).
+        """Every block's :class:`WindowTensors` (see :meth:`SwinTransformer3D.window_tensors`).
 
         Args:
             feature_size: ``(D, H, W)`` of the stage's input.
@@ -714,18 +714,25 @@ class BasicLayer(nn.Module):
         windows = self.block_windows(feature_size, window)
         return [block.window_tensors(feature_size, w, s, device, dtype) for block, (w, s) in zip(self.blocks, windows)]
 
-    def forward(self, x: Tensor, window: Size3 | None = None) -> Tensor:
+    def forward(self, x: Tensor, window: Size3 | None = None, tensors: list[WindowTensors] | None = None) -> Tensor:
         """Applies the stage.
 
         Args:
             x: Tokens ``(B, D, H, W, C)``.
             window: As for :meth:`block_windows`.
+            tensors: This stage's :meth:`window_tensors` for ``x``; looked up here if ``None``.
 
         Returns:
             Tokens ``(B, D, H', W', C')``: halved spatially with ``C' = 2C`` if downsampling, else as is.
+
+        Raises:
+            ValueError: If ``tensors`` were made for another feature size or number of blocks.
         """
         feature_size = _size3(x.shape[1:4])
-        tensors = self.window_tensors(feature_size, window, x.device, x.dtype)
+        if tensors is None:
+            tensors = self.window_tensors(feature_size, window, x.device, x.dtype)
+        elif len(tensors) != len(self.blocks) or tensors[0].scatter.numel() != math.prod(feature_size):
+            raise ValueError(f"window tensors do not match this stage's {len(self.blocks)} blocks at {feature_size}")
         for block, (w, s), t in zip(self.blocks, self.block_windows(feature_size, window), tensors):
             if self.grad_checkpointing and torch.is_grad_enabled():
                 x = checkpoint(block, x, w, s, t, use_reentrant=False)
@@ -845,6 +852,48 @@ class SwinTransformer3D(nn.Module):
         """
         return adaptive_window_size(self.window_size, _size3(input_size), self.base_x_size)
 
+    def stage_sizes(self, input_size: Sequence[int]) -> list[Size3]:
+        """Feature size ``(D, H, W)`` at the input of each stage.
+
+        Args:
+            input_size: Input ``(D, H, W)``.
+
+        Returns:
+            One size per stage: the patch grid ``ceil(input / patch)``, then ``H`` and ``W`` halved (rounded
+            up) after each stage that merges patches.
+        """
+        d, h, w = (math.ceil(s / p) for s, p in zip(input_size, self.patch_embed.patch_size, strict=True))
+        sizes: list[Size3] = []
+        for layer in self.layers:
+            sizes.append((d, h, w))
+            if isinstance(layer, BasicLayer) and layer.downsample is not None:
+                h, w = math.ceil(h / 2), math.ceil(w / 2)
+        return sizes
+
+    @torch.compiler.disable
+    def window_tensors(
+        self, input_size: Sequence[int], device: torch.device, dtype: torch.dtype
+    ) -> list[list[WindowTensors]]:
+        """Every block's :class:`WindowTensors` for an input size, looked up eagerly.
+
+        :func:`torch.compile` never traces this lookup (it would recompute the cached tensors in the graph
+        or bake them in as constants): a compiled backbone breaks its graph once here, before the patch
+        embedding, and takes the tensors as inputs.
+
+        Args:
+            input_size: Input ``(D, H, W)``.
+            device: Device of the input.
+            dtype: Dtype of the input (the attention dtype follows :func:`attention_dtype`).
+
+        Returns:
+            Per stage, one :class:`WindowTensors` per block.
+        """
+        window = self.adaptive_window(input_size)
+        return [
+            layer.window_tensors(size, window, device, dtype)
+            for layer, size in zip(self.layers, self.stage_sizes(input_size), strict=True)
+        ]
+
     def forward(self, x: Tensor) -> Tensor:
         """Extracts fragment features.
 
@@ -862,7 +911,8 @@ class SwinTransformer3D(nn.Module):
         if x.shape[1] != self.in_chans:
             raise ValueError(f"expected {self.in_chans} input channels, got {x.shape[1]}")
         window = self.adaptive_window(x.shape[2:])
+        tensors = self.window_tensors(x.shape[2:], x.device, x.dtype)
         x = self.patch_embed(x)
-        for layer in self.layers:
-            x = layer(x, window)
+        for layer, stage_tensors in zip(self.layers, tensors, strict=True):
+            x = layer(x, window, stage_tensors)
         return self.norm(x).permute(0, 4, 1, 2, 3).contiguous()
