@@ -154,6 +154,37 @@ def reference_swin(
     }
 
 
+def profile_ops(fn: Callable[[], Any], device: torch.device, batch_size: int, top: int = 15) -> dict[str, Any]:
+    """Where one call spends its time: the ``top`` operators by self time (CUDA kernels on a GPU).
+
+    Args:
+        fn: The call (run once to warm up, then once under :mod:`torch.profiler`).
+        device: Its device.
+        batch_size: Videos per call, recorded with the result.
+        top: How many operators to keep.
+
+    Returns:
+        ``{"batch_size", "total_ms", "ops": [{"name", "ms", "share", "calls"}, ...]}``.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    sync(device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        fn()
+        sync(device)
+    attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    events = [e for e in prof.key_averages() if getattr(e, attr, 0) > 0]
+    total = sum(getattr(e, attr) for e in events)
+    events.sort(key=lambda e: getattr(e, attr), reverse=True)
+    ops = [
+        {"name": e.key[:80], "ms": getattr(e, attr) / 1e3, "share": getattr(e, attr) / total, "calls": e.count}
+        for e in events[:top]
+    ]
+    return {"batch_size": batch_size, "total_ms": total / 1e3, "ops": ops}
+
+
 def rss_peak_mib() -> float:
     """Peak resident set size of this process so far (MiB)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -279,6 +310,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             entry["cuda_max_allocated_mib_per_video"] = torch.cuda.max_memory_allocated(device) / 2**20 / bs
         throughput[str(bs)] = entry
     result["throughput_tensor_path"] = throughput
+    if args.profile:
+        bs = max(args.batch_sizes)
+        batch = {k: v.expand(bs, *v.shape[1:]).contiguous() for k, v in batch_views.items()}
+        result["profile"] = profile_ops(lambda: model.score_features(model.branch_features(batch)), device, bs)
 
     # score_files: decoding in workers overlapped with compute, vs decoding alone with the same workers
     if args.files:
@@ -355,6 +390,11 @@ def print_table(r: dict[str, Any]) -> None:
         f = r["fastvqa_reference"]
         print(f"\nfragment backbone, one clip: official FAST-VQA {f['reference_seconds_per_clip'] * 1e3:.0f} ms, "
               f"ours {f['ours_seconds_per_clip'] * 1e3:.0f} ms ({f['speedup']:.2f}x), max diff {f['max_abs_diff']:.1e}")
+    if "profile" in r:
+        p = r["profile"]
+        print(f"\nprofile at batch {p['batch_size']} ({p['total_ms']:.1f} ms of operator self time):")
+        for op in p["ops"]:
+            print(f"  {op['ms']:9.2f} ms {100 * op['share']:5.1f}%  {op['calls']:5d}x  {op['name']}")
     if "score_files" in r:
         f = r["score_files"]
         print(f"\nscore_files: {f['videos_per_s']:.2f} videos/s with {f['workers']} workers "
@@ -389,6 +429,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="path to the official FAST-VQA fastvqa/models/swin_backbone.py, to time it on the same clip")
     parser.add_argument("--no-tune-allocator", action="store_true",
                         help="on CPU, leave glibc malloc as it is (see dvlta_metric.tune_allocator)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile one call at the largest batch size: top operators by self time")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     parser.add_argument("--output", help="also write the JSON to this file")
     args = parser.parse_args(argv)

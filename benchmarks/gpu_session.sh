@@ -20,7 +20,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>
 python3 -m pytest -q -m cuda tests -p no:cacheprovider 2>&1 | tail -5 | tee -a "$log"
 python3 benchmarks/precision_check.py --model "$model" --device cuda --videos 6 \
   --output "$out/${card}_precision.json" 2>&1 | tail -3 | tee -a "$log"
-bench --precision fp16 --batch-sizes 1,16,32 --files 32 --files-batch 8 --workers 12 \
+bench --precision fp16 --batch-sizes 1,16,32 --files 32 --files-batch 8 --workers 12 --profile \
   --output "$out/${card}_cuda_fp16.json"
 bench --precision bf16 --batch-sizes 1,16,32 --output "$out/${card}_cuda_bf16.json"
 timeout 240 python3 benchmarks/bench.py --model "$model" --device cuda --precision fp16 --compile \

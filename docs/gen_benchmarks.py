@@ -119,6 +119,8 @@ def _bench_command(name: str, r: dict[str, Any]) -> tuple[str, bool]:
         )
     if isinstance(r.get("fastvqa_reference"), dict):
         parts.append("--fastvqa-reference fastvqa/models/swin_backbone.py")
+    if isinstance(r.get("profile"), dict):
+        parts.append("--profile")
     loss = r.get("as_loss_backward")
     if isinstance(loss, dict):
         parts.append("--as-loss")
@@ -185,7 +187,7 @@ _BENCH_KEYS = frozenset(
         "model", "device", "device_name", "threads", "torch", "precision", "compile", "video", "matmul_rate",
         "stages", "flops_per_video", "fastvqa_reference", "end_to_end", "throughput_tensor_path", "score_files",
         "as_loss_backward", "peak_rss_mib", "cuda_max_allocated_mib", "command", "note", "matmul_rate_half",
-        "branch_dtypes",
+        "branch_dtypes", "profile",
     }
 )  # fmt: skip
 """Entries of a ``bench.py`` result that have their own table; any other entry is listed as it is."""
@@ -280,6 +282,26 @@ def _bench_section(name: str, r: dict[str, Any]) -> list[str]:
                 row.append(_num(v.get("cuda_max_allocated_mib_per_video")))
             rows.append(row)
         out += ["**Throughput, tensor path**", ""] + _table(header, rows)
+
+    prof = r.get("profile")
+    if isinstance(prof, dict) and isinstance(prof.get("ops"), list):
+        out += [
+            f"**Profile of one call at batch {_num(prof.get('batch_size'))}: operators by self time"
+            f" ({_ms(prof.get('total_ms', 0) / 1e3)} ms in all)**",
+            "",
+        ]
+        out += _table(
+            ["operator", "ms", "share", "calls"],
+            [
+                [
+                    "`" + str(op.get("name", "?")).replace("|", "\\|").replace("`", "'") + "`",
+                    _ms(op.get("ms", 0) / 1e3),
+                    _num(op.get("share"), 2),
+                    _num(op.get("calls")),
+                ]
+                for op in prof["ops"]
+            ],
+        )
 
     f = r.get("score_files")
     if isinstance(f, dict):
