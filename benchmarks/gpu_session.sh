@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# One prepared GPU session, most important first: CUDA tests, precision check, fp16 and bf16 benchmarks
-# (fp16 with score_files), compiled fp16, then fp32.
+# One prepared GPU session, most important first: CUDA tests, precision check, decode scaling, fp16 and bf16
+# benchmarks (fp16 with score_files and a profile), compiled fp16, then fp32.
 # Usage (on a lent GPU machine, from the repo root): bash benchmarks/gpu_session.sh OUTDIR [MODEL]
 # Wheels for packages the machine lacks (open_clip_torch, ftfy, wcwidth, av) may be carried in .whl/.
-# Writes at most 6 files to OUTDIR: log.txt and one JSON per measurement, named <card>_... (h200_, h100_, ...).
+# Writes at most 7 files to OUTDIR: log.txt and one JSON per measurement, named <card>_... (h200_, h100_, ...).
 set -uo pipefail
 out=${1:-/tmp/dvlta_gpu}; model=${2:-dvlta-vqa}; mkdir -p "$out"
 if ls .whl/*.whl >/dev/null 2>&1; then
@@ -20,6 +20,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>
 python3 -m pytest -q -m cuda tests -p no:cacheprovider 2>&1 | tail -5 | tee -a "$log"
 python3 benchmarks/precision_check.py --model "$model" --device cuda --videos 6 \
   --output "$out/${card}_precision.json" 2>&1 | tail -3 | tee -a "$log"
+python3 benchmarks/decode_scaling.py --workers 1,4,8,12,16 --decoder-threads 0,1 \
+  --output "$out/${card}_decode_scaling.json" 2>&1 | grep workers | tee -a "$log"
 bench --precision fp16 --batch-sizes 1,16,32 --files 32 --files-batch 8 --workers 12 --profile \
   --output "$out/${card}_cuda_fp16.json"
 bench --precision bf16 --batch-sizes 1,16,32 --output "$out/${card}_cuda_bf16.json"

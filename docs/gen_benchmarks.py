@@ -4,11 +4,12 @@
     python docs/gen_benchmarks.py --check  # exit 1 if docs/benchmarks.md is out of date (the docs test does this)
 
 Every ``*.json`` file in ``benchmarks/results`` becomes one section, keyed by its file name (``h200_cuda_bf16``,
-``cpu_...``), in file-name order. Three kinds are recognised by their content:
+``cpu_...``), in file-name order. Four kinds are recognised by their content:
 
 * ``benchmarks/bench.py --output`` results (they have ``stages``): stages, end-to-end time, throughput,
   ``score_files``, the ``as_loss`` backward pass and memory;
 * ``benchmarks/precision_check.py`` reports (they have ``bf16`` / ``fp16`` entries with ``max_score_diff``);
+* ``benchmarks/decode_scaling.py`` reports (they have a ``decode`` list);
 * anything else: its numbers as a flat key/value table.
 
 The command that produced a result is taken from a ``"command"`` entry when the file has one; otherwise it
@@ -36,9 +37,10 @@ HEADER = """# Benchmarks
 replace a result file, then run `python docs/gen_benchmarks.py`. -->
 
 Speed and memory of the model, measured with `benchmarks/bench.py` (stages of one video, end-to-end time,
-throughput, `score_files`, the `as_loss` backward pass) and `benchmarks/precision_check.py` (how far bf16 /
-fp16 autocast moves the outputs from float32). Each section below is one result file in
-`benchmarks/results/`, named after the machine and settings it was measured with.
+throughput, `score_files`, the `as_loss` backward pass), `benchmarks/precision_check.py` (how far bf16 /
+fp16 move the outputs from float32) and `benchmarks/decode_scaling.py` (decoding alone, by worker count).
+Each section below is one result file in `benchmarks/results/`, named after the machine and settings it was
+measured with.
 
 * The benchmarks use **random weights** unless the command says `--pretrained`: the cost of a forward pass
   does not depend on the weights' values, and trained `dvlta-vqa` weights are not published yet.
@@ -174,6 +176,10 @@ def _is_precision(r: Any) -> bool:
     )
 
 
+def _is_decode(r: Any) -> bool:
+    return isinstance(r, dict) and isinstance(r.get("decode"), list)
+
+
 def _machine(r: dict[str, Any]) -> str:
     device = r.get("device", "?")
     name = r.get("device_name") or "?"
@@ -306,7 +312,15 @@ def _bench_section(name: str, r: dict[str, Any]) -> list[str]:
     f = r.get("score_files")
     if isinstance(f, dict):
         out += ["**`score_files` (decoding in worker threads while the model runs)**", ""] + _table(
-            ["files", "workers", "batch", "videos/s", "decode only, same workers (videos/s)", "of decode only", "errors"],
+            [
+                "files",
+                "workers",
+                "batch",
+                "videos/s",
+                "decode only, same workers (videos/s)",
+                "of decode only",
+                "errors",
+            ],
             [
                 [
                     _num(f.get("files")),
@@ -419,6 +433,31 @@ def _precision_branch_tables(r: dict[str, Any]) -> list[str]:
     return out
 
 
+def _decode_section(name: str, r: dict[str, Any]) -> list[str]:
+    out = [f"## {name}", ""] + _note(r)
+    out += [
+        f"* Machine: {r.get('machine', '?')}, {r.get('cpus', '?')} CPUs; frames needed by `{r.get('model', '?')}`",
+        "",
+        "Decoding alone (`model.read` in a thread pool), the ceiling of `score_files` with the same workers.",
+        "Decoder threads 0 lets FFmpeg pick (usually one per core, for each decoder).",
+        "",
+    ]
+    if isinstance(r.get("command"), str):
+        out += _command_block(r["command"], False)
+    else:
+        workers = ",".join(dict.fromkeys(str(d.get("workers")) for d in r["decode"] if isinstance(d, dict)))
+        threads = ",".join(dict.fromkeys(str(d.get("decoder_threads")) for d in r["decode"] if isinstance(d, dict)))
+        command = f"python benchmarks/decode_scaling.py --model {r.get('model', 'dvlta-vqa')} --workers {workers}"
+        command += f" --decoder-threads {threads} --output benchmarks/results/{name}.json"
+        out += _command_block(command, True)
+    rows = [
+        [_num(d.get("workers")), _num(d.get("decoder_threads")), _num(d.get("files")), _num(d.get("videos_per_s"))]
+        for d in r["decode"]
+        if isinstance(d, dict)
+    ]
+    return out + _table(["workers", "decoder threads", "reads", "videos/s"], rows)
+
+
 def _flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
     if isinstance(value, dict):
         items: list[tuple[str, Any]] = []
@@ -507,6 +546,8 @@ def render(directory: Path = RESULTS) -> str:
             lines += _bench_section(name, r)
         elif _is_precision(r):
             lines += _precision_section(name, r)
+        elif _is_decode(r):
+            lines += _decode_section(name, r)
         else:
             lines += _generic_section(name, r)
     return "\n".join(lines).rstrip() + "\n"
