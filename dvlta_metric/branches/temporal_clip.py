@@ -97,11 +97,12 @@ class VideoBasedTemporalCLIP(nn.Module):
         Returns:
             ``(B, D)``.
         """
-        z = embeddings.float().mean(dim=1)
         if self.adapter is None:
-            return z
+            return embeddings.mean(dim=1)
         a = self.adapter_ratio
-        with torch.autocast(z.device.type, enabled=False):  # tiny, and its output is the branch feature
+        # in the adapter's dtype even under autocast: it is tiny, and its output is the branch feature
+        z = embeddings.to(self.adapter.fc[0].weight.dtype).mean(dim=1)
+        with torch.autocast(z.device.type, enabled=False):
             return a * self.adapter(z) + (1.0 - a) * z
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
