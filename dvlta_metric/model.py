@@ -239,16 +239,20 @@ class DVLTAVQA(nn.Module):
             self.temporal_clip.visual.set_grad_checkpointing(enable)
         return self
 
-    def branch_autocast(self, branch: str) -> contextlib.AbstractContextManager[Any]:
-        """The autocast context ``branch`` runs under, for the model's precision and device.
+    def branch_autocast(self, branch: str, precision: str | None = None) -> contextlib.AbstractContextManager[Any]:
+        """The autocast context ``branch`` runs under, for a precision and the model's device.
 
         Args:
             branch: ``"bvfe"``, ``"tcm"`` or ``"vbtc"``.
+            precision: One of :data:`PRECISIONS`; the model's own (:meth:`set_precision`) if ``None``.
 
         Returns:
             A :class:`torch.autocast` context (disabled for float32 branches).
+
+        Raises:
+            ValueError: For an unknown precision.
         """
-        dtype = branch_dtypes(self.precision, self.device.type)[branch]
+        dtype = branch_dtypes(precision or self.precision, self.device.type)[branch]
         return torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
     def compile_branches(self, **compile_kwargs: Any) -> DVLTAVQA:

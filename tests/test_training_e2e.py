@@ -401,3 +401,30 @@ def test_decoding_passes_hold_a_bounded_number_of_frames() -> None:
     tiny = dvlta_metric.get_model_config("dvlta-vqa-tiny")
     assert plan_reads(tiny, 2, 128) == [(True, (0, 1))]
     assert plan_reads(full.replace(branches=("tcm", "vbtc")), 8, 128) == [(True, ())]
+
+
+def test_half_precision_feature_cache_stays_close_to_float32(
+    run: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with open(run["csv"], newline="") as f:
+        rows = list(csv.reader(f))
+    subset = run["csv"].with_name("subset.csv")  # next to the videos: paths are relative to the list
+    with open(subset, "w", newline="") as f:
+        csv.writer(f).writerows(rows[:4])  # the header and three videos
+    args = [
+        "--model", f"local-dir:{run['init']}", "--csv", str(subset), "--out", str(tmp_path / "cache"),
+        "--samples", "2", "--dtype", "float32", "--device", "cpu", "--no-progress", "--workers", "0",
+    ]  # fmt: skip
+    assert features.main([*args, "--precision", "fp16"]) == 0
+    half, full = FeatureCache(tmp_path / "cache"), FeatureCache(run["cache"])
+    assert half.index["settings"]["precision"] == "fp16" and full.index["settings"]["precision"] == "fp32"
+    by_path = {full.path(r): r for r in range(len(full))}
+    for row in range(len(half)):
+        a, b = half.arrays(row), full.arrays(by_path[half.path(row)])
+        assert np.array_equal(a["frames"], b["frames"])  # raw frames, no model involved
+        for name in ("fragments_eval", "fragments_train", "clip"):
+            rel = np.linalg.norm(a[name] - b[name]) / np.linalg.norm(b[name])
+            assert 0 < rel < 3e-3, name  # computed in float16, so close but not equal
+    capsys.readouterr()
+    assert features.main([*args, "--precision", "fp32"]) == 2  # another precision on the same cache is refused
+    assert "other settings" in capsys.readouterr().err

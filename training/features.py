@@ -392,7 +392,7 @@ def _decode(model: DVLTAVQA, path: Path, read: _Read, seed: int) -> DecodedVideo
 
 @torch.no_grad()
 def features_of_read(
-    model: DVLTAVQA, decoded: DecodedVideo, read: _Read, seed: int
+    model: DVLTAVQA, decoded: DecodedVideo, read: _Read, seed: int, precision: str = "fp32"
 ) -> dict[str, torch.Tensor]:
     """The cached arrays one decoding pass contributes (float32, on the CPU).
 
@@ -404,6 +404,7 @@ def features_of_read(
         decoded: The frames of the pass.
         read: Which views the pass is for.
         seed: The video's seed (:func:`video_seed`).
+        precision: How the frozen backbones compute (see :func:`build_cache`).
 
     Returns:
         Some of ``fragments_eval``, ``frames``, ``clip`` (eval pass) and ``fragments_train:<s>`` per sample.
@@ -420,18 +421,19 @@ def features_of_read(
                     clips.append(model.make_views(decoded)["fragments"])
         finally:
             model.eval()
-        feats = model.basic_visual.backbone_features(torch.cat(clips))
+        with model.branch_autocast("bvfe", precision):
+            feats = model.basic_visual.backbone_features(torch.cat(clips)).float()
         for s, f in zip(read.samples, feats):
             out[f"fragments_train:{s}"] = f[None]
     model.eval()
     if read.eval_views:
         views = model.make_views(decoded)  # exactly the inference views
         if model.basic_visual is not None:
-            out["fragments_eval"] = model.basic_visual.backbone_features(
-                views["fragments"]
-            )
+            with model.branch_autocast("bvfe", precision):
+                out["fragments_eval"] = model.basic_visual.backbone_features(views["fragments"]).float()
         if model.temporal_clip is not None:
-            out["clip"] = model.temporal_clip.frame_embeddings(views["frames"][None])[0]
+            with model.branch_autocast("vbtc", precision):
+                out["clip"] = model.temporal_clip.frame_embeddings(views["frames"][None])[0].float()
         if model.temporal_context is not None:
             fv = cfg.frame_view
             mean = torch.tensor(
@@ -530,6 +532,7 @@ def build_cache(
     samples: int = 8,
     seed: int = 0,
     dtype: str = "float16",
+    precision: str = "fp32",
     max_frames: int = 128,
     workers: int = 2,
     skip: Iterable[int] = (),
@@ -545,7 +548,10 @@ def build_cache(
         model_name: How the model was named, for ``index.json``.
         samples: ``K``, augmented training samples per video.
         seed: Seed the per-video sample seeds derive from.
-        dtype: ``"float16"`` or ``"float32"``.
+        dtype: ``"float16"`` or ``"float32"``: how the features are stored.
+        precision: How the frozen backbones compute (:meth:`DVLTAVQA.set_precision`): ``"fp16"`` runs the
+            Swin3D and CLIP towers in float16, about 3x faster on a GPU, and moves their features by under
+            0.1 % (relative).
         max_frames: Frames one decoding pass may hold.
         workers: Decoding threads running ahead of the model (0: decode in this thread).
         skip: Rows not to compute (e.g. missing videos found by the check).
@@ -560,6 +566,7 @@ def build_cache(
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
+    model.branch_autocast("bvfe", precision)  # raises ValueError for an unknown precision
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
     shard_i, shard_n = shard
@@ -568,7 +575,7 @@ def build_cache(
     out = Path(out)
     (out / VIDEOS_DIR).mkdir(parents=True, exist_ok=True)
     (out / ERRORS_DIR).mkdir(exist_ok=True)
-    settings = {"samples": samples, "seed": seed, "dtype": dtype}
+    settings = {"samples": samples, "seed": seed, "dtype": dtype, "precision": precision}
     doc = _index_document(model_name, model, data, settings)
     index_path = out / INDEX_NAME
     if index_path.is_file():
@@ -620,7 +627,7 @@ def build_cache(
             try:
                 if isinstance(result, BaseException):
                     raise result
-                parts.update(features_of_read(model, result, read, seeds[row]))
+                parts.update(features_of_read(model, result, read, seeds[row], precision))
                 del result
             except (
                 ValueError,
@@ -736,6 +743,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="storage dtype (default float16)",
     )
     parser.add_argument(
+        "--precision",
+        choices=["fp32", "fp16", "bf16"],
+        default="fp32",
+        help="how the frozen backbones compute: fp16 is about 3x faster on a GPU (see DVLTAVQA.set_precision)",
+    )
+    parser.add_argument(
         "--device",
         default=None,
         help="cpu, cuda, cuda:1 (default: cuda when available)",
@@ -801,6 +814,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             samples=args.samples,
             seed=args.seed,
             dtype=args.dtype,
+            precision=args.precision,
             max_frames=args.max_frames,
             workers=args.workers,
             skip=skip,
