@@ -1,6 +1,7 @@
 """How far bf16 / fp16 move DVLTA-VQA's outputs from float32, and which branch moves them (not a test).
 
     python benchmarks/precision_check.py --model dvlta-vqa --device cuda --videos 6 --output precision.json
+    python benchmarks/precision_check.py --device cpu --files clip1.mp4 clip2.mp4  # also real videos
 
 For each precision it reports the largest score difference, the largest fusion-weight difference, and per
 branch: the dtype it ran in (see ``dvlta_metric.model.branch_dtypes``), the relative error of its feature
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="dvlta-vqa")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--videos", type=int, default=6)
+    parser.add_argument("--videos", type=int, default=6, help="generated test videos")
+    parser.add_argument("--files", nargs="*", default=[], help="video files to check as well")
+    parser.add_argument(
+        "--bench-video", action="store_true", help="also check bench.py's generated 960x540 8 s H.264 clip"
+    )
     parser.add_argument("--precisions", default="bf16,fp16", help="comma-separated, compared with fp32")
     parser.add_argument("--pretrained", action="store_true")
     parser.add_argument("--output", type=Path, help="also write the JSON report here")
@@ -85,8 +91,14 @@ def main(argv: list[str] | None = None) -> int:
         dvlta_metric.tune_allocator()
     torch.manual_seed(0)
     model = dvlta_metric.create(args.model, pretrained=args.pretrained, device=device)
+    files = [Path(f) for f in args.files]
+    if args.bench_video:
+        from bench import make_video  # benchmarks/bench.py: this script runs as a file, its folder on sys.path
+
+        clip = Path(tempfile.mkdtemp(prefix="dvlta_precision_")) / "synthetic_960x540.mp4"
+        files.append(make_video(clip, 960, 540, 8.0))
     clips = videos(args.videos)
-    views = [model.make_views(v) for v in clips]
+    views = [model.make_views(v) for v in clips] + [model.make_views(model.read(f)) for f in files]
     del clips
 
     def features(precision: str) -> torch.Tensor:
@@ -100,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine(),
         "torch": torch.__version__,
         "videos": args.videos,
+        "files": [str(f) for f in args.files],
+        "bench_video": args.bench_video,
         "pretrained": args.pretrained,
         "fp32_scores": [float(s) for s in model.score_features(ref)[0]],
     }

@@ -140,9 +140,14 @@ def _precision_command(name: str, r: dict[str, Any]) -> tuple[str, bool]:
     device = r.get("device") or (
         "cuda" if any(k in name.lower() for k in ("cuda", "h100", "h200", "a100", "gpu")) else "cpu"
     )
-    videos = len(r.get("fp32_scores", [])) or 8
+    files = [str(f) for f in r.get("files", [])]
+    videos = r.get("videos") or (len(r.get("fp32_scores", [])) - len(files)) or 8
     command = f"python benchmarks/precision_check.py --model {r.get('model', 'dvlta-vqa')} --device {device}"
     command += f" --videos {videos}"
+    if files:
+        command += " --files " + " ".join(files)
+    if r.get("bench_video"):
+        command += " --bench-video"
     if "device" in r:  # reports of the current script, which writes its own file
         command += f" --output benchmarks/results/{name}.json"
     return command, True
@@ -371,8 +376,10 @@ def _precision_section(name: str, r: dict[str, Any]) -> list[str]:
         out += [f"* Machine: {r['device_name']} (`{r.get('device', '?')}`); torch {r.get('torch', '?')}", ""]
     out += [
         "Largest differences from float32 with `model.set_precision(...)`, over generated videos of several",
-        "sizes. With random weights the scores are not meaningful quality values, but they sit near 0.5, where",
-        "a score is most sensitive to its features.",
+        "sizes" + (" and the video files the command names" if r.get("files") or r.get("bench_video") else "")
+        + ". With random",
+        "weights the scores are not meaningful quality values; a score changes most for a given feature",
+        "change where it is near 0.5.",
         "",
     ]
     out += _command_block(*_precision_command(name, r))

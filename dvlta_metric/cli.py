@@ -21,6 +21,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import IO
 
+import torch
+
 from .allocator import tune_allocator
 from .batch import FileResult
 from .factory import create
@@ -61,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument(
         "--random-weights",
         action="store_true",
-        help="use random weights instead of trained ones: only for testing the pipeline, the scores mean nothing",
+        help="use random weights (seeded, the same on every run) instead of trained ones: only for testing the "
+        "pipeline, the scores mean nothing",
     )
     score.add_argument(
         "--batch-size", type=_positive, default=1, metavar="N", help="videos per model call (default: 1)"
@@ -165,6 +168,8 @@ def _score(args: argparse.Namespace) -> int:
         return 1 if failed else 0
 
     try:
+        if args.random_weights:
+            torch.manual_seed(0)  # the same random weights on every run, so runs can be compared
         model = create(args.model, pretrained=not args.random_weights, device=args.device, precision=args.precision)
     except Exception as err:  # noqa: BLE001 - weights unavailable, bad device, ...: the message says what to do
         raise UsageError(str(err)) from None
