@@ -225,3 +225,11 @@ def test_compile_and_precision_flags_reach_the_model(capsys, clips: Clips, monke
     assert code == 0, err
     assert seen == ["bf16"]
     assert 0 < json.loads(out)[0]["score"] < 1
+
+
+def test_random_weights_are_the_same_on_every_run(capsys, clips: Clips) -> None:
+    first = run(capsys, "score", clips.landscape, "--format", "json", *TINY)
+    torch.manual_seed(123)  # whatever the global generator holds before the run
+    second = run(capsys, "score", clips.landscape, "--format", "json", *TINY)
+    assert first[0] == second[0] == 0
+    assert json.loads(first[1])[0]["score"] == json.loads(second[1])[0]["score"]
