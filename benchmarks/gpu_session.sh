@@ -4,6 +4,8 @@
 # Usage (on a lent GPU machine, from the repo root): bash benchmarks/gpu_session.sh OUTDIR [MODEL]
 # Wheels for packages the machine lacks (open_clip_torch, ftfy, wcwidth, av) may be carried in .whl/.
 # Writes at most 7 files to OUTDIR: log.txt and one JSON per measurement, named <card>_... (h200_, h100_, ...).
+# Steps are in order of importance (about 10 minutes in all on an H200): a run cut short by a time limit
+# still leaves the results of the steps it finished.
 set -uo pipefail
 out=${1:-/tmp/dvlta_gpu}; model=${2:-dvlta-vqa}; mkdir -p "$out"
 if ls .whl/*.whl >/dev/null 2>&1; then
