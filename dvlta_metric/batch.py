@@ -5,12 +5,19 @@ files in a pool of worker threads (PyAV releases the GIL while it decodes and co
 calling thread runs the model. Only a bounded number of decoded videos wait in memory at any time. Results
 come back in input order, one :class:`FileResult` per path; a file that cannot be read or scored gets a
 result with ``error`` set and the others go on.
+
+On CUDA each worker thread cuts its views on a CUDA stream of its own: its host-to-device copies and view
+kernels then overlap the model's kernels instead of queueing behind them on the default stream (a copy
+there would hold the worker until the model's queued work is done). The calling thread makes its stream
+wait for a video's views before the model reads them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -82,6 +89,31 @@ class _Decoded:
     error: str | None
     seconds: float
     warning: str | None = None
+    ready: torch.cuda.Event | None = None  # recorded on the worker's CUDA stream after the views
+
+
+_worker = threading.local()
+
+
+def _worker_stream(device: torch.device) -> torch.cuda.Stream | None:
+    """This thread's own CUDA stream on ``device`` (``None`` off CUDA), created on first use."""
+    if device.type != "cuda":
+        return None
+    streams: dict[torch.device, torch.cuda.Stream] = _worker.__dict__.setdefault("streams", {})
+    if device not in streams:
+        streams[device] = torch.cuda.Stream(device)
+    return streams[device]
+
+
+def _use_views(job: _Decoded, device: torch.device) -> None:
+    """Make the current CUDA stream wait for a job's views, and tell the allocator it uses them."""
+    if job.ready is None or job.views is None:
+        return
+    stream = torch.cuda.current_stream(device)
+    stream.wait_event(job.ready)
+    for view in job.views.values():
+        view.record_stream(stream)
+    job.ready = None
 
 
 def _describe(err: BaseException) -> str:
@@ -98,9 +130,11 @@ def _read(model: DVLTAVQA, path: str) -> _Decoded:
     try:
         video = model.read(path)
         check_video(video.frames, name=path)
-        with torch.no_grad():
+        stream = _worker_stream(model.device)
+        with torch.no_grad(), torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
             views = model.make_views(video)
-        return _Decoded(path, views, None, time.perf_counter() - start, _warning(video))
+        ready = stream.record_event() if stream is not None else None
+        return _Decoded(path, views, None, time.perf_counter() - start, _warning(video), ready)
     except Exception as err:  # noqa: BLE001 - recorded in the file's result; the batch goes on
         return _Decoded(path, None, _describe(err), time.perf_counter() - start)
 
@@ -118,6 +152,8 @@ def _score(model: DVLTAVQA, jobs: list[_Decoded], explain: bool) -> list[FileRes
     """Score decoded files together; if the batch fails as a whole, score them one by one."""
     name = model.config.name
     results: dict[int, FileResult] = {}
+    for job in jobs:
+        _use_views(job, model.device)
     good = [i for i, job in enumerate(jobs) if job.views is not None]
     for i, job in enumerate(jobs):
         if job.views is None:

@@ -153,3 +153,19 @@ def test_file_result() -> None:
 def test_accepts_path_objects(clips: Clips, tiny_model) -> None:
     (result,) = score_files(tiny_model, [Path(clips.single)], progress=False)
     assert result.path == str(clips.single)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_score_files_on_cuda_with_worker_streams_matches_one_by_one(clips: Clips) -> None:
+    import dvlta_metric
+
+    torch.manual_seed(0)
+    model = dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="cuda")
+    good = clips.good()
+    single = [float(model(p)) for p in good]
+    for batch_size, workers in [(3, 3), (2, 0)]:  # views cut on the workers' own CUDA streams
+        for _ in range(2):
+            results = list(model.score_files(good, batch_size=batch_size, num_workers=workers, progress=False))
+            assert all(r.ok for r in results)
+            assert [r.score for r in results] == pytest.approx(single, abs=1e-5)
