@@ -169,3 +169,44 @@ def test_score_files_on_cuda_with_worker_streams_matches_one_by_one(clips: Clips
             results = list(model.score_files(good, batch_size=batch_size, num_workers=workers, progress=False))
             assert all(r.ok for r in results)
             assert [r.score for r in results] == pytest.approx(single, abs=1e-5)
+
+
+def test_worker_streams_and_event_wiring_without_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CUDA stream hand-over of score_files with stand-in stream objects (the real run needs a GPU)."""
+    from dvlta_metric import batch
+
+    class FakeStream:
+        def __init__(self, device: torch.device | None = None) -> None:
+            self.waited: list[object] = []
+
+        def wait_event(self, event: object) -> None:
+            self.waited.append(event)
+
+    class FakeView:
+        def __init__(self) -> None:
+            self.streams: list[object] = []
+
+        def record_stream(self, stream: object) -> None:
+            self.streams.append(stream)
+
+    main_stream = FakeStream()
+    monkeypatch.setattr(batch, "_worker", threading.local())  # fake streams must not outlive this test
+    monkeypatch.setattr(torch.cuda, "Stream", FakeStream)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: main_stream)
+    cuda = torch.device("cuda", 0)
+    assert batch._worker_stream(torch.device("cpu")) is None
+    mine = batch._worker_stream(cuda)
+    assert batch._worker_stream(cuda) is mine  # one stream per thread, reused
+    other: list[object] = []
+    thread = threading.Thread(target=lambda: other.append(batch._worker_stream(cuda)))
+    thread.start()
+    thread.join()
+    assert other[0] is not mine  # another thread gets its own
+
+    views = {"fragments": FakeView(), "frames": FakeView()}
+    event = object()
+    job = batch._Decoded("a.mp4", views, None, 0.0, ready=event)  # type: ignore[arg-type]
+    batch._use_views(job, cuda)
+    batch._use_views(job, cuda)  # a group retried file by file waits only once
+    assert main_stream.waited == [event] and job.ready is None
+    assert all(v.streams == [main_stream] for v in views.values())
