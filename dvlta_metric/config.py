@@ -20,6 +20,71 @@ OPENAI_CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.2757771
 BranchName = Literal["bvfe", "tcm", "vbtc"]
 BRANCH_NAMES: tuple[str, ...] = ("bvfe", "tcm", "vbtc")
 
+_ANY_INT = frozenset({"seed"})
+"""Integer fields that may be zero or negative; every other integer (also inside tuples) must be >= 1."""
+_UNIT_INTERVAL = frozenset({"clip_adapter_ratio", "text_adapter_ratio"})
+"""Float fields that must lie in ``[0, 1]``; every other float except ``mean`` must be > 0."""
+
+
+def check_fields(config: object) -> None:
+    """Check every field of a configuration dataclass against the type and range of its default.
+
+    Integers must be integers (not ``bool``) and at least 1 (except ``seed``); floats must be numbers,
+    positive (ratios in ``[0, 1]``, ``mean`` anything); tuples must be tuples of the default's element
+    type and, where the annotation fixes it (``tuple[int, int, int]``), of the default's length; nested
+    configurations must be instances of their class. Run by every configuration's ``__post_init__``, so a
+    bad override fails when the configuration is made, not deep inside the model.
+
+    Args:
+        config: A configuration dataclass instance.
+
+    Raises:
+        TypeError: A field of the wrong type.
+        ValueError: A field out of range, or a tuple of the wrong length.
+    """
+    cls = type(config).__name__
+    for f in fields(config):  # type: ignore[arg-type]
+        value = getattr(config, f.name)
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = ""  # required fields (the name) are strings
+        _check_value(f"{cls}.{f.name}", f.name, default, value, fixed_length="..." not in str(f.type))
+
+
+def _check_value(where: str, name: str, default: Any, value: Any, *, fixed_length: bool = False) -> None:
+    if dataclasses.is_dataclass(default):
+        if not isinstance(value, type(default)):
+            raise TypeError(f"{where} must be a {type(default).__name__} or a dict of its fields, got {value!r}")
+    elif isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise TypeError(f"{where} must be True or False, got {value!r}")
+    elif isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{where} must be an integer, got {value!r}")
+        if name not in _ANY_INT and value < 1:
+            raise ValueError(f"{where} must be at least 1, got {value}")
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{where} must be a number, got {value!r}")
+        if name in _UNIT_INTERVAL and not 0.0 <= value <= 1.0:
+            raise ValueError(f"{where} must be between 0 and 1, got {value}")
+        if name not in _UNIT_INTERVAL and name != "mean" and not value > 0:
+            raise ValueError(f"{where} must be positive, got {value}")
+    elif isinstance(default, str):
+        if not isinstance(value, str):
+            raise TypeError(f"{where} must be a string, got {value!r}")
+    elif isinstance(default, tuple):
+        if not isinstance(value, tuple):
+            raise TypeError(f"{where} must be a list or tuple, got {value!r}")
+        if fixed_length and len(value) != len(default):
+            raise ValueError(f"{where} must have {len(default)} entries, got {len(value)}: {value!r}")
+        if default:
+            for i, item in enumerate(value):
+                _check_value(f"{where}[{i}]", name, default[0], item)
+
 
 @dataclass(frozen=True)
 class FragmentViewConfig:
@@ -53,6 +118,9 @@ class FragmentViewConfig:
         """Side of the spliced fragment view (``fragments * fsize``, 224 by default)."""
         return self.fragments * self.fsize
 
+    def __post_init__(self) -> None:
+        check_fields(self)
+
 
 @dataclass(frozen=True)
 class FrameViewConfig:
@@ -75,6 +143,9 @@ class FrameViewConfig:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
 
+    def __post_init__(self) -> None:
+        check_fields(self)
+
 
 @dataclass(frozen=True)
 class CLIPVisionConfig:
@@ -96,6 +167,9 @@ class CLIPVisionConfig:
     head_width: int = 64
     quick_gelu: bool = True
 
+    def __post_init__(self) -> None:
+        check_fields(self)
+
 
 @dataclass(frozen=True)
 class CLIPTextConfig:
@@ -114,6 +188,9 @@ class CLIPTextConfig:
     width: int = 512
     heads: int = 8
     layers: int = 12
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 @dataclass(frozen=True)
@@ -145,6 +222,9 @@ class SwinConfig:
         """Channels of the backbone output (768 for Swin-T)."""
         return self.embed_dim * 2 ** (len(self.depths) - 1)
 
+    def __post_init__(self) -> None:
+        check_fields(self)
+
 
 @dataclass(frozen=True)
 class TemporalContextConfig:
@@ -164,6 +244,9 @@ class TemporalContextConfig:
     route_reduction: int = 4
     route_kernels: tuple[int, int] = (3, 3)
 
+    def __post_init__(self) -> None:
+        check_fields(self)
+
 
 @dataclass(frozen=True)
 class PromptConfig:
@@ -178,6 +261,9 @@ class PromptConfig:
     fusion: str = "a photo of a video."
     positive: str = "a photo of a high quality video."
     negative: str = "a photo of a low quality video."
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 @dataclass(frozen=True)
@@ -228,6 +314,7 @@ class ModelConfig:
     prompts: PromptConfig = field(default_factory=PromptConfig)
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if not self.branches:
             raise ValueError("ModelConfig.branches must name at least one branch")
         unknown = [b for b in self.branches if b not in BRANCH_NAMES]
