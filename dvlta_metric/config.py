@@ -145,6 +145,11 @@ class FrameViewConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.crop > self.resize:
+            raise ValueError(
+                f"FrameViewConfig.crop ({self.crop}) must not exceed resize ({self.resize}): the crop is cut "
+                "from frames whose short side was resized to `resize`"
+            )
 
 
 @dataclass(frozen=True)
@@ -169,6 +174,10 @@ class CLIPVisionConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.width % self.head_width:
+            raise ValueError(
+                f"CLIPVisionConfig.width ({self.width}) must be a multiple of head_width ({self.head_width})"
+            )
 
 
 @dataclass(frozen=True)
@@ -191,6 +200,8 @@ class CLIPTextConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.width % self.heads:
+            raise ValueError(f"CLIPTextConfig.width ({self.width}) must be a multiple of heads ({self.heads})")
 
 
 @dataclass(frozen=True)
@@ -324,6 +335,11 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.branches has duplicates: {self.branches}")
         if self.fusion not in ("cosine", "softmax"):
             raise ValueError(f"fusion must be 'cosine' or 'softmax', got {self.fusion!r}")
+        if "vbtc" in self.branches and self.frame_view.crop != self.clip_vision.image_size:
+            raise ValueError(
+                f"frame_view.crop ({self.frame_view.crop}) must equal clip_vision.image_size "
+                f"({self.clip_vision.image_size}): the CLIP tower takes frames of exactly that size"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable dictionary (tuples become lists)."""

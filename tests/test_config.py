@@ -29,6 +29,10 @@ from dvlta_metric.errors import CheckpointError
         ({"clip_adapter_ratio": 1.5}, ValueError, "between 0 and 1"),
         ({"use_adapters": 1}, TypeError, "ModelConfig.use_adapters must be True or False"),
         ({"prompts": {"positive": 3}}, TypeError, "PromptConfig.positive must be a string"),
+        ({"frame_view": {"crop": 300}}, ValueError, "FrameViewConfig.crop .300. must not exceed resize"),
+        ({"frame_view": {"crop": 200, "resize": 256}}, ValueError, "must equal clip_vision.image_size"),
+        ({"clip_vision": {"width": 100}}, ValueError, "must be a multiple of head_width"),
+        ({"clip_text": {"heads": 7}}, ValueError, "must be a multiple of heads"),
     ],
 )
 def test_bad_overrides_fail_when_the_model_is_made(overrides: dict[str, Any], error: type, words: str) -> None:
