@@ -54,7 +54,8 @@ measured with.
   in memory; "throughput" calls the branches and the head on views prepared once, at several batch sizes.
 
 To reproduce: `python benchmarks/bench.py --help`; `benchmarks/gpu_session.sh` runs the whole GPU set
-(CUDA tests, precision check, fp16, bf16, fp32 and compiled benchmarks) in one go.
+(CUDA tests, precision check, decode scaling, fp16, bf16, compiled and fp32 benchmarks) in two parts
+that each fit a 10-minute command.
 """
 
 
