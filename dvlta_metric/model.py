@@ -203,8 +203,9 @@ class DVLTAVQA(nn.Module):
         Only the frozen Swin3D and CLIP towers run under autocast, with their residual streams kept in
         float32; the Temporal Context Module, heads, adapters, fusion and score stay in float32. Which
         dtype each branch gets is :func:`branch_dtypes`: notably ``"bf16"`` runs the CLIP tower in float16
-        on CUDA and in float32 on CPU. Scores stay within 2e-3 of float32 (measured values are on the
-        Benchmarks page). ``"bf16"`` also speeds up CPUs with native bfloat16 (AVX512-BF16 or AMX);
+        on CUDA and in float32 on CPU. On CPU, scores moved by at most 1.5e-3 (bf16) and 4e-4 (fp16) from
+        float32 on the test videos of the Benchmarks page; the GPU kernels round the same way but have not
+        been measured with this scheme yet. ``"bf16"`` also speeds up CPUs with native bfloat16 (AVX512-BF16 or AMX);
         ``"fp16"`` on a CPU without native float16 is much slower than float32.
 
         Args:
@@ -263,7 +264,7 @@ class DVLTAVQA(nn.Module):
         (``dynamic=False``): the views always have the same size, so only a new batch size compiles again
         (about a minute for the full model on 2 CPU cores; keep ``batch_size`` fixed in
         :meth:`score_files`). Scores match the uncompiled model to float32 rounding. On CPU it gains little,
-        because the branches already run near the matmul rate; it is meant for GPUs, where it fuses the
+        because the branches already run near the matmul rate; it is meant for GPUs, where it can fuse the
         memory-bound element-wise work between the matmuls.
 
         Args:
