@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .branches.basic_visual import BasicVisualFeatureExtraction
+from .branches.swin3d import check_attention_kernel
 from .branches.temporal_clip import VideoBasedTemporalCLIP
 from .branches.temporal_context import TemporalContextModule
 from .config import ModelConfig
@@ -197,6 +198,30 @@ class DVLTAVQA(nn.Module):
         return self.temporal_clip is not None or self.temporal_context is not None
 
     # ------------------------------------------------------------------ execution options
+    def set_attention_kernel(self, kernel: str) -> DVLTAVQA:
+        """Chooses the window attention kernel of the fragment backbone.
+
+        ``"sdpa"`` (default) hands a materialised bias to ``scaled_dot_product_attention``; ``"flex"``
+        computes the bias inside a FlexAttention kernel (torch 2.5 or later; compiled on first use for each
+        shape). Both give the same scores up to rounding; see
+        :meth:`~dvlta_metric.branches.swin3d.SwinTransformer3D.set_attention_kernel` and the "Speed and memory"
+        page for which is faster where.
+
+        Args:
+            kernel: ``"sdpa"`` or ``"flex"``.
+
+        Returns:
+            The model itself.
+
+        Raises:
+            ValueError: If ``kernel`` is not one of them.
+            RuntimeError: If ``"flex"`` is asked for and this torch has no FlexAttention.
+        """
+        check_attention_kernel(kernel)
+        if self.basic_visual is not None:
+            self.basic_visual.backbone.set_attention_kernel(kernel)
+        return self
+
     def set_precision(self, precision: str) -> DVLTAVQA:
         """Run the two large backbones in half precision: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"``.
 

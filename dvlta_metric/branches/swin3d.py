@@ -51,12 +51,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from .flex_window import SHIFT_MASK_VALUE, FlexTables, flex_attention_available, flex_window_attention
+
 try:  # timm >= 0.9
     from timm.layers import trunc_normal_
 except ImportError:  # pragma: no cover - fallback without timm
     from torch.nn.init import trunc_normal_
 
 __all__ = [
+    "ATTENTION_KERNELS",
     "BasicLayer",
     "PatchEmbed3D",
     "PatchMerging",
@@ -66,16 +69,23 @@ __all__ = [
     "WindowTensors",
     "adaptive_window_size",
     "attention_dtype",
+    "check_attention_kernel",
     "clear_shape_caches",
     "clip_window_size",
+    "fragment_coords",
     "fragment_gate",
     "shift_attention_mask",
+    "shift_regions",
 ]
 
 Size3 = tuple[int, int, int]
 
 _CACHE_SIZE = 64
-_MASK_VALUE = -100.0
+_MASK_VALUE = SHIFT_MASK_VALUE
+ATTENTION_KERNELS = ("sdpa", "flex")
+"""Window attention implementations: ``"sdpa"`` (materialised bias) or ``"flex"`` (bias in the kernel)."""
+CLIPS_IN_HEADS_DEVICES: frozenset[str] = frozenset()
+"""Device types where the ``"sdpa"`` path with per-window biases puts the clips in the heads dimension."""
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -227,6 +237,28 @@ def _relative_position_index(base_window: Size3, window: Size3, device: torch.de
         return full[:d, :h, :w, :d, :h, :w].reshape(-1).to(device)
 
 
+def fragment_coords(padded: Size3, window: Size3, shift: Size3) -> Tensor:
+    """Fragment coordinates of every token in every window (uncached, on CPU).
+
+    A ``(1, wh, ww)`` grid of fragment indices is nearest-interpolated to the padded feature size, rolled by
+    ``-shift`` and split into windows, as in FAST-VQA's GRPB.
+
+    Args:
+        padded: Padded feature size ``(Dp, Hp, Wp)``.
+        window: Effective window ``(wd, wh, ww)``.
+        shift: Effective cyclic shift ``(sd, sh, sw)``.
+
+    Returns:
+        Float tensor ``(nW, N, 3)``.
+    """
+    _, wh, ww = window
+    grids = torch.meshgrid(torch.arange(1), torch.arange(wh), torch.arange(ww), indexing="ij")
+    frags = torch.stack(grids).float()[None]  # (1, 3, 1, wh, ww)
+    coords = F.interpolate(frags, size=padded, mode="nearest").permute(0, 2, 3, 4, 1)  # (1, Dp, Hp, Wp, 3)
+    coords = torch.roll(coords, shifts=tuple(-s for s in shift), dims=(1, 2, 3))
+    return _window_partition(coords, window)[0]
+
+
 def fragment_gate(padded: Size3, window: Size3, shift: Size3) -> Tensor:
     """GRPB gate of every token pair in every window (uncached, on CPU).
 
@@ -244,12 +276,7 @@ def fragment_gate(padded: Size3, window: Size3, shift: Size3) -> Tensor:
     Returns:
         Float tensor ``(nW, N, N)``.
     """
-    _, wh, ww = window
-    grids = torch.meshgrid(torch.arange(1), torch.arange(wh), torch.arange(ww), indexing="ij")
-    frags = torch.stack(grids).float()[None]  # (1, 3, 1, wh, ww)
-    coords = F.interpolate(frags, size=padded, mode="nearest").permute(0, 2, 3, 4, 1)  # (1, Dp, Hp, Wp, 3)
-    coords = torch.roll(coords, shifts=tuple(-s for s in shift), dims=(1, 2, 3))
-    coords = _window_partition(coords, window)[0]  # (nW, N, 3)
+    coords = fragment_coords(padded, window, shift)
     gate = torch.zeros(coords.shape[0], coords.shape[1], coords.shape[1])
     for axis in range(3):  # loop over the 3 coordinates, not over windows
         c = coords[..., axis]
@@ -274,6 +301,25 @@ def _shift_region_labels(length: int, window: int, shift: int) -> Tensor:
     return labels
 
 
+def shift_regions(padded: Size3, window: Size3, shift: Size3) -> Tensor:
+    """Shift region of every token in every window (uncached, on CPU), as in FAST-VQA's ``compute_mask``.
+
+    Args:
+        padded: Padded feature size ``(Dp, Hp, Wp)``.
+        window: Effective window ``(wd, wh, ww)``.
+        shift: Effective cyclic shift ``(sd, sh, sw)``; all zeros gives one region.
+
+    Returns:
+        Long tensor ``(nW, N)`` of region labels in ``[0, 27)``.
+    """
+    if not any(shift):
+        return torch.zeros(math.prod(p // w for p, w in zip(padded, window, strict=True)), math.prod(window),
+                           dtype=torch.long)
+    ld, lh, lw = (_shift_region_labels(p, w, s) for p, w, s in zip(padded, window, shift, strict=True))
+    region = ld[:, None, None] * 9 + lh[None, :, None] * 3 + lw[None, None, :]  # (Dp, Hp, Wp)
+    return _window_partition(region[None, ..., None], window)[0, ..., 0]
+
+
 def shift_attention_mask(padded: Size3, window: Size3, shift: Size3) -> Tensor:
     """Additive attention mask of shifted windows (uncached, on CPU), as FAST-VQA's ``compute_mask``.
 
@@ -287,9 +333,7 @@ def shift_attention_mask(padded: Size3, window: Size3, shift: Size3) -> Tensor:
     Returns:
         Float tensor ``(nW, N, N)``.
     """
-    ld, lh, lw = (_shift_region_labels(p, w, s) for p, w, s in zip(padded, window, shift, strict=True))
-    region = ld[:, None, None] * 9 + lh[None, :, None] * 3 + lw[None, None, :]  # (Dp, Hp, Wp)
-    region = _window_partition(region[None, ..., None], window)[0, ..., 0]  # (nW, N)
+    region = shift_regions(padded, window, shift)
     differ = region[:, :, None] != region[:, None, :]
     return torch.zeros(differ.shape).masked_fill_(differ, _MASK_VALUE)
 
@@ -303,6 +347,40 @@ def _cached_shift_mask(
         return shift_attention_mask(padded, window, shift).unsqueeze(1).to(device=device, dtype=dtype)
 
 
+@lru_cache(maxsize=_CACHE_SIZE)
+def _cached_flex_geometry(
+    padded: Size3, window: Size3, shift: Size3, device: torch.device, gated: bool
+) -> tuple[Tensor, Tensor]:
+    """Cached per-token tables of the in-kernel bias: fragment coordinates ``(nW, N, 3)`` (zeros when not
+    ``gated``) and shift regions ``(nW, N)`` int32."""
+    with torch.inference_mode(False), torch.no_grad():
+        coords = fragment_coords(padded, window, shift)
+        if not gated:
+            coords = torch.zeros_like(coords)
+        region = shift_regions(padded, window, shift).to(torch.int32)
+        return coords.contiguous().to(device), region.contiguous().to(device)
+
+
+def check_attention_kernel(kernel: object) -> str:
+    """Checks a window attention kernel name (see :meth:`SwinTransformer3D.set_attention_kernel`).
+
+    Args:
+        kernel: The name to check.
+
+    Returns:
+        ``kernel``, one of :data:`ATTENTION_KERNELS`.
+
+    Raises:
+        ValueError: If it is not one of them.
+        RuntimeError: If it is ``"flex"`` and this torch has no FlexAttention.
+    """
+    if kernel not in ATTENTION_KERNELS:
+        raise ValueError(f"attention kernel must be one of {ATTENTION_KERNELS}, got {kernel!r}")
+    if kernel == "flex" and not flex_attention_available():
+        raise RuntimeError(f"the 'flex' attention kernel needs torch>=2.5 (FlexAttention); this is {torch.__version__}")
+    return str(kernel)
+
+
 class WindowTensors(NamedTuple):
     """Shape-dependent inputs of one block's attention (see :meth:`SwinTransformerBlock3D.window_tensors`).
 
@@ -310,12 +388,13 @@ class WindowTensors(NamedTuple):
         gather: Long ``(nW*N,)``: flattened tokens (plus one zero row for padding) to shifted windows.
         scatter: Long ``(D*H*W,)``: flattened windows back to tokens (undoing the shift, cropping padding).
         bias: Additive attention bias ``(1 or nW, nH, N, N)`` in the attention's dtype: relative position
-            bias (gated by fragments with GRPB) plus the shift mask.
+            bias (gated by fragments with GRPB) plus the shift mask; or, for the ``"flex"`` kernel, the
+            :class:`~dvlta_metric.branches.flex_window.FlexTables` it is computed from in the kernel.
     """
 
     gather: Tensor
     scatter: Tensor
-    bias: Tensor
+    bias: Tensor | FlexTables
 
 
 def attention_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype:
@@ -331,6 +410,7 @@ def clear_shape_caches() -> None:
     _window_token_index.cache_clear()
     _cached_fragment_gate.cache_clear()
     _cached_shift_mask.cache_clear()
+    _cached_flex_geometry.cache_clear()
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -507,12 +587,31 @@ class WindowAttention3D(nn.Module):
         self._bias_cache = (key, bias.detach()) if frozen else None
         return bias
 
-    def forward(self, x: Tensor, bias: Tensor) -> Tensor:
+    def flex_tables(self, window: Size3, coords: Tensor, region: Tensor) -> FlexTables:
+        """What the ``"flex"`` kernel computes the bias of :meth:`attention_bias` from.
+
+        Args:
+            window: Effective window ``(wd, wh, ww)``.
+            coords: Fragment coordinates ``(nW, N, 3)`` (zeros without GRPB).
+            region: Shift regions ``(nW, N)``, int32.
+
+        Returns:
+            The :class:`~dvlta_metric.branches.flex_window.FlexTables` (tables in float32).
+        """
+        n = math.prod(window)
+        rel = self.relative_position_bias_table.float()
+        index = _relative_position_index(self.window_size, window, rel.device).view(n, n).to(torch.int32)
+        frag_table = self.fragment_position_bias_table
+        frag = rel if frag_table is None else frag_table.float()
+        return FlexTables(index, frag.t().contiguous(), (rel - frag).t().contiguous(), coords, region)
+
+    def forward(self, x: Tensor, bias: Tensor | FlexTables) -> Tensor:
         """Attends within each window.
 
         Args:
             x: Windows ``(B, nW, N, C)``.
-            bias: Additive bias ``(1 or nW, nH, N, N)`` from :meth:`attention_bias`.
+            bias: Additive bias ``(1 or nW, nH, N, N)`` from :meth:`attention_bias`, or the
+                :meth:`flex_tables` to compute it from inside a FlexAttention kernel.
 
         Returns:
             Windows ``(B, nW, N, C)``.
@@ -521,8 +620,18 @@ class WindowAttention3D(nn.Module):
         nh, hd = self.num_heads, self.head_dim
         qkv = self.qkv(x).view(b, nw, n, 3, nh, hd).permute(3, 0, 1, 4, 2, 5)  # (3, B, nW, nH, N, hd)
         q, k, v = qkv.unbind(0)
+        if isinstance(bias, FlexTables):
+            shape = (b * nw, nh, n, hd)  # a view: windows join the batch
+            out = flex_window_attention(q.reshape(shape), k.reshape(shape), v.reshape(shape), bias)
+            out = out.view(b, nw, nh, n, hd).transpose(2, 3).reshape(b, nw, n, c)
+            return self.proj(out)
         if bias.dtype != q.dtype:
             bias = bias.to(q.dtype)
+        if bias.shape[0] > 1 and b > 1 and x.device.type in CLIPS_IN_HEADS_DEVICES:
+            # windows x heads form the batch and the clips the heads: a window's bias is read once for all clips
+            q, k, v = (t.permute(1, 2, 0, 3, 4).reshape(nw * nh, b, n, hd) for t in (q, k, v))
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.reshape(nw * nh, 1, n, n))
+            return self.proj(out.view(nw, nh, b, n, hd).permute(2, 0, 3, 1, 4).reshape(b, nw, n, c))
         if bias.shape[0] == 1 or b == 1:
             # windows join the batch: q, k, v stay strided views, the bias broadcasts over it
             shape = (b * nw, nh, n, hd)
@@ -564,7 +673,13 @@ class SwinTransformerBlock3D(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
     def window_tensors(
-        self, feature_size: Size3, window: Size3, shift: Size3, device: torch.device, dtype: torch.dtype
+        self,
+        feature_size: Size3,
+        window: Size3,
+        shift: Size3,
+        device: torch.device,
+        dtype: torch.dtype,
+        kernel: str = "sdpa",
     ) -> WindowTensors:
         """Gather/scatter indices and attention bias for a feature size (cached; see the module notes).
 
@@ -574,12 +689,21 @@ class SwinTransformerBlock3D(nn.Module):
             shift: Effective cyclic shift; all zeros for a non-shifted block.
             device: Device of the input.
             dtype: Dtype the attention computes in (see :func:`attention_dtype`).
+            kernel: ``"sdpa"`` for a materialised bias, ``"flex"`` for the tables of the in-kernel bias. With
+                ``"flex"``, bias tables that take gradients (``requires_grad`` while grad is enabled) still get
+                the materialised bias, through which gradients reach them.
 
         Returns:
             The block's :class:`WindowTensors`.
         """
         gather, scatter = _window_token_index(feature_size, window, shift, device)
         padded = _padded_size(feature_size, window)
+        attn = self.attn
+        tables = [attn.relative_position_bias_table, attn.fragment_position_bias_table]
+        trainable = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tables)
+        if kernel == "flex" and not trainable:
+            coords, region = _cached_flex_geometry(padded, window, shift, device, attn.has_frag_bias)
+            return WindowTensors(gather, scatter, attn.flex_tables(window, coords, region))
         key = (padded, window, shift, device, self.attn.relative_position_bias_table.dtype)
         gate = _cached_fragment_gate(*key) if self.attn.has_frag_bias else None
         mask = _cached_shift_mask(*key) if any(s > 0 for s in shift) else None
@@ -697,7 +821,12 @@ class BasicLayer(nn.Module):
         return [(eff_window, eff_shift if i % 2 == 1 else (0, 0, 0)) for i in range(len(self.blocks))]
 
     def window_tensors(
-        self, feature_size: Size3, window: Size3 | None, device: torch.device, dtype: torch.dtype
+        self,
+        feature_size: Size3,
+        window: Size3 | None,
+        device: torch.device,
+        dtype: torch.dtype,
+        kernel: str = "sdpa",
     ) -> list[WindowTensors]:
         """Every block's :class:`WindowTensors` (see :meth:`SwinTransformer3D.window_tensors`).
 
@@ -706,13 +835,17 @@ class BasicLayer(nn.Module):
             window: As for :meth:`block_windows`.
             device: Device of the input.
             dtype: Dtype of the input (the attention dtype follows :func:`attention_dtype`).
+            kernel: Attention kernel, one of :data:`ATTENTION_KERNELS`.
 
         Returns:
             One :class:`WindowTensors` per block.
         """
         dtype = attention_dtype(device, dtype)
         windows = self.block_windows(feature_size, window)
-        return [block.window_tensors(feature_size, w, s, device, dtype) for block, (w, s) in zip(self.blocks, windows)]
+        return [
+            block.window_tensors(feature_size, w, s, device, dtype, kernel)
+            for block, (w, s) in zip(self.blocks, windows, strict=True)
+        ]
 
     def forward(self, x: Tensor, window: Size3 | None = None, tensors: list[WindowTensors] | None = None) -> Tensor:
         """Applies the stage.
@@ -808,7 +941,28 @@ class SwinTransformer3D(nn.Module):
             ]
         )
         self.norm = nn.LayerNorm(self.num_features)
+        self.attention_kernel = "sdpa"
         self.apply(self._init_weights)
+
+    def set_attention_kernel(self, kernel: str) -> SwinTransformer3D:
+        """Chooses how the window attention adds its bias.
+
+        Args:
+            kernel: ``"sdpa"`` (default): the bias ``(nW, nH, N, N)`` is materialised once per shape (cached)
+                and passed to :func:`torch.nn.functional.scaled_dot_product_attention`. ``"flex"``: a
+                FlexAttention kernel computes it from small tables
+                (:mod:`~dvlta_metric.branches.flex_window`), so that no ``N x N`` bias is read per clip;
+                it needs torch 2.5 or later and compiles its kernel on first use for each shape.
+
+        Returns:
+            The backbone itself.
+
+        Raises:
+            ValueError: If ``kernel`` is not one of :data:`ATTENTION_KERNELS`.
+            RuntimeError: If ``"flex"`` is asked for and this torch has no FlexAttention.
+        """
+        self.attention_kernel = check_attention_kernel(kernel)
+        return self
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -872,7 +1026,7 @@ class SwinTransformer3D(nn.Module):
 
     @torch.compiler.disable
     def window_tensors(
-        self, input_size: Sequence[int], device: torch.device, dtype: torch.dtype
+        self, input_size: Sequence[int], device: torch.device, dtype: torch.dtype, requires_grad: bool = False
     ) -> list[list[WindowTensors]]:
         """Every block's :class:`WindowTensors` for an input size, looked up eagerly.
 
@@ -884,13 +1038,18 @@ class SwinTransformer3D(nn.Module):
             input_size: Input ``(D, H, W)``.
             device: Device of the input.
             dtype: Dtype of the input (the attention dtype follows :func:`attention_dtype`).
+            requires_grad: Whether the call needs gradients. FlexAttention has no backward on CPU, so such a
+                call on CPU gets the ``"sdpa"`` tensors whatever :attr:`attention_kernel` says.
 
         Returns:
             Per stage, one :class:`WindowTensors` per block.
         """
         window = self.adaptive_window(input_size)
+        kernel = self.attention_kernel
+        if kernel == "flex" and requires_grad and device.type == "cpu":
+            kernel = "sdpa"
         return [
-            layer.window_tensors(size, window, device, dtype)
+            layer.window_tensors(size, window, device, dtype, kernel)
             for layer, size in zip(self.layers, self.stage_sizes(input_size), strict=True)
         ]
 
@@ -911,7 +1070,8 @@ class SwinTransformer3D(nn.Module):
         if x.shape[1] != self.in_chans:
             raise ValueError(f"expected {self.in_chans} input channels, got {x.shape[1]}")
         window = self.adaptive_window(x.shape[2:])
-        tensors = self.window_tensors(x.shape[2:], x.device, x.dtype)
+        requires_grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
+        tensors = self.window_tensors(x.shape[2:], x.device, x.dtype, requires_grad)
         x = self.patch_embed(x)
         for layer, stage_tensors in zip(self.layers, tensors, strict=True):
             x = layer(x, window, stage_tensors)

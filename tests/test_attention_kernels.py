@@ -1,0 +1,166 @@
+"""Tests of the window attention kernels of the fragment Swin3D: materialised bias (sdpa) and FlexAttention."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+import torch
+
+import dvlta_metric
+from dvlta_metric.branches import flex_window, swin3d
+from dvlta_metric.branches.flex_window import FlexTables, flex_attention_available
+from dvlta_metric.branches.swin3d import SwinTransformer3D
+
+# As in test_swin3d: stage 0 pads and shifts, stage 2 clips the window, stage 3 has no GRPB.
+SMALL: dict[str, Any] = dict(
+    embed_dim=16,
+    depths=(2, 2, 2, 1),
+    num_heads=(1, 2, 2, 4),
+    window_size=(2, 5, 5),
+    frag_biases=(True, True, True, False),
+    base_x_size=(8, 64, 64),
+)
+needs_flex = pytest.mark.skipif(not flex_attention_available(), reason="needs FlexAttention (torch>=2.5)")
+
+
+def _small_model(seed: int = 0) -> SwinTransformer3D:
+    torch.manual_seed(seed)
+    model = SwinTransformer3D(**SMALL).eval()
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("position_bias_table"):
+                param.copy_(torch.randn(param.shape, generator=gen) * 0.5)
+                param.requires_grad_(False)  # frozen, as in DVLTA-VQA
+    return model
+
+
+def _bias_from_tables(tables: FlexTables, num_heads: int) -> torch.Tensor:
+    """The in-kernel bias formula of flex_window, evaluated for every window, head and token pair."""
+    index, frag, diff, coords, region = tables
+    r = index.long()
+    gate = (coords[:, :, None, :] - coords[:, None, :, :]).abs().sum(-1)  # (nW, N, N)
+    bias = frag[:, r][None] + gate[:, None] * diff[:, r][None]  # (nW, nH, N, N)
+    differ = (region[:, :, None] != region[:, None, :])[:, None]
+    return bias + differ * flex_window.SHIFT_MASK_VALUE
+
+
+def test_flex_tables_give_the_materialised_bias() -> None:
+    model = _small_model()
+    size = model.stage_sizes((8, 64, 64))
+    window = model.adaptive_window((8, 64, 64))
+    checked = 0
+    for layer, feature_size in zip(model.layers, size, strict=True):
+        sdpa = layer.window_tensors(feature_size, window, torch.device("cpu"), torch.float32, "sdpa")
+        flex = layer.window_tensors(feature_size, window, torch.device("cpu"), torch.float32, "flex")
+        for block, s, f in zip(layer.blocks, sdpa, flex, strict=True):
+            assert isinstance(f.bias, FlexTables) and isinstance(s.bias, torch.Tensor)
+            assert torch.equal(s.gather, f.gather) and torch.equal(s.scatter, f.scatter)
+            expected = s.bias.expand(f.bias.coords.shape[0], block.attn.num_heads, -1, -1)
+            torch.testing.assert_close(_bias_from_tables(f.bias, block.attn.num_heads), expected)
+            checked += 1
+    assert checked == sum(SMALL["depths"])
+
+
+def test_clips_in_heads_layout_matches(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = _small_model(1)
+    x = torch.randn(3, 3, 8, 64, 64)
+    with torch.no_grad():
+        expected = model(x)
+        monkeypatch.setattr(swin3d, "CLIPS_IN_HEADS_DEVICES", frozenset({"cpu"}))
+        out = model(x)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+
+
+@needs_flex
+def test_flex_kernel_matches_sdpa() -> None:
+    model = _small_model(2)
+    x = torch.randn(2, 3, 8, 64, 64)
+    with torch.no_grad():
+        expected = model(x)
+        model.set_attention_kernel("flex")
+        assert model.attention_kernel == "flex"
+        out = model(x)
+        out_one = model(x[1:])
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out_one, expected[1:], atol=1e-5, rtol=1e-5)
+
+
+@needs_flex
+def test_flex_falls_back_where_gradients_are_needed() -> None:
+    model = _small_model(3).set_attention_kernel("flex")
+    size = (8, 64, 64)
+    # on CPU FlexAttention has no backward: a call that needs gradients gets the materialised bias
+    grad_tensors = model.window_tensors(size, torch.device("cpu"), torch.float32, requires_grad=True)
+    assert all(isinstance(t.bias, torch.Tensor) for stage in grad_tensors for t in stage)
+    x = torch.randn(1, 3, 8, 64, 64, requires_grad=True)
+    model(x).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    # trainable bias tables get the materialised bias, through which their gradients flow
+    block = model.layers[0].blocks[1]
+    block.attn.relative_position_bias_table.requires_grad_(True)
+    tensors = block.window_tensors((4, 16, 16), (2, 5, 5), (1, 2, 2), torch.device("cpu"), torch.float32, "flex")
+    assert isinstance(tensors.bias, torch.Tensor)
+    with torch.no_grad():
+        tensors = block.window_tensors((4, 16, 16), (2, 5, 5), (1, 2, 2), torch.device("cpu"), torch.float32, "flex")
+    assert isinstance(tensors.bias, FlexTables)
+
+
+def test_bad_attention_kernel_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = _small_model()
+    with pytest.raises(ValueError, match="attention kernel must be one of"):
+        model.set_attention_kernel("xformers")
+    assert model.attention_kernel == "sdpa"
+    monkeypatch.setattr(swin3d, "flex_attention_available", lambda: False)
+    with pytest.raises(RuntimeError, match="torch>=2.5"):
+        model.set_attention_kernel("flex")
+
+
+def test_model_sets_the_backbone_kernel() -> None:
+    model = dvlta_metric.create("dvlta-vqa-tiny", pretrained=False)
+    backbone = model.basic_visual.backbone
+    assert backbone.attention_kernel == "sdpa"
+    if flex_attention_available():
+        assert model.set_attention_kernel("flex") is model
+        assert backbone.attention_kernel == "flex"
+    with pytest.raises(ValueError):
+        model.set_attention_kernel("nope")
+
+
+def test_flex_geometry_shapes() -> None:
+    padded, window, shift = (4, 20, 20), (2, 5, 5), (1, 2, 2)
+    coords = swin3d.fragment_coords(padded, window, shift)
+    regions = swin3d.shift_regions(padded, window, shift)
+    windows = math.prod(p // w for p, w in zip(padded, window, strict=True))
+    assert coords.shape == (windows, 50, 3) and regions.shape == (windows, 50)
+    assert torch.count_nonzero(swin3d.shift_regions(padded, window, (0, 0, 0))) == 0
+    # the gate and the mask are the pairwise functions of these per-token values
+    gate = swin3d.fragment_gate(padded, window, shift)
+    torch.testing.assert_close(gate, (coords[:, :, None] - coords[:, None]).abs().sum(-1))
+    mask = swin3d.shift_attention_mask(padded, window, shift)
+    assert torch.equal(mask != 0, regions[:, :, None] != regions[:, None])
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available() or not flex_attention_available(), reason="needs CUDA and flex")
+def test_flex_kernel_on_cuda_matches_sdpa_with_gradients() -> None:
+    model = _small_model(5).cuda()
+    x = torch.randn(2, 3, 8, 64, 64, device="cuda")
+    with torch.no_grad():
+        expected = model(x)
+        with torch.autocast("cuda", dtype=torch.float16):
+            expected_half = model(x)
+    xg = x.clone().requires_grad_(True)
+    model(xg).square().mean().backward()
+    model.set_attention_kernel("flex")
+    with torch.no_grad():
+        out = model(x)
+        with torch.autocast("cuda", dtype=torch.float16):
+            out_half = model(x)
+    torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(out_half.float(), expected_half.float(), atol=2e-2, rtol=2e-2)
+    xf = x.clone().requires_grad_(True)
+    model(xf).square().mean().backward()
+    torch.testing.assert_close(xf.grad, xg.grad, atol=1e-5, rtol=1e-3)
