@@ -37,6 +37,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import dvlta_metric
+from dvlta_metric.branches import swin3d
 from dvlta_metric.video_io import read_video
 
 
@@ -198,8 +199,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(0)
     overrides = {"fragment_view": {"num_clips": args.num_clips}} if args.num_clips else {}
     model = dvlta_metric.create(args.model, pretrained=args.pretrained, device=device, **overrides)
-    model.set_precision(args.precision)
-    if args.compile:
+    model.set_precision(args.precision).set_attention_kernel(args.attention_kernel)
+    if args.clips_in_heads:  # experiment: the sdpa path's clips-in-heads layout on this device type
+        swin3d.CLIPS_IN_HEADS_DEVICES = frozenset({device.type})
+    if args.compile and not args.throughput_only:
         model.compile_branches()
 
     workdir = Path(tempfile.mkdtemp(prefix="dvlta_bench_"))
@@ -218,6 +221,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "torch": torch.__version__,
         "precision": args.precision,
         "compile": args.compile,
+        "attention_kernel": args.attention_kernel,
+        "clips_in_heads": bool(args.clips_in_heads),
         "tuned_allocator": bool(tuned),
         "video": str(video_path),
     }
@@ -255,21 +260,36 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         return wrapped
 
-    branch_calls: dict[str, Callable[[], Any]] = {}
-    if model.basic_visual is not None:
-        branch_calls["fragments (Swin3D + head)"] = in_amp("bvfe", lambda: model.basic_visual(batch_views["fragments"]))
-    if model.temporal_context is not None:
-        branch_calls["temporal context"] = in_amp(
-            "tcm", lambda: model.temporal_context(batch_views["frames"].transpose(1, 2))
-        )
-    if model.temporal_clip is not None:
-        branch_calls["temporal CLIP"] = in_amp("vbtc", lambda: model.temporal_clip(batch_views["frames"]))
+    def batch_branch_calls(views: dict[str, torch.Tensor]) -> dict[str, Callable[[], Any]]:
+        calls: dict[str, Callable[[], Any]] = {}
+        if model.basic_visual is not None:
+            calls["fragments (Swin3D + head)"] = in_amp("bvfe", lambda: model.basic_visual(views["fragments"]))
+        if model.temporal_context is not None:
+            calls["temporal context"] = in_amp("tcm", lambda: model.temporal_context(views["frames"].transpose(1, 2)))
+        if model.temporal_clip is not None:
+            calls["temporal CLIP"] = in_amp("vbtc", lambda: model.temporal_clip(views["frames"]))
+        return calls
+
+    branch_calls = batch_branch_calls(batch_views)
     features = model.branch_features(batch_views)
     branch_calls["fusion + score"] = lambda: model.score_features(features)
+    def count(fn: Callable[[], Any]) -> int:  # FLOPs are counted through sdpa: FlexAttention runs under no counter
+        model.set_attention_kernel("sdpa")
+        try:
+            return count_flops(fn)
+        finally:
+            model.set_attention_kernel(args.attention_kernel)
+
     total_flops = 0
+    if args.throughput_only:  # FLOPs counted uncompiled, then only the batch throughput (compiled if asked)
+        total_flops = sum(count(fn) for fn in branch_calls.values())
+        if args.compile:
+            model.compile_branches()
     for name, fn in branch_calls.items():
+        if args.throughput_only:
+            break
         seconds, _ = timed(fn, device, reps)
-        flops = count_flops(fn)
+        flops = count(fn)
         total_flops += flops
         stages[name] = {"seconds": seconds, "gflops": flops / 1e9, "fraction_of_matmul_rate": flops / seconds / rate}
     result["stages"] = stages
@@ -279,17 +299,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result["fastvqa_reference"] = reference_swin(args.fastvqa_reference, model, batch_views, device, reps)
 
     # end to end, one video
-    t_file, _ = timed(lambda: model(video_path), device, reps)
-    tensor = full.frames
-    t_tensor, _ = timed(lambda: model(tensor), device, reps)
-    compute = sum(stages[n]["seconds"] for n in branch_calls)
-    result["end_to_end"] = {
-        "file_path_seconds": t_file,
-        "tensor_path_seconds": t_tensor,
-        "decode_and_views_share_of_file_path": (t_decode + t_views) / t_file,
-        "model_flops_fraction_of_matmul_rate": total_flops / compute / rate,
-        "tensor_path_flops_fraction_of_matmul_rate": total_flops / t_tensor / rate,
-    }
+    if not args.throughput_only:
+        t_file, _ = timed(lambda: model(video_path), device, reps)
+        t_tensor, _ = timed(lambda: model(full.frames), device, reps)
+        compute = sum(stages[n]["seconds"] for n in branch_calls)
+        result["end_to_end"] = {
+            "file_path_seconds": t_file,
+            "tensor_path_seconds": t_tensor,
+            "decode_and_views_share_of_file_path": (t_decode + t_views) / t_file,
+            "model_flops_fraction_of_matmul_rate": total_flops / compute / rate,
+            "tensor_path_flops_fraction_of_matmul_rate": total_flops / t_tensor / rate,
+        }
 
     # throughput at several batch sizes (views prepared once; model compute only)
     throughput = {}
@@ -306,6 +326,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "videos_per_s": bs / seconds,
             "flops_fraction_of_matmul_rate": total_flops * bs / seconds / rate,
         }
+        if args.branch_times:
+            entry["branch_seconds"] = {
+                name: timed(fn, device, max(1, reps // 2 + 1))[0] for name, fn in batch_branch_calls(batch).items()
+            }
         if device.type == "cuda":
             entry["cuda_max_allocated_mib_per_video"] = torch.cuda.max_memory_allocated(device) / 2**20 / bs
         throughput[str(bs)] = entry
@@ -313,7 +337,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.profile:
         bs = max(args.batch_sizes)
         batch = {k: v.expand(bs, *v.shape[1:]).contiguous() for k, v in batch_views.items()}
-        result["profile"] = profile_ops(lambda: model.score_features(model.branch_features(batch)), device, bs)
+        result["profile"] = profile_ops(
+            lambda: model.score_features(model.branch_features(batch)), device, bs, top=args.profile_top
+        )
 
     # score_files: decoding in workers overlapped with compute, vs decoding alone with the same workers
     if args.files:
@@ -362,10 +388,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+SHORT = {"fragments (Swin3D + head)": "Swin3D", "temporal context": "TCM", "temporal CLIP": "CLIP"}
+
+
 def print_table(r: dict[str, Any]) -> None:
     rate = r["matmul_rate"]
     print(f"model {r['model']} on {r['device']} ({r['device_name']}, {r['threads']} threads), "
-          f"precision {r['precision']}, torch {r['torch']}, tuned allocator {r.get('tuned_allocator', False)}")
+          f"precision {r['precision']}, torch {r['torch']}, tuned allocator {r.get('tuned_allocator', False)}, "
+          f"compiled {r.get('compile', False)}, attention {r.get('attention_kernel', 'sdpa')}"
+          + (" (clips in heads)" if r.get("clips_in_heads") else ""))
     print(f"measured matmul rate ({rate['dtype']}): {rate['flops_per_s'] / 1e9:.1f} GFLOP/s")
     if "matmul_rate_half" in r:
         half = r["matmul_rate_half"]
@@ -378,14 +409,16 @@ def print_table(r: dict[str, Any]) -> None:
         gf = f"{s['gflops']:.1f}" if "gflops" in s else ""
         fr = f"{s['fraction_of_matmul_rate']:.2f}" if "fraction_of_matmul_rate" in s else ""
         print(f"{name:32s} {s['seconds'] * 1e3:10.1f} {gf:>9s} {fr:>8s}")
-    e = r["end_to_end"]
-    print(f"\nfile path {e['file_path_seconds'] * 1e3:.1f} ms, tensor path {e['tensor_path_seconds'] * 1e3:.1f} ms; "
-          f"decode+views {100 * e['decode_and_views_share_of_file_path']:.1f}% of the file path; "
-          f"model at {e['model_flops_fraction_of_matmul_rate']:.2f} of the matmul rate")
+    e = r.get("end_to_end")
+    if e:
+        print(f"\nfile path {e['file_path_seconds'] * 1e3:.1f} ms, tensor path {e['tensor_path_seconds'] * 1e3:.1f} ms; "
+              f"decode+views {100 * e['decode_and_views_share_of_file_path']:.1f}% of the file path; "
+              f"model at {e['model_flops_fraction_of_matmul_rate']:.2f} of the matmul rate")
     print("\nbatch  videos/s  of rate")
     for bs, t in r["throughput_tensor_path"].items():
         mem = f"  {t['cuda_max_allocated_mib_per_video']:.0f} MiB/video" if "cuda_max_allocated_mib_per_video" in t else ""
-        print(f"{bs:>5s} {t['videos_per_s']:9.2f} {t['flops_fraction_of_matmul_rate']:8.2f}{mem}")
+        branches = "".join(f"  {SHORT.get(k, k)} {v * 1e3:.1f} ms" for k, v in t.get("branch_seconds", {}).items())
+        print(f"{bs:>5s} {t['videos_per_s']:9.2f} {t['flops_fraction_of_matmul_rate']:8.2f}{mem}{branches}")
     if "fastvqa_reference" in r:
         f = r["fastvqa_reference"]
         print(f"\nfragment backbone, one clip: official FAST-VQA {f['reference_seconds_per_clip'] * 1e3:.0f} ms, "
@@ -419,6 +452,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     parser.add_argument("--compile", action="store_true", help="torch.compile the branches")
+    parser.add_argument("--attention-kernel", default="sdpa", choices=["sdpa", "flex"],
+                        help="window attention kernel of the fragment backbone")
+    parser.add_argument("--clips-in-heads", action="store_true",
+                        help="sdpa kernel: put the clips in the heads dimension (bias read once per window)")
     parser.add_argument("--files", type=int, default=0, help="also time score_files over N copies of the video")
     parser.add_argument("--files-batch", type=int, default=1)
     parser.add_argument("--workers", type=int, default=2)
@@ -431,6 +468,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="on CPU, leave glibc malloc as it is (see dvlta_metric.tune_allocator)")
     parser.add_argument("--profile", action="store_true",
                         help="also profile one call at the largest batch size: top operators by self time")
+    parser.add_argument("--profile-top", type=int, default=15, help="operators kept by --profile")
+    parser.add_argument("--branch-times", action="store_true",
+                        help="also time each branch alone at every batch size")
+    parser.add_argument("--throughput-only", action="store_true",
+                        help="skip the per-stage and end-to-end timings of one video: FLOPs (counted uncompiled) and "
+                        "the batch throughput only, e.g. for a compiled model at one batch size")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     parser.add_argument("--output", help="also write the JSON to this file")
     args = parser.parse_args(argv)

@@ -83,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--precisions", default="bf16,fp16", help="comma-separated, compared with fp32")
     parser.add_argument("--pretrained", action="store_true")
+    parser.add_argument("--attention-kernels", default="sdpa",
+                        help="comma-separated fragment attention kernels (sdpa, flex) to run each precision with; "
+                        "the float32 reference always uses sdpa, and with flex fp32 is compared as well")
     parser.add_argument("--output", type=Path, help="also write the JSON report here")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -101,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     views = [model.make_views(v) for v in clips] + [model.make_views(model.read(f)) for f in files]
     del clips
 
-    def features(precision: str) -> torch.Tensor:
-        model.set_precision(precision)
+    def features(precision: str, kernel: str = "sdpa") -> torch.Tensor:
+        model.set_precision(precision).set_attention_kernel(kernel)
         return torch.cat([model.score_views([v])[2] for v in views])
 
     ref = features("fp32")
@@ -117,9 +120,12 @@ def main(argv: list[str] | None = None) -> int:
         "pretrained": args.pretrained,
         "fp32_scores": [float(s) for s in model.score_features(ref)[0]],
     }
-    for precision in args.precisions.split(","):
-        report[precision] = compare(model, ref, features(precision), precision)
-    model.set_precision("fp32")
+    for kernel in args.attention_kernels.split(","):
+        precisions = args.precisions.split(",") + (["fp32"] if kernel != "sdpa" else [])
+        for precision in precisions:
+            key = precision if kernel == "sdpa" else f"{precision}_{kernel}"
+            report[key] = compare(model, ref, features(precision, kernel), precision)
+    model.set_precision("fp32").set_attention_kernel("sdpa")
     text = json.dumps(report, indent=2)
     print(text)
     if args.output:
