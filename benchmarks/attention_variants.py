@@ -9,12 +9,16 @@ library materialises that bias once per shape (``(nW, nH, N, N)``, cached) and p
 stage 1 is 118 MB per block in fp16. This script times, per stage and block kind, the attention step of a
 block (from the qkv projection's output to the input of the output projection, layout copies included) in:
 
-* ``sdpa``: the library's path (:meth:`WindowAttention3D.forward`);
+* ``sdpa``: the library's default ``"sdpa"`` kernel (:meth:`WindowAttention3D.forward`);
 * ``sdpa_clips_in_heads``: the same kernel with windows x heads as the batch and the clips as the heads, so
   that all clips of one window and head run together and the bias is read from the L2 cache;
-* ``flex_bias``: FlexAttention (compiled) adding the materialised bias in its score function;
-* ``flex_tables``: FlexAttention computing the bias in the kernel from the small tables (relative index,
-  bias tables, per-token fragment coordinates and shift regions), so that no ``N x N`` bias is read;
+* ``flex_bias``: the library's ``"flex"`` kernel (:func:`~dvlta_metric.branches.flex_window.flex_window_attention`):
+  FlexAttention adding the cached bias in its score function;
+* ``flex_tables``: FlexAttention computing the bias in the kernel from small tables (relative index, bias
+  tables, per-token fragment coordinates and shift regions), so that no ``N x N`` bias is read (on an H200
+  the gathers made it 4 times slower than ``sdpa``, so the library does not use it);
+* ``sdpa_efficient``, ``sdpa_efficient_clips_in_heads``, ``sdpa_cudnn``: those with one backend forced
+  (``sdpa`` lets torch choose: cuDNN on Hopper with torch 2.11);
 * ``sdpa_no_bias``: the kernel without any bias (a floor, not a correct result).
 
 Each variant is checked against the ``sdpa`` output on the same inputs (largest absolute difference).
@@ -33,19 +37,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from dvlta_metric.branches import swin3d
+from dvlta_metric.branches.flex_window import flex_attention_available, flex_window_attention
 
 Variant = Callable[[Tensor], Tensor]
-
-
-def flex_available() -> bool:
-    """Whether this torch has FlexAttention (2.5 and later)."""
-    try:
-        from torch.nn.attention.flex_attention import flex_attention  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def block_tables(block: swin3d.SwinTransformerBlock3D, padded: swin3d.Size3, window: swin3d.Size3,
@@ -120,9 +117,19 @@ def make_variants(bias: Tensor, tables: dict[str, Tensor], nh: int, use_flex: bo
         out = F.scaled_dot_product_attention(q.reshape(shape), k.reshape(shape), v.reshape(shape))
         return out.view(b, nw, nh, n, hd).transpose(2, 3).reshape(b, nw, n, nh * hd)
 
+    def with_backend(fn: Variant, backend: SDPBackend) -> Variant:
+        def run(qkv: Tensor) -> Tensor:
+            with sdpa_kernel([backend]):
+                return fn(qkv)
+
+        return run
+
     variants: dict[str, Variant] = {
         "sdpa": sdpa,
         "sdpa_clips_in_heads": sdpa_clips_in_heads,
+        "sdpa_efficient": with_backend(sdpa, SDPBackend.EFFICIENT_ATTENTION),
+        "sdpa_efficient_clips_in_heads": with_backend(sdpa_clips_in_heads, SDPBackend.EFFICIENT_ATTENTION),
+        "sdpa_cudnn": with_backend(sdpa, SDPBackend.CUDNN_ATTENTION),
         "sdpa_no_bias": sdpa_no_bias,
     }
     if not use_flex:
@@ -133,15 +140,10 @@ def make_variants(bias: Tensor, tables: dict[str, Tensor], nh: int, use_flex: bo
     full_bias = bias.expand(-1, nh, -1, -1).contiguous()  # (1 or nW, nH, N, N)
     index, frag, diff, coords, region = (tables[k] for k in ("index", "frag", "diff", "coords", "region"))
 
-    def flex_bias(qkv: Tensor) -> Tensor:
+    def flex_bias(qkv: Tensor) -> Tensor:  # the library's "flex" kernel
         q, k, v, b, nw, n, hd = split(qkv)
         shape = (b * nw, nh, n, hd)
-        per_window = full_bias.shape[0]
-
-        def score_mod(score: Tensor, bi: Tensor, h: Tensor, qi: Tensor, ki: Tensor) -> Tensor:
-            return score + full_bias[bi % per_window, h, qi, ki].float()
-
-        out = flex(q.reshape(shape), k.reshape(shape), v.reshape(shape), score_mod=score_mod)
+        out = flex_window_attention(q.reshape(shape), k.reshape(shape), v.reshape(shape), full_bias)
         return out.view(b, nw, nh, n, hd).transpose(2, 3).reshape(b, nw, n, nh * hd)
 
     def flex_tables(qkv: Tensor) -> Tensor:
@@ -190,7 +192,7 @@ def time_ms(fn: Callable[[], Any], device: torch.device, repeats: int) -> float:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device(args.device)
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[args.precision]
-    use_flex = flex_available() and not args.no_flex
+    use_flex = flex_attention_available() and not args.no_flex
     for name in ("recompile_limit", "cache_size_limit"):  # one flex graph per stage, block kind and variant
         if hasattr(torch._dynamo.config, name):
             setattr(torch._dynamo.config, name, 256)

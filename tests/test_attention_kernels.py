@@ -1,4 +1,4 @@
-"""Tests of the window attention kernels of the fragment Swin3D: materialised bias (sdpa) and FlexAttention."""
+"""Tests of the window attention kernels of the fragment Swin3D: scaled_dot_product_attention and FlexAttention."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import dvlta_metric
-from dvlta_metric.branches import flex_window, swin3d
-from dvlta_metric.branches.flex_window import FlexTables, flex_attention_available
+from dvlta_metric.branches import swin3d
+from dvlta_metric.branches.flex_window import flex_attention_available
 from dvlta_metric.branches.swin3d import SwinTransformer3D
 
 # As in test_swin3d: stage 0 pads and shifts, stage 2 clips the window, stage 3 has no GRPB.
@@ -37,41 +37,16 @@ def _small_model(seed: int = 0) -> SwinTransformer3D:
     return model
 
 
-def _bias_from_tables(tables: FlexTables, num_heads: int) -> torch.Tensor:
-    """The in-kernel bias formula of flex_window, evaluated for every window, head and token pair."""
-    index, frag, diff, coords, region = tables
-    r = index.long()
-    gate = (coords[:, :, None, :] - coords[:, None, :, :]).abs().sum(-1)  # (nW, N, N)
-    bias = frag[:, r][None] + gate[:, None] * diff[:, r][None]  # (nW, nH, N, N)
-    differ = (region[:, :, None] != region[:, None, :])[:, None]
-    return bias + differ * flex_window.SHIFT_MASK_VALUE
-
-
-def test_flex_tables_give_the_materialised_bias() -> None:
+def test_window_tensors_carry_the_kernel() -> None:
     model = _small_model()
     size = model.stage_sizes((8, 64, 64))
     window = model.adaptive_window((8, 64, 64))
-    checked = 0
     for layer, feature_size in zip(model.layers, size, strict=True):
         sdpa = layer.window_tensors(feature_size, window, torch.device("cpu"), torch.float32, "sdpa")
         flex = layer.window_tensors(feature_size, window, torch.device("cpu"), torch.float32, "flex")
-        for block, s, f in zip(layer.blocks, sdpa, flex, strict=True):
-            assert isinstance(f.bias, FlexTables) and isinstance(s.bias, torch.Tensor)
-            assert torch.equal(s.gather, f.gather) and torch.equal(s.scatter, f.scatter)
-            expected = s.bias.expand(f.bias.coords.shape[0], block.attn.num_heads, -1, -1)
-            torch.testing.assert_close(_bias_from_tables(f.bias, block.attn.num_heads), expected)
-            checked += 1
-    assert checked == sum(SMALL["depths"])
-
-
-def test_clips_in_heads_layout_matches(monkeypatch: pytest.MonkeyPatch) -> None:
-    model = _small_model(1)
-    x = torch.randn(3, 3, 8, 64, 64)
-    with torch.no_grad():
-        expected = model(x)
-        monkeypatch.setattr(swin3d, "CLIPS_IN_HEADS_DEVICES", frozenset({"cpu"}))
-        out = model(x)
-    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+        for s, f in zip(sdpa, flex, strict=True):
+            assert (s.kernel, f.kernel) == ("sdpa", "flex")
+            assert torch.equal(s.bias, f.bias) and torch.equal(s.gather, f.gather)
 
 
 @needs_flex
@@ -92,20 +67,21 @@ def test_flex_kernel_matches_sdpa() -> None:
 def test_flex_falls_back_where_gradients_are_needed() -> None:
     model = _small_model(3).set_attention_kernel("flex")
     size = (8, 64, 64)
-    # on CPU FlexAttention has no backward: a call that needs gradients gets the materialised bias
+    # on CPU FlexAttention has no backward: a call that needs gradients gets the sdpa kernel
     grad_tensors = model.window_tensors(size, torch.device("cpu"), torch.float32, requires_grad=True)
-    assert all(isinstance(t.bias, torch.Tensor) for stage in grad_tensors for t in stage)
+    assert all(t.kernel == "sdpa" for stage in grad_tensors for t in stage)
+    assert all(t.kernel == "flex" for stage in model.window_tensors(size, torch.device("cpu"), torch.float32)
+               for t in stage)
     x = torch.randn(1, 3, 8, 64, 64, requires_grad=True)
     model(x).sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
-    # trainable bias tables get the materialised bias, through which their gradients flow
+    # trainable bias tables get sdpa, through which their gradients flow
     block = model.layers[0].blocks[1]
     block.attn.relative_position_bias_table.requires_grad_(True)
-    tensors = block.window_tensors((4, 16, 16), (2, 5, 5), (1, 2, 2), torch.device("cpu"), torch.float32, "flex")
-    assert isinstance(tensors.bias, torch.Tensor)
+    args = ((4, 16, 16), (2, 5, 5), (1, 2, 2), torch.device("cpu"), torch.float32, "flex")
+    assert block.window_tensors(*args).kernel == "sdpa"
     with torch.no_grad():
-        tensors = block.window_tensors((4, 16, 16), (2, 5, 5), (1, 2, 2), torch.device("cpu"), torch.float32, "flex")
-    assert isinstance(tensors.bias, FlexTables)
+        assert block.window_tensors(*args).kernel == "flex"
 
 
 def test_bad_attention_kernel_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -129,14 +105,14 @@ def test_model_sets_the_backbone_kernel() -> None:
         model.set_attention_kernel("nope")
 
 
-def test_flex_geometry_shapes() -> None:
+def test_per_token_gate_and_region_helpers() -> None:
     padded, window, shift = (4, 20, 20), (2, 5, 5), (1, 2, 2)
     coords = swin3d.fragment_coords(padded, window, shift)
     regions = swin3d.shift_regions(padded, window, shift)
     windows = math.prod(p // w for p, w in zip(padded, window, strict=True))
     assert coords.shape == (windows, 50, 3) and regions.shape == (windows, 50)
     assert torch.count_nonzero(swin3d.shift_regions(padded, window, (0, 0, 0))) == 0
-    # the gate and the mask are the pairwise functions of these per-token values
+    # the gate and the mask are pairwise functions of these per-token values
     gate = swin3d.fragment_gate(padded, window, shift)
     torch.testing.assert_close(gate, (coords[:, :, None] - coords[:, None]).abs().sum(-1))
     mask = swin3d.shift_attention_mask(padded, window, shift)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import dvlta_metric
+from dvlta_metric.branches.flex_window import flex_attention_available
 from dvlta_metric.branches.swin3d import WindowAttention3D
 
 
@@ -25,3 +26,7 @@ def test_compiled_branches_match_eager(video_factory: Callable[..., torch.Tensor
     torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=0)
     # the compiled model still takes every input the eager one takes, and stays deterministic
     assert torch.equal(model(list(videos)), compiled)
+    # the FlexAttention kernel compiles inside the backbone's graph and gives the same scores
+    if flex_attention_available():
+        assert torch.equal(model.set_attention_kernel("flex")(videos), model(videos))
+        torch.testing.assert_close(model(videos), eager, atol=1e-5, rtol=0)
