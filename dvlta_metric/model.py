@@ -54,10 +54,11 @@ def branch_dtypes(precision: str, device_type: str) -> dict[str, torch.dtype | N
 
     * ``"fp32"``: everything in float32.
     * ``"fp16"``: the Swin3D and CLIP backbones in float16.
-    * ``"bf16"``: the Swin3D backbone in bfloat16. The CLIP tower runs in float16 on CUDA (as fast as
-      bfloat16 there, and CLIP was trained in float16) and in float32 elsewhere: in bfloat16 its embedding
-      drifts enough to move scores by about 4e-3, twice the 2e-3 the other settings stay within (see the
-      Benchmarks page), and CPUs without native float16 emulate it slowly.
+    * ``"bf16"``: on CPU, the Swin3D backbone in bfloat16 and the CLIP tower in float32. On CUDA both
+      backbones run in float16, which is as fast as bfloat16 there and stays within the 2e-3 score target:
+      measured on an H200, a bfloat16 Swin3D moved scores by up to 2.2e-3 and a float16 one by 3.5e-4, and a
+      bfloat16 CLIP tower drifts enough to move them by about 4e-3 (CLIP was trained in float16). On CPUs,
+      which emulate float16 slowly, the CLIP tower stays in float32 for the same reason.
 
     Args:
         precision: One of :data:`PRECISIONS`.
@@ -72,8 +73,10 @@ def branch_dtypes(precision: str, device_type: str) -> dict[str, torch.dtype | N
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
     dtypes: dict[str, torch.dtype | None] = {"bvfe": PRECISIONS[precision], "tcm": None, "vbtc": PRECISIONS[precision]}
-    if precision == "bf16":
-        dtypes["vbtc"] = torch.float16 if device_type == "cuda" else None
+    if precision == "bf16" and device_type == "cuda":
+        dtypes["bvfe"] = dtypes["vbtc"] = torch.float16
+    elif precision == "bf16":
+        dtypes["vbtc"] = None
     return dtypes
 
 
@@ -227,11 +230,12 @@ class DVLTAVQA(nn.Module):
 
         Only the frozen Swin3D and CLIP towers run under autocast, with their residual streams kept in
         float32; the Temporal Context Module, heads, adapters, fusion and score stay in float32. Which
-        dtype each branch gets is :func:`branch_dtypes`: notably ``"bf16"`` runs the CLIP tower in float16
-        on CUDA and in float32 on CPU. On CPU, scores moved by at most 1.5e-3 (bf16) and 4e-4 (fp16) from
-        float32 on the test videos of the Benchmarks page; the GPU kernels round the same way but have not
-        been measured with this scheme yet. ``"bf16"`` also speeds up CPUs with native bfloat16 (AVX512-BF16 or AMX);
-        ``"fp16"`` on a CPU without native float16 is much slower than float32.
+        dtype each branch gets is :func:`branch_dtypes`: notably ``"bf16"`` runs both backbones in float16 on
+        CUDA, and its CLIP tower in float32 on CPU. Scores moved from float32 by at most 4e-4 in fp16 on an
+        H200, and by at most 1.5e-3 (bf16) and 4e-4 (fp16) on CPU, on the test videos of the Benchmarks page.
+        On the H200, fp16 scored 3.2 times as many videos per second as float32 (uncompiled); ``"bf16"`` also speeds
+        up CPUs with native bfloat16 (AVX512-BF16 or AMX); ``"fp16"`` on a CPU without native float16 is much
+        slower than float32.
 
         Args:
             precision: One of :data:`PRECISIONS`.
