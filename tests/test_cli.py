@@ -216,14 +216,15 @@ def test_compile_and_precision_flags_reach_the_model(capsys, clips: Clips, monke
     seen: list[str] = []
 
     def record(self: dvlta_metric.DVLTAVQA, **kwargs: object) -> dvlta_metric.DVLTAVQA:
-        seen.append(self.precision)  # compiling itself is tested in test_compile.py; here only the wiring
+        # compiling itself is tested in test_compile.py; here only the wiring
+        seen.append((self.precision, self.basic_visual.backbone.attention_kernel))
         return self
 
     monkeypatch.setattr(dvlta_metric.DVLTAVQA, "compile_branches", record)
-    flags = ["--compile", "--precision", "bf16", "--format", "json"]
+    flags = ["--compile", "--precision", "bf16", "--attention-kernel", "flex", "--format", "json"]
     code, out, err = run(capsys, "score", clips.landscape, *flags, *TINY)
     assert code == 0, err
-    assert seen == ["bf16"]
+    assert seen == [("bf16", "flex")]
     assert 0 < json.loads(out)[0]["score"] < 1
 
 
