@@ -37,7 +37,6 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import dvlta_metric
-from dvlta_metric.branches import swin3d
 from dvlta_metric.video_io import read_video
 
 
@@ -177,13 +176,15 @@ def profile_ops(fn: Callable[[], Any], device: torch.device, batch_size: int, to
         sync(device)
     attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     events = [e for e in prof.key_averages() if getattr(e, attr, 0) > 0]
+    if device.type == "cuda":  # the kernels alone: the operators that launch them carry the same device time
+        events = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
     total = sum(getattr(e, attr) for e in events)
     events.sort(key=lambda e: getattr(e, attr), reverse=True)
     ops = [
         {"name": e.key[:80], "ms": getattr(e, attr) / 1e3, "share": getattr(e, attr) / total, "calls": e.count}
         for e in events[:top]
     ]
-    return {"batch_size": batch_size, "total_ms": total / 1e3, "ops": ops}
+    return {"batch_size": batch_size, "total_ms": total / 1e3, "ops": ops, "kernels_only": device.type == "cuda"}
 
 
 def rss_peak_mib() -> float:
@@ -200,8 +201,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     overrides = {"fragment_view": {"num_clips": args.num_clips}} if args.num_clips else {}
     model = dvlta_metric.create(args.model, pretrained=args.pretrained, device=device, **overrides)
     model.set_precision(args.precision).set_attention_kernel(args.attention_kernel)
-    if args.clips_in_heads:  # experiment: the sdpa path's clips-in-heads layout on this device type
-        swin3d.CLIPS_IN_HEADS_DEVICES = frozenset({device.type})
     if args.compile and not args.throughput_only:
         model.compile_branches()
 
@@ -222,7 +221,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "precision": args.precision,
         "compile": args.compile,
         "attention_kernel": args.attention_kernel,
-        "clips_in_heads": bool(args.clips_in_heads),
         "tuned_allocator": bool(tuned),
         "video": str(video_path),
     }
@@ -396,7 +394,8 @@ def print_table(r: dict[str, Any]) -> None:
     print(f"model {r['model']} on {r['device']} ({r['device_name']}, {r['threads']} threads), "
           f"precision {r['precision']}, torch {r['torch']}, tuned allocator {r.get('tuned_allocator', False)}, "
           f"compiled {r.get('compile', False)}, attention {r.get('attention_kernel', 'sdpa')}"
-          + (" (clips in heads)" if r.get("clips_in_heads") else ""))
+          + (" (clips in heads)" if r.get("clips_in_heads") else "")
+          + (f", Swin3D sdpa backend {r['swin_sdpa_backend']}" if r.get("swin_sdpa_backend") else ""))
     print(f"measured matmul rate ({rate['dtype']}): {rate['flops_per_s'] / 1e9:.1f} GFLOP/s")
     if "matmul_rate_half" in r:
         half = r["matmul_rate_half"]
@@ -454,8 +453,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", action="store_true", help="torch.compile the branches")
     parser.add_argument("--attention-kernel", default="sdpa", choices=["sdpa", "flex"],
                         help="window attention kernel of the fragment backbone")
-    parser.add_argument("--clips-in-heads", action="store_true",
-                        help="sdpa kernel: put the clips in the heads dimension (bias read once per window)")
     parser.add_argument("--files", type=int, default=0, help="also time score_files over N copies of the video")
     parser.add_argument("--files-batch", type=int, default=1)
     parser.add_argument("--workers", type=int, default=2)

@@ -33,7 +33,7 @@ if [ "$part" != b ]; then
 fi
 if [ "$part" != a ]; then
   step 90 python3 -m pytest -q -m cuda tests -p no:cacheprovider
-  step 40 python3 benchmarks/attention_variants.py --device cuda --clips 128 --no-flex \
+  step 90 python3 benchmarks/attention_variants.py --device cuda --clips 128 --stages 1,3 \
     --output "$out/${card}_attention_variants.json"
   bench 70 --precision fp16 --attention-kernel flex --throughput-only --batch-sizes 32 --branch-times \
     --output "$out/${card}_cuda_fp16_flex.json"

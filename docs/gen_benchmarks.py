@@ -10,6 +10,7 @@ Every ``*.json`` file in ``benchmarks/results`` becomes one section, keyed by it
   ``score_files``, the ``as_loss`` backward pass and memory;
 * ``benchmarks/precision_check.py`` reports (they have ``bf16`` / ``fp16`` entries with ``max_score_diff``);
 * ``benchmarks/decode_scaling.py`` reports (they have a ``decode`` list);
+* ``benchmarks/attention_variants.py`` reports (a ``stages`` list and ``total_ms_all_blocks``);
 * anything else: its numbers as a flat key/value table.
 
 The command that produced a result is taken from a ``"command"`` entry when the file has one; otherwise it
@@ -38,7 +39,8 @@ replace a result file, then run `python docs/gen_benchmarks.py`. -->
 
 Speed and memory of the model, measured with `benchmarks/bench.py` (stages of one video, end-to-end time,
 throughput, `score_files`, the `as_loss` backward pass), `benchmarks/precision_check.py` (how far bf16 /
-fp16 move the outputs from float32) and `benchmarks/decode_scaling.py` (decoding alone, by worker count).
+fp16 move the outputs from float32), `benchmarks/decode_scaling.py` (decoding alone, by worker count) and
+`benchmarks/attention_variants.py` (the Swin3D window attention alone, in several implementations).
 Each section below is one result file in `benchmarks/results/`, named after the machine and settings it was
 measured with.
 
@@ -53,9 +55,9 @@ measured with.
 * "file path" is `model("video.mp4")` (decoding included); "tensor path" is `model(frames)` on frames already
   in memory; "throughput" calls the branches and the head on views prepared once, at several batch sizes.
 
-To reproduce: `python benchmarks/bench.py --help`; `benchmarks/gpu_session.sh` runs the whole GPU set
-(CUDA tests, precision check, decode scaling, fp16, bf16, compiled and fp32 benchmarks) in two parts
-that each fit a 10-minute command.
+To reproduce: `python benchmarks/bench.py --help`; `benchmarks/gpu_session.sh` runs the GPU set in two
+parts that each fit a short device command (a: fp16 eager with `score_files` and a profile, then compiled
+with each attention kernel; b: CUDA tests, attention kernels alone, precision check).
 """
 
 
@@ -182,6 +184,45 @@ def _is_precision(r: Any) -> bool:
     )
 
 
+def _is_attention(r: Any) -> bool:
+    return isinstance(r, dict) and isinstance(r.get("stages"), list) and isinstance(r.get("total_ms_all_blocks"), dict)
+
+
+def _attention_section(name: str, r: dict[str, Any]) -> list[str]:
+    out = [f"## {name}", ""] + _note(r)
+    out += [
+        f"* Machine: {r.get('device_name', '?')}; torch {r.get('torch', '?')}; {r.get('precision', '?')}; "
+        f"{_num(r.get('clips'))} clips of 32x224x224 per call ({_num((r.get('clips') or 0) // 4)} videos)",
+        "",
+        "The window attention of one Swin3D block (from the qkv projection to the output projection, layout",
+        "copies included), in each implementation of `benchmarks/attention_variants.py`: milliseconds per",
+        "block, median of repeated CUDA-event timings. `sdpa_no_bias` is a floor, not a correct result.",
+        "",
+    ]
+    if isinstance(r.get("command"), str):
+        out += _command_block(r["command"], False)
+    variants = list(r.get("total_ms_all_blocks", {}))
+    for s in r["stages"]:
+        variants += [v for v in s.get("ms", {}) if v not in variants]
+    rows = []
+    for s in r["stages"]:
+        label = f"{s.get('stage')} {'shifted' if s.get('shifted') else 'regular'} (x{s.get('blocks')})"
+        rows.append([label, _num(s.get("bias_mib"))] + [_num(s.get("ms", {}).get(v), 3) for v in variants])
+    rows.append(["all blocks timed", ""] + [_num(r["total_ms_all_blocks"].get(v), 3) for v in variants])
+    out += _table(["stage, block kind (blocks)", "bias MiB"] + [f"`{v}`" for v in variants], rows)
+    diffs = {
+        v: max((s.get("max_abs_diff", {}).get(v) for s in r["stages"]
+                if isinstance(s.get("max_abs_diff", {}).get(v), (int, float))), default=None)
+        for v in variants
+    }
+    out += [
+        "Largest absolute difference from `sdpa` over the stages: "
+        + ", ".join(f"`{v}` {_num(d, 2)}" for v, d in diffs.items() if d is not None) + ".",
+        "",
+    ]
+    return out
+
+
 def _is_decode(r: Any) -> bool:
     return isinstance(r, dict) and isinstance(r.get("decode"), list)
 
@@ -199,7 +240,7 @@ _BENCH_KEYS = frozenset(
         "model", "device", "device_name", "threads", "torch", "precision", "compile", "video", "matmul_rate",
         "stages", "flops_per_video", "fastvqa_reference", "end_to_end", "throughput_tensor_path", "score_files",
         "as_loss_backward", "peak_rss_mib", "cuda_max_allocated_mib", "command", "note", "matmul_rate_half",
-        "branch_dtypes", "profile",
+        "branch_dtypes", "profile", "attention_kernel", "clips_in_heads", "swin_sdpa_backend", "tuned_allocator",
     }
 )  # fmt: skip
 """Entries of a ``bench.py`` result that have their own table; any other entry is listed as it is."""
@@ -210,13 +251,28 @@ def _note(r: dict[str, Any]) -> list[str]:
     return [f"*Note: {note}*", ""] if isinstance(note, str) and note else []
 
 
+_SHORT = {"fragments (Swin3D + head)": "Swin3D + head", "temporal context": "TCM", "temporal CLIP": "CLIP"}
+
+
+def _settings(r: dict[str, Any]) -> str:
+    """Precision, compilation and attention kernel of a bench result, in words."""
+    parts = [f"precision {r.get('precision', '?')}", "`torch.compile`" if r.get("compile") else "no `torch.compile`"]
+    kernel = r.get("attention_kernel")
+    if kernel:
+        parts.append(f"attention kernel `{kernel}`")
+    if r.get("clips_in_heads"):
+        parts.append("clips in the heads dimension")
+    if r.get("swin_sdpa_backend"):
+        parts.append(f"Swin3D SDPA backend `{r['swin_sdpa_backend']}`")
+    return ", ".join(parts)
+
+
 def _bench_section(name: str, r: dict[str, Any]) -> list[str]:
     out = [f"## {name}", ""] + _note(r)
     rate = r.get("matmul_rate", {})
     out += [
         f"* Machine: {_machine(r)}; torch {r.get('torch', '?')}",
-        f"* Model: `{r.get('model', '?')}`, precision {r.get('precision', '?')}"
-        + (", `torch.compile`" if r.get("compile") else ", no `torch.compile`"),
+        f"* Model: `{r.get('model', '?')}`, {_settings(r)}",
     ]
     if rate:
         out.append(
@@ -286,12 +342,15 @@ def _bench_section(name: str, r: dict[str, Any]) -> list[str]:
     t = r.get("throughput_tensor_path")
     if isinstance(t, dict) and t:
         has_mem = any("cuda_max_allocated_mib_per_video" in v for v in t.values())
+        branches = list(dict.fromkeys(b for v in t.values() for b in v.get("branch_seconds", {})))
         header = ["batch", "videos/s", "of matmul rate"] + (["CUDA MiB per video"] if has_mem else [])
+        header += [f"{_SHORT.get(b, b)} alone (ms)" for b in branches]
         rows = []
         for bs, v in t.items():
             row = [bs, _num(v.get("videos_per_s")), _num(v.get("flops_fraction_of_matmul_rate"), 2)]
             if has_mem:
                 row.append(_num(v.get("cuda_max_allocated_mib_per_video")))
+            row += [_ms(v.get("branch_seconds", {}).get(b)) for b in branches]
             rows.append(row)
         out += ["**Throughput, tensor path**", ""] + _table(header, rows)
 
@@ -302,6 +361,12 @@ def _bench_section(name: str, r: dict[str, Any]) -> list[str]:
             f" ({_ms(prof.get('total_ms', 0) / 1e3)} ms in all)**",
             "",
         ]
+        if str(r.get("device", "")).startswith("cuda") and not prof.get("kernels_only"):
+            out += [
+                "This profile lists each kernel's device time twice, under the operator that launched it and",
+                "under the kernel itself, so the total is twice the device time and the shares add up to 2.",
+                "",
+            ]
         out += _table(
             ["operator", "ms", "share", "calls"],
             [
@@ -510,10 +575,12 @@ def _summary(results: dict[str, Any]) -> list[str]:
                     if str(r.get("device", "")).startswith("cpu") and r.get("threads")
                     else ""
                 ),
-                str(r.get("precision", "?")),
+                _settings(r).replace("precision ", "").replace("no `torch.compile`", "eager")
+                .replace("`torch.compile`", "compiled"),
                 _ms(e.get("file_path_seconds")),
                 _num(t.get("1", {}).get("videos_per_s")) if "1" in t else "-",
-                f"{_num(best[1].get('videos_per_s'))} (batch {best[0]})" if best else "-",
+                f"{_num(best[1].get('videos_per_s'))} (batch {best[0]}; "
+                f"{_num(best[1].get('flops_fraction_of_matmul_rate'), 2)} of matmul rate)" if best else "-",
                 _num(r["score_files"]["videos_per_s"]) if isinstance(r.get("score_files"), dict) else "-",
             ]
         )
@@ -523,7 +590,7 @@ def _summary(results: dict[str, Any]) -> list[str]:
         [
             "result",
             "machine",
-            "precision",
+            "settings",
             "file path, ms/video",
             "videos/s, batch 1",
             "videos/s, best batch",
@@ -556,6 +623,8 @@ def render(directory: Path = RESULTS) -> str:
             lines += _precision_section(name, r)
         elif _is_decode(r):
             lines += _decode_section(name, r)
+        elif _is_attention(r):
+            lines += _attention_section(name, r)
         else:
             lines += _generic_section(name, r)
     return "\n".join(lines).rstrip() + "\n"
