@@ -240,7 +240,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     try:
                         out = fn(qkv)
                         entry["max_abs_diff"][name] = float((out.float() - reference).abs().max())
-                        ms = time_ms(lambda fn=fn: fn(qkv), device, args.repeats)
+                        ms = time_ms(lambda fn=fn, qkv=qkv: fn(qkv), device, args.repeats)
                     except Exception as error:  # noqa: BLE001 - a variant that fails is reported, others go on
                         entry["ms"][name] = None
                         entry["max_abs_diff"][name] = f"{type(error).__name__}: {str(error)[:200]}"

@@ -3,37 +3,26 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import pytest
 import torch
+from swin_small import SMALL, randomise_bias_tables
 
 import dvlta_metric
 from dvlta_metric.branches import swin3d
 from dvlta_metric.branches.flex_window import flex_attention_available
 from dvlta_metric.branches.swin3d import SwinTransformer3D
 
-# As in test_swin3d: stage 0 pads and shifts, stage 2 clips the window, stage 3 has no GRPB.
-SMALL: dict[str, Any] = dict(
-    embed_dim=16,
-    depths=(2, 2, 2, 1),
-    num_heads=(1, 2, 2, 4),
-    window_size=(2, 5, 5),
-    frag_biases=(True, True, True, False),
-    base_x_size=(8, 64, 64),
-)
 needs_flex = pytest.mark.skipif(not flex_attention_available(), reason="needs FlexAttention (torch>=2.5)")
 
 
 def _small_model(seed: int = 0) -> SwinTransformer3D:
     torch.manual_seed(seed)
     model = SwinTransformer3D(**SMALL).eval()
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith("position_bias_table"):
-                param.copy_(torch.randn(param.shape, generator=gen) * 0.5)
-                param.requires_grad_(False)  # frozen, as in DVLTA-VQA
+    randomise_bias_tables(model, seed)
+    for name, param in model.named_parameters():
+        if name.endswith("position_bias_table"):
+            param.requires_grad_(False)  # frozen, as in DVLTA-VQA
     return model
 
 

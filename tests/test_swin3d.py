@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Any
 
 import pytest
 import torch
 import torch.nn.functional as F
+from swin_small import SMALL, randomise_bias_tables
 
 from dvlta_metric.branches.swin3d import (
     SwinTransformer3D,
@@ -21,32 +21,12 @@ from dvlta_metric.branches.swin3d import (
     shift_attention_mask,
 )
 
-# Small config: stage 0 pads 16x16 tokens to 20x20 windows of 5 and shifts them, stage 2 clips the
-# window to the 4x4 features (shift 0 there in H and W), stage 3 has no GRPB.
-SMALL: dict[str, Any] = dict(
-    embed_dim=16,
-    depths=(2, 2, 2, 1),
-    num_heads=(1, 2, 2, 4),
-    window_size=(2, 5, 5),
-    frag_biases=(True, True, True, False),
-    base_x_size=(8, 64, 64),
-)
-
-
-def _randomise_bias_tables(model: torch.nn.Module, seed: int = 0) -> None:
-    """Fragment tables start at zero; random tables make GRPB matter in the tests."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith("position_bias_table"):
-                param.copy_(torch.randn(param.shape, generator=gen) * 0.5)
-
 
 @pytest.fixture(scope="module")
 def small_model() -> SwinTransformer3D:
     torch.manual_seed(0)
     model = SwinTransformer3D(**SMALL).eval()
-    _randomise_bias_tables(model)
+    randomise_bias_tables(model)
     return model
 
 
@@ -237,7 +217,7 @@ def _naive_block(
 def test_block_matches_naive_oracle(frag_bias: bool) -> None:
     torch.manual_seed(1)
     block = SwinTransformerBlock3D(8, 2, (2, 3, 3), frag_bias=frag_bias).eval()
-    _randomise_bias_tables(block)
+    randomise_bias_tables(block)
     x = torch.randn(2, 3, 5, 4, 8)  # padded to (4, 6, 6)
     with torch.no_grad():
         for shift in [(0, 0, 0), (1, 1, 1)]:
@@ -280,7 +260,7 @@ def test_gradient_reaches_input(small_model: SwinTransformer3D) -> None:
 def test_grad_checkpointing_matches() -> None:
     torch.manual_seed(3)
     model = SwinTransformer3D(**SMALL).eval()
-    _randomise_bias_tables(model)
+    randomise_bias_tables(model)
     x = torch.randn(2, 3, 8, 64, 64)
 
     def run(enable: bool) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
@@ -326,7 +306,7 @@ def test_bad_input_raises(small_model: SwinTransformer3D) -> None:
 def test_cuda_matches_cpu_and_autocast_runs() -> None:
     torch.manual_seed(4)
     model = SwinTransformer3D(**SMALL).eval()
-    _randomise_bias_tables(model)
+    randomise_bias_tables(model)
     x = torch.randn(2, 3, 8, 64, 64)
     with torch.no_grad():
         expected = model(x)
@@ -348,7 +328,7 @@ def test_frozen_bias_cache_matches_and_follows_table_changes() -> None:
     model = SwinTransformer3D(
         embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=(2, 7, 7), base_x_size=(8, 224, 224)
     ).eval()
-    _randomise_bias_tables(model)
+    randomise_bias_tables(model)
     x = torch.randn(2, 3, 8, 224, 224)
     with torch.no_grad():
         trainable = model(x)  # tables require grad: rebuilt every call, nothing kept
