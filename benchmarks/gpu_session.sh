@@ -2,8 +2,9 @@
 # One prepared GPU session in two parts that each fit one device command, most important first:
 #   part a: fp16 eager (stages, batch sizes 1/32/64 with per-branch times, profile, score_files), then
 #           fp16 compiled at batch 32 with the sdpa and with the flex attention kernel (profiles);
-#   part b: CUDA tests, attention kernels alone (attention_variants.py), fp16 eager with flex and with the
-#           clips-in-heads layout at batch 32, precision check (sdpa and flex).
+#   part b: CUDA tests, attention kernels alone (attention_variants.py, stages 1 and 3), fp16 eager with the
+#           flex kernel at batch 32, precision check (sdpa and flex).
+# On an H200 (2026-11-26) part a took 265 s and part b about 180 s, plus about 30 s to start a machine.
 # Usage (on a lent GPU machine, from the repo root): bash benchmarks/gpu_session.sh OUTDIR [MODEL] [a|b|all]
 # Wheels for packages the machine lacks (open_clip_torch, ftfy, wcwidth, av) may be carried in .whl/.
 # Writes log.txt and one JSON per measurement to OUTDIR (at most 5 files per part), named <card>_...
