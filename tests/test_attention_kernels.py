@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 from swin_small import SMALL, randomise_bias_tables
@@ -92,20 +90,6 @@ def test_model_sets_the_backbone_kernel() -> None:
         assert backbone.attention_kernel == "flex"
     with pytest.raises(ValueError):
         model.set_attention_kernel("nope")
-
-
-def test_per_token_gate_and_region_helpers() -> None:
-    padded, window, shift = (4, 20, 20), (2, 5, 5), (1, 2, 2)
-    coords = swin3d.fragment_coords(padded, window, shift)
-    regions = swin3d.shift_regions(padded, window, shift)
-    windows = math.prod(p // w for p, w in zip(padded, window, strict=True))
-    assert coords.shape == (windows, 50, 3) and regions.shape == (windows, 50)
-    assert torch.count_nonzero(swin3d.shift_regions(padded, window, (0, 0, 0))) == 0
-    # the gate and the mask are pairwise functions of these per-token values
-    gate = swin3d.fragment_gate(padded, window, shift)
-    torch.testing.assert_close(gate, (coords[:, :, None] - coords[:, None]).abs().sum(-1))
-    mask = swin3d.shift_attention_mask(padded, window, shift)
-    assert torch.equal(mask != 0, regions[:, :, None] != regions[:, None])
 
 
 @pytest.mark.cuda

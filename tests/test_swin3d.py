@@ -17,8 +17,10 @@ from dvlta_metric.branches.swin3d import (
     adaptive_window_size,
     clear_shape_caches,
     clip_window_size,
+    fragment_coords,
     fragment_gate,
     shift_attention_mask,
+    shift_regions,
 )
 
 
@@ -299,6 +301,20 @@ def test_bad_input_raises(small_model: SwinTransformer3D) -> None:
         small_model(torch.randn(3, 8, 64, 64))
     with pytest.raises(ValueError):
         small_model(torch.randn(1, 4, 8, 64, 64))
+
+
+def test_per_token_gate_and_region_helpers() -> None:
+    padded, window, shift = (4, 20, 20), (2, 5, 5), (1, 2, 2)
+    coords = fragment_coords(padded, window, shift)
+    regions = shift_regions(padded, window, shift)
+    windows = math.prod(p // w for p, w in zip(padded, window, strict=True))
+    assert coords.shape == (windows, 50, 3) and regions.shape == (windows, 50)
+    assert shift_regions(padded, window, (0, 0, 0)).unique().numel() == 1
+    # the gate and the mask are pairwise functions of these per-token values
+    gate = fragment_gate(padded, window, shift)
+    torch.testing.assert_close(gate, (coords[:, :, None] - coords[:, None]).abs().sum(-1))
+    mask = shift_attention_mask(padded, window, shift)
+    assert torch.equal(mask != 0, regions[:, :, None] != regions[:, None])
 
 
 @pytest.mark.cuda

@@ -313,9 +313,6 @@ def shift_regions(padded: Size3, window: Size3, shift: Size3) -> Tensor:
     Returns:
         Long tensor ``(nW, N)`` of region labels in ``[0, 27)``.
     """
-    if not any(shift):
-        return torch.zeros(math.prod(p // w for p, w in zip(padded, window, strict=True)), math.prod(window),
-                           dtype=torch.long)
     ld, lh, lw = (_shift_region_labels(p, w, s) for p, w, s in zip(padded, window, shift, strict=True))
     region = ld[:, None, None] * 9 + lh[None, :, None] * 3 + lw[None, None, :]  # (Dp, Hp, Wp)
     return _window_partition(region[None, ..., None], window)[0, ..., 0]
@@ -1034,7 +1031,11 @@ class SwinTransformer3D(nn.Module):
         if x.shape[1] != self.in_chans:
             raise ValueError(f"expected {self.in_chans} input channels, got {x.shape[1]}")
         window = self.adaptive_window(x.shape[2:])
-        requires_grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
+        requires_grad = (  # only the flex kernel needs to know (it falls back to sdpa for gradients on CPU)
+            self.attention_kernel == "flex"
+            and torch.is_grad_enabled()
+            and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
+        )
         tensors = self.window_tensors(x.shape[2:], x.device, x.dtype, requires_grad)
         x = self.patch_embed(x)
         for layer, stage_tensors in zip(self.layers, tensors, strict=True):
