@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # One prepared GPU session in two parts that each fit one device command, most important first:
-#   part a: fp16 eager (stages, batch sizes 1/32/64 with per-branch times, profile, score_files), then
-#           fp16 compiled at batch 32 with the sdpa and with the flex attention kernel (profiles);
-#   part b: CUDA tests, attention kernels alone (attention_variants.py, stages 1 and 3), fp16 eager with the
-#           flex kernel at batch 32, precision check (sdpa and flex).
-# On an H200 (2026-11-26) part a took 265 s and part b about 180 s, plus about 30 s to start a machine.
+#   part a: fp16 compiled at batch 32 with the flex and then the sdpa attention kernel (profiles), then fp16
+#           uncompiled with flex at batch 32 and 64;
+#   part b: CUDA tests, precision check (sdpa and flex), fp16 uncompiled with sdpa (stages, batch sizes
+#           1/32/64 with per-branch times, profile, score_files).
+# benchmarks/attention_variants.py (the attention kernels alone) is not part of it: its H200 results are in
+# benchmarks/results. On an H200 (2026-11-26) each part took about 4-5 minutes, plus about 30 s to start.
 # Usage (on a lent GPU machine, from the repo root): bash benchmarks/gpu_session.sh OUTDIR [MODEL] [a|b|all]
 # Wheels for packages the machine lacks (open_clip_torch, ftfy, wcwidth, av) may be carried in .whl/.
 # Writes log.txt and one JSON per measurement to OUTDIR (at most 5 files per part), named <card>_...
@@ -25,19 +26,18 @@ step() { local limit=$1; shift; echo "== $* (limit ${limit}s)" | tee -a "$log"; 
 bench() { local limit=$1; shift; step "$limit" python3 benchmarks/bench.py --model "$model" --device cuda "$@"; }
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader 2>&1 | tee -a "$log"
 if [ "$part" != b ]; then
-  bench 150 --precision fp16 --batch-sizes 1,32,64 --branch-times --profile --profile-top 25 \
-    --files 32 --files-batch 8 --workers 12 --output "$out/${card}_cuda_fp16.json"
-  bench 170 --precision fp16 --compile --throughput-only --batch-sizes 32 --branch-times --profile --profile-top 25 \
-    --output "$out/${card}_cuda_fp16_compiled.json"
+  # the open question first: the flex kernel end to end, against the sdpa baseline on the same machine
   bench 170 --precision fp16 --compile --attention-kernel flex --throughput-only --batch-sizes 32 --branch-times \
     --profile --profile-top 25 --output "$out/${card}_cuda_fp16_compiled_flex.json"
+  bench 170 --precision fp16 --compile --throughput-only --batch-sizes 32 --branch-times --profile --profile-top 25 \
+    --output "$out/${card}_cuda_fp16_compiled.json"
+  bench 150 --precision fp16 --attention-kernel flex --throughput-only --batch-sizes 32,64 --branch-times \
+    --output "$out/${card}_cuda_fp16_flex.json"
 fi
 if [ "$part" != a ]; then
   step 90 python3 -m pytest -q -m cuda tests -p no:cacheprovider
-  step 90 python3 benchmarks/attention_variants.py --device cuda --clips 128 --stages 1,3 \
-    --output "$out/${card}_attention_variants.json"
-  bench 70 --precision fp16 --attention-kernel flex --throughput-only --batch-sizes 32 --branch-times \
-    --output "$out/${card}_cuda_fp16_flex.json"
   step 90 python3 benchmarks/precision_check.py --model "$model" --device cuda --videos 4 --bench-video \
     --attention-kernels sdpa,flex --output "$out/${card}_precision.json"
+  bench 150 --precision fp16 --batch-sizes 1,32,64 --branch-times --profile --profile-top 25 \
+    --files 32 --files-batch 8 --workers 12 --output "$out/${card}_cuda_fp16.json"
 fi

@@ -56,8 +56,8 @@ measured with.
   in memory; "throughput" calls the branches and the head on views prepared once, at several batch sizes.
 
 To reproduce: `python benchmarks/bench.py --help`; `benchmarks/gpu_session.sh` runs the GPU set in two
-parts that each fit a short device command (a: fp16 eager with `score_files` and a profile, then compiled
-with each attention kernel; b: CUDA tests, attention kernels alone, precision check).
+parts that each fit a short device command (a: fp16 compiled with each attention kernel, then uncompiled
+with `flex`; b: CUDA tests, precision check, fp16 uncompiled with `score_files` and a profile).
 """
 
 
