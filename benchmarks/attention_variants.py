@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -208,7 +209,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     window = model.adaptive_window(input_size)
     sizes = model.stage_sizes(input_size)
     result: dict[str, Any] = {
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
+        else f"{platform.machine()}, {torch.get_num_threads()} threads",
         "torch": torch.__version__,
         "precision": args.precision,
         "clips": args.clips,

@@ -192,11 +192,13 @@ def _attention_section(name: str, r: dict[str, Any]) -> list[str]:
     out = [f"## {name}", ""] + _note(r)
     out += [
         f"* Machine: {r.get('device_name', '?')}; torch {r.get('torch', '?')}; {r.get('precision', '?')}; "
-        f"{_num(r.get('clips'))} clips of 32x224x224 per call ({_num((r.get('clips') or 0) // 4)} videos)",
+        f"{_num(r.get('clips'))} clips of 32x224x224 per call (the fragments of "
+        f"{_num((r.get('clips') or 0) // 4)} video{'s' if (r.get('clips') or 0) // 4 != 1 else ''})",
         "",
         "The window attention of one Swin3D block (from the qkv projection to the output projection, layout",
         "copies included), in each implementation of `benchmarks/attention_variants.py`: milliseconds per",
-        "block, median of repeated CUDA-event timings. `sdpa_no_bias` is a floor, not a correct result.",
+        "block, the median of repeated timings (CUDA events on a GPU, wall clock on a CPU). `sdpa_no_bias` is",
+        "a floor, not a correct result; `-` marks a variant this device does not have.",
         "",
     ]
     if isinstance(r.get("command"), str):
