@@ -201,8 +201,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     overrides = {"fragment_view": {"num_clips": args.num_clips}} if args.num_clips else {}
     model = dvlta_metric.create(args.model, pretrained=args.pretrained, device=device, **overrides)
     model.set_precision(args.precision).set_attention_kernel(args.attention_kernel)
+    compile_kwargs = {"mode": args.compile_mode} if args.compile_mode else {}
     if args.compile and not args.throughput_only:
-        model.compile_branches()
+        model.compile_branches(**compile_kwargs)
 
     workdir = Path(tempfile.mkdtemp(prefix="dvlta_bench_"))
     if args.video:
@@ -220,6 +221,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "torch": torch.__version__,
         "precision": args.precision,
         "compile": args.compile,
+        "compile_mode": args.compile_mode if args.compile else None,
         "attention_kernel": args.attention_kernel,
         "tuned_allocator": bool(tuned),
         "video": str(video_path),
@@ -282,7 +284,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.throughput_only:  # FLOPs counted uncompiled, then only the batch throughput (compiled if asked)
         total_flops = sum(count(fn) for fn in branch_calls.values())
         if args.compile:
-            model.compile_branches()
+            model.compile_branches(**compile_kwargs)
     for name, fn in branch_calls.items():
         if args.throughput_only:
             break
@@ -451,6 +453,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     parser.add_argument("--compile", action="store_true", help="torch.compile the branches")
+    parser.add_argument("--compile-mode", choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+                        help="torch.compile mode for --compile (default: torch's default)")
     parser.add_argument("--attention-kernel", default="sdpa", choices=["sdpa", "flex"],
                         help="window attention kernel of the fragment backbone")
     parser.add_argument("--files", type=int, default=0, help="also time score_files over N copies of the video")

@@ -3,16 +3,17 @@
 #   part a: fp16 compiled at batch 32 with the flex and then the sdpa attention kernel (profiles), then fp16
 #           uncompiled with flex at batch 32 and 64;
 #   part b: CUDA tests, precision check (sdpa and flex), fp16 uncompiled with sdpa (stages, batch sizes
-#           1/32/64 with per-branch times, profile, score_files).
+#           1/32/64 with per-branch times, profile, score_files);
+#   part c (optional, unmeasured length): compiled with mode max-autotune-no-cudagraphs and the flex kernel.
 # benchmarks/attention_variants.py (the attention kernels alone) is not part of it: its H200 results are in
 # benchmarks/results. On an H200 (2026-11-26) each part took about 4-5 minutes, plus about 30 s to start.
-# Usage (on a lent GPU machine, from the repo root): bash benchmarks/gpu_session.sh OUTDIR [MODEL] [a|b|all]
+# Usage (on a lent GPU machine, from the repo root): bash benchmarks/gpu_session.sh OUTDIR [MODEL] [a|b|c|all]
 # Wheels for packages the machine lacks (open_clip_torch, ftfy, wcwidth, av) may be carried in .whl/.
 # Writes log.txt and one JSON per measurement to OUTDIR (at most 5 files per part), named <card>_...
 # (h200_, h100_, ...). Each step has its own time limit; a step cut short leaves the others' results.
 set -uo pipefail
 out=${1:-/tmp/dvlta_gpu}; model=${2:-dvlta-vqa}; part=${3:-all}; mkdir -p "$out"
-case "$part" in a|b|all) ;; *) echo "part must be a, b or all, got '$part'" >&2; exit 2 ;; esac
+case "$part" in a|b|c|all) ;; *) echo "part must be a, b, c or all, got '$part'" >&2; exit 2 ;; esac
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   export PYTHONPATH=/tmp/site:$PWD
@@ -25,7 +26,7 @@ card=$(python3 -c "import re, torch; m = re.search(r'(H100|H200|A100|L40S|L4)', 
 step() { local limit=$1; shift; echo "== $* (limit ${limit}s)" | tee -a "$log"; timeout "$limit" "$@" 2>&1 | grep -v "^W[0-9]" | tee -a "$log"; }
 bench() { local limit=$1; shift; step "$limit" python3 benchmarks/bench.py --model "$model" --device cuda "$@"; }
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader 2>&1 | tee -a "$log"
-if [ "$part" != b ]; then
+if [ "$part" = a ] || [ "$part" = all ]; then
   # the open question first: the flex kernel end to end, against the sdpa baseline on the same machine
   bench 170 --precision fp16 --compile --attention-kernel flex --throughput-only --batch-sizes 32 --branch-times \
     --profile --profile-top 25 --output "$out/${card}_cuda_fp16_compiled_flex.json"
@@ -34,10 +35,15 @@ if [ "$part" != b ]; then
   bench 150 --precision fp16 --attention-kernel flex --throughput-only --batch-sizes 32,64 --branch-times \
     --output "$out/${card}_cuda_fp16_flex.json"
 fi
-if [ "$part" != a ]; then
+if [ "$part" = b ] || [ "$part" = all ]; then
   step 90 python3 -m pytest -q -m cuda tests -p no:cacheprovider
   step 90 python3 benchmarks/precision_check.py --model "$model" --device cuda --videos 4 --bench-video \
     --attention-kernels sdpa,flex --output "$out/${card}_precision.json"
   bench 150 --precision fp16 --batch-sizes 1,32,64 --branch-times --profile --profile-top 25 \
     --files 32 --files-batch 8 --workers 12 --output "$out/${card}_cuda_fp16.json"
+fi
+if [ "$part" = c ] || [ "$part" = all ]; then
+  # optional: inductor's GEMM autotuning (long compile) with the faster attention kernel
+  bench 480 --precision fp16 --compile --compile-mode max-autotune-no-cudagraphs --attention-kernel flex \
+    --throughput-only --batch-sizes 32 --branch-times --output "$out/${card}_cuda_fp16_compiled_autotune_flex.json"
 fi

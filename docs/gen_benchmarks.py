@@ -242,7 +242,7 @@ _BENCH_KEYS = frozenset(
         "model", "device", "device_name", "threads", "torch", "precision", "compile", "video", "matmul_rate",
         "stages", "flops_per_video", "fastvqa_reference", "end_to_end", "throughput_tensor_path", "score_files",
         "as_loss_backward", "peak_rss_mib", "cuda_max_allocated_mib", "command", "note", "matmul_rate_half",
-        "branch_dtypes", "profile", "attention_kernel", "clips_in_heads", "swin_sdpa_backend", "tuned_allocator",
+        "branch_dtypes", "profile", "attention_kernel", "compile_mode", "clips_in_heads", "swin_sdpa_backend", "tuned_allocator",
     }
 )  # fmt: skip
 """Entries of a ``bench.py`` result that have their own table; any other entry is listed as it is."""
@@ -258,7 +258,8 @@ _SHORT = {"fragments (Swin3D + head)": "Swin3D + head", "temporal context": "TCM
 
 def _settings(r: dict[str, Any]) -> str:
     """Precision, compilation and attention kernel of a bench result, in words."""
-    parts = [f"precision {r.get('precision', '?')}", "`torch.compile`" if r.get("compile") else "no `torch.compile`"]
+    compiled = f"`torch.compile` (mode `{r['compile_mode']}`)" if r.get("compile_mode") else "`torch.compile`"
+    parts = [f"precision {r.get('precision', '?')}", compiled if r.get("compile") else "no `torch.compile`"]
     kernel = r.get("attention_kernel")
     if kernel:
         parts.append(f"attention kernel `{kernel}`")
