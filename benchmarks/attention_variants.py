@@ -63,19 +63,10 @@ def block_tables(block: swin3d.SwinTransformerBlock3D, padded: swin3d.Size3, win
         frag = attn.fragment_position_bias_table.detach().float().t().contiguous()
     else:
         frag = rel
-    _, wh, ww = window
-    grids = torch.meshgrid(torch.arange(1), torch.arange(wh), torch.arange(ww), indexing="ij")
-    coords = F.interpolate(torch.stack(grids).float()[None], size=padded, mode="nearest").permute(0, 2, 3, 4, 1)
-    coords = torch.roll(coords, shifts=tuple(-s for s in shift), dims=(1, 2, 3))
-    coords = swin3d._window_partition(coords, window)[0]
+    coords = swin3d.fragment_coords(padded, window, shift)
     if attn.fragment_position_bias_table is None:
         coords = torch.zeros_like(coords)
-    if any(shift):
-        labels = [swin3d._shift_region_labels(p, w, s) for p, w, s in zip(padded, window, shift, strict=True)]
-        region = labels[0][:, None, None] * 9 + labels[1][None, :, None] * 3 + labels[2][None, None, :]
-    else:
-        region = torch.zeros(padded, dtype=torch.long)
-    region = swin3d._window_partition(region[None, ..., None], window)[0, ..., 0]
+    region = swin3d.shift_regions(padded, window, shift)  # a single region when the block does not shift
     return {
         "index": index,
         "frag": frag,

@@ -395,9 +395,7 @@ def print_table(r: dict[str, Any]) -> None:
     rate = r["matmul_rate"]
     print(f"model {r['model']} on {r['device']} ({r['device_name']}, {r['threads']} threads), "
           f"precision {r['precision']}, torch {r['torch']}, tuned allocator {r.get('tuned_allocator', False)}, "
-          f"compiled {r.get('compile', False)}, attention {r.get('attention_kernel', 'sdpa')}"
-          + (" (clips in heads)" if r.get("clips_in_heads") else "")
-          + (f", Swin3D sdpa backend {r['swin_sdpa_backend']}" if r.get("swin_sdpa_backend") else ""))
+          f"compiled {r.get('compile', False)}, attention {r.get('attention_kernel', 'sdpa')}")
     print(f"measured matmul rate ({rate['dtype']}): {rate['flops_per_s'] / 1e9:.1f} GFLOP/s")
     if "matmul_rate_half" in r:
         half = r["matmul_rate_half"]

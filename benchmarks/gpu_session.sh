@@ -6,7 +6,9 @@
 #           1/32/64 with per-branch times, profile, score_files);
 #   part c (optional, unmeasured length): compiled with mode max-autotune-no-cudagraphs and the flex kernel.
 # benchmarks/attention_variants.py (the attention kernels alone) is not part of it: its H200 results are in
-# benchmarks/results. On an H200 (2026-11-26) each part took about 4-5 minutes, plus about 30 s to start.
+# benchmarks/results. On an H200 (2026-11-26) the uncompiled fp16 run with score_files and the two compiled
+# runs took 265 s together and a start about 30 s; these parts regroup those steps, so their lengths are
+# estimates (each should fit its step limits, 490 s and 330 s).
 # Usage (on a lent GPU machine, from the repo root): bash benchmarks/gpu_session.sh OUTDIR [MODEL] [a|b|c|all]
 # Wheels for packages the machine lacks (open_clip_torch, ftfy, wcwidth, av) may be carried in .whl/.
 # Writes log.txt and one JSON per measurement to OUTDIR (at most 5 files per part), named <card>_...

@@ -56,8 +56,8 @@ def branch_dtypes(precision: str, device_type: str) -> dict[str, torch.dtype | N
     * ``"fp16"``: the Swin3D and CLIP backbones in float16.
     * ``"bf16"``: on CPU, the Swin3D backbone in bfloat16 and the CLIP tower in float32. On CUDA both
       backbones run in float16, which is as fast as bfloat16 there and stays within the 2e-3 score target:
-      measured on an H200, a bfloat16 Swin3D moved scores by up to 2.2e-3 and a float16 one by 3.5e-4, and a
-      bfloat16 CLIP tower drifts enough to move them by about 4e-3 (CLIP was trained in float16). On CPUs,
+      measured on an H200, a bfloat16 Swin3D moved scores by up to 2.2e-3 and a float16 one by 3.5e-4; on CPU
+      a bfloat16 CLIP tower alone moved them by up to 4.4e-3 (CLIP was trained in float16). On CPUs,
       which emulate float16 slowly, the CLIP tower stays in float32 for the same reason.
 
     Args:

@@ -911,8 +911,9 @@ class SwinTransformer3D(nn.Module):
             kernel: ``"sdpa"`` (default): :func:`torch.nn.functional.scaled_dot_product_attention` with the bias
                 as its mask (cuDNN's kernel on Hopper GPUs). ``"flex"``: FlexAttention adding the bias in its
                 score function (:mod:`~dvlta_metric.branches.flex_window`); it needs torch 2.5 or later and is
-                compiled on first use for each shape. On an H200 in fp16 its attention ran 2.5 times as fast as
-                cuDNN's; on CPU it is slower than ``"sdpa"``. Calls that need gradients on CPU (FlexAttention
+                compiled on first use for each shape. On an H200 in fp16 its computation, timed alone, ran 2.5
+                times as fast as cuDNN's (the whole model with it is not timed on a GPU yet); on CPU it is
+                slower than ``"sdpa"``. Calls that need gradients on CPU (FlexAttention
                 has none there) and trainable bias tables use ``"sdpa"`` whatever is chosen.
 
         Returns:
