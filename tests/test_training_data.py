@@ -209,3 +209,14 @@ def test_metric_input_errors() -> None:
         metrics.plcc([1], [1])
     with pytest.raises(ValueError, match="finite"):
         metrics.krcc([1, float("nan")], [1, 2])
+
+
+@pytest.mark.parametrize("n", [2, 3, 4])
+def test_fewer_videos_than_the_logistic_needs_use_the_linear_map(n: int) -> None:
+    # curve_fit refuses 3 points for 4 parameters and interpolates 4; both must give the linear map
+    x = np.array([0.1, 0.7, 0.4, 0.9][:n])
+    y = np.array([1.0, 3.5, 3.0, 4.0][:n])
+    res = metrics.all_metrics(x, y)
+    assert res["fit"] == "linear" and res["n"] == n
+    assert res["plcc"] == pytest.approx(metrics.pearson(x, y))
+    assert metrics.fit_logistic(np.append(x, [0.2] * (5 - n)), np.append(y, [2.0] * (5 - n))).method == "logistic"

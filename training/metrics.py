@@ -8,8 +8,8 @@ The standard VQA protocol (VQEG FR-TV Phase I; as in FAST-VQA, DOVER and the DVL
   4-parameter logistic ``f(x) = (b1 - b2) / (1 + exp(-(x - b3) / |b4|)) + b2`` fitted by least squares
   (``scipy.optimize.curve_fit``). Initial values: ``b1 = max(MOS)``, ``b2 = min(MOS)`` (swapped when the
   correlation is negative), ``b3 = mean(pred)``, ``b4 = std(pred)``. If the fit fails to converge, or ends
-  worse than a straight line, a linear least-squares map is used instead (``LogisticFit.method`` says
-  which).
+  worse than a straight line, or there are fewer than ``LOGISTIC_MIN_VIDEOS`` (5) videos, a linear
+  least-squares map is used instead (``LogisticFit.method`` says which).
 
 All functions take 1-D sequences (lists, NumPy arrays, CPU tensors) of equal length ``>= 2``.
 """
@@ -27,6 +27,9 @@ import numpy as np
 ArrayLike = Sequence[float] | np.ndarray | Any
 
 METRIC_NAMES: tuple[str, ...] = ("srocc", "plcc", "krcc", "rmse")
+
+LOGISTIC_MIN_VIDEOS = 5
+"""Fewest videos the 4-parameter logistic is fitted to; with fewer it would interpolate, so a line is used."""
 
 
 def _pair(pred: ArrayLike, mos: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
@@ -142,13 +145,14 @@ def fit_logistic(
         maxfev: Function evaluations allowed to ``curve_fit``.
 
     Returns:
-        The fit; its ``method`` is ``"linear"`` when the logistic could not be fitted.
+        The fit; its ``method`` is ``"linear"`` when the logistic could not be fitted, or for fewer than
+        ``LOGISTIC_MIN_VIDEOS`` videos (4 parameters would interpolate so few points rather than fit them).
     """
     from scipy.optimize import OptimizeWarning, curve_fit
 
     x, y = _pair(pred, mos)
     linear = _linear_fit(x, y)
-    if np.ptp(x) == 0.0:
+    if np.ptp(x) == 0.0 or x.size < LOGISTIC_MIN_VIDEOS:
         return linear
     std = float(x.std())
     negative = pearson(x, y) < 0
