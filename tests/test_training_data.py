@@ -220,3 +220,27 @@ def test_fewer_videos_than_the_logistic_needs_use_the_linear_map(n: int) -> None
     assert res["fit"] == "linear" and res["n"] == n
     assert res["plcc"] == pytest.approx(metrics.pearson(x, y))
     assert metrics.fit_logistic(np.append(x, [0.2] * (5 - n)), np.append(y, [2.0] * (5 - n))).method == "logistic"
+
+
+@pytest.mark.parametrize("n", [29, 30, 31, 957])
+def test_training_steps_are_the_same_global_batches_on_any_number_of_processes(n: int) -> None:
+    from training.train import train_sampler
+
+    batch = 16
+
+    def global_batches(world: int, epoch: int) -> list[set[int]]:
+        per_rank = []
+        for rank in range(world):
+            sampler = train_sampler(list(range(n)), world, rank, seed=3)  # type: ignore[arg-type]
+            sampler.set_epoch(epoch)
+            order = list(sampler)
+            per = batch // world
+            per_rank.append([order[k * per : (k + 1) * per] for k in range(len(order) // per)])
+        return [set().union(*steps) for steps in zip(*per_rank, strict=True)]
+
+    for epoch in (0, 1):
+        one = global_batches(1, epoch)
+        assert len(one) == n // batch
+        assert all(len(b) == batch for b in one)  # no video repeated to pad a batch
+        for world in (2, 4, 8):
+            assert global_batches(world, epoch) == one

@@ -305,7 +305,7 @@ def _losses(directory: Path) -> list[float]:
     ]
 
 
-def test_resume_continues_exactly(run: dict[str, Path]) -> None:
+def test_resume_continues_exactly(run: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     straight, resumed = run["root"] / "straight", run["root"] / "resumed"
     common = ["--cache", str(run["cache"]), "--epochs", "3", *TRAIN_ARGS]
     assert train.main([*common, "--out", str(straight)]) == 0
@@ -314,7 +314,14 @@ def test_resume_continues_exactly(run: dict[str, Path]) -> None:
         len(_losses(resumed)) == 3
         and not (resumed / "split_00" / "result.json").exists()
     )
-    assert train.main([*common, "--out", str(resumed)]) == 0
+    # a resumption under another split or schedule is refused, naming what changed; the checkpoint is kept
+    other = ["--cache", str(run["cache"]), "--epochs", "4", *TRAIN_ARGS, "--train-fraction", "0.5"]
+    assert train.main([*other, "--out", str(resumed)]) == 2
+    err = capsys.readouterr().err
+    assert "settings.epochs: 3 then, 4 now" in err and "train_fraction" in err and "last.pt" in err
+    assert train.main([*common, "--out", str(resumed), "--num-workers", "1"]) == 0  # speed-only setting: free
+    assert train.main([*other, "--out", str(resumed)]) == 2  # a finished result is not reused either
+    assert "result.json belongs to a run with other settings" in capsys.readouterr().err
     assert _losses(resumed) == pytest.approx(_losses(straight), abs=1e-6)
     a = json.loads((straight / "split_00" / "result.json").read_text())["results"]
     b = json.loads((resumed / "split_00" / "result.json").read_text())["results"]

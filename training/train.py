@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import math
 import sys
@@ -196,6 +197,80 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
+def train_sampler(
+    dataset: CachedVideos, world_size: int, rank: int, seed: int
+) -> DistributedSampler[dict[str, torch.Tensor]]:
+    """The training order of one process: every step's global batch is the same on any number of processes.
+
+    The sampler shuffles all ``n`` rows by ``seed`` and the epoch, keeps the first ``n - n mod world_size``
+    and gives process ``rank`` every ``world_size``-th of them. With the loader's ``batch_size / world_size``
+    videos per process and ``drop_last``, step ``k`` covers positions ``[k B, (k + 1) B)`` of the shuffled
+    order on every process count, and there are ``n // B`` steps, as on one process. (Padding instead of
+    dropping, the sampler's default, would repeat videos and add a step when ``n mod B > B - world_size``.)
+
+    Args:
+        dataset: The training videos.
+        world_size: Number of processes.
+        rank: This process.
+        seed: The run's seed.
+
+    Returns:
+        The sampler; call ``set_epoch`` before each epoch.
+    """
+    return DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True)
+
+
+RESUME_FREE_SETTINGS = ("num_workers",)
+"""Settings that may change between an interrupted run and its resumption (they change speed, not results)."""
+
+
+def run_identity(job: Job, model_name: str, settings: TrainSettings) -> dict[str, Any]:
+    """What a job's results depend on, stored with its checkpoint and result to check a resumed run against.
+
+    Args:
+        job: The job.
+        model_name: The initial model.
+        settings: Hyper-parameters.
+
+    Returns:
+        JSON-friendly ``{"model", "split", "settings", "rows"}``; ``rows`` is a SHA-256 of the training and
+        test rows, so a feature cache that gained or lost videos since the run began is noticed.
+    """
+    rows = {"train": job.train_rows, "tests": {n: r for n, (_, r) in sorted(job.tests.items())}}
+    digest = hashlib.sha256(json.dumps(rows, sort_keys=True).encode("utf-8")).hexdigest()
+    kept = {k: v for k, v in asdict(settings).items() if k not in RESUME_FREE_SETTINGS}
+    return json.loads(json.dumps({"model": model_name, "split": job.info, "settings": kept, "rows": digest}))
+
+
+def check_same_run(path: Path, stored: dict[str, Any] | None, current: dict[str, Any]) -> None:
+    """Refuse to resume (or to reuse a finished result) under a different split, model or settings.
+
+    Args:
+        path: The checkpoint or ``result.json`` the stored identity came from (named in the error).
+        stored: Its :func:`run_identity` (``None`` for files written before it was recorded: not checked).
+        current: This command's :func:`run_identity`.
+
+    Raises:
+        ValueError: Naming every differing field, and what to do.
+    """
+    if stored is None or stored == current:
+        return
+    diffs = []
+    for key in ("model", "split", "settings"):
+        old, new = stored.get(key), current.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            diffs += [f"{key}.{k}: {old.get(k)!r} then, {new.get(k)!r} now" for k in sorted(set(old) | set(new))
+                      if old.get(k) != new.get(k)]
+        elif old != new:
+            diffs.append(f"{key}: {old!r} then, {new!r} now")
+    if stored.get("rows") != current.get("rows") and not diffs:
+        diffs.append("the training or test rows (the feature cache gained or lost videos)")
+    raise ValueError(
+        f"{path} belongs to a run with other settings ({'; '.join(diffs)}); rerun with the same settings to "
+        "resume it, or give another --out (or delete that folder) to start again"
+    )
+
+
 def run_job(
     job: Job,
     model_name: str,
@@ -219,9 +294,12 @@ def run_job(
         The job's result (``result.json``), or ``None`` if it stopped early.
     """
     directory = out / job.name
+    identity = run_identity(job, model_name, settings)
     if (directory / RESULT_NAME).is_file():
+        done = json.loads((directory / RESULT_NAME).read_text(encoding="utf-8"))
+        check_same_run(directory / RESULT_NAME, done.get("run"), identity)
         _log(info, f"{job.name}: already done ({directory / RESULT_NAME}); skipping")
-        return json.loads((directory / RESULT_NAME).read_text(encoding="utf-8"))
+        return done
     if info.is_main:
         directory.mkdir(parents=True, exist_ok=True)
     dd.barrier()
@@ -249,14 +327,7 @@ def run_job(
     train_set = CachedVideos(
         job.train_cache, job.train_rows, train=True, seed=settings.seed
     )
-    sampler: DistributedSampler[dict[str, torch.Tensor]] = DistributedSampler(
-        train_set,
-        num_replicas=world,
-        rank=info.rank,
-        shuffle=True,
-        seed=settings.seed,
-        drop_last=False,
-    )
+    sampler = train_sampler(train_set, world, info.rank, settings.seed)
     loader = DataLoader(
         train_set,
         batch_size=per_rank,
@@ -297,6 +368,7 @@ def run_job(
     ckpt_path = directory / CHECKPOINT_NAME
     if ckpt_path.is_file():
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        check_same_run(ckpt_path, ckpt.get("run"), identity)
         net.load_state_dict(ckpt["trainable"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -376,6 +448,7 @@ def run_job(
                 "rng": {"torch": torch.get_rng_state()},
                 "job": job.info,
                 "settings": asdict(settings),
+                "run": identity,
             }
             tmp = ckpt_path.with_name(CHECKPOINT_NAME + ".tmp")
             torch.save(ckpt, tmp)
@@ -390,6 +463,7 @@ def run_job(
         "select": settings.select,
         "results": best["results"],
         "missing": job.missing,
+        "run": identity,
     }
     if info.is_main:
         write_json_atomic(directory / RESULT_NAME, result)
