@@ -61,6 +61,9 @@ def test_label_file_errors_name_the_line(tmp_path: Path) -> None:
     bad.write_text("a.mp4, 8.0, 30, high\n")
     with pytest.raises(ValueError, match="MOS 'high' is not a number"):
         datasets.read_label_file(bad)
+    bad.write_text("a.mp4, 8.0, 30, 3.2\nb.mp4, 8.0, 30, 3.0\n./a.mp4, 8.0, 30, 2.9\n")
+    with pytest.raises(ValueError, match=r"labels.txt:3: './a.mp4' is listed again \(first on line 1\)"):
+        datasets.read_label_file(bad)
 
 
 def test_csv_dataset(tmp_path: Path) -> None:
@@ -73,6 +76,9 @@ def test_csv_dataset(tmp_path: Path) -> None:
         datasets.load_dataset(csv_file=tmp_path / "bad.csv")
     with pytest.raises(ValueError, match="--root"):
         datasets.load_dataset("konvid")
+    (tmp_path / "twice.csv").write_text("path,mos\na.mp4,3\nsub/b.mp4,4\nsub//b.mp4,2\n")
+    with pytest.raises(ValueError, match=r"twice.csv:4: 'sub//b.mp4' is listed again \(first on line 3\)"):
+        datasets.load_dataset(csv_file=tmp_path / "twice.csv")
 
 
 def test_check_reports_missing_and_unreadable_videos_up_front(
@@ -244,3 +250,21 @@ def test_training_steps_are_the_same_global_batches_on_any_number_of_processes(n
         assert all(len(b) == batch for b in one)  # no video repeated to pad a batch
         for world in (2, 4, 8):
             assert global_batches(world, epoch) == one
+
+
+def test_jobs_with_fewer_than_two_test_videos_are_refused_before_training(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from training.train import make_jobs
+
+    class Cache(SimpleNamespace):
+        def __len__(self) -> int:
+            return self.n
+
+    full = Cache(name="mine", directory=tmp_path, n=10, available_rows=lambda: list(range(10)))
+    assert [len(j.tests["mine"][1]) for j in make_jobs(full, [], [0], 0.8)] == [2]  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="split 0: 1 of its 1 test videos .* at least 2"):
+        make_jobs(full, [], [0], 0.9)  # type: ignore[arg-type]
+    one = Cache(name="other", directory=tmp_path, n=5, available_rows=lambda: [3])
+    with pytest.raises(ValueError, match="holds 1 video.*at least 2"):
+        make_jobs(full, [one], [0], 0.8)  # type: ignore[arg-type]

@@ -254,6 +254,7 @@ def test_features_report_missing_videos_first(
         )
         == 1
     )
+    assert "0 failed, 1 skipped as missing, 0 as unreadable" in capsys.readouterr().out
     cache = FeatureCache(run["root"] / "small_cache")
     assert (
         cache.available_rows() == [0, 1, 2]

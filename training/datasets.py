@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -278,6 +279,17 @@ def probe_video(path: str | Path) -> str | None:
         return f"unreadable ({type(err).__name__}: {err})"
 
 
+def _first_listing(seen: dict[str, int], video: str, number: int, where: str) -> None:
+    """Record ``video`` as listed on line ``number``; raise if it was listed before."""
+    key = os.path.normcase(os.path.normpath(video))
+    if key in seen:
+        raise ValueError(
+            f"{where}: {video!r} is listed again (first on line {seen[key]}); a video listed twice can land "
+            "in both the training and the test rows of a split: remove the duplicate row"
+        )
+    seen[key] = number
+
+
 def _number(text: str, what: str, where: str) -> float:
     try:
         value = float(text)
@@ -301,13 +313,14 @@ def read_label_file(path: str | Path) -> list[VideoItem]:
 
     Raises:
         FileNotFoundError: If the file does not exist.
-        ValueError: For a line that does not have four fields or whose numbers do not parse (the message
-            gives the line number).
+        ValueError: For a line that does not have four fields, whose numbers do not parse, or that lists a
+            video again (the message gives the line number).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"label file {path} does not exist")
     items: list[VideoItem] = []
+    seen: dict[str, int] = {}
     for number, line in enumerate(
         path.read_text(encoding="utf-8").splitlines(), start=1
     ):
@@ -322,6 +335,7 @@ def read_label_file(path: str | Path) -> list[VideoItem]:
         duration = _number(fields[1], "duration", where)
         fps = _number(fields[2], "fps", where)
         mos = _number(fields[3], "MOS", where)
+        _first_listing(seen, fields[0], number, where)
         items.append(
             VideoItem(
                 fields[0],
@@ -346,7 +360,7 @@ def read_csv(path: str | Path) -> list[VideoItem]:
 
     Raises:
         FileNotFoundError: If the file does not exist.
-        ValueError: For a missing column, an empty path or a MOS that is not a number.
+        ValueError: For a missing column, an empty path, a MOS that is not a number, or a path listed again.
     """
     path = Path(path)
     if not path.is_file():
@@ -360,11 +374,13 @@ def read_csv(path: str | Path) -> list[VideoItem]:
                 f"(found {list(reader.fieldnames or [])})"
             )
         items = []
+        seen: dict[str, int] = {}
         for number, row in enumerate(reader, start=2):
             where = f"{path}:{number}"
             video = (row.get(columns["path"]) or "").strip()
             if not video:
                 raise ValueError(f"{where}: empty path")
+            _first_listing(seen, video, number, where)
             items.append(
                 VideoItem(video, _number(row.get(columns["mos"]) or "", "mos", where))
             )

@@ -794,6 +794,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     skip: set[int] = set()
+    missing = 0
     if not args.no_check:
         report: CheckReport = data.check(progress=not args.no_progress)
         if not report.ok:
@@ -805,6 +806,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
                 return 1
             skip = report.bad_indices
+            missing = sum(1 for p in report.problems if p.reason == "missing")
     try:
         summary = build_cache(
             model,
@@ -825,9 +827,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     size = cache_bytes_per_video(model.config, args.samples, args.dtype)["total"]
+    skipped = f"{missing} skipped as missing, {len(skip) - missing} as unreadable" if missing else (
+        f"{len(skip)} skipped as unreadable")
     print(
         f"{data.name}: {summary.cached} videos cached, {summary.skipped} already there, "
-        f"{len(summary.failed)} failed, {len(skip)} skipped as unreadable; {size / 2**20:.2f} MiB per video in {args.out}"
+        f"{len(summary.failed)} failed, {skipped}; {size / 2**20:.2f} MiB per video in {args.out}"
     )
     for row, reason in sorted(summary.failed.items())[:20]:
         print(f"  failed: {data[row].path}: {reason}", file=sys.stderr)

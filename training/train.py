@@ -524,8 +524,10 @@ def make_jobs(
         tests = {}
         for cache in test_caches:
             rows = cache.available_rows()
-            if not rows:
-                raise ValueError(f"the test cache {cache.directory} holds no video")
+            if len(rows) < 2:
+                raise ValueError(
+                    f"the test cache {cache.directory} holds {len(rows)} video(s); the test metrics need at least 2"
+                )
             tests[cache.name] = (cache, rows)
         missing = {train_cache.name: len(train_cache) - len(available)}
         missing.update({c.name: len(c) - len(tests[c.name][1]) for c in test_caches})
@@ -535,6 +537,11 @@ def make_jobs(
         split = random_split(len(train_cache), index, train_fraction)
         train = [r for r in split.train if r in available]
         test = [r for r in split.test if r in available]
+        if len(test) < 2:
+            raise ValueError(
+                f"split {index}: {len(test)} of its {len(split.test)} test videos are in the cache {train_cache.directory}; "
+                "the test metrics need at least 2: cache more videos or lower --train-fraction"
+            )
         info = {
             "protocol": "random",
             **split.to_dict(),
