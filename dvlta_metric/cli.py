@@ -167,6 +167,8 @@ def _score(args: argparse.Namespace) -> int:
     if not files:
         raise UsageError(f"no video files found in {', '.join(args.paths)}")
     fmt = _output_format(args.format, args.output)
+    if args.output:
+        _check_output(args.output)
     done = _read_previous(args.output, fmt) if args.output else {}
     todo = [f for f in files if _key(f) not in done]
     failed = sum(1 for f in files if _key(f) in done and done[_key(f)].get("error"))
@@ -222,15 +224,22 @@ def _score(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _whole(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
 def _positive(text: str) -> int:
-    value = int(text)
+    value = _whole(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 
 def _non_negative(text: str) -> int:
-    value = int(text)
+    value = _whole(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
     return value
@@ -264,18 +273,52 @@ def _output_format(fmt: str | None, output: Path | None) -> str:
     return "json" if output.suffix.lower() in {".json", ".jsonl", ".ndjson"} else "csv"
 
 
+OUTPUT_ERRORS = "surrogateescape"
+"""How ``--output`` files encode file names that are not valid UTF-8: their bytes are kept as they are, so
+such a file gets its row and is recognised again on resume (in JSON it is a ``\\udcXX`` escape)."""
+
+RESUME_COLUMNS = ("path", "score", "model", "error")
+"""Columns a CSV ``--output`` file must have for new rows to be appended to it."""
+
+
+def _check_output(output: Path) -> None:
+    """Refuse an ``--output`` that cannot be written, before any model is built."""
+    if output.is_dir():
+        raise UsageError(f"--output {output} is a directory: give a file name, such as {output / 'scores.csv'}")
+    existing = next(p for p in (output.parent, *output.parent.parents) if p.exists())
+    if not existing.is_dir():
+        raise UsageError(f"--output {output}: {existing} is a file, not a directory")
+    target = output if output.exists() else existing
+    if not os.access(target, os.W_OK):
+        raise UsageError(f"--output {output}: {target} is not writable")
+
+
 def _read_previous(output: Path, fmt: str) -> dict[str, dict[str, object]]:
-    """Rows already in ``output`` by file key; a partly written last line is cut off first."""
+    """Rows already in ``output`` by file key; a partly written last line is cut off first.
+
+    A file holding only blank lines is emptied (it is written anew); a CSV whose header lacks
+    :data:`RESUME_COLUMNS` is refused, since rows appended under it would lose their scores.
+    """
     if not output.exists() or output.stat().st_size == 0:
+        return {}
+    if not output.read_bytes().strip():
+        output.write_bytes(b"")
         return {}
     _drop_partial_line(output)
     try:
-        with output.open(newline="", encoding="utf-8") as fh:
+        with output.open(newline="", encoding="utf-8", errors=OUTPUT_ERRORS) as fh:
             if fmt == "csv":
-                rows = list(csv.DictReader(fh))
+                reader = csv.DictReader(fh)
+                lacking = [c for c in RESUME_COLUMNS if c not in (reader.fieldnames or [])]
+                if lacking:
+                    raise UsageError(
+                        f"cannot resume from {output}: its CSV header {reader.fieldnames} lacks {lacking}; "
+                        "it is not a file written by dvlta-metric: use another --output file"
+                    )
+                rows = list(reader)
             else:
                 rows = [json.loads(line) for line in fh if line.strip()]
-    except (ValueError, csv.Error, UnicodeDecodeError) as err:
+    except (ValueError, csv.Error) as err:
         raise UsageError(f"cannot resume from {output}: it is not a {fmt} file from this tool ({err})") from None
     if rows and not all(isinstance(r, dict) and "path" in r for r in rows):
         raise UsageError(f"cannot resume from {output}: its rows have no 'path'")
@@ -301,10 +344,13 @@ class _Sink:
         if output is not None:
             fresh = not output.exists() or output.stat().st_size == 0
             if fmt == "csv" and not fresh:
-                with output.open(newline="", encoding="utf-8") as fh:
+                with output.open(newline="", encoding="utf-8", errors=OUTPUT_ERRORS) as fh:
                     self.columns = next(csv.reader(fh))  # keep the file's own header
-            output.parent.mkdir(parents=True, exist_ok=True)
-            self.fh = output.open("a", newline="", encoding="utf-8")
+            try:
+                output.parent.mkdir(parents=True, exist_ok=True)
+                self.fh = output.open("a", newline="", encoding="utf-8", errors=OUTPUT_ERRORS)
+            except OSError as err:
+                raise UsageError(f"cannot write --output {output}: {err.strerror or err}") from None
             if fmt == "csv":
                 self._csv_writer(self.fh, header=fresh)
         elif fmt == "csv":

@@ -118,6 +118,10 @@ def test_bad_files_named_on_stderr(capsys, clips: Clips) -> None:
         (["score", "{landscape}", "--model", "dvlta-vqa", "--device", "cpu"], "dvlta-vqa"),  # no weights
         (["score", "{landscape}", *TINY, "--batch-size", "0"], "--batch-size"),
         (["score", "{landscape}", *TINY, "--format", "table", "--output", "{out}"], "table"),
+        (["score", "{landscape}", *TINY, "--batch-size", "abc"], "expected a whole number, got 'abc'"),
+        (["score", "{landscape}", *TINY, "--output", "{empty_dir}"], "is a directory: give a file name"),
+        (["score", "{landscape}", *TINY, "--output", "{out}/under/a/file.csv"], "is a file, not a directory"),
+        (["score", "{landscape}", *TINY, "--output", "{foreign}"], "lacks ['score', 'model', 'error']"),
         (["score", *TINY], "PATH"),
         (["frobnicate"], "invalid choice"),
         ([], "required"),
@@ -125,7 +129,10 @@ def test_bad_files_named_on_stderr(capsys, clips: Clips) -> None:
 )
 def test_usage_errors_exit_2(capsys, tmp_path: Path, clips: Clips, argv: list[str], words: str) -> None:
     (tmp_path / "empty").mkdir()
-    subs = {"landscape": clips.landscape, "empty_dir": tmp_path / "empty", "out": tmp_path / "out.csv"}
+    (tmp_path / "out.csv").write_text("path,score,model,error\n")
+    (tmp_path / "foreign.csv").write_text("path,quality\nx.mp4,3\n")
+    subs = {"landscape": clips.landscape, "empty_dir": tmp_path / "empty", "out": tmp_path / "out.csv",
+            "foreign": tmp_path / "foreign.csv"}
     code, out, err = run(capsys, *[a.format(**subs) for a in argv])
     assert code == 2
     assert words in err and "Traceback" not in err
@@ -186,6 +193,33 @@ def test_interrupted_run_resumes(capsys, tmp_path: Path, clips: Clips, monkeypat
     rows = _rows(out, "csv")
     assert sorted(r["path"] for r in rows) == sorted(str(f) for f in files) and len(rows) == len(files)
     assert all(r["error"] == "" and 0 < float(r["score"]) < 1 for r in rows)
+
+
+@pytest.mark.skipif(sys.platform in ("win32", "darwin"), reason="needs a file system that allows non-UTF-8 names")
+@pytest.mark.parametrize("suffix, fmt", [(".csv", "csv"), (".jsonl", "json")])
+def test_file_names_that_are_not_utf8_get_their_row_and_resume(
+    capsys, tmp_path: Path, clips: Clips, suffix: str, fmt: str
+) -> None:
+    odd = Path(os.fsdecode(bytes(tmp_path) + b"/caf\xe9.mp4"))  # Latin-1 name: a surrogate escape in Python
+    odd.write_bytes(clips.single.read_bytes())
+    out = tmp_path / f"scores{suffix}"
+    code, _, _ = run(capsys, "score", odd, clips.landscape, "--output", out, *TINY)
+    assert code == 0
+    with out.open(newline="", errors="surrogateescape") as fh:
+        rows = list(csv.DictReader(fh)) if fmt == "csv" else [json.loads(line) for line in fh]
+    assert sorted(r["path"] for r in rows) == sorted([str(odd), str(clips.landscape)])
+    assert all(0 < float(r["score"]) < 1 for r in rows)
+    code, _, err = run(capsys, "score", odd, clips.landscape, "--output", out, *TINY)
+    assert code == 0 and "2 of 2 files are already in" in err
+
+
+def test_blank_output_file_is_written_anew(capsys, tmp_path: Path, clips: Clips) -> None:
+    out = tmp_path / "scores.csv"
+    out.write_text("\n\n")
+    code, _, _ = run(capsys, "score", clips.single, "--output", out, *TINY)
+    assert code == 0
+    rows = _rows(out, "csv")
+    assert [r["path"] for r in rows] == [str(clips.single)] and 0 < float(rows[0]["score"]) < 1
 
 
 def test_output_of_another_model_is_refused(capsys, tmp_path: Path, clips: Clips) -> None:
