@@ -251,6 +251,20 @@ class DVLTAVQA(nn.Module):
         self.precision = precision
         return self
 
+    def clear_bias_cache(self) -> DVLTAVQA:
+        """Free the Swin3D's cached attention biases; they are rebuilt on the next call.
+
+        The cache follows ``load_state_dict``, ``.to()`` and in-place edits under ``torch.no_grad()`` by
+        itself; call this after editing the position-bias tables through ``.data``, or to free the memory
+        (about 1.1 GB in float32 for the full model) between calls.
+
+        Returns:
+            The model.
+        """
+        if self.basic_visual is not None:
+            self.basic_visual.backbone.clear_bias_cache()
+        return self
+
     def set_grad_checkpointing(self, enable: bool = True) -> DVLTAVQA:
         """Recompute backbone activations in the backward pass instead of storing them.
 
@@ -359,6 +373,7 @@ class DVLTAVQA(nn.Module):
         Returns:
             ``{"fragments": (K, 3, L, S, S), "frames": (T', 3, S, S)}`` for the views the model uses.
         """
+        self._check_dtype()
         if isinstance(video, DecodedVideo):
             num_frames, source = video.num_frames, video.frames
 
@@ -437,6 +452,8 @@ class DVLTAVQA(nn.Module):
     def read(self, path: PathLike) -> DecodedVideo:
         """Decode the frames of a video file that this model's views need (and no others).
 
+        In training mode every frame is decoded, since a training view is a random clip.
+
         Args:
             path: A video file any FFmpeg build reads.
 
@@ -449,7 +466,8 @@ class DVLTAVQA(nn.Module):
         """
         from .video_io import read_video
 
-        return read_video(path, select=self.needed_frames)
+        # training mode draws a random clip, which may need any frame: decode them all
+        return read_video(path, select=None if self.training else self.needed_frames)
 
     def _load_inputs(self, x: Any) -> tuple[list[torch.Tensor | DecodedVideo], bool]:
         """Normalise any accepted input into a list of videos, and whether it was a single video."""
@@ -478,6 +496,15 @@ class DVLTAVQA(nn.Module):
         with torch.set_grad_enabled(self.as_loss or self.training):
             return self.score_views([self.make_views(v) for v in videos])
 
+    def _check_dtype(self) -> None:
+        """Refuse weights converted to half precision as a whole (``.half()``, ``.to(torch.bfloat16)``)."""
+        if self.dtype not in (torch.float32, torch.float64):
+            raise ValueError(
+                f"the model's weights were converted to {self.dtype}; convert back with model.float() and use "
+                "model.set_precision('fp16' or 'bf16'), which runs the two backbones in half precision and keeps "
+                "the heads, the fusion and the score in float32"
+            )
+
     def score_views(
         self, views: Sequence[dict[str, torch.Tensor]]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -491,6 +518,16 @@ class DVLTAVQA(nn.Module):
         Returns:
             ``(scores (B,), weights (B, K), features (B, K, D))``.
         """
+        self._check_dtype()
+        if not views:
+            raise ValueError("score_views needs the views of at least one video, got an empty sequence")
+        if self.training and len(views) < 2 and any(
+            isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training for m in self.modules()
+        ):
+            raise ValueError(
+                "in training mode the batch norms use batch statistics, which need at least 2 videos per call, "
+                "got 1: score batches of 2 or more, or call model.eval() to score one video"
+            )
         with torch.set_grad_enabled(self.as_loss or self.training):
             batch = {k: torch.stack([v[k] for v in views]) for k in views[0]}
             features = self.branch_features(batch)

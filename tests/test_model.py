@@ -224,3 +224,49 @@ def test_tune_allocator_keeps_scores(tiny_model: DVLTAVQA, video_factory: VideoF
     else:
         assert accepted is False
     assert torch.equal(tiny_model(v), before)
+
+
+def test_whole_model_float64_runs_and_half_conversion_points_to_set_precision(video_factory: VideoFactory) -> None:
+    torch.manual_seed(0)
+    model = dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="cpu")
+    video = video_factory(8, 64, 64)
+    expected = float(model(video))
+    assert float(model.double()(video)) == pytest.approx(expected, abs=1e-6)
+    model.half()
+    with pytest.raises(ValueError, match=r"converted to torch.float16.*set_precision"):
+        model(video)
+    with pytest.raises(ValueError, match="set_precision"):
+        model.make_views(video)
+    assert float(model.float()(video)) == pytest.approx(expected, abs=1e-2)  # weights rounded to fp16 and back
+
+
+def test_training_mode_reads_every_frame_of_a_file_and_needs_two_videos(video_factory: VideoFactory) -> None:
+    from importlib.resources import files
+
+    sample = str(files("dvlta_metric") / "assets" / "sample.mp4")
+    model = dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="cpu")
+    assert model.read(sample).num_frames > len(model.read(sample).frames)  # inference decodes a subset
+    model.train()
+    assert len(model.read(sample).frames) == model.read(sample).num_frames
+    for seed in range(4):  # random training clips: each used to need frames the inference subset lacks
+        torch.manual_seed(seed)
+        assert model([sample, sample]).shape == (2,)
+    with pytest.raises(ValueError, match="at least 2 videos per call, got 1.*model.eval"):
+        model(video_factory(8, 64, 64))
+    with pytest.raises(ValueError, match="empty sequence"):
+        model.eval().score_views([])
+
+
+def test_clear_bias_cache_after_editing_tables_through_data(video_factory: VideoFactory) -> None:
+    torch.manual_seed(0)
+    model = dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="cpu")
+    video = video_factory(8, 64, 64)
+    before = float(model(video))
+    for name, p in model.named_parameters():
+        if name.endswith("position_bias_table"):
+            p.data.normal_(0, 5)  # .data: the version counter the cache follows does not move
+    fresh = dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="cpu")
+    fresh.load_state_dict(model.state_dict())
+    assert model.clear_bias_cache() is model
+    after = float(model(video))
+    assert after == pytest.approx(float(fresh(video)), abs=1e-6) and after != pytest.approx(before, abs=1e-5)

@@ -79,10 +79,11 @@ class BasicVisualFeatureExtraction(nn.Module):
 
         Returns:
             ``(B, D)``: the head output averaged over ``(t, h, w)`` and over the clips. The head runs in
-            float32 even under autocast (it is about 0.5 % of the branch's FLOPs).
+            its weights' dtype (float32 unless the whole model was converted) even under autocast (it is
+            about 0.5 % of the branch's FLOPs).
         """
         with torch.autocast(feats.device.type, enabled=False):
-            out = self.head(feats.float()).mean(dim=(2, 3, 4))
+            out = self.head(feats.to(next(self.head.parameters()).dtype)).mean(dim=(2, 3, 4))
         return out.reshape(-1, num_clips, out.shape[-1]).mean(dim=1)
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:

@@ -537,8 +537,10 @@ class WindowAttention3D(nn.Module):
 
         When the bias tables are frozen (``requires_grad=False``, as in DVLTA-VQA) the result depends only on
         the shapes and on the table values, so the last one is kept and reused until the window, the masks,
-        the dtype or the tables change (tracked by their version counters). With trainable tables it is
-        rebuilt on every call so that gradients reach them.
+        the dtype or the tables change (tracked by their version counters: ``load_state_dict``, ``.to()`` and
+        in-place edits under ``torch.no_grad()`` are seen; edits through ``table.data`` bypass the counter,
+        so call :meth:`SwinTransformer3D.clear_bias_cache` after those). With trainable tables it is rebuilt
+        on every call so that gradients reach them.
 
         Args:
             window: Effective window ``(wd, wh, ww)``.
@@ -941,7 +943,8 @@ class SwinTransformer3D(nn.Module):
         """Frees the attention biases kept by frozen blocks (see :meth:`WindowAttention3D.attention_bias`).
 
         They take about 1.1 GB in float32 for the FAST-VQA-B backbone on 32x224x224 clips and are rebuilt on
-        the next call.
+        the next call. Call it also after editing the bias tables through ``.data``, which their version
+        counters do not see.
         """
         for module in self.modules():
             if isinstance(module, WindowAttention3D):
