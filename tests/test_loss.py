@@ -41,13 +41,27 @@ def test_quality_loss_combines() -> None:
 
 
 @pytest.mark.parametrize(
-    ("pred", "target", "err"),
+    ("pred", "target", "err", "match"),
     [
-        (torch.rand(1), torch.rand(1), ValueError),
-        (torch.rand(3), torch.rand(4), ValueError),
-        ([0.1, 0.2], torch.rand(2), TypeError),
+        (torch.rand(1), torch.rand(1), ValueError, "at least 2"),
+        (torch.rand(3), torch.rand(4), ValueError, "3 values but target has 4"),
+        ([0.1, 0.2], torch.rand(2), TypeError, "pred must be a tensor"),
+        (torch.tensor([1, 2, 3]), torch.rand(3), TypeError, "floating-point"),
+        (torch.rand(2, 3), torch.rand(3, 2), ValueError, r"shape \(B,\) or \(B, 1\), got \(2, 3\)"),
+        (torch.rand(3), torch.tensor([1.0, float("nan"), 2.0]), ValueError, "NaN or inf"),
     ],
 )
-def test_loss_input_errors(pred: object, target: object, err: type[Exception]) -> None:
-    with pytest.raises(err):
+def test_loss_input_errors(pred: object, target: object, err: type[Exception], match: str) -> None:
+    with pytest.raises(err, match=match):
         plcc_loss(pred, target)  # type: ignore[arg-type]
+    with pytest.raises(err, match=match):
+        rank_loss(pred, target)  # type: ignore[arg-type]
+
+
+def test_column_scores_are_accepted_and_rank_weight_is_checked() -> None:
+    p, t = torch.rand(6), torch.rand(6)
+    assert torch.equal(plcc_loss(p[:, None], t[:, None]), plcc_loss(p, t))
+    with pytest.raises(TypeError, match="rank_weight must be a number, got str"):
+        quality_loss(p, t, "0.3")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=">= 0, got -0.3"):
+        quality_loss(p, t, -0.3)
