@@ -473,13 +473,17 @@ class DVLTAVQA(nn.Module):
         """Normalise any accepted input into a list of videos, and whether it was a single video."""
         if isinstance(x, (str, os.PathLike)):
             return [self._checked_file(x)], True
-        if isinstance(x, (list, tuple)) and x and all(isinstance(v, (str, os.PathLike)) for v in x):
-            return [self._checked_file(p) for p in x], False
+        if isinstance(x, (list, tuple)) and x and all(isinstance(v, (str, os.PathLike, DecodedVideo)) for v in x):
+            return [self._checked_decoded(v) if isinstance(v, DecodedVideo) else self._checked_file(v) for v in x], False
         if isinstance(x, DecodedVideo):
-            check_video(x.frames, name=x.path or "decoded video")
-            return [x], True
+            return [self._checked_decoded(x)], True
         single = isinstance(x, torch.Tensor) and x.dim() == 4
         return list(split_batch(x)), single
+
+    @staticmethod
+    def _checked_decoded(video: DecodedVideo) -> DecodedVideo:
+        check_video(video.frames, name=video.path or "decoded video")
+        return video
 
     def _checked_file(self, path: PathLike) -> DecodedVideo:
         decoded = self.read(path)
@@ -540,7 +544,8 @@ class DVLTAVQA(nn.Module):
         Args:
             x: ``(T, 3, H, W)``, ``(B, T, 3, H, W)``, or a list of ``(T, 3, H, W)`` tensors (uint8 in
                 ``[0, 255]`` or float in ``[0, 1]``, RGB); or a video file path (``str`` or
-                :class:`os.PathLike`), or a list of paths.
+                :class:`os.PathLike`) or a :class:`~dvlta_metric.decoded.DecodedVideo`, or a list of paths and
+                decoded videos.
 
         Returns:
             0-d score for one video or path, ``(B,)`` / ``(N,)`` otherwise; in ``(0, 1)``, higher is better.

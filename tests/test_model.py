@@ -270,3 +270,14 @@ def test_clear_bias_cache_after_editing_tables_through_data(video_factory: Video
     assert model.clear_bias_cache() is model
     after = float(model(video))
     assert after == pytest.approx(float(fresh(video)), abs=1e-6) and after != pytest.approx(before, abs=1e-5)
+
+
+def test_lists_of_decoded_videos_and_paths_score_like_each_alone() -> None:
+    from importlib.resources import files
+
+    sample = str(files("dvlta_metric") / "assets" / "sample.mp4")
+    model = dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="cpu")
+    decoded = model.read(sample)
+    alone = model(decoded)
+    both = model([decoded, sample])
+    assert both.shape == (2,) and torch.allclose(both, alone.expand(2), atol=1e-6)
