@@ -9,6 +9,7 @@ the 512-d joint space); choices the paper leaves open are marked *(ours)* in the
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, TypeVar
 
@@ -24,13 +25,17 @@ _ANY_INT = frozenset({"seed"})
 """Integer fields that may be zero or negative; every other integer (also inside tuples) must be >= 1."""
 _UNIT_INTERVAL = frozenset({"clip_adapter_ratio", "text_adapter_ratio"})
 """Float fields that must lie in ``[0, 1]``; every other float except ``mean`` must be > 0."""
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+"""Every integer field must fit a signed 64-bit integer (the seed goes to :meth:`torch.Generator.manual_seed`)."""
 
 
 def check_fields(config: object) -> None:
     """Check every field of a configuration dataclass against the type and range of its default.
 
-    Integers must be integers (not ``bool``) and at least 1 (except ``seed``); floats must be numbers,
-    positive (ratios in ``[0, 1]``, ``mean`` anything); tuples must be tuples of the default's element
+    Integers must be integers (not ``bool``), fit a signed 64-bit integer and be at least 1 (except ``seed``);
+    floats must be finite numbers (no NaN or infinity), positive (ratios in ``[0, 1]``, ``mean`` any finite
+    value); tuples must be tuples of the default's element
     type and, where the annotation fixes it (``tuple[int, int, int]``), of the default's length; nested
     configurations must be instances of their class. Run by every configuration's ``__post_init__``, so a
     bad override fails when the configuration is made, not deep inside the model.
@@ -64,11 +69,19 @@ def _check_value(where: str, name: str, default: Any, value: Any, *, fixed_lengt
     elif isinstance(default, int):
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"{where} must be an integer, got {value!r}")
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise ValueError(f"{where} must fit a signed 64-bit integer ({INT64_MIN} to {INT64_MAX}), got {value}")
         if name not in _ANY_INT and value < 1:
             raise ValueError(f"{where} must be at least 1, got {value}")
     elif isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TypeError(f"{where} must be a number, got {value!r}")
+        try:
+            finite = math.isfinite(value)
+        except OverflowError:  # an int too large for a float
+            finite = False
+        if not finite:
+            raise ValueError(f"{where} must be a finite number, got {value!r}")
         if name in _UNIT_INTERVAL and not 0.0 <= value <= 1.0:
             raise ValueError(f"{where} must be between 0 and 1, got {value}")
         if name not in _UNIT_INTERVAL and name != "mean" and not value > 0:
@@ -342,7 +355,12 @@ class ModelConfig:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-serialisable dictionary (tuples become lists)."""
+        """Plain dictionary of every field, sub-configurations included, for ``config.json``.
+
+        Returns:
+            Nested dictionaries of the fields; tuples stay tuples, which :func:`json.dumps` writes as lists,
+            and :meth:`from_dict` turns back into tuples.
+        """
         return dataclasses.asdict(self)
 
     @classmethod
@@ -394,6 +412,37 @@ class ModelConfig:
 
 
 _T = TypeVar("_T")
+
+
+def config_differences(first: ModelConfig, second: ModelConfig) -> list[str]:
+    """Dotted names of the fields in which two configurations differ.
+
+    Args:
+        first: One configuration.
+        second: The other.
+
+    Returns:
+        Field names in declaration order, a sub-configuration's fields as ``"swin.embed_dim"``; empty when the
+        configurations are equal.
+
+    Raises:
+        TypeError: If either argument is not a :class:`ModelConfig`.
+    """
+    for arg in (first, second):
+        if not isinstance(arg, ModelConfig):
+            raise TypeError(f"config_differences expects two ModelConfig instances, got {type(arg).__name__}")
+    return _differences(first.to_dict(), second.to_dict(), "")
+
+
+def _differences(a: dict[str, Any], b: dict[str, Any], prefix: str) -> list[str]:
+    out: list[str] = []
+    for key, value in a.items():
+        other = b.get(key)
+        if isinstance(value, dict) and isinstance(other, dict):
+            out += _differences(value, other, f"{prefix}{key}.")
+        elif value != other:
+            out.append(prefix + key)
+    return out
 
 
 def _tupleize(value: Any) -> Any:

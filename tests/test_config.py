@@ -7,9 +7,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 import dvlta_metric
-from dvlta_metric.config import FragmentViewConfig, ModelConfig, SwinConfig, check_fields
+from dvlta_metric.config import (
+    FragmentViewConfig,
+    ModelConfig,
+    SwinConfig,
+    check_fields,
+    config_differences,
+)
 from dvlta_metric.errors import CheckpointError
 
 
@@ -33,6 +40,20 @@ from dvlta_metric.errors import CheckpointError
         ({"frame_view": {"crop": 200, "resize": 256}}, ValueError, "must equal clip_vision.image_size"),
         ({"clip_vision": {"width": 100}}, ValueError, "must be a multiple of head_width"),
         ({"clip_text": {"heads": 7}}, ValueError, "must be a multiple of heads"),
+        # non-finite floats would give NaN scores (or an OverflowError deep inside the model)
+        ({"logit_scale": float("inf")}, ValueError, "ModelConfig.logit_scale must be a finite number, got inf"),
+        ({"logit_scale": float("nan")}, ValueError, "ModelConfig.logit_scale must be a finite number, got nan"),
+        ({"frame_view": {"mean": (float("nan"), 0.4, 0.4)}}, ValueError, "FrameViewConfig.mean[0] must be a finite"),
+        ({"frame_view": {"std": (0.2, float("inf"), 0.2)}}, ValueError, "FrameViewConfig.std[1] must be a finite"),
+        ({"fragment_view": {"mean": (0.5, 0.5, -float("inf"))}}, ValueError, "FragmentViewConfig.mean[2] must be a"),
+        ({"swin": {"mlp_ratio": float("inf")}}, ValueError, "SwinConfig.mlp_ratio must be a finite number"),
+        ({"swin": {"mlp_ratio": 10**400}}, ValueError, "SwinConfig.mlp_ratio must be a finite number"),
+        ({"clip_adapter_ratio": float("nan")}, ValueError, "ModelConfig.clip_adapter_ratio must be a finite"),
+        ({"frame_view": {"std": (0.2, -0.1, 0.2)}}, ValueError, "FrameViewConfig.std[1] must be positive"),
+        # integers must fit int64: the seed goes to torch.Generator.manual_seed
+        ({"fragment_view": {"seed": 2**70}}, ValueError, "FragmentViewConfig.seed must fit a signed 64-bit integer"),
+        ({"fragment_view": {"seed": -(2**63) - 1}}, ValueError, "FragmentViewConfig.seed must fit a signed 64-bit"),
+        ({"fragment_view": {"num_clips": 2**64}}, ValueError, "FragmentViewConfig.num_clips must fit a signed 64"),
     ],
 )
 def test_bad_overrides_fail_when_the_model_is_made(overrides: dict[str, Any], error: type, words: str) -> None:
@@ -49,7 +70,11 @@ def test_good_values_in_other_forms_are_accepted() -> None:
     )
     assert config.frame_view.mean == (0, 0, 0) and config.swin.window_size == (8, 7, 7)
     assert config.fragment_view.num_clips == 1 and config.logit_scale == 50
-    assert FragmentViewConfig(seed=-3).seed == -3  # the seed is any integer
+    assert FragmentViewConfig(seed=-3).seed == -3  # the seed is any 64-bit integer
+    for seed in (2**63 - 1, -(2**63)):
+        assert FragmentViewConfig(seed=seed).seed == seed
+        torch.Generator().manual_seed(seed)  # what the model does with it at inference
+    assert FragmentViewConfig(mean=(-1.5, 0.0, 2.0)).mean == (-1.5, 0.0, 2.0)  # any finite mean
     for name in dvlta_metric.list_models():  # every registered configuration passes its own checks
         check_fields(dvlta_metric.get_model_config(name))
     with pytest.raises(TypeError, match="SwinConfig.mlp_ratio must be a number"):
@@ -64,3 +89,20 @@ def test_bad_config_json_is_a_checkpoint_error(tmp_path: Path, tiny_model: dvlta
     with pytest.raises(CheckpointError, match="num_clips must be at least 1"):
         dvlta_metric.create(f"local-dir:{folder}")
     assert ModelConfig.from_dict(tiny_model.config.to_dict()) == tiny_model.config
+
+
+def test_finite_config_scores_are_finite(video_factory: Any) -> None:
+    """The largest accepted values still give a finite score (the guard is on non-finite input only)."""
+    model = dvlta_metric.create(
+        "dvlta-vqa-tiny", pretrained=False, device="cpu", logit_scale=1e6, fragment_view={"seed": 2**63 - 1}
+    )
+    assert torch.isfinite(model(video_factory(8, 64, 64))).all()
+
+
+def test_config_differences() -> None:
+    base = dvlta_metric.get_model_config("dvlta-vqa-tiny")
+    assert config_differences(base, base) == []
+    other = base.replace(fusion="softmax", swin={"embed_dim": 32}, fragment_view={"num_clips": 1})
+    assert config_differences(base, other) == ["fusion", "swin.embed_dim", "fragment_view.num_clips"]
+    with pytest.raises(TypeError, match="two ModelConfig"):
+        config_differences(base, base.to_dict())  # type: ignore[arg-type]
