@@ -7,6 +7,8 @@ nothing in :mod:`dvlta_metric` unpickles.
 from __future__ import annotations
 
 import json
+import os
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +38,14 @@ def config_to_json(config: ModelConfig, *, storage_dtype: str, metadata: dict[st
     Sections: ``architecture``, ``model_args`` (sizes and options), ``preprocessing`` (both views),
     ``prompts``, ``storage_dtype``, ``library`` (name and version) and free-form ``metadata`` (training data,
     splits, results, licence).
+
+    Args:
+        config: The model's configuration.
+        storage_dtype: How the floating-point weights are stored (``"float32"`` or ``"float16"``).
+        metadata: Free-form metadata, already JSON-compatible (see :func:`normalise_metadata`), or ``None``.
+
+    Returns:
+        The document, ready for :func:`json.dumps`.
     """
     args = config.to_dict()
     preprocessing = {key: args.pop(key) for key in _VIEW_KEYS}
@@ -83,6 +93,12 @@ def config_from_json(doc: dict[str, Any], *, source: str) -> tuple[ModelConfig, 
 def read_config(path: str | Path) -> tuple[ModelConfig, dict[str, Any]]:
     """Read and validate a ``config.json`` file.
 
+    Args:
+        path: The file.
+
+    Returns:
+        ``(config, metadata)``: the model configuration and the free-form ``metadata`` section.
+
     Raises:
         WeightsNotFoundError: If the file does not exist.
         CheckpointError: If it is not valid JSON or not a DVLTA-VQA config.
@@ -99,6 +115,12 @@ def read_config(path: str | Path) -> tuple[ModelConfig, dict[str, Any]]:
 
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a safetensors file into a state dict on the CPU.
+
+    Args:
+        path: The ``.safetensors`` file.
+
+    Returns:
+        Tensors by key, in the file's dtypes.
 
     Raises:
         WeightsNotFoundError: If the file does not exist.
@@ -120,8 +142,21 @@ def _listing(keys: list[str]) -> str:
     return shown + (f", ... ({len(keys)} in all)" if len(keys) > _MAX_LISTED else "")
 
 
+def _dtype_kind(dtype: torch.dtype) -> str:
+    """``"bool"``, ``"complex"``, ``"float"`` or ``"int"``: dtypes of one kind convert without changing meaning."""
+    if dtype == torch.bool:
+        return "bool"
+    if dtype.is_complex:
+        return "complex"
+    return "float" if dtype.is_floating_point else "int"
+
+
 def load_weights_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], *, source: str) -> None:
     """Load a state dict that must match the module exactly; floats are cast to the module's dtypes.
+
+    A stored tensor may differ from its slot in width only (float16 or bfloat16 weights load into float32
+    parameters, as :func:`save_pretrained` with ``fp16=True`` writes them); an integer, boolean or complex
+    tensor in a floating-point slot, or the reverse, is refused.
 
     Args:
         module: Target module.
@@ -129,7 +164,8 @@ def load_weights_strict(module: torch.nn.Module, state: dict[str, torch.Tensor],
         source: Where they came from, for error messages.
 
     Raises:
-        CheckpointError: Listing the first missing keys, unexpected keys, or shape mismatches.
+        CheckpointError: Listing the first missing keys, unexpected keys, shape mismatches, or dtype-kind
+            mismatches (each with the file's dtype and the expected one).
     """
     own = module.state_dict()
     missing = [k for k in own if k not in state]
@@ -139,6 +175,11 @@ def load_weights_strict(module: torch.nn.Module, state: dict[str, torch.Tensor],
         for k in own
         if k in state and state[k].shape != own[k].shape
     ]
+    dtypes = [
+        f"{k} has {str(state[k].dtype).removeprefix('torch.')}, expected {str(own[k].dtype).removeprefix('torch.')}"
+        for k in own
+        if k in state and _dtype_kind(state[k].dtype) != _dtype_kind(own[k].dtype)
+    ]
     problems = []
     if missing:
         problems.append(f"missing keys: {_listing(missing)}")
@@ -146,6 +187,8 @@ def load_weights_strict(module: torch.nn.Module, state: dict[str, torch.Tensor],
         problems.append(f"unexpected keys: {_listing(unexpected)}")
     if shapes:
         problems.append(f"wrong shapes (checkpoint != model): {_listing(shapes)}")
+    if dtypes:
+        problems.append(f"wrong dtypes: {_listing(dtypes)}")
     if problems:
         raise CheckpointError(f"{source}: the weights do not match the model; " + "; ".join(problems))
     cast = {
@@ -153,6 +196,82 @@ def load_weights_strict(module: torch.nn.Module, state: dict[str, torch.Tensor],
         for k, v in state.items()
     }
     module.load_state_dict(cast, strict=True)
+
+
+def normalise_metadata(metadata: object) -> dict[str, Any]:
+    """Check ``save_pretrained``'s metadata and turn it into plain JSON values.
+
+    NumPy scalars and one-element tensors become Python numbers, NumPy arrays lists, paths strings and tuples
+    lists; dictionaries (with string keys), lists, strings, numbers, booleans and ``None`` are kept.
+
+    Args:
+        metadata: The metadata, a dictionary or ``None``.
+
+    Returns:
+        A new dictionary that :func:`json.dumps` accepts.
+
+    Raises:
+        TypeError: If ``metadata`` is not a dictionary, or a key or value cannot be stored; the message names
+            the key, e.g. ``metadata['results']['KoNViD']``.
+    """
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise TypeError(f"metadata must be a dict (or None), got {type(metadata).__name__}: {metadata!r}")
+    return _plain(metadata, "metadata")
+
+
+def _plain(value: object, where: str) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"{where}: keys must be strings, got {type(key).__name__} key {key!r}")
+            out[key] = _plain(item, f"{where}[{key!r}]")
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_plain(item, f"{where}[{i}]") for i, item in enumerate(value)]
+    if isinstance(value, os.PathLike):
+        return str(os.fspath(value))
+    if isinstance(value, torch.Tensor):
+        if value.numel() == 1 and not value.is_complex():
+            return _plain(value.item(), where)
+        raise TypeError(
+            f"{where}: cannot store a tensor of shape {tuple(value.shape)} in config.json; "
+            "store a number or a list (tensor.tolist())"
+        )
+    module = type(value).__module__
+    if module == "numpy" and hasattr(value, "tolist"):  # NumPy scalars and arrays
+        plain = value.tolist()
+        if not isinstance(plain, complex):
+            return _plain(plain, where)
+    raise TypeError(
+        f"{where}: cannot store a {type(value).__name__} ({value!r}) in config.json; use strings, numbers, "
+        "booleans, None, lists or dicts"
+    )
+
+
+def _half_weights(state: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Cast floating-point tensors to ``dtype``, refusing finite values that would become infinite."""
+    out = {}
+    for key, value in state.items():
+        value = value.detach().cpu()
+        if value.is_floating_point():
+            stored = value.to(dtype)
+            overflow = torch.isinf(stored) & torch.isfinite(value)
+            if bool(overflow.any()):
+                largest = float(value[overflow].abs().max())
+                limit = torch.finfo(dtype).max
+                name = str(dtype).removeprefix("torch.")
+                raise ValueError(
+                    f"cannot store tensor {key!r} as {name}: it holds values up to {largest:.6g}, beyond {name}'s "
+                    f"largest finite value {limit:.6g}, which would be stored as infinity; save with fp16=False"
+                )
+            value = stored
+        out[key] = value.contiguous()
+    return out
 
 
 def save_pretrained(
@@ -164,27 +283,46 @@ def save_pretrained(
 ) -> Path:
     """Write a model directory: ``config.json``, ``model.safetensors`` and a model card ``README.md``.
 
+    Everything that can fail is checked before anything is written, and each file is first written under a
+    temporary name in ``directory`` and then renamed into place, so an error never leaves a partial directory
+    or new weights beside an old ``config.json``.
+
     Args:
         model: The model.
         directory: Target directory (created if needed; existing files are replaced).
         fp16: Store floating-point weights as float16 (about half the size; cast back on load).
         metadata: Free-form training metadata (``datasets``, ``splits``, ``results``, ``license``, ...),
-            written to ``config.json`` and shown in the model card.
+            written to ``config.json`` and shown in the model card. NumPy scalars, one-element tensors and
+            paths are converted (see :func:`normalise_metadata`).
 
     Returns:
         The directory.
+
+    Raises:
+        TypeError: If ``fp16`` is not a bool, ``metadata`` not a dict, or a metadata value cannot be stored in
+            JSON (the message names its key).
+        ValueError: If ``fp16=True`` and a weight lies beyond float16's range (about 65504); the message names
+            the tensor.
+        OSError: If the directory cannot be created or written.
     """
+    if not isinstance(fp16, bool):
+        raise TypeError(f"save_pretrained: fp16 must be True or False, got {fp16!r}")
+    plain = normalise_metadata(metadata)
+    state = _half_weights(model.state_dict(), torch.float16 if fp16 else torch.float32)
+    doc = config_to_json(model.config, storage_dtype="float16" if fp16 else "float32", metadata=plain)
+    config_text = json.dumps(doc, indent=2) + "\n"
+    card_text = model_card(model.config, plain)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    storage = "float16" if fp16 else "float32"
-    state = {}
-    for key, value in model.state_dict().items():
-        value = value.detach().cpu()
-        if value.is_floating_point():
-            value = value.to(torch.float16 if fp16 else torch.float32)
-        state[key] = value.contiguous()
-    save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
-    doc = config_to_json(model.config, storage_dtype=storage, metadata=metadata)
-    (directory / CONFIG_NAME).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-    (directory / CARD_NAME).write_text(model_card(model.config, metadata or {}), encoding="utf-8")
+    tag = uuid.uuid4().hex[:12]
+    temporary = {name: directory / f".{name}.{tag}.tmp" for name in (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME)}
+    try:
+        save_file(state, str(temporary[WEIGHTS_NAME]), metadata={"format": "pt"})
+        temporary[CONFIG_NAME].write_text(config_text, encoding="utf-8")
+        temporary[CARD_NAME].write_text(card_text, encoding="utf-8")
+        for name, path in temporary.items():
+            os.replace(path, directory / name)
+    finally:
+        for path in temporary.values():
+            path.unlink(missing_ok=True)
     return directory

@@ -15,30 +15,66 @@ CITATION = """@article{yu2025dvlta,
 }"""
 
 
+def yaml_scalar(value: object) -> str:
+    """A YAML double-quoted scalar that reads back as ``str(value)``, whatever characters it holds.
+
+    Quotes, backslashes, line breaks (``\\n``, ``\\r``, U+0085, U+2028, U+2029), other control characters,
+    the byte-order mark, non-characters and lone surrogates are escaped as in JSON (``\\"``, ``\\\\``,
+    ``\\uXXXX``), which YAML's double-quoted style reads the same way; every other character is kept as is.
+    So a value can neither end its line and inject a key (``"mit\\ntags: x"``) nor be read as another type
+    (``"yes"``, ``"null"``, ``"a: b"``).
+
+    Args:
+        value: The value; anything but a string is converted with :class:`str`.
+
+    Returns:
+        The quoted scalar, e.g. ``"a: b"`` with its double quotes.
+    """
+    out = []
+    for char in str(value):
+        code = ord(char)
+        if char in ('"', "\\"):
+            out.append("\\" + char)
+        elif (
+            code < 0x20
+            or 0x7F <= code <= 0x9F
+            or 0xD800 <= code <= 0xDFFF
+            or char in "\u2028\u2029\ufeff\ufffe\uffff"
+        ):
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
+
+
 def _yaml_list(key: str, values: list[str]) -> str:
     if not values:
         return ""
-    return f"{key}:\n" + "".join(f"  - {v}\n" for v in values)
+    return f"{key}:\n" + "".join(f"  - {yaml_scalar(v)}\n" for v in values)
 
 
 def model_card(config: ModelConfig, metadata: dict[str, Any]) -> str:
     """Markdown model card with YAML front matter (library, licence, tags, datasets, metrics).
 
+    Every value that goes into the YAML front matter is quoted with :func:`yaml_scalar`, so metadata cannot
+    break the front matter or add keys to it.
+
     Args:
         config: The model's configuration.
-        metadata: Training metadata; recognised keys: ``license``, ``datasets`` (list of names),
+        metadata: Training metadata; recognised keys: ``license``, ``datasets`` (list of names, or one name),
             ``results`` (``{dataset: {metric: value}}``), ``description``; everything else is listed as JSON.
 
     Returns:
         The card text.
     """
-    datasets = [str(d) for d in metadata.get("datasets", [])]
+    raw_datasets = metadata.get("datasets") or []
+    datasets = [str(d) for d in ([raw_datasets] if isinstance(raw_datasets, str) else raw_datasets)]
     results = metadata.get("results", {}) or {}
     metric_names = sorted({m.lower() for r in results.values() if isinstance(r, dict) for m in r})
     front = (
         "---\n"
         "library_name: dvlta-metric\n"
-        f"license: {metadata.get('license', 'mit')}\n"
+        f"license: {yaml_scalar(metadata.get('license', 'mit'))}\n"
         + _yaml_list("tags", ["video-quality-assessment", "blind-vqa", "clip", "pytorch", "dvlta-vqa"])
         + _yaml_list("datasets", datasets)
         + _yaml_list("metrics", metric_names or ["srocc", "plcc"])

@@ -17,6 +17,7 @@ from safetensors.torch import save_file
 
 import dvlta_metric
 from dvlta_metric import CheckpointError, DVLTAVQA, WeightsNotFoundError
+from dvlta_metric.checkpoint import read_config
 from dvlta_metric.clip_towers import build_clip, encode_prompts
 from dvlta_metric.config import CLIPTextConfig, CLIPVisionConfig
 from dvlta_metric.factory import parse_model_name
@@ -109,7 +110,7 @@ def test_round_trip_bit_identical(saved_tiny: tuple[Path, DVLTAVQA], video_facto
     assert doc["prompts"]["positive"] == "a photo of a high quality video."
     assert doc["metadata"]["datasets"] == ["KoNViD-1k"]
     card = (directory / "README.md").read_text()
-    assert card.startswith("---\nlibrary_name: dvlta-metric\nlicense: mit")
+    assert card.startswith('---\nlibrary_name: dvlta-metric\nlicense: "mit"')
     assert "KoNViD-1k" in card and "arXiv:2504.11733" in card
 
 
@@ -123,6 +124,171 @@ def test_fp16_storage(tmp_path: Path, saved_tiny: tuple[Path, DVLTAVQA], video_f
     assert next(loaded.parameters()).dtype == torch.float32
     v = torch.stack([video_factory(10, 200, 260, seed=i) for i in range(3)])
     assert torch.allclose(loaded(v), model(v), atol=1e-3)
+
+
+def _front_matter(card: str) -> str:
+    assert card.startswith("---\n")
+    return card[4 : card.index("\n---\n", 4) + 1]
+
+
+HOSTILE_METADATA = {
+    "license": "mit\ntags: hacked",
+    "datasets": ["a: b", "- c", 'say "hi" \\ #x', "yes", "line\u2028break\x85", "emoji \U0001f600"],
+    "results": {"KoNViD-1k": {"SROCC\nextra: 1": 0.5}},
+}
+
+
+def test_model_card_front_matter_is_escaped(tmp_path: Path, saved_tiny: tuple[Path, DVLTAVQA]) -> None:
+    """Metadata cannot add keys to the YAML front matter or change its structure (checked without PyYAML)."""
+    _, model = saved_tiny
+    folder = model.save_pretrained(tmp_path / "card", metadata=HOSTILE_METADATA)
+    front = _front_matter((folder / "README.md").read_text(encoding="utf-8"))
+    keys, items = [], {}
+    for line in front.splitlines():
+        if line.startswith("  - "):
+            items.setdefault(keys[-1], []).append(json.loads(line[4:]))  # each item is one quoted scalar
+        else:
+            key, _, value = line.partition(": ") if ": " in line else (line.rstrip(":"), "", "")
+            keys.append(key)
+            if value:
+                items[key] = json.loads(value) if value.startswith('"') else value
+    assert keys == ["library_name", "license", "tags", "datasets", "metrics"]
+    assert items["license"] == "mit\ntags: hacked"
+    assert items["datasets"] == HOSTILE_METADATA["datasets"]
+    assert items["metrics"] == ["srocc\nextra: 1"]
+
+
+def test_model_card_front_matter_parses_with_yaml(tmp_path: Path, saved_tiny: tuple[Path, DVLTAVQA]) -> None:
+    yaml = pytest.importorskip("yaml")
+    _, model = saved_tiny
+    folder = model.save_pretrained(tmp_path / "card", metadata=HOSTILE_METADATA)
+    doc = yaml.safe_load(_front_matter((folder / "README.md").read_text(encoding="utf-8")))
+    assert set(doc) == {"library_name", "license", "tags", "datasets", "metrics"}
+    assert doc["license"] == "mit\ntags: hacked" and doc["tags"][0] == "video-quality-assessment"
+    assert doc["datasets"] == HOSTILE_METADATA["datasets"]
+    assert doc["metrics"] == ["srocc\nextra: 1"]
+
+
+def test_save_pretrained_converts_numpy_tensor_and_path_metadata(
+    tmp_path: Path, saved_tiny: tuple[Path, DVLTAVQA]
+) -> None:
+    np = pytest.importorskip("numpy")
+    _, model = saved_tiny
+    metadata = {
+        "results": {"KoNViD-1k": {"SROCC": np.float32(0.5), "n": np.int64(7), "PLCC": torch.tensor(0.25)}},
+        "data": Path("/data/videos"),
+        "split": (1, 2),
+        "arr": np.arange(3),
+    }
+    folder = model.save_pretrained(tmp_path / "m", metadata=metadata)
+    _, saved = read_config(folder / "config.json")
+    assert saved == {
+        "results": {"KoNViD-1k": {"SROCC": 0.5, "n": 7, "PLCC": 0.25}},
+        "data": "/data/videos",
+        "split": [1, 2],
+        "arr": [0, 1, 2],
+    }
+    assert "| KoNViD-1k | 0.2500 | 0.5000 | 7.0000 |" in (folder / "README.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("metadata", "error", "words"),
+    [
+        (["a"], TypeError, "metadata must be a dict"),
+        ({"results": {"x": {"srocc": object()}}}, TypeError, r"metadata\['results'\]\['x'\]\['srocc'\]: cannot store"),
+        ({"preds": torch.zeros(3)}, TypeError, r"metadata\['preds'\]: cannot store a tensor of shape \(3,\)"),
+        ({"splits": {1: "a"}}, TypeError, r"metadata\['splits'\]: keys must be strings"),
+    ],
+)
+def test_bad_metadata_writes_nothing(
+    tmp_path: Path, saved_tiny: tuple[Path, DVLTAVQA], metadata: object, error: type, words: str
+) -> None:
+    directory, model = saved_tiny
+    fresh = tmp_path / "fresh"
+    with pytest.raises(error, match=words):
+        model.save_pretrained(fresh, metadata=metadata)  # type: ignore[arg-type]
+    assert not fresh.exists()
+    # overwriting an existing model directory: the old files stay as they were
+    old = tmp_path / "old"
+    old.mkdir()
+    for name in ("config.json", "model.safetensors", "README.md"):
+        (old / name).write_bytes((directory / name).read_bytes())
+    other = dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="cpu")
+    with pytest.raises(error, match=words):
+        other.save_pretrained(old, metadata=metadata)  # type: ignore[arg-type]
+    assert sorted(p.name for p in old.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    for name in ("config.json", "model.safetensors", "README.md"):
+        assert (old / name).read_bytes() == (directory / name).read_bytes()
+
+
+def test_save_pretrained_is_all_or_nothing(
+    tmp_path: Path, saved_tiny: tuple[Path, DVLTAVQA], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure while writing leaves the previous directory intact and no temporary files behind."""
+    directory, model = saved_tiny
+    target = tmp_path / "model"
+    model.save_pretrained(target)
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
+    other = dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="cpu")
+    real_write_text = Path.write_text
+
+    def failing_write_text(self: Path, *args: object, **kwargs: object) -> int:
+        if self.name.startswith(".README.md."):
+            raise OSError("disk full")
+        return real_write_text(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "write_text", failing_write_text)
+    with pytest.raises(OSError, match="disk full"):
+        other.save_pretrained(target)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before
+    other.save_pretrained(target)  # and a successful save replaces all three files
+    assert torch.equal(
+        dvlta_metric.create(f"local-dir:{target}", device="cpu").prompt_embeddings, other.prompt_embeddings
+    )
+    assert sorted(p.name for p in target.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+
+
+def test_fp16_refuses_values_beyond_float16(tmp_path: Path) -> None:
+    model = dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="cpu")
+    key = "temporal_context.stem.bn.running_var"
+    with torch.no_grad():
+        model.get_buffer(key)[0] = 1e5
+    with pytest.raises(ValueError, match=f"'{key}'.*up to 100000.*fp16=False"):
+        model.save_pretrained(tmp_path / "half", fp16=True)
+    assert not (tmp_path / "half").exists()
+    model.save_pretrained(tmp_path / "full")  # float32 holds it
+    loaded = dvlta_metric.create(f"local-dir:{tmp_path / 'full'}", device="cpu")
+    assert float(loaded.get_buffer(key)[0]) == 1e5
+    with pytest.raises(TypeError, match="fp16 must be True or False"):
+        model.save_pretrained(tmp_path / "x", fp16="yes")  # type: ignore[arg-type]
+
+
+def test_weights_of_another_dtype_kind_are_refused(tmp_path: Path, saved_tiny: tuple[Path, DVLTAVQA]) -> None:
+    directory, model = saved_tiny
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    counter = next(k for k, v in state.items() if v.dtype == torch.int64)
+    cases = {
+        "int": (state | {"prompt_embeddings": (state["prompt_embeddings"] * 100).to(torch.int32)},
+                "prompt_embeddings has int32, expected float32"),
+        "bool": (state | {"prompt_embeddings": state["prompt_embeddings"] > 0}, "prompt_embeddings has bool"),
+        "float counter": (state | {counter: state[counter].float()}, f"{counter} has float32, expected int64"),
+    }
+    for name, (sd, match) in cases.items():
+        d = tmp_path / name.replace(" ", "_")
+        d.mkdir()
+        (d / "config.json").write_bytes((directory / "config.json").read_bytes())
+        save_file(sd, str(d / "model.safetensors"))
+        with pytest.raises(CheckpointError, match=f"wrong dtypes: {match}"):
+            dvlta_metric.create(f"local-dir:{d}", device="cpu")
+    # half-precision floats into float32 slots still load (what save_pretrained(fp16=True) writes)
+    d = tmp_path / "bf16"
+    d.mkdir()
+    (d / "config.json").write_bytes((directory / "config.json").read_bytes())
+    save_file({k: v.bfloat16() if v.is_floating_point() else v for k, v in state.items()}, str(d / "model.safetensors"))
+    loaded = dvlta_metric.create(f"local-dir:{d}", device="cpu")
+    assert loaded.prompt_embeddings.dtype == torch.float32
+    assert torch.allclose(loaded.prompt_embeddings, model.prompt_embeddings, rtol=1e-2, atol=1e-2)
 
 
 def test_hf_hub_offline_cache_and_revisions(
