@@ -7,6 +7,7 @@ All downloads go through :func:`huggingface_hub.hf_hub_download`, so the standar
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import huggingface_hub
@@ -16,6 +17,41 @@ from .errors import CheckpointError, WeightsNotFoundError
 from .version import __version__
 
 LIBRARY_NAME = "dvlta-metric"
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+try:  # the Hub's own rules (no '--' or '..', no leading or trailing '-' or '.', at most 96 characters, ...)
+    from huggingface_hub.utils import validate_repo_id as _hf_validate_repo_id
+except ImportError:  # pragma: no cover - every supported huggingface_hub has it
+    _hf_validate_repo_id = None
+
+
+def check_repo_id(repo_id: object, *, what: str) -> str:
+    """Check that ``repo_id`` is a valid Hub model repository id of the form ``org/name``.
+
+    The form is checked here; the remaining rules are huggingface_hub's own
+    (:func:`huggingface_hub.utils.validate_repo_id`), so an id that passes is one the Hub accepts.
+
+    Args:
+        repo_id: The repository id.
+        what: How to name the value in the error, e.g. ``"'hf-hub:org/name'"``.
+
+    Returns:
+        ``repo_id`` unchanged.
+
+    Raises:
+        TypeError: If ``repo_id`` is not a string.
+        ValueError: If it is not ``org/name`` or breaks the Hub's naming rules; the message says which.
+    """
+    if not isinstance(repo_id, str):
+        raise TypeError(f"{what}: the repository id must be a string 'org/name', got {type(repo_id).__name__}")
+    if not _REPO_ID.match(repo_id):
+        raise ValueError(f"{what}: expected a repository id of the form 'org/name', got {repo_id!r}")
+    if _hf_validate_repo_id is not None:
+        try:
+            _hf_validate_repo_id(repo_id)
+        except hf_errors.HFValidationError as err:
+            raise ValueError(f"{what}: invalid Hub repository id {repo_id!r}: {err}") from None
+    return repo_id
 
 
 def _cache_path(cache_dir: str | Path | None) -> str:
@@ -92,7 +128,18 @@ def hub_download(
 
 
 def sha256_of(path: str | Path, chunk_size: int = 1 << 20) -> str:
-    """Hex SHA-256 digest of a file, read in chunks."""
+    """Hex SHA-256 digest of a file, read in chunks.
+
+    Args:
+        path: The file.
+        chunk_size: Bytes read at a time.
+
+    Returns:
+        The digest, 64 lowercase hexadecimal characters.
+
+    Raises:
+        OSError: If the file cannot be read.
+    """
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(chunk_size), b""):

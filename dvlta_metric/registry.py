@@ -6,8 +6,10 @@
 
 from __future__ import annotations
 
+import difflib
+import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 from .config import (
     OPENAI_CLIP_MEAN,
@@ -20,8 +22,12 @@ from .config import (
     SwinConfig,
     TemporalContextConfig,
 )
+from .hub import check_repo_id
 
 WeightKind = Literal["hub", "unpublished", "random", "openai-clip"]
+WEIGHT_KINDS: tuple[str, ...] = get_args(WeightKind)
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,11 @@ class WeightSource:
         revision: Pinned commit of the repository.
         sha256: Expected SHA-256 of the weights file, checked after download.
         note: What to do instead while weights are unavailable.
+
+    Raises:
+        ValueError: For an unknown ``kind``, a ``"hub"`` source without a valid ``repo_id`` (or a ``repo_id``
+            on another kind), an empty ``filename`` or ``revision``, or a ``sha256`` that is not 64 hex digits.
+        TypeError: For a field of the wrong type.
     """
 
     kind: WeightKind
@@ -46,6 +57,33 @@ class WeightSource:
     revision: str | None = None
     sha256: str | None = None
     note: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.kind, str) or self.kind not in WEIGHT_KINDS:
+            kinds = ", ".join(map(repr, WEIGHT_KINDS))
+            raise ValueError(f"WeightSource.kind must be one of {kinds}, got {self.kind!r}")
+        if self.kind == "hub":
+            if self.repo_id is None:
+                raise ValueError("WeightSource('hub') needs repo_id='org/name', the Hub repository of the weights")
+            check_repo_id(self.repo_id, what="WeightSource.repo_id")
+        elif self.repo_id is not None:
+            raise ValueError(
+                f"WeightSource.repo_id is only used by kind 'hub'; a {self.kind!r} source must not set it "
+                f"(got {self.repo_id!r})"
+            )
+        for field_name in ("filename", "note"):
+            if not isinstance(getattr(self, field_name), str):
+                raise TypeError(f"WeightSource.{field_name} must be a string, got {getattr(self, field_name)!r}")
+        if not self.filename:
+            raise ValueError("WeightSource.filename must not be empty")
+        for field_name in ("revision", "sha256"):
+            value = getattr(self, field_name)
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"WeightSource.{field_name} must be a string or None, got {value!r}")
+        if self.revision is not None and (not self.revision or "@" in self.revision):
+            raise ValueError(f"WeightSource.revision must be a branch, tag or commit hash, got {self.revision!r}")
+        if self.sha256 is not None and not _SHA256.match(self.sha256):
+            raise ValueError(f"WeightSource.sha256 must be 64 hexadecimal digits, got {self.sha256!r}")
 
     @property
     def status(self) -> str:
@@ -85,57 +123,144 @@ _REGISTRY: dict[str, ModelConfig] = {}
 _WEIGHTS: dict[str, WeightSource] = {}
 
 
+def check_openai_clip_config(config: ModelConfig) -> None:
+    """Check that a configuration can be filled from the OpenAI CLIP weights alone.
+
+    Those weights cover the CLIP image tower and the prompt embeddings; a model with another branch
+    (``"bvfe"``, ``"tcm"``) or with adapters (``use_adapters=True``) would keep random weights there.
+
+    Args:
+        config: The configuration of an ``"openai-clip"`` model.
+
+    Raises:
+        ValueError: Naming what the weights do not cover and what to do instead.
+    """
+    problems = []
+    if tuple(config.branches) != ("vbtc",):
+        problems.append(f"branches={tuple(config.branches)!r} (only ('vbtc',) is covered)")
+    if config.use_adapters:
+        problems.append("use_adapters=True (the CLIP and text adapters are not part of CLIP)")
+    if problems:
+        raise ValueError(
+            f"{config.name!r}: the OpenAI CLIP zero-shot weights only cover the CLIP branch without adapters, "
+            f"but the configuration has {' and '.join(problems)}; the rest would keep random weights. Use "
+            "pretrained=False for a randomly initialised model of this configuration, or train it with the "
+            "training/ package and load it with 'local-dir:/path'."
+        )
+
+
 def register_model(
     config: ModelConfig, weights: WeightSource | None = None, *, overwrite: bool = False
 ) -> ModelConfig:
     """Add a configuration to the registry under ``config.name``.
 
     Args:
-        config: The configuration.
-        weights: Where its pretrained weights come from (default: not published).
+        config: The configuration. Its name must start with a letter or digit and use only letters, digits,
+            ``.``, ``_`` and ``-`` (no ``:`` or ``/``, which :func:`~dvlta_metric.create` reads as a Hub id
+            or a path).
+        weights: Where its pretrained weights come from (default: not published). An ``"openai-clip"`` source
+            needs a configuration with the ``"vbtc"`` branch only and no adapters.
         overwrite: Replace an existing entry of the same name instead of raising.
 
     Returns:
         The registered configuration.
 
     Raises:
-        ValueError: If the name is taken and ``overwrite`` is false.
+        TypeError: If ``config`` is not a :class:`~dvlta_metric.config.ModelConfig`, ``weights`` not a
+            :class:`WeightSource` (or ``None``), or ``overwrite`` not a bool.
+        ValueError: If the name is malformed, the name is taken and ``overwrite`` is false, or an
+            ``"openai-clip"`` source is given a configuration those weights do not cover.
     """
+    if not isinstance(config, ModelConfig):
+        raise TypeError(f"register_model expects a ModelConfig, got {type(config).__name__}")
+    if weights is not None and not isinstance(weights, WeightSource):
+        raise TypeError(
+            f"register_model: weights must be a WeightSource (e.g. WeightSource('hub', repo_id='org/name', ...)) "
+            f"or None, got {weights!r}"
+        )
+    if not isinstance(overwrite, bool):
+        raise TypeError(f"register_model: overwrite must be True or False, got {overwrite!r}")
+    if not _NAME.match(config.name):
+        raise ValueError(
+            f"cannot register a model named {config.name!r}: a registry name must be non-empty, start with a "
+            "letter or digit and use only letters, digits, '.', '_' and '-' (':' and '/' are read as a Hub id "
+            "or a path by create())"
+        )
     if config.name in _REGISTRY and not overwrite:
-        raise ValueError(f"a model named {config.name!r} is already registered")
+        raise ValueError(f"a model named {config.name!r} is already registered (pass overwrite=True to replace it)")
+    weights = weights or WeightSource("unpublished")
+    if weights.kind == "openai-clip":
+        check_openai_clip_config(config)
     _REGISTRY[config.name] = config
-    _WEIGHTS[config.name] = weights or WeightSource("unpublished")
+    _WEIGHTS[config.name] = weights
     return config
 
 
 def model_info(name: str) -> ModelInfo:
     """The registry entry called ``name``.
 
+    Args:
+        name: A registered name (see :func:`list_models`).
+
+    Returns:
+        The entry: name, description, configuration and weight source.
+
     Raises:
-        ValueError: If no model has that name.
+        TypeError: If ``name`` is not a string.
+        ValueError: If no model has that name (the message suggests close matches).
     """
     config = get_model_config(name)
     return ModelInfo(name, config.description, config, _WEIGHTS[name])
 
 
 def list_models() -> list[str]:
-    """Names of all registered models, sorted."""
+    """Names of all registered models.
+
+    Returns:
+        The names, sorted.
+    """
     return sorted(_REGISTRY)
 
 
 def get_model_config(name: str) -> ModelConfig:
     """The registered configuration called ``name``.
 
+    Args:
+        name: A registered name (see :func:`list_models`).
+
+    Returns:
+        Its configuration.
+
     Raises:
-        ValueError: If no model has that name (the message lists the registered names).
+        TypeError: If ``name`` is not a string.
+        ValueError: If no model has that name (the message suggests close matches and lists the registered
+            names).
     """
+    if not isinstance(name, str):
+        raise TypeError(f"model name must be a string, got {type(name).__name__}")
     try:
         return _REGISTRY[name]
     except KeyError:
         raise ValueError(
-            f"unknown model {name!r}; registered models: {', '.join(list_models())}. "
+            f"unknown model {name!r}{did_you_mean(name)}; registered models: {', '.join(list_models())}. "
             "Use 'hf-hub:org/name' or 'local-dir:/path' for weights outside the registry."
         ) from None
+
+
+def did_you_mean(name: str) -> str:
+    """A ``" (did you mean 'x'?)"`` hint naming the registered name closest to ``name``.
+
+    Args:
+        name: The unknown name.
+
+    Returns:
+        The hint with a leading space, or ``""`` when no registered name is close.
+    """
+    lowered = {n.lower(): n for n in _REGISTRY}
+    close = difflib.get_close_matches(name.strip().lower(), list(lowered), n=1, cutoff=0.6)
+    if not close:
+        return ""
+    return f" (did you mean {lowered[close[0]]!r}?)"
 
 
 _TRAIN_NOTE = "train it with the training/ package, or use dvlta-vqa-zeroshot"

@@ -494,6 +494,65 @@ def test_zeroshot_revision_and_pinned_sha256(hub_cache: Path, scratch_registry: 
                 dvlta_metric.create("zeroshot-pinned", device="cpu", **SMALL_CLIP)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "error", "words"),
+    [
+        ({"kind": "foo"}, ValueError, "WeightSource.kind must be one of 'hub', 'unpublished', 'random', 'openai-clip'"),
+        ({"kind": "hub"}, ValueError, r"WeightSource\('hub'\) needs repo_id='org/name'"),
+        ({"kind": "hub", "repo_id": "noslash"}, ValueError, "form 'org/name'"),
+        ({"kind": "hub", "repo_id": "org/a--b"}, ValueError, "invalid Hub repository id 'org/a--b'"),
+        ({"kind": "hub", "repo_id": 5}, TypeError, "must be a string"),
+        ({"kind": "random", "repo_id": "org/x"}, ValueError, "repo_id is only used by kind 'hub'"),
+        ({"kind": "hub", "repo_id": "org/x", "sha256": "abc"}, ValueError, "sha256 must be 64 hexadecimal digits"),
+        ({"kind": "hub", "repo_id": "org/x", "revision": ""}, ValueError, "WeightSource.revision must be"),
+        ({"kind": "hub", "repo_id": "org/x", "filename": ""}, ValueError, "filename must not be empty"),
+    ],
+)
+def test_weight_source_is_validated(kwargs: dict, error: type, words: str) -> None:
+    with pytest.raises(error, match=words):
+        WeightSource(**kwargs)
+
+
+@pytest.mark.parametrize("name", ["", "org/tiny", "hf-hub:x", "local-dir:x", " tiny", "-tiny", "a b", "./x"])
+def test_register_model_refuses_names_create_cannot_reach(name: str, scratch_registry: object) -> None:
+    config = dvlta_metric.get_model_config("dvlta-vqa-tiny").replace(name=name)
+    with pytest.raises(ValueError, match="a registry name must be non-empty, start with a letter or digit"):
+        register_model(config)
+    assert name not in dvlta_metric.list_models()
+
+
+def test_register_model_checks_its_arguments(scratch_registry: object) -> None:
+    config = dvlta_metric.get_model_config("dvlta-vqa-tiny").replace(name="my_tiny.v2")
+    with pytest.raises(TypeError, match="register_model expects a ModelConfig, got dict"):
+        register_model({"name": "x"})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="weights must be a WeightSource .* got 'hub'"):
+        register_model(config, "hub")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="overwrite must be True or False"):
+        register_model(config, overwrite=1)  # type: ignore[arg-type]
+    assert "my_tiny.v2" not in dvlta_metric.list_models()
+    register_model(config, WeightSource("random"))
+    with pytest.raises(ValueError, match="already registered .*overwrite=True"):
+        register_model(config)
+    assert dvlta_metric.create("my_tiny.v2", pretrained=False, device="cpu").config.name == "my_tiny.v2"
+    # an OpenAI CLIP source only fills a CLIP-branch model without adapters
+    with pytest.raises(ValueError, match="only cover the CLIP branch without adapters.*use_adapters=True"):
+        register_model(config.replace(name="clip-tiny"), WeightSource("openai-clip"))
+    assert "clip-tiny" not in dvlta_metric.list_models()
+
+
+def test_unknown_names_suggest_a_close_match() -> None:
+    for typo, meant in (("dvlta-vqa-tyni", "dvlta-vqa-tiny"), ("DVLTA-VQA-Zeroshot", "dvlta-vqa-zeroshot")):
+        with pytest.raises(ValueError, match=f"unknown model '{typo}' \\(did you mean '{meant}'\\?\\)"):
+            dvlta_metric.create(typo, pretrained=False, device="cpu")
+        with pytest.raises(ValueError, match=f"did you mean '{meant}'"):
+            dvlta_metric.model_info(typo)
+    with pytest.raises(ValueError) as info:
+        dvlta_metric.get_model_config("something-else")
+    assert "did you mean" not in str(info.value) and "registered models: dvlta-vqa," in str(info.value)
+    with pytest.raises(TypeError, match="model name must be a string"):
+        dvlta_metric.get_model_config(None)  # type: ignore[arg-type]
+
+
 def test_scratch_registry_restored() -> None:
-    assert "test-pinned" not in dvlta_metric.list_models()
+    assert "test-pinned" not in dvlta_metric.list_models() and "my_tiny.v2" not in dvlta_metric.list_models()
     assert "zeroshot-pinned" not in dvlta_metric.list_models()
