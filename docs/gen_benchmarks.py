@@ -225,6 +225,41 @@ def _attention_section(name: str, r: dict[str, Any]) -> list[str]:
     return out
 
 
+def _is_roofline(r: Any) -> bool:
+    return isinstance(r, dict) and r.get("kind") == "roofline"
+
+
+def _roofline_section(name: str, r: dict[str, Any]) -> list[str]:
+    out = [f"## {name}", ""] + _note(r)
+    out += [
+        f"* Card priced: {r.get('card', '?')}, {_num(r['peak_flops_per_s'] / 1e12)} TFLOP/s matmul rate, "
+        f"{_num(r['bandwidth_bytes_per_s'] / 1e12)} TB/s memory bandwidth, {r.get('bytes_per_element')}-byte "
+        f"tensors, batch {r.get('batch_size')}; traced on a CPU with torch {r.get('torch', '?')}; "
+        f"{_num(r['flops_per_video'] / 1e9)} GFLOP per video",
+        "",
+        "Upper bounds from `benchmarks/roofline.py`, not timings: each operator of the steady-state branch calls",
+        "costs `max(FLOPs / rate, bytes / bandwidth)`. *matmuls only* prices just the products, convolutions",
+        "and attention kernels (everything else fused away for free); *every operator* prices each operator",
+        "reading its inputs and writing its output once. `max ratio` is the largest fraction of the matmul",
+        "rate the tensor path could reach; `bandwidth-bound` is the share of the bound's time in operators",
+        "limited by memory traffic.",
+        "",
+    ]
+    if isinstance(r.get("command"), str):
+        out += _command_block(r["command"], False)
+    rows = []
+    for part, res in [("whole model", r), *r.get("branches", {}).items()]:
+        for bound, b in res["bounds"].items():
+            rows.append([part, bound, _num(1e3 * b["seconds_per_batch"]), _num(b["videos_per_s"]),
+                         _num(b["max_fraction_of_matmul_rate"], 2), _num(b["bandwidth_bound_share"], 2)])
+    out += _table(["part", "bound", "ms per batch", "videos/s", "max ratio", "bandwidth-bound"], rows)
+    top = r.get("top_operators_ms", {})
+    if top:
+        out += ["Largest operators in the *every operator* bound, ms per batch: "
+                + ", ".join(f"`{k.removeprefix('aten.')}` {_num(v)}" for k, v in top.items()) + ".", ""]
+    return out
+
+
 def _is_decode(r: Any) -> bool:
     return isinstance(r, dict) and isinstance(r.get("decode"), list)
 
@@ -628,6 +663,8 @@ def render(directory: Path = RESULTS) -> str:
             lines += _decode_section(name, r)
         elif _is_attention(r):
             lines += _attention_section(name, r)
+        elif _is_roofline(r):
+            lines += _roofline_section(name, r)
         else:
             lines += _generic_section(name, r)
     return "\n".join(lines).rstrip() + "\n"

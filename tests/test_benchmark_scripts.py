@@ -67,3 +67,49 @@ def test_precision_check_reports_each_precision(tmp_path: Path) -> None:
     r = json.loads(out.read_text())
     assert r["bf16"]["max_score_diff"] < 2e-3
     assert set(r["bf16"]["branches"]) == {"bvfe", "tcm", "vbtc"}
+
+
+def test_roofline_writes_bounds(tmp_path: Path) -> None:
+    out = tmp_path / "roofline.json"
+    _run("roofline.py", "--model", "dvlta-vqa-tiny", "--frames", "16", "--height", "120", "--width", "160",
+         "--batch-size", "4", "--output", str(out))
+    r = json.loads(out.read_text())
+    assert r["kind"] == "roofline" and r["flops_per_video"] > 0
+    every, matmuls = r["bounds"]["every operator"], r["bounds"]["matmuls only"]
+    assert 0 < every["max_fraction_of_matmul_rate"] <= matmuls["max_fraction_of_matmul_rate"] <= 1.0
+    assert set(r["branches"]) == {"fragments (Swin3D + head)", "temporal context", "temporal CLIP", "fusion + score"}
+
+
+def test_roofline_prices_operators_by_their_flops_and_bytes() -> None:
+    import importlib.util
+
+    import torch
+
+    import dvlta_metric
+
+    def load(name: str):  # noqa: ANN202 - a script module
+        spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCHMARKS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+        sys.modules[f"_bench_{name}"] = module  # dataclasses look their module up
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+        return module
+
+    roofline, bench = load("roofline"), load("bench")
+    linear = torch.nn.Linear(96, 288)
+    x = torch.rand(10, 96)
+    with torch.no_grad():
+        (op,) = [o for o in roofline.record(linear, lambda: linear(x)) if o.kind != "metadata"]
+    assert (op.name, op.flops) == ("aten.addmm", 2 * 10 * 96 * 288)
+    assert (op.activation_elems, op.weight_elems) == (10 * 96 + 10 * 288, 96 * 288 + 288)
+    priced = roofline.price([op], batch=3, peak=1e12, bandwidth=1e9)["bounds"]["matmuls only"]
+    assert priced["seconds_per_batch"] == (3 * (10 * 96 + 10 * 288) + 96 * 288 + 288) * 2 / 1e9  # bandwidth-bound
+
+    # the whole tiny model: the same FLOPs as torch.utils.flop_counter counts for bench.py
+    torch.manual_seed(0)
+    model = dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="cpu")
+    frames = torch.randint(0, 256, (16, 3, 120, 160), dtype=torch.uint8)
+    views = {k: v[None] for k, v in model.make_views(frames).items()}
+    with torch.no_grad():
+        traced = sum(o.flops for o in roofline.record(model, lambda: model.branch_features(views)))
+        counted = bench.count_flops(lambda: model.branch_features(views))
+    assert traced == counted
