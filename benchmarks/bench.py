@@ -98,6 +98,26 @@ def matmul_rate(device: torch.device, dtype: torch.dtype, n: int, seconds: float
     return 2 * n**3 * reps / (time.perf_counter() - t0)
 
 
+def copy_bandwidth(device: torch.device, mib: int, seconds: float = 1.0) -> float:
+    """Measured bytes/s of a device-to-device copy of ``mib`` MiB (bytes read plus bytes written).
+
+    The memory bandwidth ``benchmarks/roofline.py`` prices operators with (``--bandwidth-tbs``).
+    """
+    src = torch.empty(mib * 2**20, dtype=torch.uint8, device=device).fill_(1)
+    dst = torch.empty_like(src)
+    for _ in range(2):
+        dst.copy_(src)
+    sync(device)
+    reps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        dst.copy_(src)
+        reps += 1
+        if device.type == "cuda" and reps % 10 == 0:
+            sync(device)
+    sync(device)
+    return 2 * src.numel() * reps / (time.perf_counter() - t0)
+
+
 def make_video(path: Path, width: int, height: int, seconds: float, fps: int = 30) -> Path:
     """Encode a synthetic H.264 clip (moving gradients plus noise) with PyAV."""
     import av
@@ -237,6 +257,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.precision != "fp32":  # for reference: what the CPU's half-precision matmuls reach
             half = dvlta_metric.model.PRECISIONS[args.precision]
             result["matmul_rate_half"] = {"dtype": args.precision, "flops_per_s": matmul_rate(device, half, 2048)}
+    result["copy_bandwidth"] = {"bytes_per_s": copy_bandwidth(device, 2048 if device.type == "cuda" else 256)}
     result["branch_dtypes"] = {
         k: str(v or torch.float32).removeprefix("torch.")
         for k, v in dvlta_metric.model.branch_dtypes(args.precision, device.type).items()
@@ -400,6 +421,8 @@ def print_table(r: dict[str, Any]) -> None:
     if "matmul_rate_half" in r:
         half = r["matmul_rate_half"]
         print(f"measured matmul rate ({half['dtype']}): {half['flops_per_s'] / 1e9:.1f} GFLOP/s")
+    if "copy_bandwidth" in r:
+        print(f"measured copy bandwidth: {r['copy_bandwidth']['bytes_per_s'] / 1e9:.1f} GB/s")
     if "branch_dtypes" in r:
         print("branch dtypes: " + ", ".join(f"{k} {v}" for k, v in r["branch_dtypes"].items()))
     print(f"FLOPs per video: {r['flops_per_video'] / 1e9:.1f} GFLOP\n")

@@ -32,6 +32,7 @@ def test_bench_writes_stages_throughput_and_profile(tmp_path: Path) -> None:
     r = json.loads(out.read_text())
     assert set(r["stages"]) >= {"decode (needed frames)", "views", "fragments (Swin3D + head)", "fusion + score"}
     assert r["flops_per_video"] > 0 and r["end_to_end"]["file_path_seconds"] > 0
+    assert r["copy_bandwidth"]["bytes_per_s"] > 0
     assert set(r["throughput_tensor_path"]) == {"1", "2"}
     assert set(r["throughput_tensor_path"]["2"]["branch_seconds"]) == {
         "fragments (Swin3D + head)", "temporal context", "temporal CLIP"
