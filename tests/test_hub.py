@@ -7,25 +7,29 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import huggingface_hub
 import pytest
 import torch
+from fake_hub import lay_out_repo
 from safetensors.torch import save_file
 
 import dvlta_metric
-from dvlta_metric import CheckpointError, DVLTAVQA, WeightsNotFoundError
+from dvlta_metric import DVLTAVQA, CheckpointError, WeightsNotFoundError
 from dvlta_metric.checkpoint import read_config
 from dvlta_metric.clip_towers import build_clip, encode_prompts
 from dvlta_metric.config import CLIPTextConfig, CLIPVisionConfig
-from dvlta_metric.factory import parse_model_name
+from dvlta_metric.factory import (
+    ModelName,
+    available_devices,
+    parse_model_name,
+    resolve_device,
+)
 from dvlta_metric.hub import sha256_of
 from dvlta_metric.registry import WeightSource, register_model
 from dvlta_metric.zeroshot import OPENAI_CLIP_SAFETENSORS, openai_clip_repo
-
-from fake_hub import lay_out_repo
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -90,6 +94,11 @@ def test_parse_model_name(name: str, kind: str, target: str, revision: str | Non
         ("hf-hub:noslash", "hf-hub:org/name"),
         ("hf-hub:org/name@", "empty revision"),
         ("local-dir:", "local-dir:/path"),
+        # ids the Hub itself refuses are a ValueError here, not a WeightsNotFoundError after a lookup
+        ("hf-hub:org/..", "invalid Hub repository id 'org/..'"),
+        ("hf-hub:org/name.", "invalid Hub repository id 'org/name.'"),
+        ("hf-hub:org/a--b", "invalid Hub repository id 'org/a--b'"),
+        ("hf-hub:org/name@a@b", "more than one '@'"),
     ],
 )
 def test_parse_model_name_errors(name: str, match: str) -> None:
@@ -225,7 +234,7 @@ def test_save_pretrained_is_all_or_nothing(
     tmp_path: Path, saved_tiny: tuple[Path, DVLTAVQA], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A failure while writing leaves the previous directory intact and no temporary files behind."""
-    directory, model = saved_tiny
+    _, model = saved_tiny
     target = tmp_path / "model"
     model.save_pretrained(target)
     before = {p.name: p.read_bytes() for p in target.iterdir()}
@@ -340,13 +349,130 @@ def test_registry_entry_with_sha256(
     register_model(cfg, WeightSource("hub", repo_id="test-org/pinned", revision=commit, sha256=good), overwrite=True)
     loaded = dvlta_metric.create("test-pinned", device="cpu")
     assert dvlta_metric.model_info("test-pinned").status.startswith("published: hf-hub:test-org/pinned@3333")
-    assert loaded.config == model.config
+    assert loaded.config == cfg  # the registered configuration, the repository's weights
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
     # a tampered file: same size, one byte changed
     data = bytearray((snap / "model.safetensors").read_bytes())
     data[-1] ^= 0xFF
     (snap / "model.safetensors").write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="SHA-256 mismatch"):
         dvlta_metric.create("test-pinned", device="cpu")
+
+
+def test_registry_hub_entry_uses_its_registered_config(
+    hub_cache: Path, saved_tiny: tuple[Path, DVLTAVQA], scratch_registry: object, video_factory: Callable
+) -> None:
+    directory, model = saved_tiny
+    commit = "4" * 40
+    snap = lay_out_repo(
+        hub_cache, "test-org/tiny", {n: directory / n for n in ("config.json", "model.safetensors")}, commit=commit
+    )
+    source = WeightSource("hub", repo_id="test-org/tiny", revision=commit, sha256=sha256_of(snap / "model.safetensors"))
+    # sampling fields, name and description follow the registered entry
+    mine = model.config.replace(
+        name="my-tiny", description="mine", fragment_view={"num_clips": 1, "seed": 3}, frame_view={"num_frames": 2}
+    )
+    register_model(mine, source)
+    loaded = dvlta_metric.create("my-tiny", device="cpu")
+    assert loaded.config == mine == dvlta_metric.model_info("my-tiny").config
+    assert dvlta_metric.create("my-tiny", pretrained=False, device="cpu").config == mine
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+    # a field the weights depend on must agree with the repository's config.json
+    wrong = model.config.replace(name="my-softmax", fusion="softmax", logit_scale=20.0)
+    register_model(wrong, source)
+    with pytest.raises(CheckpointError) as info:
+        dvlta_metric.create("my-softmax", device="cpu")
+    msg = str(info.value)
+    assert "fusion: registered 'softmax', config.json 'cosine'" in msg
+    assert "logit_scale: registered 20.0, config.json 10.0" in msg and "hf-hub:test-org/tiny" in msg
+    assert dvlta_metric.create("my-softmax", pretrained=False, device="cpu").config.fusion == "softmax"
+    # overrides still apply on top of the registered configuration
+    assert dvlta_metric.create("my-tiny", device="cpu", fusion="softmax").config.fusion == "softmax"
+
+
+def test_a_file_or_folder_does_not_hide_a_registry_name(
+    tmp_path: Path, saved_tiny: tuple[Path, DVLTAVQA], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, model = saved_tiny
+    monkeypatch.chdir(tmp_path)
+    model.save_pretrained("dvlta-vqa-tiny")  # a folder named like the model, in the working directory
+    (tmp_path / "dvlta-vqa").write_text("")
+    assert parse_model_name("dvlta-vqa-tiny") == ModelName("registry", "dvlta-vqa-tiny")
+    created = dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="cpu")
+    assert created.config == dvlta_metric.get_model_config("dvlta-vqa-tiny")
+    with pytest.raises(ValueError, match="not published yet"):
+        dvlta_metric.create("dvlta-vqa", device="cpu")
+    # an unregistered name that exists here is still taken for a path
+    model.save_pretrained("my-model")
+    with pytest.raises(ValueError, match="looks like a path.*local-dir:my-model"):
+        dvlta_metric.create("my-model", device="cpu")
+
+
+def test_zeroshot_weights_do_not_cover_other_branches_or_adapters(hub_cache: Path, video_factory: Callable) -> None:
+    _write_small_clip(hub_cache)
+    for override, words in (
+        ({"use_adapters": True}, "use_adapters=True"),
+        ({"branches": ("vbtc", "tcm")}, r"branches=\('vbtc', 'tcm'\)"),
+        ({"branches": ("bvfe",)}, r"branches=\('bvfe',\)"),
+    ):
+        with pytest.raises(ValueError, match=f"only cover the CLIP branch without adapters.*{words}") as info:
+            dvlta_metric.create("dvlta-vqa-zeroshot", device="cpu", **SMALL_CLIP, **override)
+        assert "pretrained=False" in str(info.value) and "train" in str(info.value)
+        # without weights the architecture can be built (random, as asked)
+        dvlta_metric.create("dvlta-vqa-zeroshot", pretrained=False, device="cpu", **SMALL_CLIP, **override)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "words"),
+    [
+        ({"as_loss": "no"}, TypeError, "as_loss must be True or False, got 'no'"),
+        ({"pretrained": "False"}, TypeError, "pretrained must be True or False, got 'False'"),
+        ({"pretrained": 0}, TypeError, "pretrained must be True or False"),
+        ({"revision": 5}, TypeError, "revision must be a string"),
+        ({"revision": ""}, ValueError, "revision must be a branch, tag or commit"),
+        ({"revision": "v1", "pretrained": False}, ValueError, "no effect with pretrained=False"),
+    ],
+)
+def test_create_checks_its_flags(kwargs: dict, error: type, words: str) -> None:
+    with pytest.raises(error, match=words):
+        dvlta_metric.create("dvlta-vqa-tiny", device="cpu", **{"pretrained": False, **kwargs})
+
+
+def test_revision_with_a_local_directory_is_an_error(saved_tiny: tuple[Path, DVLTAVQA]) -> None:
+    directory, _ = saved_tiny
+    for pretrained in (True, False):
+        with pytest.raises(ValueError, match="a local directory has no revisions"):
+            dvlta_metric.create(f"local-dir:{directory}", revision="main", pretrained=pretrained, device="cpu")
+
+
+def test_resolve_device_checks_every_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    monkeypatch.setattr(torch.xpu, "is_available", lambda: False)
+    monkeypatch.delattr(torch, "hpu", raising=False)
+    assert resolve_device("cpu") == torch.device("cpu") and resolve_device(None) == torch.device("cpu")
+    for device in ("cuda", "cuda:1", "mps", "xpu", "hpu", torch.device("xpu", 0)):
+        with pytest.raises(ValueError, match=f"device '{device}' was requested but .* is not available") as info:
+            resolve_device(device)
+        assert "available device types: cpu" in str(info.value)
+    with pytest.raises(ValueError, match="'meta' cannot run the model: meta tensors hold no data"):
+        dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="meta")
+    with pytest.raises(ValueError, match="invalid device 'gpu'"):
+        resolve_device("gpu")
+
+    def broken() -> bool:
+        raise AssertionError("Torch not compiled with XPU enabled")
+
+    monkeypatch.setattr(torch.xpu, "is_available", broken)
+    with pytest.raises(ValueError, match="'xpu' was requested but xpu is not available"):
+        resolve_device("xpu")
+    # an available backend is accepted, and its device index is checked against the device count
+    monkeypatch.setattr(torch.xpu, "is_available", lambda: True)
+    monkeypatch.setattr(torch.xpu, "device_count", lambda: 2)
+    assert resolve_device("xpu:1") == torch.device("xpu", 1)
+    with pytest.raises(ValueError, match="'xpu:2' was requested but this machine has 2 xpu device"):
+        resolve_device("xpu:2")
+    assert available_devices() == ["cpu", "xpu"]
 
 
 def test_truncated_weights(tmp_path: Path, saved_tiny: tuple[Path, DVLTAVQA]) -> None:
@@ -554,5 +680,6 @@ def test_unknown_names_suggest_a_close_match() -> None:
 
 
 def test_scratch_registry_restored() -> None:
-    assert "test-pinned" not in dvlta_metric.list_models() and "my_tiny.v2" not in dvlta_metric.list_models()
+    for name in ("test-pinned", "my_tiny.v2", "my-tiny", "my-softmax"):
+        assert name not in dvlta_metric.list_models()
     assert "zeroshot-pinned" not in dvlta_metric.list_models()
