@@ -3,7 +3,8 @@
 Not a test, and it needs no accelerator: it runs the model once on the CPU (one video, random weights),
 records every ATen operator of the steady-state branch calls (the attention biases are cached by a
 warm-up call first, as on a GPU after the first batch), and prices each operator on a roofline of the
-given card: ``time = max(FLOPs / peak, bytes / bandwidth)``, with half-precision (2-byte) tensors, as
+given card: ``time = max(FLOPs / peak, bytes / bandwidth, exponentials / exponential rate)`` (the last for
+attention kernels' softmax), with half-precision (2-byte) tensors, as
 ``precision="fp16"`` runs the backbones. Everything but the weights scales linearly with the batch size.
 
 Two lower bounds on the time of a batch come out of it, and so two upper bounds on the fraction of the
@@ -14,9 +15,10 @@ matmul rate (the ratio ``bench.py`` reports as ``tensor_path_flops_fraction_of_m
   away for free). No implementation can beat this.
 * **every operator**: each operator reads its inputs and writes its output once (an ideal eager run).
 
-An attention kernel reads the additive bias once for every window it is applied to (the per-window bias of
-the Swin3D is 118 MB for one stage-1 block at batch 32: it does not stay in a GPU's L2 cache between
-clips).
+An attention kernel reads the additive bias once for every window it is applied to: the Swin3D's
+per-window bias of one stage-1 block is 118 MB per clip in float16, more than a GPU's L2 cache holds.
+(With the default rates the softmax exponentials never bound an attention kernel here: its bias traffic
+takes longer.)
 
     python benchmarks/roofline.py --model dvlta-vqa --peak-tflops 664 --bandwidth-tbs 4.8 --card "H200" \\
         --batch-size 32 --output benchmarks/results/h200_roofline.json
@@ -68,6 +70,7 @@ class Op:
         flops: Floating-point operations.
         activation_elems: Elements read or written that scale with the batch (inputs and output).
         weight_elems: Elements of the weights it reads (do not scale with the batch).
+        exps: Exponentials of an attention kernel's softmax (one per query-key pair and head).
     """
 
     name: str
@@ -75,6 +78,7 @@ class Op:
     flops: float
     activation_elems: float
     weight_elems: float
+    exps: float = 0.0
 
 
 def _tensors(values: Sequence[Any]) -> list[torch.Tensor]:
@@ -125,10 +129,11 @@ class OpRecorder(TorchDispatchMode):
         if name in METADATA_OPS:
             self.ops.append(Op(name, "metadata", 0.0, 0.0, 0.0))
             return out
-        activation, weight = 0.0, 0.0
+        activation, weight, exps = 0.0, 0.0, 0.0
         inputs = _tensors(list(args) + list((kwargs or {}).values()))
         if name in ATTENTION_OPS:  # q, k, v, then the additive bias, read once per window it applies to
             q = args[0]
+            exps = float(q.shape[0] * q.shape[1] * q.shape[2] * args[1].shape[2])
             for t in args[:3]:
                 activation += t.numel()
             mask = (kwargs or {}).get("attn_mask", args[3] if len(args) > 3 else None)
@@ -143,7 +148,7 @@ class OpRecorder(TorchDispatchMode):
         result = out[0] if name in ATTENTION_OPS else out
         activation += sum(t.numel() for t in _tensors([result]))
         flops = _matmul_flops(name, args, out)
-        self.ops.append(Op(name, "matmul" if flops > 0 else "memory", flops, activation, weight))
+        self.ops.append(Op(name, "matmul" if flops > 0 else "memory", flops, activation, weight, exps))
         return out
 
 
@@ -169,7 +174,7 @@ def record(model: torch.nn.Module, call: Callable[[], Any]) -> list[Op]:
     return recorder.ops
 
 
-def price(ops: Sequence[Op], batch: int, peak: float, bandwidth: float) -> dict[str, Any]:
+def price(ops: Sequence[Op], batch: int, peak: float, bandwidth: float, exp_rate: float = 0.0) -> dict[str, Any]:
     """Roofline times of ``ops`` traced at batch 1, scaled to ``batch``.
 
     Args:
@@ -177,6 +182,9 @@ def price(ops: Sequence[Op], batch: int, peak: float, bandwidth: float) -> dict[
         batch: Videos per call.
         peak: Matmul rate, FLOP/s.
         bandwidth: Memory bandwidth, bytes/s.
+        exp_rate: Exponentials per second of the card's special-function units (0: not priced). An
+            attention kernel with a head size of 32 does 128 FLOPs of products per softmax exponential,
+            so on a card whose matmul rate is far above its exponential rate the softmax can bound it.
 
     Returns:
         FLOPs per video, the two time bounds (seconds per batch) and the share of each bound's time
@@ -191,7 +199,8 @@ def price(ops: Sequence[Op], batch: int, peak: float, bandwidth: float) -> dict[
             continue
         compute = op.flops * batch / peak
         traffic = (op.activation_elems * batch + op.weight_elems) * HALF_BYTES / bandwidth
-        t = max(compute, traffic)
+        special = op.exps * batch / exp_rate if exp_rate > 0 else 0.0
+        t = max(compute, traffic, special)
         bounds["every operator"] += t
         by_op[op.name] += t
         if traffic > compute:
@@ -232,20 +241,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     features = model.branch_features(views)
     calls["fusion + score"] = lambda: model.score_features(features)
 
-    peak, bandwidth = args.peak_tflops * 1e12, args.bandwidth_tbs * 1e12
+    peak, bandwidth, exp_rate = args.peak_tflops * 1e12, args.bandwidth_tbs * 1e12, args.exp_rate_t * 1e12
     branches = {}
     every: list[Op] = []
     for name, call in calls.items():
         ops = record(model, call)
         every += ops
-        branches[name] = price(ops, args.batch_size, peak, bandwidth)
-    total = price(every, args.batch_size, peak, bandwidth)
+        branches[name] = price(ops, args.batch_size, peak, bandwidth, exp_rate)
+    total = price(every, args.batch_size, peak, bandwidth, exp_rate)
     return {
         "kind": "roofline",
         "model": args.model,
         "card": args.card,
         "peak_flops_per_s": peak,
         "bandwidth_bytes_per_s": bandwidth,
+        "exp_per_s": exp_rate,
         "batch_size": args.batch_size,
         "bytes_per_element": HALF_BYTES,
         "input": f"{args.frames}x{args.width}x{args.height}",
@@ -279,6 +289,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--card", default="H200", help="name recorded with the result")
     parser.add_argument("--peak-tflops", type=float, default=664.0, help="matmul rate (bench.py measures it)")
     parser.add_argument("--bandwidth-tbs", type=float, default=4.8, help="memory bandwidth, TB/s")
+    parser.add_argument("--exp-rate-t", type=float, default=3.9,
+                        help="softmax exponentials per second, in 1e12 (H100/H200 SXM: 3.9, from the "
+                        "FlashAttention-3 paper); 0 leaves them out")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--frames", type=int, default=240, help="frames of the generated input video")
     parser.add_argument("--height", type=int, default=540)

@@ -233,16 +233,17 @@ def _roofline_section(name: str, r: dict[str, Any]) -> list[str]:
     out = [f"## {name}", ""] + _note(r)
     out += [
         f"* Card priced: {r.get('card', '?')}, {_num(r['peak_flops_per_s'] / 1e12)} TFLOP/s matmul rate, "
-        f"{_num(r['bandwidth_bytes_per_s'] / 1e12)} TB/s memory bandwidth, {r.get('bytes_per_element')}-byte "
+        f"{_num(r['bandwidth_bytes_per_s'] / 1e12)} TB/s memory bandwidth, "
+        f"{_num((r.get('exp_per_s') or 0) / 1e12)} T softmax exponentials/s, {r.get('bytes_per_element')}-byte "
         f"tensors, batch {r.get('batch_size')}; traced on a CPU with torch {r.get('torch', '?')}; "
         f"{_num(r['flops_per_video'] / 1e9)} GFLOP per video",
         "",
-        "Upper bounds from `benchmarks/roofline.py`, not timings: each operator of the steady-state branch calls",
-        "costs `max(FLOPs / rate, bytes / bandwidth)`. *matmuls only* prices just the products, convolutions",
-        "and attention kernels (everything else fused away for free); *every operator* prices each operator",
-        "reading its inputs and writing its output once. `max ratio` is the largest fraction of the matmul",
-        "rate the tensor path could reach; `bandwidth-bound` is the share of the bound's time in operators",
-        "limited by memory traffic.",
+        "Upper bounds from `benchmarks/roofline.py`, not timings: each operator of the steady-state branch",
+        "calls costs `max(FLOPs / rate, bytes / bandwidth, exponentials / exponential rate)`. *matmuls only*",
+        "prices just the products, convolutions and attention kernels (everything else fused away for free);",
+        "*every operator* prices each operator reading its inputs and writing its output once. `max ratio` is",
+        "the largest fraction of the matmul rate the tensor path could reach; `bandwidth-bound` is the share",
+        "of the bound's time in operators limited by memory traffic.",
         "",
     ]
     if isinstance(r.get("command"), str):
