@@ -12,9 +12,11 @@ views need. How it works:
 3. One decoding pass maps every decoded frame to its index by its pts and converts only the needed ones
    to RGB (``to_ndarray(format="rgb24")``; swscale does the YUV -> RGB and bit-depth conversion). When the
    next needed frame lies past a keyframe that the decoder has not reached yet, and far enough ahead, the
-   reader seeks to that keyframe instead of decoding the gap. Decoding stops after the last needed frame.
-   If the timestamps after a seek do not match the table, the file is read again without seeking; files
-   whose packets carry no usable pts are read in decoding order, counting frames.
+   reader seeks to that keyframe instead of decoding the gap: to its pts, or to its decoding timestamp
+   where the demuxer lands past the keyframe when given its pts (MPEG-TS searches by decoding time).
+   Decoding stops after the last needed frame. If no seek reaches the keyframe, the timestamps after a
+   seek do not match the table, or needed frames are still missing after seeking, the file is read again
+   without seeking; files whose packets carry no usable pts are read in decoding order, counting frames.
 4. The frames are rotated / mirrored upright following the display matrix, exactly as the ``ffmpeg``
    command line's autorotation does (portrait phone videos stored landscape come out portrait).
 
@@ -26,10 +28,12 @@ ratio is reported in ``metadata["sample_aspect_ratio"]``).
 Damaged files:
 
 * **Truncated files are scored on what they hold.** Frames whose data is not in the file do not count
-  (``num_frames`` is what the file really holds); if up to :data:`TAIL_SLACK` frames at the very end
-  cannot be decoded (a cut-off last packet), the video is read again as the shorter video it is. Such a
+  (``num_frames`` is what the file really holds); if frames among the last :data:`TAIL_SLACK` cannot be
+  decoded (a cut-off last packet), the video is read again as the shorter video it is, ending before the
+  first of them that failed (a cut B-frame fails while a frame shown after it may still decode). Such a
   file gets ``metadata["truncated"] = True`` (also set when the container declares clearly more frames
-  or a longer duration than the file holds); ``metadata["declared_frames"]`` keeps what it declared.
+  or a longer duration than the file holds, and for an MPEG-TS file that ends in the middle of a
+  transport packet); ``metadata["declared_frames"]`` keeps what it declared.
   :mod:`dvlta_metric.batch` turns the flag into a warning next to the score.
 * **Anything else that cannot be decoded is an error.** A frame the decoder rejects, or decodes only with
   error concealment (FFmpeg flags it corrupt), counts as not decoded; if a needed frame is missing and it
@@ -44,8 +48,9 @@ escape.
 from __future__ import annotations
 
 import bisect
+import itertools
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,16 +99,18 @@ class _FrameTable:
     key_index: list[int] = field(default_factory=list)  # frame indices of keyframes, ascending
     key_pts: list[int] = field(default_factory=list)
     key_pos: list[int] = field(default_factory=list)  # their positions in decoding order
+    key_seek: list[int] = field(default_factory=list)  # timestamp to seek to for each: its dts, else its pts
     demux_error: str | None = None
     packets: int = 0  # video packets in the file, counting those that do not make frames (edit lists)
+    cut: bool = False  # the file holds frames past the table's end that are to be ignored (truncated_to)
 
     def truncated_to(self, n: int) -> _FrameTable:
         """The same table for a video that ends after its first ``n`` frames."""
         if self.pts is None:
-            return _FrameTable(n, None, demux_error=self.demux_error, packets=self.packets)
+            return _FrameTable(n, None, demux_error=self.demux_error, packets=self.packets, cut=True)
         pts = self.pts[:n]
         keep = set(pts)
-        keys = [(i, p, d) for i, p, d in zip(self.key_index, self.key_pts, self.key_pos) if p in keep]
+        keys = [k for k in zip(self.key_index, self.key_pts, self.key_pos, self.key_seek) if k[1] in keep]
         return _FrameTable(
             n,
             pts,
@@ -112,8 +119,10 @@ class _FrameTable:
             [k[0] for k in keys],
             [k[1] for k in keys],
             [k[2] for k in keys],
+            [k[3] for k in keys],
             self.demux_error,
             self.packets,
+            cut=True,
         )
 
 
@@ -253,7 +262,9 @@ def _scan(p: Path, name: str) -> tuple[_FrameTable, dict[str, object]]:
     container, stream = _open(p, name)
     try:
         info = _stream_info(container, stream)
-        packets: list[tuple[int | None, bool]] = []
+        if info["container"] == "mpegts" and all(p.stat().st_size % n for n in TS_PACKET_SIZES):
+            info["truncated"] = True  # a transport stream cut in the middle of a packet
+        packets: list[tuple[int | None, int | None, bool]] = []
         present = 0
         demux_error = None
         try:
@@ -262,7 +273,7 @@ def _scan(p: Path, name: str) -> tuple[_FrameTable, dict[str, object]]:
                     continue
                 present += 1
                 if not packet.is_discard:  # discarded: before the start of an edit list
-                    packets.append((packet.pts, packet.is_keyframe))
+                    packets.append((packet.pts, packet.dts, packet.is_keyframe))
         except av.error.FFmpegError as err:
             if not packets:
                 raise ValueError(f"{name}: the video data cannot be read: {_describe(err)}") from None
@@ -270,13 +281,13 @@ def _scan(p: Path, name: str) -> tuple[_FrameTable, dict[str, object]]:
     finally:
         container.close()
 
-    first_key = next((i for i, (_, key) in enumerate(packets) if key), None)
+    first_key = next((i for i, (_, _, key) in enumerate(packets) if key), None)
     if first_key is not None:
         # frames before the first keyframe cannot be decoded (a stream cut in the middle of a GOP)
         packets = packets[first_key:]
         first_pts = packets[0][0]
         if first_pts is not None:
-            packets = [(t, k) for t, k in packets if t is None or t >= first_pts]
+            packets = [x for x in packets if x[0] is None or x[0] >= first_pts]
     if not packets:
         declared = info["declared_frames"]
         if declared or demux_error:
@@ -287,13 +298,17 @@ def _scan(p: Path, name: str) -> tuple[_FrameTable, dict[str, object]]:
             )
         raise ValueError(f"{name}: the video stream has no frames")
 
-    pts = [t for t, _ in packets if t is not None]
+    pts = [t for t, _, _ in packets if t is not None]
     if len(pts) != len(packets) or len(set(pts)) != len(pts):
         return _FrameTable(len(packets), None, demux_error=demux_error, packets=present), info
     ordered = sorted(pts)
     index_of = {t: i for i, t in enumerate(ordered)}
     decode_pos = {t: d for d, t in enumerate(pts)}
-    keys = sorted((index_of[t], t, decode_pos[t]) for t, (_, key) in zip(pts, packets) if key)
+    # key_seek: the keyframe's dts (its pts where the dts is unknown), for demuxers that search by decoding
+    # time and land past the keyframe when given its later pts (MPEG-TS)
+    keys = sorted(
+        (index_of[t], t, decode_pos[t], t if dts is None or dts > t else dts) for t, dts, key in packets if key
+    )
     table = _FrameTable(
         len(ordered),
         ordered,
@@ -302,6 +317,7 @@ def _scan(p: Path, name: str) -> tuple[_FrameTable, dict[str, object]]:
         [k[0] for k in keys],
         [k[1] for k in keys],
         [k[2] for k in keys],
+        [k[3] for k in keys],
         demux_error,
         present,
     )
@@ -346,6 +362,10 @@ def _needed(select: FrameSelector | None, num_frames: int, name: str) -> list[in
 
 HDR_TRANSFERS = frozenset({16, 18})
 """FFmpeg transfer characteristics reported as HDR: 16 = SMPTE ST 2084 (PQ), 18 = ARIB STD-B67 (HLG)."""
+
+TS_PACKET_SIZES = (188, 192, 204)
+"""MPEG-TS packet sizes (plain, M2TS with a timestamp prefix, DVB with Reed-Solomon bytes): a transport
+stream whose size is a multiple of none of them was cut off in the middle of a packet."""
 
 TAIL_SLACK = 8
 """At most this many frames at the end of a video may fail to decode before the file counts as damaged
@@ -408,7 +428,7 @@ def _decode(
     rgb: dict[int, np.ndarray] = {}
     first: av.VideoFrame | None = None
     decoded = matched = 0  # frames out of the decoder; those whose pts the table knows
-    last_good = -1  # highest frame index decoded cleanly
+    clean: set[int] = set()  # indices of the frames decoded without errors
     count = 0  # frame counter in decoding order (tables without pts)
     pos = -1  # decoding-order position of the last packet read
     seeks = 0
@@ -427,8 +447,7 @@ def _decode(
                 target = next(i for i in needed if i not in rgb)
                 k = bisect.bisect_right(keys, target) - 1
                 if k > last_key and table.key_pos[k] > pos + SEEK_MIN_GAP:
-                    container.seek(table.key_pts[k], stream=stream, backward=True)
-                    packets = container.demux(stream)
+                    packets = _seek(container, stream, table, k)
                     pos, floor, target_after_seek, last_key = table.key_pos[k] - 1, keys[k], target, k
                     seeks += 1
             try:
@@ -455,6 +474,8 @@ def _decode(
                     if frame.pts is None:
                         raise _NoPts
                     if frame.pts not in table.index_of:
+                        if table.cut and table.pts and frame.pts > table.pts[-1]:
+                            continue  # past the end of a truncated video
                         if seeks:
                             raise _SeekFailed
                         continue  # a frame the table does not count (before the first keyframe)
@@ -472,7 +493,7 @@ def _decode(
                 if frame.is_corrupt:
                     errors.append(f"frame {index} decoded with errors")
                     continue
-                last_good = max(last_good, index)
+                clean.add(index)
                 if index in want and index not in rgb:
                     rgb[index] = frame.to_ndarray(format="rgb24")
     finally:
@@ -484,10 +505,18 @@ def _decode(
         reason = f" ({errors[0]})" if errors else ""
         raise ValueError(f"{name}: no frame of the video could be decoded{reason}; the file is corrupt")
     missing = [i for i in needed if i not in rgb]
+    if missing and seeks:
+        # A seek can land where the needed frames do not come out (past the keyframe, or on a keyframe the
+        # decoder does not restart at): only a pass without seeking tells a damaged file from a bad seek.
+        raise _SeekFailed
     if missing:
-        lost = table.num_frames - (last_good + 1)
-        if shorten and last_good >= 0 and missing[0] > last_good and lost <= TAIL_SLACK:
-            raise _Truncated(last_good + 1)
+        # Without seeking, every frame of the file has been through the decoder. A cut-off file fails in its
+        # last frames, not necessarily in presentation order (a cut B-frame spoils an earlier-shown frame
+        # than the P-frame after it): the video ends before the first frame that failed among the last few.
+        tail = max(table.num_frames - TAIL_SLACK, 0)
+        cut = next((i for i in range(tail, table.num_frames) if i not in clean), table.num_frames)
+        if shorten and missing[0] >= tail and cut > 0:
+            raise _Truncated(cut)
         shown = ", ".join(str(i) for i in missing[:5]) + (", ..." if len(missing) > 5 else "")
         reason = f" ({errors[0]})" if errors else ""
         raise ValueError(
@@ -516,6 +545,36 @@ def _decode(
         fps=info.get("fps"),  # type: ignore[arg-type]
         metadata=metadata,
     )
+
+
+def _seek(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, table: _FrameTable, k: int
+) -> Iterator[av.Packet]:
+    """Seek to the ``k``-th keyframe and return the packets from there on.
+
+    The keyframe's pts is tried first (exact for MP4, MOV and Matroska), then its dts: demuxers that search
+    by decoding time (MPEG-TS) land past the keyframe when given its pts, and decoding would then start
+    without it.
+
+    Raises:
+        _SeekFailed: Every try landed past the keyframe, or the demuxer cannot seek.
+    """
+    limit = table.key_pos[k]
+    for target in dict.fromkeys((table.key_pts[k], table.key_seek[k])):
+        try:
+            container.seek(target, stream=stream, backward=True)
+            packets = container.demux(stream)
+            head: list[av.Packet] = []
+            for packet in packets:
+                head.append(packet)
+                if packet.size:
+                    break
+        except av.error.FFmpegError:
+            raise _SeekFailed from None
+        landed = table.decode_pos.get(head[-1].pts) if head else None  # None: end of file or unknown pts
+        if landed is None or landed <= limit:
+            return itertools.chain(head, packets)
+    raise _SeekFailed
 
 
 def _short(info: dict[str, object], table: _FrameTable) -> bool:

@@ -3,14 +3,17 @@ decoding, damaged and non-video files, and the real sample videos in ../shared."
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import torch
 
+from dvlta_metric import video_io
 from dvlta_metric.decoded import DecodedVideo
-from dvlta_metric.video_io import VIDEO_EXTENSIONS, find_videos, read_video
+from dvlta_metric.video_io import TAIL_SLACK, VIDEO_EXTENSIONS, find_videos, read_video
 
 from video_files import STEP, Clips, frame_image, make_clips, mp4_boxes, write_clip
 
@@ -143,6 +146,41 @@ def test_seeking_skips_decoding(clips: Clips, tiny_model) -> None:
     assert part.metadata["frames_decoded"] < part.num_frames
 
 
+@pytest.mark.parametrize("codec", ["libx264", "mpeg2video"])
+@pytest.mark.parametrize("extension", ["ts", "m2ts"])
+def test_transport_stream_seeking(tmp_path: Path, codec: str, extension: str) -> None:
+    """MPEG-TS seeks by decoding time: a seek to a keyframe's pts lands past it, and the frames after it then
+    never come out. The reader must seek to the keyframe itself (or read without seeking), never call a
+    healthy file damaged."""
+    path = write_clip(tmp_path / f"gop.{extension}", frames=60, width=64, height=48, gop=10, codec=codec)
+    full = read_video(path)
+    assert full.num_frames == 60 and not full.metadata["truncated"]
+    for selection in ([59], [0, 59], [33], [0, 25, 47, 59]):
+        part = read_video(path, select=lambda n, s=selection: s)
+        assert torch.equal(part.frames, full.frames[selection]), f"frames {selection} differ from a full decode"
+        assert part.num_frames == 60 and not part.metadata["truncated"]
+    last = read_video(path, select=lambda n: [n - 1])
+    assert last.metadata["seeks"] == 1 and last.metadata["frames_decoded"] < 30, "the seek should skip the gap"
+
+
+def test_seek_that_skips_the_keyframe_falls_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever a seek does, needed frames that do not come out after it mean reading again without seeking."""
+    path = write_clip(tmp_path / "gop.ts", frames=60, width=64, height=48, gop=10)
+    full = read_video(path)
+
+    def blind_seek(
+        container: av.container.InputContainer, stream: av.video.stream.VideoStream, table: video_io._FrameTable, k: int
+    ) -> Iterator[av.Packet]:  # seek by pts and take what comes: in MPEG-TS that is past the keyframe
+        container.seek(table.key_pts[k], stream=stream, backward=True)
+        return container.demux(stream)
+
+    monkeypatch.setattr(video_io, "_seek", blind_seek)
+    for selection in ([59], [0, 59], [0, 33]):
+        part = read_video(path, select=lambda n, s=selection: s)
+        assert torch.equal(part.frames, full.frames[selection])
+        assert part.metadata["seeks"] == 0, "the frames come from the pass without seeking"
+
+
 def test_select_any_order_and_empty(clips: Clips) -> None:
     video = read_video(clips.landscape, select=lambda n: [n - 1, 0, 5, 5])
     assert video.indices.tolist() == [0, 5, 31]
@@ -187,6 +225,25 @@ def test_truncated_file_reads_what_it_holds(clips: Clips) -> None:
     assert 5 < video.num_frames < 40
     assert video.metadata["truncated"] is True and video.metadata["declared_frames"] == 40
     assert_frames_are(video.frames, list(range(video.num_frames)), tol=25.0)  # noisy clip
+
+
+def test_truncated_transport_stream_is_scored(tmp_path: Path, tiny_model) -> None:
+    """A transport stream cut off: the cut last frame is often a B-frame, which spoils a frame shown before a
+    later one that decodes; the video must end before it (truncated), not be called damaged. A cut inside a
+    188-byte transport packet is flagged truncated even where every frame left decodes."""
+    data = write_clip(tmp_path / "full.ts", frames=24, noise=True).read_bytes()
+    for k in range(8):
+        packets = int(len(data) * (0.6 + 0.05 * k)) // 188
+        for extra in (0, 100):  # at a packet boundary, inside a packet
+            path = tmp_path / f"cut{k}_{extra}.ts"
+            path.write_bytes(data[: packets * 188 + extra])
+            video = read_video(path)
+            assert 8 <= video.num_frames < 24, path.name
+            assert_frames_are(video.frames, list(range(video.num_frames)), tol=25.0)  # noisy clip
+            part = read_video(path, select=tiny_model.needed_frames)
+            assert part.num_frames <= video.num_frames + TAIL_SLACK
+            if extra:
+                assert video.metadata["truncated"] is True and part.metadata["truncated"] is True, path.name
 
 
 def _zero_mdat(tmp_path: Path, lo: float, hi: float) -> Path:
