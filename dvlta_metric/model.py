@@ -607,16 +607,23 @@ class DVLTAVQA(nn.Module):
         """Write ``config.json``, ``model.safetensors`` and a model card ``README.md`` to ``directory``.
 
         Load it back with ``dvlta_metric.create("local-dir:<directory>")``, or upload the directory to the
-        Hub and use ``"hf-hub:org/name"``.
+        Hub and use ``"hf-hub:org/name"``. Everything is checked before anything is written, and the three
+        files are written under temporary names and then renamed into place, so a failure leaves the
+        directory as it was.
 
         Args:
             directory: Target directory (created if needed).
             fp16: Store floating-point weights as float16 (half the size; cast back to float32 on load).
             metadata: Free-form training metadata (datasets, splits, results, licence) for ``config.json``
-                and the model card.
+                and the model card; NumPy numbers, one-element tensors and paths are converted.
 
         Returns:
             The directory.
+
+        Raises:
+            TypeError: If ``fp16`` is not a bool, or ``metadata`` holds a value JSON cannot store (the
+                message names its key).
+            ValueError: If ``fp16=True`` and a weight is outside float16's range (it would load as inf).
         """
         from .checkpoint import save_pretrained
 

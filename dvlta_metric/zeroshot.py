@@ -22,7 +22,14 @@ OPENAI_CLIP_SAFETENSORS = "open_clip_model.safetensors"
 
 
 def openai_clip_repo() -> str:
-    """The Hub repository open_clip uses for OpenAI's ViT-B/16 weights (``timm/vit_base_patch16_clip_224.openai``)."""
+    """The Hub repository open_clip uses for OpenAI's ViT-B/16 weights (``timm/vit_base_patch16_clip_224.openai``).
+
+    Returns:
+        The repository id, ``org/name``.
+
+    Raises:
+        RuntimeError: If the installed open_clip has no Hub location for these weights.
+    """
     from open_clip.pretrained import get_pretrained_cfg
 
     cfg = get_pretrained_cfg("ViT-B-16", "openai")
@@ -52,6 +59,7 @@ def load_clip_weights(
         The same model, weights loaded.
 
     Raises:
+        ValueError: If the model has no ``"vbtc"`` branch.
         WeightsNotFoundError: If the CLIP weights are not cached and cannot be downloaded.
         CheckpointError: If the file does not match the configured CLIP architecture or ``sha256``.
     """
