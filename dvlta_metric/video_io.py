@@ -32,8 +32,11 @@ Damaged files:
   decoded (a cut-off last packet), the video is read again as the shorter video it is, ending before the
   first of them that failed (a cut B-frame fails while a frame shown after it may still decode). Such a
   file gets ``metadata["truncated"] = True`` (also set when the container declares clearly more frames
-  or a longer duration than the file holds, and for an MPEG-TS file that ends in the middle of a
-  transport packet); ``metadata["declared_frames"]`` keeps what it declared.
+  or a longer video duration than the file holds, and for an MPEG-TS file that ends in the middle of a
+  transport packet); ``metadata["declared_frames"]`` keeps what it declared. The declared duration is the
+  video stream's own, never one that covers a longer audio track: Matroska / WebM declare none per
+  stream, so their per-track ``DURATION`` tag is used, else the segment duration when the file has no
+  other audio or video stream, else none (``metadata["duration"]`` is then measured from the timestamps).
   :mod:`dvlta_metric.batch` turns the flag into a warning next to the score.
 * **Anything else that cannot be decoded is an error.** A frame the decoder rejects, or decodes only with
   error concealment (FFmpeg flags it corrupt), counts as not decoded; if a needed frame is missing and it
@@ -50,8 +53,10 @@ from __future__ import annotations
 import bisect
 import itertools
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -195,7 +200,8 @@ def read_video(
         RGB, upright, their sorted ``indices``, and ``num_frames`` of the whole video. ``metadata`` holds
         ``container``, ``codec``, ``pix_fmt``, ``width`` / ``height`` (as stored, before rotation),
         ``rotation`` (degrees counter-clockwise, as in the display matrix), ``mirrored``,
-        ``color_trc``, ``hdr``, ``sample_aspect_ratio``, ``duration`` (s), ``declared_frames``,
+        ``color_trc``, ``hdr``, ``sample_aspect_ratio``, ``duration`` (s, of the video stream: as the file
+        declares it, else measured from the frames' timestamps), ``declared_frames``,
         ``truncated``, ``timestamps`` (``"pts"`` or ``"decode-order"``), ``seeks`` and ``frames_decoded``.
 
     Raises:
@@ -262,6 +268,7 @@ def _scan(p: Path, name: str) -> tuple[_FrameTable, dict[str, object]]:
     container, stream = _open(p, name)
     try:
         info = _stream_info(container, stream)
+        time_base = stream.time_base
         if info["container"] == "mpegts" and all(p.stat().st_size % n for n in TS_PACKET_SIZES):
             info["truncated"] = True  # a transport stream cut in the middle of a packet
         packets: list[tuple[int | None, int | None, bool]] = []
@@ -300,7 +307,19 @@ def _scan(p: Path, name: str) -> tuple[_FrameTable, dict[str, object]]:
 
     pts = [t for t, _, _ in packets if t is not None]
     if len(pts) != len(packets) or len(set(pts)) != len(pts):
-        return _FrameTable(len(packets), None, demux_error=demux_error, packets=present), info
+        table = _FrameTable(len(packets), None, demux_error=demux_error, packets=present)
+    else:
+        table = _pts_table(packets, demux_error, present)
+    if _short(info, table):
+        info["truncated"] = True
+    if info["duration"] is None:  # nothing declared it: measure it (not a test for truncation, then)
+        info["duration"] = _measured_duration(table, time_base, info["fps"])  # type: ignore[arg-type]
+    return table, info
+
+
+def _pts_table(packets: list[tuple[int, int | None, bool]], demux_error: str | None, present: int) -> _FrameTable:
+    """The frame table of packets ``(pts, dts, keyframe)`` in decoding order, every pts known and unique."""
+    pts = [t for t, _, _ in packets]
     ordered = sorted(pts)
     index_of = {t: i for i, t in enumerate(ordered)}
     decode_pos = {t: d for d, t in enumerate(pts)}
@@ -321,18 +340,13 @@ def _scan(p: Path, name: str) -> tuple[_FrameTable, dict[str, object]]:
         demux_error,
         present,
     )
-    return table, info
+    return table
 
 
 def _stream_info(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> dict[str, object]:
     """Facts about the stream known before decoding."""
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     sar = stream.sample_aspect_ratio
-    duration = None
-    if stream.duration is not None and stream.time_base is not None:
-        duration = float(stream.duration * stream.time_base)
-    elif container.duration is not None:
-        duration = container.duration / av.time_base
     return {
         "container": container.format.name,
         "codec": stream.codec_context.name,
@@ -341,9 +355,42 @@ def _stream_info(container: av.container.InputContainer, stream: av.video.stream
         "height": stream.codec_context.height,
         "fps": float(rate) if rate else None,
         "sample_aspect_ratio": f"{sar.numerator}:{sar.denominator}" if sar else None,
-        "duration": duration,
+        "duration": _declared_duration(container, stream),
         "declared_frames": stream.frames or None,
     }
+
+
+_TAG_DURATION = re.compile(r"(\d+):(\d{1,2}):(\d{1,2}(?:\.\d*)?)")
+
+
+def _declared_duration(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float | None:
+    """The video stream's duration in seconds as the file declares it, or ``None``.
+
+    In order: the stream's own duration (MP4, MOV, AVI, MPEG-TS estimates it from its timestamps); its
+    ``DURATION`` tag (Matroska / WebM, which have no per-stream duration, write one per track); the
+    container's duration, but only when the video is the file's only audio or video stream: it covers all
+    streams, so an audio track longer than the video would make a complete file look truncated.
+    """
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    for key, value in stream.metadata.items():
+        match = _TAG_DURATION.fullmatch(value.strip()) if key.lower() == "duration" else None
+        if match:
+            hours, minutes, seconds = match.groups()
+            return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    attached = av.stream.Disposition.attached_pic
+    others = [s for s in container.streams if s.type in ("audio", "video") and s is not stream]
+    if container.duration is not None and all(s.type == "video" and s.disposition & attached for s in others):
+        return container.duration / av.time_base
+    return None
+
+
+def _measured_duration(table: _FrameTable, time_base: Fraction | None, fps: float | None) -> float | None:
+    """The video's duration in seconds from its own timestamps (first to last frame, plus one frame)."""
+    frame = 1 / fps if fps else 0.0
+    if table.pts is not None and time_base is not None:
+        return float((table.pts[-1] - table.pts[0]) * time_base) + frame
+    return table.num_frames * frame if fps else None
 
 
 def _needed(select: FrameSelector | None, num_frames: int, name: str) -> list[int]:
@@ -532,7 +579,7 @@ def _decode(
         "pix_fmt": first.format.name,
         "color_trc": int(trc) if trc is not None else None,
         "hdr": trc in HDR_TRANSFERS,
-        "truncated": bool(info.get("truncated")) or table.demux_error is not None or _short(info, table),
+        "truncated": bool(info.get("truncated")) or table.demux_error is not None,
         "timestamps": "pts" if by_pts else "decode-order",
         "seeks": seeks,
         "frames_decoded": decoded,
@@ -578,7 +625,10 @@ def _seek(
 
 
 def _short(info: dict[str, object], table: _FrameTable) -> bool:
-    """Whether the file holds clearly fewer frames than its container announces (count or duration)."""
+    """Whether the file holds clearly fewer frames than its container announces (count or duration).
+
+    ``info["duration"]`` must be the declared duration (:func:`_declared_duration`) or ``None``.
+    """
     declared, duration, fps = info.get("declared_frames"), info.get("duration"), info.get("fps")
     if isinstance(declared, int):
         return declared > table.packets

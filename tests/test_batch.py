@@ -12,7 +12,7 @@ import torch
 from dvlta_metric.batch import FileResult, score_files
 from dvlta_metric.video_io import read_video
 
-from video_files import Clips, make_clips
+from video_files import Clips, make_clips, write_clip
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +68,12 @@ def test_explain_weights(clips: Clips, tiny_model) -> None:
 def test_truncated_file_scored_with_warning(clips: Clips, tiny_model) -> None:
     (result,) = tiny_model.score_files([clips.truncated], progress=False)
     assert result.ok and result.warning and "truncated" in result.warning
+
+
+def test_complete_matroska_with_longer_audio_has_no_warning(tmp_path: Path, tiny_model) -> None:
+    path = write_clip(tmp_path / "av.mkv", frames=24, width=64, height=48, audio_seconds=3.0)
+    (result,) = tiny_model.score_files([path], progress=False)
+    assert result.ok and result.warning is None, result.warning
 
 
 def test_failing_batch_falls_back_to_single_files(clips: Clips, tiny_model, monkeypatch) -> None:

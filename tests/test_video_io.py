@@ -246,6 +246,34 @@ def test_truncated_transport_stream_is_scored(tmp_path: Path, tiny_model) -> Non
                 assert video.metadata["truncated"] is True and part.metadata["truncated"] is True, path.name
 
 
+@pytest.mark.parametrize("name, codec, audio", [("av.mkv", "libx264", "aac"), ("av.webm", "libvpx-vp9", "libopus")])
+@pytest.mark.parametrize("tags", [True, False])
+def test_matroska_with_longer_audio_is_complete(tmp_path: Path, name: str, codec: str, audio: str, tags: bool) -> None:
+    """Matroska has no per-stream duration and its segment duration covers the audio: a complete file whose
+    audio outlasts the video must not be flagged truncated, and its duration is the video's."""
+    path = write_clip(tmp_path / name, frames=24, width=64, height=48, codec=codec, audio_seconds=5, audio_codec=audio)
+    if not tags:  # as muxers that write no per-track DURATION tag: rename the tag (same length, still valid)
+        data = path.read_bytes()
+        assert data.count(b"DURATION") >= 2
+        path.write_bytes(data.replace(b"DURATION", b"XURATION"))
+    video = read_video(path, select=lambda n: [0, n - 1])
+    assert video.num_frames == 24 and video.metadata["truncated"] is False
+    assert video.metadata["duration"] == pytest.approx(1.0, abs=0.05)
+    assert_frames_are(video.frames, [0, 23], tol=14.0)
+
+
+def test_truncated_matroska_is_still_flagged(tmp_path: Path) -> None:
+    """The declared video duration (the track's DURATION tag, or the segment's when there is no other stream)
+    still tells a cut-off Matroska file."""
+    data = write_clip(tmp_path / "full.mkv", frames=40, noise=True).read_bytes()
+    for tags in (True, False):
+        path = tmp_path / f"cut_{tags}.mkv"
+        path.write_bytes((data if tags else data.replace(b"DURATION", b"XURATION"))[: len(data) // 2])
+        video = read_video(path)
+        assert 5 < video.num_frames < 28 and video.metadata["truncated"] is True, path.name
+        assert video.metadata["duration"] == pytest.approx(40 / 24, abs=0.05)
+
+
 def _zero_mdat(tmp_path: Path, lo: float, hi: float) -> Path:
     data = bytearray(write_clip(tmp_path / "src.mp4", frames=40, noise=True, faststart=True).read_bytes())
     offset, size = mp4_boxes(bytes(data))["mdat"]

@@ -62,6 +62,8 @@ def write_clip(
     noise: bool = False,
     faststart: bool = False,
     color_trc: int | None = None,
+    audio_seconds: float | None = None,
+    audio_codec: str = "aac",
 ) -> Path:
     """Encode a clip whose *displayed* frames are :func:`frame_image` pictures of ``height`` x ``width``.
 
@@ -82,6 +84,8 @@ def write_clip(
         noise: Add noise so that frames are not nearly free to code.
         faststart: Put the MP4 index (moov) before the data, as streaming files do.
         color_trc: Transfer characteristic to tag the stream with (e.g. 16 for PQ / HDR10).
+        audio_seconds: Add a silent mono audio track this long (it may outlast the video).
+        audio_codec: Encoder of that audio track (``"aac"``, ``"libopus"`` for WebM, ...).
 
     Returns:
         ``path``.
@@ -102,6 +106,7 @@ def write_clip(
             stream.time_base = fractions.Fraction(1, 1000)
         if rotation is not None:
             stream.set_display_rotation(rotation)
+        audio = _silent_track(container, audio_codec) if audio_seconds is not None else None
         for i in range(frames):
             # displayed = stored turned counter-clockwise by `rotation`, so store it turned clockwise
             stored = np.ascontiguousarray(np.rot90(frame_image(i, height, width, rng), -k))
@@ -113,7 +118,33 @@ def write_clip(
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+        if audio is not None and audio_seconds is not None:
+            _encode_silence(container, audio, audio_seconds)
     return path
+
+
+AUDIO_RATE = 48000
+
+
+def _silent_track(container: av.container.OutputContainer, codec: str) -> av.audio.stream.AudioStream:
+    """Add a mono 48 kHz audio stream (before anything is written: the header lists every stream)."""
+    stream = container.add_stream(codec, rate=AUDIO_RATE)
+    stream.layout = "mono"
+    return stream
+
+
+def _encode_silence(
+    container: av.container.OutputContainer, stream: av.audio.stream.AudioStream, seconds: float
+) -> None:
+    """Encode ``seconds`` of silence into ``stream`` (from :func:`_silent_track`)."""
+    size = 1024  # PyAV resamples and re-chunks for the encoder's sample format and frame size
+    for start in range(0, int(seconds * AUDIO_RATE), size):
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, size), np.float32), format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = AUDIO_RATE, start
+        for packet in stream.encode(frame):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
 
 
 def ten_bit_encoder() -> tuple[str, str] | None:
