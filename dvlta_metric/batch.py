@@ -15,12 +15,13 @@ wait for a video's views before the model reads them.
 from __future__ import annotations
 
 import contextlib
+import numbers
 import os
 import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
@@ -209,7 +210,9 @@ def score_files(
 
     Args:
         model: The model, used as it is (in eval mode the views are deterministic).
-        paths: Video files (see :func:`~dvlta_metric.video_io.find_videos` to expand directories).
+        paths: Video files, a list (or any iterable) of ``str`` / ``os.PathLike`` paths; a single path is
+            refused with a ``TypeError`` (pass ``[path]``). See :func:`~dvlta_metric.video_io.find_videos`
+            to expand directories.
         batch_size: Videos per model call.
         num_workers: Decoding threads; 0 decodes in the calling thread, between model calls.
         progress: Show a tqdm progress bar on stderr.
@@ -221,18 +224,42 @@ def score_files(
         group is scored.
 
     Raises:
+        TypeError: ``paths`` is a single path (a ``str`` or ``os.PathLike``) or not iterable, or holds
+            something that is not a ``str`` / ``os.PathLike`` path; ``batch_size``, ``num_workers`` or
+            ``prefetch`` is not an integer (``bool`` and ``float`` included).
         ValueError: ``batch_size`` < 1, or ``num_workers`` or ``prefetch`` < 0.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    if num_workers < 0:
-        raise ValueError(f"num_workers must be 0 or more, got {num_workers}")
-    if prefetch is None:
-        prefetch = max(batch_size, num_workers)
-    if prefetch < 0:
-        raise ValueError(f"prefetch must be 0 or more, got {prefetch}")
-    names = [os.fspath(p) for p in paths]
-    return _results(model, names, batch_size, num_workers, progress, explain, prefetch)
+    batch_size = _count("batch_size", batch_size, 1)
+    num_workers = _count("num_workers", num_workers, 0)
+    prefetch = max(batch_size, num_workers) if prefetch is None else _count("prefetch", prefetch, 0)
+    return _results(model, _names(paths), batch_size, num_workers, progress, explain, prefetch)
+
+
+def _count(name: str, value: object, minimum: int) -> int:
+    """``value`` as an ``int`` of at least ``minimum``: ``TypeError`` if it is not an integer, else ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+    return int(value)
+
+
+def _names(paths: object) -> list[str]:
+    """The paths as strings, checked: a list of paths, not one path (its characters are not files)."""
+    if isinstance(paths, (str, bytes, os.PathLike)):
+        raise TypeError(
+            f"paths must be a list of video files, got a single {type(paths).__name__} ({paths!r}); "
+            "pass a list, e.g. [path], to score one file"
+        )
+    if not isinstance(paths, Iterable):
+        raise TypeError(f"paths must be a list of video files (str or os.PathLike), got {type(paths).__name__}")
+    names: list[str] = []
+    for i, path in enumerate(paths):
+        name = os.fspath(path) if isinstance(path, (str, os.PathLike)) else None
+        if not isinstance(name, str):
+            raise TypeError(f"paths[{i}] must be a str or os.PathLike path, got {type(path).__name__} {path!r}")
+        names.append(name)
+    return names
 
 
 def _results(

@@ -6,6 +6,7 @@ import json
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -137,7 +138,36 @@ def test_bad_arguments(tiny_model) -> None:
         score_files(tiny_model, [], batch_size=0)
     with pytest.raises(ValueError, match="num_workers"):
         score_files(tiny_model, [], num_workers=-1)
+    for bad in (2.0, True, "2", None):
+        with pytest.raises(TypeError, match="batch_size must be an int"):
+            score_files(tiny_model, [], batch_size=bad)
+    for bad in (1.5, False):
+        with pytest.raises(TypeError, match="num_workers must be an int"):
+            score_files(tiny_model, [], num_workers=bad)
+    with pytest.raises(TypeError, match="prefetch must be an int"):
+        score_files(tiny_model, [], prefetch=2.0)
+    with pytest.raises(ValueError, match="prefetch"):
+        score_files(tiny_model, [], prefetch=-1)
     assert list(score_files(tiny_model, [], progress=False)) == []
+    assert list(score_files(tiny_model, [], batch_size=np.int64(2), progress=False)) == []
+
+
+@pytest.mark.parametrize("one", ["clip.mp4", Path("clip.mp4"), b"clip.mp4"])
+def test_a_single_path_is_refused(tiny_model, one: object) -> None:
+    """A string is iterable: without the check each character would become a (failed) file."""
+    with pytest.raises(TypeError, match=r"single .*pass a list, e\.g\. \[path\]"):
+        tiny_model.score_files(one)
+    with pytest.raises(TypeError, match="single"):
+        score_files(tiny_model, one)
+
+
+def test_paths_must_be_paths(tiny_model) -> None:
+    with pytest.raises(TypeError, match=r"paths\[1\] must be a str or os.PathLike path, got int"):
+        score_files(tiny_model, ["a.mp4", 3])
+    with pytest.raises(TypeError, match="got int"):
+        score_files(tiny_model, 3)
+    results = list(score_files(tiny_model, (p for p in ["gone.mp4"]), progress=False))  # any iterable
+    assert len(results) == 1 and not results[0].ok and "gone.mp4" in results[0].error
 
 
 def test_file_result() -> None:
