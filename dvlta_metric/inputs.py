@@ -11,6 +11,11 @@ import torch
 MIN_SIDE = 16
 """Smallest frame side (pixels) a model accepts; smaller frames carry no usable quality signal."""
 
+MAX_ASPECT_RATIO = 256
+"""Most elongated frames (long side / short side) a model accepts. The views scale the short side up to
+224-256 px, so the long side grows with the ratio: at 256:1 one such frame is 16.8 M pixels (200 MB as
+float32), the most the views process at once (:data:`~dvlta_metric.views.fragments.UPSAMPLE_CHUNK_PIXELS`)."""
+
 _LAYOUT_HINT = (
     "expected RGB frames as (T, 3, H, W) for one video or (B, T, 3, H, W) for a batch"
 )
@@ -25,7 +30,8 @@ def check_video(video: torch.Tensor, *, name: str = "video") -> None:
 
     Raises:
         TypeError: Not a tensor, or an unsupported dtype.
-        ValueError: Wrong rank, not 3 channels, empty, frames too small, NaN/inf, floats outside [0, 1].
+        ValueError: Wrong rank, not 3 channels, empty, frames too small or more elongated than
+            :data:`MAX_ASPECT_RATIO`, NaN/inf, floats outside [0, 1].
     """
     if not isinstance(video, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(video).__name__}")
@@ -43,6 +49,12 @@ def check_video(video: torch.Tensor, *, name: str = "video") -> None:
         raise ValueError(f"{name}: the video is empty (0 frames)")
     if h < MIN_SIDE or w < MIN_SIDE:
         raise ValueError(f"{name}: frames of {h}x{w} are too small; both sides must be at least {MIN_SIDE} px")
+    if max(h, w) > MAX_ASPECT_RATIO * min(h, w):
+        raise ValueError(
+            f"{name}: frames of {h}x{w} are too elongated (aspect ratio {max(h, w) / min(h, w):.0f}:1); the long "
+            f"side may be at most {MAX_ASPECT_RATIO} times the short side (the views scale the short side up to "
+            f"224-256 px, which would make each frame {256 * max(h, w) // min(h, w)} px long)"
+        )
     if video.dtype == torch.uint8:
         return
     if not video.is_floating_point():

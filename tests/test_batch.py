@@ -77,6 +77,12 @@ def test_complete_matroska_with_longer_audio_has_no_warning(tmp_path: Path, tiny
     assert result.ok and result.warning is None, result.warning
 
 
+def test_too_elongated_file_fails_with_a_clear_error(tmp_path: Path, tiny_model) -> None:
+    path = write_clip(tmp_path / "strip.mp4", frames=2, width=16 * 257, height=16)
+    (result,) = tiny_model.score_files([path], progress=False)
+    assert not result.ok and "too elongated" in result.error and str(path) in result.error
+
+
 def test_failing_batch_falls_back_to_single_files(clips: Clips, tiny_model, monkeypatch) -> None:
     original_views, original_score = tiny_model.make_views, tiny_model.score_views
     poison = str(clips.odd)

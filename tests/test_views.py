@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from dvlta_metric.config import FragmentViewConfig, FrameViewConfig
+from dvlta_metric.inputs import MAX_ASPECT_RATIO, check_video
 from dvlta_metric.views import (
+    center_crop,
     extract_fragments,
     fragment_clip_indices,
     fragment_view,
@@ -15,6 +18,8 @@ from dvlta_metric.views import (
     segment_centre_indices,
     upsample_short_side,
 )
+from dvlta_metric.views import fragments as fragments_module
+from dvlta_metric.views import frames as frames_module
 
 
 def test_fragment_clip_indices_match_fastvqa_test_sampling() -> None:
@@ -144,3 +149,84 @@ def test_cutting_from_the_whole_video_equals_cutting_from_gathered_frames() -> N
     a = fragment_view(small[idx], cfg, generator=torch.Generator().manual_seed(5))
     b = fragment_view(small, cfg, generator=torch.Generator().manual_seed(5), frame_index=idx)
     assert torch.equal(a, b)
+
+
+# ---------------------------------------------------------------------------------------------- elongated frames
+def _record_interpolations(monkeypatch: pytest.MonkeyPatch, module: object) -> list[int]:
+    """Replace ``module.F`` so that every interpolation's output size (pixels per channel) is recorded."""
+    sizes: list[int] = []
+
+    class Recorder:
+        def __getattr__(self, name: str) -> object:
+            return getattr(torch.nn.functional, name)
+
+        @staticmethod
+        def interpolate(x: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+            out = torch.nn.functional.interpolate(x, *args, **kwargs)
+            sizes.append(out.shape[0] * out.shape[-2] * out.shape[-1])
+            return out
+
+    monkeypatch.setattr(module, "F", Recorder())
+    return sizes
+
+
+def test_elongated_frames_are_upsampled_a_few_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """16 frames of 16x1200 upsample to 224x16800 each (60 M pixels together): never all at once."""
+    cfg = FragmentViewConfig(clip_len=8, aligned=8, num_clips=2)
+    video = (torch.rand(10, 3, 16, 1200) * 255).to(torch.uint8)
+    idx = fragment_clip_indices(10, cfg).flatten()
+    whole = fragment_view(video[idx], cfg, generator=torch.Generator().manual_seed(3))  # before recording
+    sizes = _record_interpolations(monkeypatch, fragments_module)
+    out = fragment_view(video, cfg, generator=torch.Generator().manual_seed(3), frame_index=idx)
+    assert out.shape == (2, 3, 8, 224, 224)
+    assert len(sizes) > 1 and max(sizes) <= fragments_module.UPSAMPLE_CHUNK_PIXELS
+    assert torch.equal(out, whole)
+
+
+@pytest.mark.parametrize("budget", [1, 3 * 224 * 336, 5 * 224 * 336])
+def test_upsampling_in_chunks_gives_the_same_view(monkeypatch: pytest.MonkeyPatch, budget: int) -> None:
+    """Chunks of 1, 3 and 5 frames (across run boundaries) give exactly the one-call view, gradients too."""
+    cfg = FragmentViewConfig(clip_len=4, aligned=2, num_clips=2)
+    video = torch.rand(12, 3, 100, 150)
+    idx = torch.tensor([0, 2, 4, 6, 5, 7, 9, 11])
+    reference = fragment_view(video, cfg, generator=torch.Generator().manual_seed(7), frame_index=idx)
+    monkeypatch.setattr(fragments_module, "UPSAMPLE_CHUNK_PIXELS", budget)
+    leaf = video.clone().requires_grad_(True)
+    chunked = fragment_view(leaf, cfg, generator=torch.Generator().manual_seed(7), frame_index=idx)
+    assert torch.equal(chunked, reference)
+    chunked.sum().backward()
+    assert leaf.grad is not None and leaf.grad[idx].abs().sum() > 0 and leaf.grad[1].abs().sum() == 0
+
+
+def test_elongated_frame_view_is_resized_a_few_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = FrameViewConfig(num_frames=4)
+    frames = torch.rand(4, 3, 16, 1200)  # 256x19200 each after resizing: 19.7 M pixels together
+    whole = frame_view(frames, cfg)
+    sizes = _record_interpolations(monkeypatch, frames_module)
+    monkeypatch.setattr(frames_module, "RESIZE_CHUNK_PIXELS", 256 * 19200)
+    chunked = frame_view(frames, cfg)
+    assert sizes == [256 * 19200] * 4 and torch.equal(chunked, whole)
+    monkeypatch.undo()
+    sizes = _record_interpolations(monkeypatch, frames_module)
+    assert torch.equal(frame_view(frames, cfg), whole) and max(sizes) <= frames_module.RESIZE_CHUNK_PIXELS
+
+
+def test_too_elongated_frames_are_refused() -> None:
+    ok = torch.zeros(1, 3, 16, 16 * MAX_ASPECT_RATIO, dtype=torch.uint8)
+    check_video(ok)
+    check_video(ok.transpose(-1, -2))
+    for shape in [(1, 3, 16, 16 * MAX_ASPECT_RATIO + 1), (1, 3, 20000, 32)]:
+        with pytest.raises(ValueError, match=rf"too elongated .*at most {MAX_ASPECT_RATIO} times"):
+            check_video(torch.zeros(shape, dtype=torch.uint8))
+
+
+# ---------------------------------------------------------------------------------------------- centre crop
+def test_center_crop_needs_frames_at_least_the_crop_size() -> None:
+    frames = torch.rand(2, 3, 200, 300)
+    assert center_crop(frames, 200).shape == (2, 3, 200, 200)
+    assert torch.equal(center_crop(frames, 100), frames[..., 50:150, 100:200])
+    for size in (224, 301):
+        with pytest.raises(ValueError, match=rf"200x300 are smaller than the {size}x{size} crop"):
+            center_crop(frames, size)
+    with pytest.raises(ValueError, match="at least 1"):
+        center_crop(frames, 0)

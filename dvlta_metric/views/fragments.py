@@ -3,8 +3,10 @@
 Each frame is cut into a ``7 x 7`` grid; from every cell one ``32 x 32`` patch is taken at native
 resolution and the 49 patches are spliced into a ``224 x 224`` frame. Patch positions stay fixed over each
 run of ``aligned`` frames, so temporal variation inside a patch is real motion, not a moving crop. If the
-short side is below 224 the frames are first upsampled bilinearly. Everything here is tensor indexing, so
-the view is differentiable with respect to the pixel values.
+short side is below 224 the frames are first upsampled bilinearly; when all the upsampled frames together
+would exceed :data:`UPSAMPLE_CHUNK_PIXELS` (elongated frames), they are upsampled a few at a time and
+their patches cut right away, with the same result. Everything here is tensor indexing, so the view is
+differentiable with respect to the pixel values.
 """
 
 from __future__ import annotations
@@ -14,6 +16,30 @@ import torch.nn.functional as F
 
 from ..config import FragmentViewConfig
 from .normalize import normalize, to_unit_float
+
+UPSAMPLE_CHUNK_PIXELS = 1 << 24
+"""Most upsampled pixels (frames x height x width, about 200 MB of float32 RGB) :func:`fragment_view` makes
+at once; beyond it the frames are upsampled a few at a time. Common aspect ratios stay within it (128 frames
+of 16:9 at 398x224 are 11.4 M pixels), so their views are computed in one call, as before."""
+
+
+def upsampled_size(height: int, width: int, min_side: int) -> tuple[int, int]:
+    """The frame size :func:`upsample_short_side` gives a ``height`` x ``width`` frame.
+
+    Args:
+        height: Frame height.
+        width: Frame width.
+        min_side: Required short side in pixels.
+
+    Returns:
+        ``(H', W')``: the size itself when the short side is at least ``min_side``, else the size with the
+        short side scaled up to ``min_side``, keeping the aspect ratio.
+    """
+    short = min(height, width)
+    if short >= min_side:
+        return height, width
+    scale = min_side / short
+    return max(min_side, round(height * scale)), max(min_side, round(width * scale))
 
 
 def upsample_short_side(frames: torch.Tensor, min_side: int) -> torch.Tensor:
@@ -27,11 +53,9 @@ def upsample_short_side(frames: torch.Tensor, min_side: int) -> torch.Tensor:
         ``(N, 3, H', W')`` with ``min(H', W') >= min_side``; the aspect ratio is kept.
     """
     h, w = frames.shape[-2:]
-    short = min(h, w)
-    if short >= min_side:
+    size = upsampled_size(h, w, min_side)
+    if size == (h, w):
         return frames
-    scale = min_side / short
-    size = (max(min_side, round(h * scale)), max(min_side, round(w * scale)))
     return F.interpolate(frames, size=size, mode="bilinear", align_corners=False)
 
 
@@ -157,15 +181,64 @@ def fragment_view(
     if n % clip_len:
         raise ValueError(f"{n} frames are not a whole number of {clip_len}-frame clips")
     aligned = cfg.aligned if (clip_len % cfg.aligned == 0) else clip_len
-    if min(frames.shape[-2:]) < cfg.size:
+    h, w = upsampled_size(frames.shape[-2], frames.shape[-1], cfg.size)
+    if (h, w) == tuple(frames.shape[-2:]):
+        top, left = sample_fragment_offsets(h, w, n // aligned, cfg, generator)
+        frag = extract_fragments(frames, top, left, cfg.fsize, aligned, frame_index)
+    elif n * h * w <= UPSAMPLE_CHUNK_PIXELS:
         if frame_index is not None:
-            frames, frame_index = frames[frame_index.to(frames.device)], None
+            frames = frames[frame_index.to(frames.device)]
         frames = upsample_short_side(to_unit_float(frames, dtype), cfg.size)
-    h, w = frames.shape[-2:]
-    top, left = sample_fragment_offsets(h, w, n // aligned, cfg, generator)
-    frag = extract_fragments(frames, top, left, cfg.fsize, aligned, frame_index)
+        top, left = sample_fragment_offsets(h, w, n // aligned, cfg, generator)
+        frag = extract_fragments(frames, top, left, cfg.fsize, aligned)
+    else:
+        top, left = sample_fragment_offsets(h, w, n // aligned, cfg, generator)
+        frag = _upsample_and_extract(frames, top, left, cfg, aligned, frame_index, dtype)
     frag = to_unit_float(frag.to(device or frag.device), dtype)
     frag = normalize(frag, cfg.mean, cfg.std)
     k = n // clip_len
     return frag.reshape(k, clip_len, 3, cfg.size, cfg.size).transpose(1, 2)
 
+
+
+def _upsample_and_extract(
+    frames: torch.Tensor,
+    top: torch.Tensor,
+    left: torch.Tensor,
+    cfg: FragmentViewConfig,
+    aligned: int,
+    frame_index: torch.Tensor | None,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """:func:`upsample_short_side` then :func:`extract_fragments`, a few frames at a time.
+
+    Holds at most :data:`UPSAMPLE_CHUNK_PIXELS` upsampled pixels (one frame, at least) instead of all the
+    upsampled frames; each frame is upsampled exactly as in one call, so the patches are the same.
+
+    Args:
+        frames: ``(N, 3, H, W)`` frames (uint8 or float), the short side below ``cfg.size``.
+        top: ``(R, G, G)`` patch rows in the upsampled frames.
+        left: ``(R, G, G)`` patch columns.
+        cfg: Fragment view settings.
+        aligned: Frames per run.
+        frame_index: Optional ``(R * aligned,)`` rows of ``frames`` to cut from.
+        dtype: Float dtype of the upsampled frames.
+
+    Returns:
+        ``(R * aligned, 3, G * fsize, G * fsize)``, as :func:`extract_fragments`.
+    """
+    n = top.shape[0] * aligned
+    if frame_index is None:
+        frame_index = torch.arange(n)
+    if frame_index.numel() != n:
+        raise ValueError(f"{frame_index.numel()} frames do not split into {top.shape[0]} runs of {aligned}")
+    rows = frame_index.to(frames.device)
+    run_of = torch.arange(n) // aligned  # each output frame's run
+    h, w = upsampled_size(frames.shape[-2], frames.shape[-1], cfg.size)
+    step = max(1, UPSAMPLE_CHUNK_PIXELS // (h * w))
+    parts = []
+    for start in range(0, n, step):
+        chunk = upsample_short_side(to_unit_float(frames[rows[start : start + step]], dtype), cfg.size)
+        runs = run_of[start : start + step]
+        parts.append(extract_fragments(chunk, top[runs], left[runs], cfg.fsize, 1))  # one frame per "run"
+    return torch.cat(parts)

@@ -1,7 +1,9 @@
 """Frame view (dorsal stream): ``T`` whole frames, short side resized to 256, centre-cropped to 224.
 
 This is ViFi-CLIP's test pipeline. The same frames feed the Video-Based Temporal CLIP (as ``(T, 3, 224,
-224)`` images) and the Temporal Context Module (as a ``(3, T, 224, 224)`` clip).
+224)`` images) and the Temporal Context Module (as a ``(3, T, 224, 224)`` clip). When the resized frames
+together would exceed :data:`RESIZE_CHUNK_PIXELS` (elongated frames), they are resized and cropped a few at
+a time, with the same result.
 """
 
 from __future__ import annotations
@@ -11,6 +13,29 @@ import torch.nn.functional as F
 
 from ..config import FrameViewConfig
 from .normalize import normalize, to_unit_float
+
+RESIZE_CHUNK_PIXELS = 1 << 24
+"""Most resized pixels (frames x height x width, about 200 MB of float32 RGB) :func:`frame_view` makes at
+once; beyond it the frames are resized a few at a time. Ordinary frames stay far below it (8 frames of
+16:9 at 455x256 are 0.9 M pixels), so their views are computed in one call, as before."""
+
+
+def resized_size(height: int, width: int, short: int) -> tuple[int, int]:
+    """The frame size :func:`resize_short_side` gives a ``height`` x ``width`` frame.
+
+    Args:
+        height: Frame height.
+        width: Frame width.
+        short: Target short side.
+
+    Returns:
+        ``(H', W')`` with ``min(H', W') == short`` and the aspect ratio kept.
+    """
+    if min(height, width) == short:
+        return height, width
+    if height <= width:
+        return short, max(short, round(width * short / height))
+    return max(short, round(height * short / width)), short
 
 
 def resize_short_side(frames: torch.Tensor, short: int, antialias: bool = True) -> torch.Tensor:
@@ -25,12 +50,9 @@ def resize_short_side(frames: torch.Tensor, short: int, antialias: bool = True) 
         ``(N, 3, H', W')`` with ``min(H', W') == short``.
     """
     h, w = frames.shape[-2:]
-    if min(h, w) == short:
+    size = resized_size(h, w, short)
+    if size == (h, w):
         return frames
-    if h <= w:
-        size = (short, max(short, round(w * short / h)))
-    else:
-        size = (max(short, round(h * short / w)), short)
     downscale = size[0] < h
     return F.interpolate(
         frames, size=size, mode="bilinear", align_corners=False, antialias=antialias and downscale
@@ -38,8 +60,29 @@ def resize_short_side(frames: torch.Tensor, short: int, antialias: bool = True) 
 
 
 def center_crop(frames: torch.Tensor, size: int) -> torch.Tensor:
-    """Centre crop ``(N, C, H, W)`` to ``(N, C, size, size)`` (``H, W >= size``)."""
+    """Centre crop frames to ``size`` x ``size``.
+
+    Args:
+        frames: ``(..., H, W)``, e.g. ``(N, C, H, W)``, with ``H, W >= size``.
+        size: Side of the crop.
+
+    Returns:
+        ``(..., size, size)``, a view of ``frames``.
+
+    Raises:
+        ValueError: ``H`` or ``W`` is smaller than ``size`` (resize first, e.g. with
+            :func:`resize_short_side`), or ``size`` < 1.
+    """
+    if size < 1:
+        raise ValueError(f"center_crop: size must be at least 1, got {size}")
+    if frames.dim() < 2:
+        raise ValueError(f"center_crop: expected frames (..., H, W), got shape {tuple(frames.shape)}")
     h, w = frames.shape[-2:]
+    if h < size or w < size:
+        raise ValueError(
+            f"center_crop: frames of {h}x{w} are smaller than the {size}x{size} crop; "
+            "both sides must be at least the crop size (resize the short side first)"
+        )
     top, left = (h - size) // 2, (w - size) // 2
     return frames[..., top : top + size, left : left + size]
 
@@ -56,6 +99,15 @@ def frame_view(frames: torch.Tensor, cfg: FrameViewConfig, dtype: torch.dtype = 
     Returns:
         ``(T, 3, crop, crop)`` normalised frames.
     """
+    h, w = resized_size(frames.shape[-2], frames.shape[-1], cfg.resize)
+    step = max(1, RESIZE_CHUNK_PIXELS // (h * w))
+    if frames.shape[0] <= step:
+        return _frame_view(frames, cfg, dtype)
+    return torch.cat([_frame_view(frames[i : i + step], cfg, dtype) for i in range(0, frames.shape[0], step)])
+
+
+def _frame_view(frames: torch.Tensor, cfg: FrameViewConfig, dtype: torch.dtype) -> torch.Tensor:
+    """:func:`frame_view` of frames resized in one call: ``(T, 3, H, W)`` -> ``(T, 3, crop, crop)``."""
     x = resize_short_side(to_unit_float(frames, dtype), cfg.resize, cfg.antialias)
     x = center_crop(x, cfg.crop)
     return normalize(x, cfg.mean, cfg.std)
