@@ -134,7 +134,7 @@ class _FrameTable:
 def find_videos(
     paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
     *,
-    extensions: Iterable[str] = VIDEO_EXTENSIONS,
+    extensions: str | Iterable[str] = VIDEO_EXTENSIONS,
 ) -> list[Path]:
     """Expand files and directories into the list of video files to score.
 
@@ -146,14 +146,27 @@ def find_videos(
 
     Args:
         paths: One path or several.
-        extensions: Extensions to look for in directories, with or without the leading dot.
+        extensions: Extensions to look for in directories, with or without the leading dot
+            (``[".mp4", "mkv"]``); a single string is one extension (``"mp4"``, not ``"m"``, ``"p"``,
+            ``"4"``).
 
     Returns:
         The files, in the order given (directories expanded in place).
+
+    Raises:
+        TypeError: ``extensions`` is not a string or an iterable of strings.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    exts = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
+    if isinstance(extensions, str):
+        extensions = [extensions]
+    if not isinstance(extensions, Iterable):
+        raise TypeError(f"extensions must be a string or a list of strings, got {type(extensions).__name__}")
+    exts: set[str] = set()
+    for e in extensions:
+        if not isinstance(e, str):
+            raise TypeError(f"extensions must be strings such as '.mp4', got {type(e).__name__} {e!r}")
+        exts.add(e.lower() if e.startswith(".") else f".{e.lower()}")
     found: list[Path] = []
     seen: set[str] = set()
 

@@ -310,6 +310,23 @@ def test_find_videos(tmp_path: Path) -> None:
     assert {".mp4", ".mkv", ".mov", ".avi", ".webm", ".y4m", ".ts"} <= VIDEO_EXTENSIONS
 
 
+def test_find_videos_extensions(tmp_path: Path) -> None:
+    for name in ["a.mp4", "b.MKV", "c.webm", "m", "p.4"]:
+        (tmp_path / name).write_bytes(b"x")
+
+    def names(found: list[Path]) -> list[str]:
+        return sorted(p.name for p in found)
+
+    assert names(find_videos(tmp_path, extensions="mp4")) == ["a.mp4"]  # one extension, not "m", "p", "4"
+    assert names(find_videos(tmp_path, extensions=".MKV")) == ["b.MKV"]
+    assert names(find_videos(tmp_path, extensions=["mp4", ".webm"])) == ["a.mp4", "c.webm"]
+    assert names(find_videos(tmp_path, extensions=("mkv",))) == ["b.MKV"]
+    with pytest.raises(TypeError, match="extensions must be strings"):
+        find_videos(tmp_path, extensions=[".mp4", 4])
+    with pytest.raises(TypeError, match="extensions must be a string or a list"):
+        find_videos(tmp_path, extensions=4)
+
+
 # ---------------------------------------------------------------------------------------------- real samples
 SAMPLES = {
     "10053703034.mp4": (540, 960, 240),
