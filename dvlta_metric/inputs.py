@@ -16,6 +16,9 @@ MAX_ASPECT_RATIO = 256
 224-256 px, so the long side grows with the ratio: at 256:1 one such frame is 16.8 M pixels (200 MB as
 float32), the most the views process at once (:data:`~dvlta_metric.views.fragments.UPSAMPLE_CHUNK_PIXELS`)."""
 
+FLOAT_DTYPES = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64})
+"""Float dtypes a video may have (values in [0, 1]); float8 and other formats are refused."""
+
 _LAYOUT_HINT = (
     "expected RGB frames as (T, 3, H, W) for one video or (B, T, 3, H, W) for a batch"
 )
@@ -29,9 +32,10 @@ def check_video(video: torch.Tensor, *, name: str = "video") -> None:
         name: How the video is named in error messages (e.g. ``"video 3 of the batch"``).
 
     Raises:
-        TypeError: Not a tensor, or an unsupported dtype.
-        ValueError: Wrong rank, not 3 channels, empty, frames too small or more elongated than
-            :data:`MAX_ASPECT_RATIO`, NaN/inf, floats outside [0, 1].
+        TypeError: Not a tensor, not a dense (strided) tensor, or a dtype other than uint8 and the
+            :data:`FLOAT_DTYPES` (e.g. float8, integers, bool, complex).
+        ValueError: A meta tensor (no data); wrong rank, not 3 channels, empty, frames too small or more
+            elongated than :data:`MAX_ASPECT_RATIO`, NaN/inf, floats outside [0, 1].
     """
     if not isinstance(video, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(video).__name__}")
@@ -55,11 +59,19 @@ def check_video(video: torch.Tensor, *, name: str = "video") -> None:
             f"side may be at most {MAX_ASPECT_RATIO} times the short side (the views scale the short side up to "
             f"224-256 px, which would make each frame {256 * max(h, w) // min(h, w)} px long)"
         )
+    if video.layout != torch.strided:
+        raise TypeError(f"{name}: a {video.layout} tensor; expected a dense (strided) tensor, e.g. video.to_dense()")
+    if video.is_meta:
+        raise ValueError(
+            f"{name}: a tensor on the meta device holds no pixel values; expected a tensor on the CPU or a GPU"
+        )
     if video.dtype == torch.uint8:
         return
-    if not video.is_floating_point():
+    if video.dtype not in FLOAT_DTYPES:
+        hint = " (convert it, e.g. with video.float())" if video.is_floating_point() else ""
         raise TypeError(
-            f"{name}: unsupported dtype {video.dtype}; expected uint8 in [0, 255] or a float dtype in [0, 1]"
+            f"{name}: unsupported dtype {video.dtype}; expected uint8 in [0, 255] or float16, bfloat16, float32 "
+            f"or float64 in [0, 1]{hint}"
         )
     detached = video.detach()
     if not bool(torch.isfinite(detached).all()):

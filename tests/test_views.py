@@ -1,4 +1,5 @@
-"""Fragment and frame views: temporal indices, native-resolution patches, resizing, determinism."""
+"""Fragment and frame views: temporal indices, native-resolution patches, resizing, determinism, elongated
+frames, centre crop; the input checks in front of them (aspect ratio, dtype, device)."""
 
 from __future__ import annotations
 
@@ -218,6 +219,29 @@ def test_too_elongated_frames_are_refused() -> None:
     for shape in [(1, 3, 16, 16 * MAX_ASPECT_RATIO + 1), (1, 3, 20000, 32)]:
         with pytest.raises(ValueError, match=rf"too elongated .*at most {MAX_ASPECT_RATIO} times"):
             check_video(torch.zeros(shape, dtype=torch.uint8))
+
+
+# ---------------------------------------------------------------------------------------------- input checks
+@pytest.mark.parametrize("dtype", [getattr(torch, n) for n in ("float8_e4m3fn", "float8_e5m2") if hasattr(torch, n)])
+def test_float8_video_is_refused_by_the_input_check(tiny_model, dtype: torch.dtype) -> None:
+    video = torch.rand(4, 3, 32, 40).to(dtype)
+    with pytest.raises(TypeError, match=rf"unsupported dtype {dtype}; expected uint8 .* float16, bfloat16"):
+        check_video(video)
+    with pytest.raises(TypeError, match="unsupported dtype"):
+        tiny_model(video)
+
+
+def test_meta_and_sparse_videos_are_refused_by_the_input_check(tiny_model) -> None:
+    for dtype in (torch.float32, torch.uint8):
+        meta = torch.empty(4, 3, 32, 40, dtype=dtype, device="meta")
+        with pytest.raises(ValueError, match="meta device holds no pixel values; expected a tensor on the CPU"):
+            check_video(meta)
+        with pytest.raises(ValueError, match="meta device"):
+            tiny_model(meta)
+    with pytest.raises(TypeError, match="expected a dense"):
+        check_video(torch.rand(4, 3, 32, 40).to_sparse())
+    for ok in (torch.float16, torch.bfloat16, torch.float64):
+        check_video(torch.rand(4, 3, 32, 40).to(ok))
 
 
 # ---------------------------------------------------------------------------------------------- centre crop
