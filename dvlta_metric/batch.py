@@ -49,7 +49,8 @@ class FileResult:
         weights: Fusion weight of each branch (``{"bvfe": ..., "tcm": ..., "vbtc": ...}``) when scoring was
             asked to explain, else ``None``.
         seconds: Wall time spent on the file: decoding plus its share of the model call.
-        warning: Something worth knowing about a file that was scored anyway (e.g. it looks truncated).
+        warning: Something worth knowing about a file that was scored anyway (e.g. it looks truncated, or
+            it is a still image rather than a video).
     """
 
     path: str
@@ -141,7 +142,9 @@ def _read(model: DVLTAVQA, path: str) -> _Decoded:
 
 
 def _warning(video: DecodedVideo) -> str | None:
-    """A note for files that were decoded but look damaged."""
+    """A note for files that were decoded but look damaged, or are a still picture rather than a video."""
+    if video.metadata.get("still_image"):
+        return f"the file is a still image ({video.metadata.get('codec')}), not a video: scored as a 1-frame video"
     if not video.metadata.get("truncated"):
         return None
     declared = video.metadata.get("declared_frames")

@@ -215,7 +215,8 @@ def read_video(
         ``rotation`` (degrees counter-clockwise, as in the display matrix), ``mirrored``,
         ``color_trc``, ``hdr``, ``sample_aspect_ratio``, ``duration`` (s, of the video stream: as the file
         declares it, else measured from the frames' timestamps), ``declared_frames``,
-        ``truncated``, ``timestamps`` (``"pts"`` or ``"decode-order"``), ``seeks`` and ``frames_decoded``.
+        ``truncated``, ``still_image`` (a single picture such as a PNG or JPEG file, whatever its
+        extension), ``timestamps`` (``"pts"`` or ``"decode-order"``), ``seeks`` and ``frames_decoded``.
 
     Raises:
         FileNotFoundError: The file does not exist.
@@ -593,6 +594,7 @@ def _decode(
         "color_trc": int(trc) if trc is not None else None,
         "hdr": trc in HDR_TRANSFERS,
         "truncated": bool(info.get("truncated")) or table.demux_error is not None,
+        "still_image": table.num_frames == 1 and _is_image_format(str(info["container"])),
         "timestamps": "pts" if by_pts else "decode-order",
         "seeks": seeks,
         "frames_decoded": decoded,
@@ -635,6 +637,11 @@ def _seek(
         if landed is None or landed <= limit:
             return itertools.chain(head, packets)
     raise _SeekFailed
+
+
+def _is_image_format(name: str) -> bool:
+    """Whether FFmpeg read the file with an image demuxer (``png_pipe``, ``jpeg_pipe``, ``image2``, ...)."""
+    return name in ("image2", "image2pipe") or name.endswith("_pipe")
 
 
 def _short(info: dict[str, object], table: _FrameTable) -> bool:

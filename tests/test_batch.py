@@ -13,7 +13,7 @@ import torch
 from dvlta_metric.batch import FileResult, score_files
 from dvlta_metric.video_io import read_video
 
-from video_files import Clips, make_clips, write_clip
+from video_files import Clips, make_clips, write_clip, write_still
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +75,13 @@ def test_complete_matroska_with_longer_audio_has_no_warning(tmp_path: Path, tiny
     path = write_clip(tmp_path / "av.mkv", frames=24, width=64, height=48, audio_seconds=3.0)
     (result,) = tiny_model.score_files([path], progress=False)
     assert result.ok and result.warning is None, result.warning
+
+
+def test_still_image_scored_with_warning(tmp_path: Path, clips: Clips, tiny_model) -> None:
+    still = write_still(tmp_path / "photo.mp4")
+    results = list(tiny_model.score_files([still, clips.single], progress=False))
+    assert results[0].ok and results[0].warning and "still image (png)" in results[0].warning
+    assert results[1].ok and results[1].warning is None
 
 
 def test_too_elongated_file_fails_with_a_clear_error(tmp_path: Path, tiny_model) -> None:

@@ -15,7 +15,7 @@ from dvlta_metric import video_io
 from dvlta_metric.decoded import DecodedVideo
 from dvlta_metric.video_io import TAIL_SLACK, VIDEO_EXTENSIONS, find_videos, read_video
 
-from video_files import STEP, Clips, frame_image, make_clips, mp4_boxes, write_clip
+from video_files import STEP, Clips, frame_image, make_clips, mp4_boxes, write_clip, write_still
 
 
 @pytest.fixture(scope="module")
@@ -192,6 +192,15 @@ def test_select_any_order_and_empty(clips: Clips) -> None:
 def test_select_out_of_range(clips: Clips) -> None:
     with pytest.raises(ValueError, match="32 frames"):
         read_video(clips.landscape, select=lambda n: [0, n])
+
+
+@pytest.mark.parametrize("codec", ["png", "mjpeg"])
+def test_still_image_is_reported(tmp_path: Path, clips: Clips, codec: str) -> None:
+    video = read_video(write_still(tmp_path / "photo.mp4", codec))
+    assert video.num_frames == 1 and video.metadata["still_image"] is True
+    assert video.metadata["container"].endswith("_pipe")
+    assert_frames_are(video.frames, [0])
+    assert read_video(clips.single).metadata["still_image"] is False  # a 1-frame video is a video
 
 
 # ---------------------------------------------------------------------------------------------- bad files

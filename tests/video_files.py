@@ -147,6 +147,18 @@ def _encode_silence(
         container.mux(packet)
 
 
+def write_still(path: Path, codec: str = "png", width: int = 160, height: int = 96) -> Path:
+    """A single picture (``"png"`` or ``"mjpeg"`` = JPEG) of :func:`frame_image`, whatever ``path``'s extension."""
+    with av.open(str(path), "w", format="image2pipe") as container:
+        stream = container.add_stream(codec, rate=1)
+        stream.width, stream.height = width, height
+        stream.pix_fmt = "rgb24" if codec == "png" else "yuvj420p"
+        frame = av.VideoFrame.from_ndarray(frame_image(0, height, width), format="rgb24")
+        for packet in [*stream.encode(frame), *stream.encode()]:
+            container.mux(packet)
+    return path
+
+
 def ten_bit_encoder() -> tuple[str, str] | None:
     """An ``(encoder, pix_fmt)`` pair this PyAV build can write 10-bit video with, or ``None``."""
     for codec, pix_fmt in (("libx264", "yuv420p10le"), ("libx265", "yuv420p10le"), ("ffv1", "yuv420p10le")):
