@@ -88,7 +88,7 @@ def test_roofline_prices_operators_by_their_flops_and_bytes() -> None:
 
     import dvlta_metric
 
-    def load(name: str):  # noqa: ANN202 - a script module
+    def load(name: str):  # a benchmark script, loaded as a module
         spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCHMARKS / f"{name}.py")
         module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
         sys.modules[f"_bench_{name}"] = module  # dataclasses look their module up
