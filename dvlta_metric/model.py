@@ -424,15 +424,23 @@ class DVLTAVQA(nn.Module):
         return torch.stack([feats[name].to(self.dtype) for name in self.branches], dim=1)
 
     def text_features(self) -> torch.Tensor:
-        """Adapted prompt embeddings ``T'`` (eq. 10), ``(3, D)`` rows in :data:`PROMPT_ROLES` order."""
+        """Adapted prompt embeddings ``T'`` (eq. 10), ``(3, D)`` rows in :data:`PROMPT_ROLES` order.
+
+        Computed in the model's dtype even inside a caller's :func:`torch.autocast`.
+        """
         text = self.prompt_embeddings
-        return text if self.text_adapter is None else self.text_adapter(text)
+        if self.text_adapter is None:
+            return text
+        with torch.autocast(text.device.type, enabled=False):
+            return self.text_adapter(text)
 
     def score_features(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Fuse branch features and score them (eqs. 10-13).
 
         With a single branch (the zero-shot model) there is nothing to weigh: the fused feature is that
-        branch's feature and its weight is reported as 1.
+        branch's feature and its weight is reported as 1. Fusion and score run in the model's dtype (float32)
+        even inside a caller's :func:`torch.autocast`: with the logit scale of 100 a bfloat16 score head
+        moved scores by up to 0.04.
 
         Args:
             features: ``(B, K, D)`` branch features.
@@ -440,13 +448,15 @@ class DVLTAVQA(nn.Module):
         Returns:
             ``(scores, weights)``: ``(B,)`` in ``(0, 1)`` and ``(B, K)``.
         """
-        text = self.text_features()
-        if features.shape[1] == 1:
-            fused = features[:, 0]
-            weights = torch.ones(features.shape[:2], dtype=features.dtype, device=features.device)
-        else:
-            fused, weights = self.fusion(features, text[0])
-        return self.head(fused, text[1], text[2]), weights
+        with torch.autocast(features.device.type, enabled=False):
+            text = self.text_features()
+            features = features.to(self.dtype)
+            if features.shape[1] == 1:
+                fused = features[:, 0]
+                weights = torch.ones(features.shape[:2], dtype=features.dtype, device=features.device)
+            else:
+                fused, weights = self.fusion(features, text[0])
+            return self.head(fused, text[1], text[2]), weights
 
     # ------------------------------------------------------------------ calls
     def read(self, path: PathLike) -> DecodedVideo:

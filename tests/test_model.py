@@ -281,3 +281,16 @@ def test_lists_of_decoded_videos_and_paths_score_like_each_alone() -> None:
     alone = model(decoded)
     both = model([decoded, sample])
     assert both.shape == (2,) and torch.allclose(both, alone.expand(2), atol=1e-6)
+
+
+def test_a_callers_autocast_does_not_reach_the_fusion_and_score(video_factory: VideoFactory) -> None:
+    torch.manual_seed(0)
+    model = dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="cpu")
+    with torch.no_grad():
+        model.prompt_embeddings.normal_(0, 1)  # distinct prompts, so that bf16 rounding shows in the score
+    videos = torch.stack([video_factory(8, 64, 64, seed=i) for i in range(3)])
+    plain = model(videos)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        wrapped = model(videos)
+    assert wrapped.dtype == torch.float32
+    assert torch.equal(wrapped, plain)  # fp32 branches and head: the outer autocast changes nothing
