@@ -386,3 +386,21 @@ def test_stage_rejects_window_tensors_of_another_size(small_model: SwinTransform
     with pytest.raises(ValueError, match="window tensors do not match"):
         layer(x, None, wrong)
     torch.testing.assert_close(layer(x, None, layer.window_tensors((4, 16, 16), None, x.device, x.dtype)), layer(x))
+
+
+def test_bias_cache_is_not_fooled_by_a_reused_gate_address() -> None:
+    """A new input size's gate can take the freed address of the last one's: the cache must not match it."""
+    torch.manual_seed(0)
+    model = SwinTransformer3D(
+        embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=(2, 7, 7), base_x_size=(8, 224, 224)
+    ).eval()
+    randomise_bias_tables(model)
+    model.requires_grad_(False)
+    xa, xb = torch.randn(1, 3, 8, 224, 252), torch.randn(1, 3, 8, 252, 224)  # same gate shapes, other gates
+    with torch.no_grad():
+        expected = model(xb)
+        model.clear_bias_cache()
+        clear_shape_caches()
+        model(xa)
+        clear_shape_caches()  # frees xa's gates: xb's may be allocated where they were
+        assert torch.equal(model(xb), expected)

@@ -44,7 +44,8 @@ half-precision branch outputs to the float32 stream. Only the matmuls and attent
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -285,6 +286,19 @@ def fragment_gate(padded: Size3, window: Size3, shift: Size3) -> Tensor:
     return gate
 
 
+_WeakTensor = Callable[[], "Tensor | None"] | None
+"""A weak reference to a tensor (``None`` for no tensor)."""
+
+
+def _weak(t: Tensor | None) -> _WeakTensor:
+    return None if t is None else weakref.ref(t)
+
+
+def _same(ref: _WeakTensor, t: Tensor | None) -> bool:
+    """Whether ``ref`` refers to the very tensor ``t`` (both ``None`` counts)."""
+    return t is None if ref is None else (t is not None and ref() is t)
+
+
 @lru_cache(maxsize=_CACHE_SIZE)
 def _cached_fragment_gate(
     padded: Size3, window: Size3, shift: Size3, device: torch.device, dtype: torch.dtype
@@ -500,7 +514,7 @@ class WindowAttention3D(nn.Module):
         self.register_buffer(
             "relative_position_index", _full_relative_position_index(self.window_size), persistent=False
         )
-        self._bias_cache: tuple[tuple[object, ...], Tensor] | None = None
+        self._bias_cache: tuple[tuple[object, ...], _WeakTensor, _WeakTensor, Tensor] | None = None
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
         trunc_normal_(self.relative_position_bias_table, std=0.02)
@@ -555,22 +569,20 @@ class WindowAttention3D(nn.Module):
         if self.fragment_position_bias_table is not None:
             tables.append(self.fragment_position_bias_table)
         frozen = not any(t.requires_grad for t in tables)
-        key = (
-            window,
-            None if gate is None else (gate.data_ptr(), tuple(gate.shape)),
-            None if mask is None else (mask.data_ptr(), tuple(mask.shape)),
-            dtype,
-            tuple((t.device, t.data_ptr(), t._version) for t in tables),
-        )
-        if frozen and self._bias_cache is not None and self._bias_cache[0] == key:
-            return self._bias_cache[1]
+        key = (window, dtype, tuple((t.device, t.data_ptr(), t._version) for t in tables))
+        # the gate and mask are identified by object, through weak references: an address could be reused by
+        # another input size's gate of the same shape once the shape caches let the first one go
+        if frozen and self._bias_cache is not None:
+            cached_key, cached_gate, cached_mask, cached_bias = self._bias_cache
+            if cached_key == key and _same(cached_gate, gate) and _same(cached_mask, mask):
+                return cached_bias
         with torch.inference_mode(False):
             bias = self.position_bias(window, gate)
             if mask is not None:
                 # the GRPB bias is a fresh (nW, nH, N, N) tensor: add in place to spare a large allocation
                 bias = bias.add_(mask) if bias.shape[0] == mask.shape[0] else bias + mask
             bias = bias.to(dtype)
-        self._bias_cache = (key, bias.detach()) if frozen else None
+        self._bias_cache = (key, _weak(gate), _weak(mask), bias.detach()) if frozen else None
         return bias
 
     def forward(self, x: Tensor, bias: Tensor, kernel: str = "sdpa") -> Tensor:
