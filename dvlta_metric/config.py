@@ -109,7 +109,8 @@ class FragmentViewConfig:
         clip_len: Frames per clip.
         frame_interval: Step between the frames of a clip.
         num_clips: Temporal segments at inference, one clip each (training always uses 1).
-        aligned: Patch positions stay fixed over each run of this many frames.
+        aligned: Patch positions stay fixed over each run of this many frames; it must divide ``clip_len``
+            (a training view is one clip, so a run cannot span clips).
         seed: *(ours)* Seed of the generator that draws patch offsets at inference, so that the same video
             always gets the same score. Training draws them at random.
         mean: Per-channel mean used to normalise the view (ImageNet).
@@ -133,6 +134,11 @@ class FragmentViewConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.clip_len % self.aligned:
+            raise ValueError(
+                f"FragmentViewConfig.aligned ({self.aligned}) must divide clip_len ({self.clip_len}): patch "
+                "positions are fixed over runs of `aligned` frames inside each clip"
+            )
 
 
 @dataclass(frozen=True)

@@ -180,7 +180,7 @@ def fragment_view(
     clip_len = cfg.clip_len
     if n % clip_len:
         raise ValueError(f"{n} frames are not a whole number of {clip_len}-frame clips")
-    aligned = cfg.aligned if (clip_len % cfg.aligned == 0) else clip_len
+    aligned = cfg.aligned  # divides clip_len (checked by FragmentViewConfig)
     h, w = upsampled_size(frames.shape[-2], frames.shape[-1], cfg.size)
     if (h, w) == tuple(frames.shape[-2:]):
         top, left = sample_fragment_offsets(h, w, n // aligned, cfg, generator)
