@@ -37,7 +37,7 @@ from dvlta_metric.errors import CheckpointError
         ({"use_adapters": 1}, TypeError, "ModelConfig.use_adapters must be True or False"),
         ({"prompts": {"positive": 3}}, TypeError, "PromptConfig.positive must be a string"),
         ({"frame_view": {"crop": 300}}, ValueError, "FrameViewConfig.crop .300. must not exceed resize"),
-        ({"fragment_view": {"aligned": 64}}, ValueError, "aligned .64. must divide clip_len .32."),  # was clip_len
+        ({"fragment_view": {"aligned": 64}}, ValueError, "aligned .64. must divide clip_len .8."),  # was replaced
         ({"frame_view": {"crop": 200, "resize": 256}}, ValueError, "must equal clip_vision.image_size"),
         ({"clip_vision": {"width": 100}}, ValueError, "must be a multiple of head_width"),
         ({"clip_text": {"heads": 7}}, ValueError, "must be a multiple of heads"),
