@@ -23,11 +23,26 @@ cache holds, each as one ``.npy`` file opened with ``numpy.load(mmap_mode="r")``
 ``clip`` ``(T, D)``
     CLIP frame embeddings ``z_t`` of the (normalised) frame view, as ``temporal_clip.frame_embeddings``.
 
-Arrays of branches the model does not have are not stored. A ``meta.json`` is written last; each video's
-folder is written under a temporary name and renamed into place, so an interrupted run leaves no partial
-video and a rerun skips every video already cached (resumable). ``index.json`` records the settings, the
-model fingerprint (configuration and SHA-256 of the frozen backbones: the trainer refuses a cache made with
-other backbones) and the dataset rows; videos that could not be read get ``errors/<key>.json``.
+Arrays of branches the model does not have are not stored. A ``meta.json`` is written last, with the size
+in bytes of each ``.npy`` file (``"bytes"``); each video's folder is written under a temporary name
+(``videos/.tmp-<key>@<host>-<pid>``) and renamed into place, so an interrupted run leaves no partial video
+and a rerun skips every video already cached (resumable). A video folder counts as cached only when its
+``meta.json`` is readable and every array file has the size it records and an ``.npy`` header with the
+expected shape and dtype (:func:`video_problem`): a rerun recomputes videos whose files were truncated,
+overwritten or deleted, :meth:`FeatureCache.available_rows` leaves them out (with a warning) and
+:meth:`FeatureCache.arrays` refuses them with a ``ValueError`` naming the file. A run also removes the
+temporary folders that killed runs left behind: those named with this host and the id of a process that is
+no longer running (folders of running processes, such as other ``--shard`` processes, and of other hosts
+sharing the folder are left alone; on Windows none are removed).
+
+``index.json`` records the settings, the model fingerprint (configuration and SHA-256 of the frozen
+backbones: the trainer refuses a cache made with other backbones), the SHA-256 of the backbones rounded to
+float16 (``backbones_sha256_fp16``) and the dataset rows; videos that could not be read get
+``errors/<key>.json``. A model whose backbones equal the cache's **up to float16 rounding** (one saved by
+``training.train --save-fp16``) is accepted with a warning (:meth:`FeatureCache.check_model`): its scores from
+the cache are those of the unrounded backbones, about 1e-4 away from ``model(video)`` (7.7e-5 at most
+measured on the tiny test model with a float32 cache, 1.2e-4 with a float16 one), far below what moves
+SROCC or PLCC.
 
 The cache dtype is float16 by default. ``--dtype float32`` doubles the size; with it, scores computed from
 the cache equal ``model(video_file)`` to about 1e-7 (float32 rounding); with float16 they differ by about
@@ -57,13 +72,15 @@ import json
 import os
 import re
 import shutil
+import socket
 import sys
 import threading
+import warnings
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -89,6 +106,10 @@ VIDEOS_DIR = "videos"
 ERRORS_DIR = "errors"
 META_NAME = "meta.json"
 DTYPES = {"float16": np.float16, "float32": np.float32}
+FP16_SHA_KEY = "backbones_sha256_fp16"
+TMP_PREFIX = ".tmp-"
+# this host in temporary folder names; no '-' or '@', so the names parse from the right
+_HOST = re.sub(r"[^A-Za-z0-9.]+", "_", socket.gethostname()) or "host"
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -166,9 +187,17 @@ def video_seed(seed: int, path: str) -> int:
     )
 
 
-def backbone_fingerprint(model: DVLTAVQA) -> dict[str, Any]:
-    """What the cached arrays depend on: view and backbone configuration, and a hash of the frozen weights."""
-    cfg = model.config
+def backbones_sha256(model: DVLTAVQA, *, round_fp16: bool = False) -> str:
+    """SHA-256 of the frozen backbones' state (the Swin3D of the fragment branch and the CLIP image encoder).
+
+    Args:
+        model: The model.
+        round_fp16: Hash the floating-point tensors rounded to float16 (as ``save_pretrained(fp16=True)``
+            stores them), so that a model and its float16-saved copy give the same digest.
+
+    Returns:
+        The hex digest (of the float32 values, with each tensor's name and shape).
+    """
     digest = hashlib.sha256()
     modules: list[tuple[str, torch.nn.Module]] = []
     if model.basic_visual is not None:
@@ -178,9 +207,16 @@ def backbone_fingerprint(model: DVLTAVQA) -> dict[str, Any]:
     for prefix, module in modules:
         for key, value in sorted(module.state_dict().items()):
             digest.update(f"{prefix}.{key}:{tuple(value.shape)}".encode())
-            digest.update(
-                value.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
-            )
+            value = value.detach().to("cpu")
+            if round_fp16 and value.is_floating_point():
+                value = value.to(torch.float16)
+            digest.update(value.to(torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def backbone_fingerprint(model: DVLTAVQA) -> dict[str, Any]:
+    """What the cached arrays depend on: view and backbone configuration, and a hash of the frozen weights."""
+    cfg = model.config
     return {
         "branches": list(cfg.branches),
         "embed_dim": cfg.embed_dim,
@@ -188,7 +224,7 @@ def backbone_fingerprint(model: DVLTAVQA) -> dict[str, Any]:
         "clip_vision": asdict(cfg.clip_vision),
         "fragment_view": asdict(cfg.fragment_view),
         "frame_view": asdict(cfg.frame_view),
-        "backbones_sha256": digest.hexdigest(),
+        "backbones_sha256": backbones_sha256(model),
     }
 
 
@@ -201,6 +237,119 @@ def write_json_atomic(path: Path, data: Any) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
     os.replace(tmp, path)
+
+
+def video_problem(
+    folder: Path, shapes: Mapping[str, Sequence[int]], dtype: Any
+) -> str | None:
+    """Why the cached video in ``folder`` is not complete, or ``None`` when it is.
+
+    Checks what can be checked without reading the arrays: ``meta.json`` is readable and records a size for
+    each array, each ``.npy`` file exists, has exactly that size and a header with the expected shape and
+    dtype. Catches truncated, overwritten and deleted files (not bytes flipped inside the data).
+
+    Args:
+        folder: The video's folder (``videos/<key>``).
+        shapes: ``{array name: shape}`` the cache stores (its ``index.json`` ``"shapes"``).
+        dtype: The cache's storage dtype.
+
+    Returns:
+        ``None``, or a sentence naming the file and what is wrong with it.
+    """
+    meta_path = folder / META_NAME
+    if not meta_path.is_file():
+        return f"{meta_path} is missing"
+    try:
+        sizes = json.loads(meta_path.read_text(encoding="utf-8"))["bytes"]
+        if not isinstance(sizes, dict):
+            raise TypeError("'bytes' is not an object")
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return f"{meta_path} is unreadable ({type(err).__name__}: {err})"
+    want_dtype = np.dtype(dtype)
+    for name, shape in shapes.items():
+        path = folder / f"{name}.npy"
+        try:
+            size = path.stat().st_size
+        except OSError:
+            return f"{path} is missing"
+        recorded = sizes.get(name)
+        if not isinstance(recorded, int):
+            return f"{meta_path} records no size for {path.name}"
+        if size != recorded:
+            return f"{path} has {size} bytes but {META_NAME} records {recorded} (truncated or overwritten)"
+        try:
+            with path.open("rb") as fh:
+                version = np.lib.format.read_magic(fh)
+                if version == (1, 0):
+                    header = np.lib.format.read_array_header_1_0(fh)
+                else:
+                    header = np.lib.format.read_array_header_2_0(fh)
+        except (OSError, ValueError, EOFError) as err:
+            return f"{path} has no valid .npy header ({err})"
+        got_shape, fortran, got_dtype = header
+        if tuple(got_shape) != tuple(shape) or fortran or np.dtype(got_dtype) != want_dtype:
+            return (
+                f"{path} holds a {np.dtype(got_dtype).name} array of shape {tuple(got_shape)}, "
+                f"expected {want_dtype.name} {tuple(shape)}"
+            )
+    return None
+
+
+def _pid_running(pid: int) -> bool:
+    """Whether a process with this id runs on this host (``True`` when that cannot be told)."""
+    if pid <= 0:
+        return False
+    if os.name == "nt":  # os.kill(pid, 0) would terminate the process there: never call a folder stale
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it exists under another user; anything else: keep its folder
+        return True
+    return True
+
+
+def _tmp_name(key: str, suffix: str = "") -> str:
+    """Name of this process's temporary folder for video ``key``: ``.tmp-<key><suffix>@<host>-<pid>``."""
+    return f"{TMP_PREFIX}{key}{suffix}@{_HOST}-{os.getpid()}"
+
+
+def remove_stale_temporaries(videos: Path) -> list[Path]:
+    """Remove the temporary video folders that killed runs left in ``videos``.
+
+    A folder ``.tmp-<key>@<host>-<pid>`` is removed when ``<host>`` is this host and no process ``<pid>``
+    runs (checked with ``os.kill(pid, 0)``); folders of running processes (other ``--shard`` processes,
+    this one) and of other hosts sharing the cache folder are kept. Folders of the older format
+    ``.tmp-<key>-<pid>`` (no host) are taken to be this host's. A process id reused since the run died keeps
+    its folder until that process ends. Nothing is removed on Windows.
+
+    Args:
+        videos: The cache's ``videos`` folder.
+
+    Returns:
+        The removed folders.
+    """
+    removed: list[Path] = []
+    try:
+        entries = list(videos.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        if not entry.name.startswith(TMP_PREFIX):
+            continue
+        head, _, pid_text = entry.name.rpartition("-")
+        if not pid_text.isdigit():
+            continue
+        host = head.rpartition("@")[2] if "@" in head else _HOST
+        pid = int(pid_text)
+        if host != _HOST or pid == os.getpid() or _pid_running(pid):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)  # another process may be removing it too
+            if not entry.exists():
+                removed.append(entry)
+    return removed
 
 
 # ------------------------------------------------------------------------------------------------ reading
@@ -230,6 +379,10 @@ class FeatureCache:
         self.entries: list[dict[str, Any]] = self.index["entries"]
         self.samples: int = int(self.index["settings"]["samples"])
         self.arrays_names: tuple[str, ...] = tuple(self.index["arrays"])
+        self.shapes: dict[str, tuple[int, ...]] = {
+            name: tuple(self.index["shapes"][name]) for name in self.arrays_names
+        }
+        self.dtype: Any = DTYPES[self.index["settings"]["dtype"]]
 
     @property
     def name(self) -> str:
@@ -243,14 +396,52 @@ class FeatureCache:
         """Folder of row ``row``."""
         return self.directory / VIDEOS_DIR / self.entries[row]["key"]
 
+    def problem(self, row: int) -> str | None:
+        """Why row ``row`` cannot be read from the cache (``None`` when it can): see :func:`video_problem`."""
+        folder = self.video_dir(row)
+        if not folder.is_dir():
+            return f"{folder} does not exist (not cached)"
+        return video_problem(folder, self.shapes, self.dtype)
+
     def available(self, row: int) -> bool:
-        """Whether row ``row`` is cached."""
-        return (self.video_dir(row) / META_NAME).is_file()
+        """Whether row ``row`` is cached, complete and with files of the recorded sizes."""
+        return self.problem(row) is None
+
+    def damaged(self, rows: Iterable[int] | None = None) -> dict[int, str]:
+        """Rows (all, or of ``rows``) whose folder exists but is incomplete or damaged, with the reason."""
+        rows = range(len(self.entries)) if rows is None else rows
+        out: dict[int, str] = {}
+        for row in rows:
+            if self.video_dir(row).is_dir():
+                reason = self.problem(row)
+                if reason is not None:
+                    out[row] = reason
+        return out
 
     def available_rows(self, rows: Iterable[int] | None = None) -> list[int]:
-        """The rows (all, or of ``rows``) that are cached, in order."""
+        """The rows (all, or of ``rows``) that are cached, in order.
+
+        Rows whose folder is damaged (see :meth:`damaged`) are left out with a ``UserWarning`` naming them
+        and saying how to recompute them.
+        """
         rows = range(len(self.entries)) if rows is None else rows
-        return [r for r in rows if self.available(r)]
+        ok: list[int] = []
+        damaged: dict[int, str] = {}
+        for row in rows:
+            reason = self.problem(row)
+            if reason is None:
+                ok.append(row)
+            elif self.video_dir(row).is_dir():
+                damaged[row] = reason
+        if damaged:
+            shown = "; ".join(f"row {r}: {why}" for r, why in sorted(damaged.items())[:5])
+            more = f" (and {len(damaged) - 5} more)" if len(damaged) > 5 else ""
+            warnings.warn(
+                f"feature cache {self.directory}: {len(damaged)} damaged video(s) left out: {shown}{more}. "
+                "Rerun python -m training.features with the arguments that built the cache to recompute them.",
+                stacklevel=2,
+            )
+        return ok
 
     def errors(self) -> dict[int, str]:
         """Rows that could not be cached, with the reason."""
@@ -266,12 +457,32 @@ class FeatureCache:
         return out
 
     def arrays(self, row: int) -> dict[str, np.ndarray]:
-        """The arrays of row ``row``, memory-mapped (read-only)."""
+        """The arrays of row ``row``, memory-mapped (read-only).
+
+        Raises:
+            FileNotFoundError: If the row is not cached.
+            ValueError: If one of its files is damaged (truncated, overwritten, unreadable): names the file.
+        """
         folder = self.video_dir(row)
-        return {
-            name: np.load(folder / f"{name}.npy", mmap_mode="r")
-            for name in self.arrays_names
-        }
+        redo = "rerun python -m training.features with the arguments that built the cache to recompute it"
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"feature cache {self.directory}: row {row} ({self.path(row)}) is not cached ({folder} does not "
+                f"exist); {redo}"
+            )
+        problem = video_problem(folder, self.shapes, self.dtype)
+        if problem is not None:
+            raise ValueError(f"feature cache {self.directory}: row {row} ({self.path(row)}) is damaged: {problem}; {redo}")
+        out: dict[str, np.ndarray] = {}
+        for name in self.arrays_names:
+            path = folder / f"{name}.npy"
+            try:
+                out[name] = np.load(path, mmap_mode="r")
+            except (OSError, ValueError, EOFError) as err:
+                raise ValueError(
+                    f"feature cache {self.directory}: cannot read {path} ({type(err).__name__}: {err}); {redo}"
+                ) from None
+        return out
 
     def mos(self, row: int) -> float:
         """MOS of row ``row``."""
@@ -284,6 +495,13 @@ class FeatureCache:
     def check_model(self, model: DVLTAVQA) -> None:
         """Make sure the cache was computed with this model's frozen backbones and views.
 
+        A model whose backbones equal the cache's up to float16 rounding (saved with
+        ``training.train --save-fp16``, or the unrounded model of a cache built from such a one) is accepted
+        with a ``UserWarning``: the cached features are those of the cache's backbones, so scores from the
+        cache differ from ``model(video)`` by about 1e-4. This is told from the cache's
+        ``backbones_sha256_fp16``, or for caches written before it was recorded, by loading the cache's model
+        when it is a ``local-dir:`` that still exists.
+
         Raises:
             ValueError: Naming what differs.
         """
@@ -292,12 +510,40 @@ class FeatureCache:
         diff = sorted(
             k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k)
         )
+        if diff == ["backbones_sha256"] and self._equal_up_to_fp16(model):
+            warnings.warn(
+                f"the model's frozen backbones equal those the feature cache {self.directory} was computed with "
+                f"({self.index.get('model')!r}) up to float16 rounding (a model saved with training.train "
+                "--save-fp16): using the cache. Its features are those of the unrounded backbones, so scores "
+                "from the cache differ from model(video) by about 1e-4, far below what moves SROCC or PLCC.",
+                stacklevel=2,
+            )
+            return
         if diff:
             raise ValueError(
                 f"the feature cache {self.directory} was computed with a different model ({', '.join(diff)} "
                 f"differ; cache made with {self.index.get('model')!r}). Train with the model the cache was built "
                 "with, or rebuild the cache with python -m training.features --model <yours>."
             )
+
+    def _equal_up_to_fp16(self, model: DVLTAVQA) -> bool:
+        """Whether ``model``'s backbones and the cache's round to the same float16 values."""
+        theirs = self.index.get(FP16_SHA_KEY)
+        if theirs is None:  # a cache written before the float16 digest was recorded: ask its model
+            theirs = _recorded_model_sha256_fp16(str(self.index.get("model") or ""))
+        return theirs is not None and backbones_sha256(model, round_fp16=True) == theirs
+
+
+def _recorded_model_sha256_fp16(spec: str) -> str | None:
+    """The float16-rounded backbone digest of the model ``spec`` if it is a ``local-dir:`` that loads."""
+    prefix = "local-dir:"
+    if not spec.startswith(prefix) or not Path(spec[len(prefix) :]).is_dir():
+        return None  # only local models: never download anything to explain an error
+    try:
+        recorded = dvlta_metric.create(spec, device="cpu")
+    except Exception:  # noqa: BLE001 - any failure only means that the rounding cannot be told
+        return None
+    return backbones_sha256(recorded, round_fp16=True)
 
 
 # ------------------------------------------------------------------------------------------------ computing
@@ -480,14 +726,19 @@ class CacheSummary:
     """What :func:`build_cache` did.
 
     Attributes:
-        cached: Videos computed in this run.
+        cached: Videos computed in this run (``repaired`` included).
         skipped: Videos already in the cache.
         failed: ``{row: reason}`` for videos that could not be cached.
+        repaired: ``{row: what was wrong}`` for videos whose folder was damaged (see :func:`video_problem`),
+            so they were computed again.
+        removed_temporaries: Temporary folders of killed runs removed (see :func:`remove_stale_temporaries`).
     """
 
     cached: int
     skipped: int
     failed: dict[int, str]
+    repaired: dict[int, str] = field(default_factory=dict)
+    removed_temporaries: int = 0
 
 
 def _index_document(
@@ -498,6 +749,7 @@ def _index_document(
             "version": CACHE_VERSION,
             "model": model_name,
             "fingerprint": backbone_fingerprint(model),
+            FP16_SHA_KEY: backbones_sha256(model, round_fp16=True),
             "settings": settings,
             "arrays": list(arrays_for(model.config)),
             "shapes": {
@@ -561,8 +813,14 @@ def build_cache(
     Returns:
         What was done.
 
+    Videos whose folder is damaged (files missing or not of the size ``meta.json`` records, see
+    :func:`video_problem`) are computed again; temporary folders left by killed runs are removed first
+    (:func:`remove_stale_temporaries`).
+
     Raises:
-        ValueError: For bad settings, or an existing cache made with other settings or backbones.
+        ValueError: For bad settings, an ``out`` that is not a folder, or an existing cache made with other
+            settings or backbones.
+        OSError: If the cache cannot be written (e.g. the disk is full); the videos finished before are kept.
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
@@ -573,6 +831,12 @@ def build_cache(
     if not 0 <= shard_i < shard_n:
         raise ValueError(f"shard {shard_i}/{shard_n}: expected 0 <= i < n")
     out = Path(out)
+    for folder in (out, out / VIDEOS_DIR, out / ERRORS_DIR):
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(
+                f"{folder} exists and is not a folder: give a new folder for the feature cache, or an existing "
+                "cache to continue"
+            )
     (out / VIDEOS_DIR).mkdir(parents=True, exist_ok=True)
     (out / ERRORS_DIR).mkdir(exist_ok=True)
     settings = {"samples": samples, "seed": seed, "dtype": dtype, "precision": precision}
@@ -590,20 +854,29 @@ def build_cache(
                 f"{out} already holds a feature cache made with other {', '.join(diff)}; "
                 "use a new --out folder (or delete this one) to build a cache with these settings"
             )
+        if FP16_SHA_KEY not in old:  # written before the float16 digest was recorded: add it
+            write_json_atomic(index_path, {**old, FP16_SHA_KEY: doc[FP16_SHA_KEY]})
     else:
         write_json_atomic(index_path, doc)
+    removed = remove_stale_temporaries(out / VIDEOS_DIR)
 
     skip_set = set(skip)
     shapes = array_shapes(model.config, samples)
     plan = plan_reads(model.config, samples, max_frames)
     np_dtype = DTYPES[dtype]
-    todo = [
-        r for r in range(len(data))
-        if r % shard_n == shard_i and r not in skip_set and not (out / VIDEOS_DIR / video_key(data[r].path) / META_NAME).is_file()
-    ]  # fmt: skip
-    skipped = sum(
-        1 for r in range(len(data)) if r % shard_n == shard_i and r not in skip_set
-    ) - len(todo)
+    todo: list[int] = []
+    repaired: dict[int, str] = {}
+    mine = [r for r in range(len(data)) if r % shard_n == shard_i and r not in skip_set]
+    for r in mine:
+        folder = out / VIDEOS_DIR / video_key(data[r].path)
+        if not folder.is_dir():
+            todo.append(r)
+            continue
+        problem = video_problem(folder, shapes, np_dtype)
+        if problem is not None:
+            todo.append(r)
+            repaired[r] = problem
+    skipped = len(mine) - len(todo)
     reads = [_Read(r, e, s) for r in todo for e, s in plan]
     seeds = {r: video_seed(seed, data[r].path) for r in todo}
 
@@ -661,7 +934,8 @@ def build_cache(
     finally:
         if bar is not None:
             bar.close()
-    return CacheSummary(done, skipped, failed)
+    repaired = {r: why for r, why in repaired.items() if r not in failed}
+    return CacheSummary(done, skipped, failed, repaired, len(removed))
 
 
 def _assemble(parts: dict[str, torch.Tensor], samples: int) -> dict[str, torch.Tensor]:
@@ -679,23 +953,44 @@ def _assemble(parts: dict[str, torch.Tensor], samples: int) -> dict[str, torch.T
 def _write_video(
     out: Path, data: VQADataset, row: int, arrays: dict[str, torch.Tensor], dtype: Any
 ) -> None:
+    """Write one video's folder under a temporary name and rename it into place (replacing a damaged one)."""
     item = data[row]
     key = video_key(item.path)
-    final = out / VIDEOS_DIR / key
-    tmp = out / VIDEOS_DIR / f".tmp-{key}-{os.getpid()}"
+    videos = out / VIDEOS_DIR
+    final = videos / key
+    tmp = videos / _tmp_name(key)
+    shapes = {name: tuple(value.shape) for name, value in arrays.items()}
     if tmp.exists():
         shutil.rmtree(tmp)
-    tmp.mkdir()
-    sizes = {}
-    for name, value in arrays.items():
-        np.save(tmp / f"{name}.npy", value.numpy().astype(dtype))
-        sizes[name] = int((tmp / f"{name}.npy").stat().st_size)
-    meta = {"row": row, "path": item.path, "mos": item.mos, "bytes": sizes}
-    (tmp / META_NAME).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
-    if final.exists():  # another shard or a previous run got there first
-        shutil.rmtree(tmp)
-        return
-    os.replace(tmp, final)
+    try:
+        tmp.mkdir()
+        sizes = {}
+        for name, value in arrays.items():
+            np.save(tmp / f"{name}.npy", value.numpy().astype(dtype))
+            sizes[name] = int((tmp / f"{name}.npy").stat().st_size)
+        meta = {"row": row, "path": item.path, "mos": item.mos, "bytes": sizes}
+        (tmp / META_NAME).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+        if final.is_dir():
+            if video_problem(final, shapes, dtype) is None:  # another shard or a previous run got there first
+                shutil.rmtree(tmp)
+                return
+            old = videos / _tmp_name(key, ".old")  # a damaged folder: set it aside, then replace it
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            try:
+                os.replace(tmp, final)
+            except OSError:
+                if final.is_dir() and video_problem(final, shapes, dtype) is None:  # lost a race to another shard
+                    shutil.rmtree(tmp)
+                    return
+                raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # e.g. a full disk: leave no partial folder behind
+        raise
     stale = out / ERRORS_DIR / f"{key}.json"
     if stale.exists():
         stale.unlink()
@@ -826,6 +1121,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        print(
+            f"error: writing the feature cache {args.out} failed: {err}. Fix the cause (e.g. free disk space) and "
+            "rerun the same command: the videos cached so far are kept",
+            file=sys.stderr,
+        )
+        return 1
     size = cache_bytes_per_video(model.config, args.samples, args.dtype)["total"]
     skipped = f"{missing} skipped as missing, {len(skip) - missing} as unreadable" if missing else (
         f"{len(skip)} skipped as unreadable")
@@ -833,6 +1135,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{data.name}: {summary.cached} videos cached, {summary.skipped} already there, "
         f"{len(summary.failed)} failed, {skipped}; {size / 2**20:.2f} MiB per video in {args.out}"
     )
+    if summary.repaired:
+        print(f"  {len(summary.repaired)} of the videos cached were recomputed because their folder was damaged:")
+        for row, reason in sorted(summary.repaired.items())[:20]:
+            print(f"  recomputed: {data[row].path}: {reason}")
+    if summary.removed_temporaries:
+        print(f"  removed {summary.removed_temporaries} temporary folder(s) left by interrupted runs")
     for row, reason in sorted(summary.failed.items())[:20]:
         print(f"  failed: {data[row].path}: {reason}", file=sys.stderr)
     return 0 if not summary.failed and not skip else 1
