@@ -261,7 +261,7 @@ def test_jobs_with_fewer_than_two_test_videos_are_refused_before_training(tmp_pa
         def __len__(self) -> int:
             return self.n
 
-    full = Cache(name="mine", directory=tmp_path, n=10, available_rows=lambda: list(range(10)))
+    full = Cache(name="mine", directory=tmp_path, n=10, available_rows=lambda: list(range(10)), path=lambda r: f"{r}.mp4")
     assert [len(j.tests["mine"][1]) for j in make_jobs(full, [], [0], 0.8)] == [2]  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="split 0: 1 of its 1 test videos .* at least 2"):
         make_jobs(full, [], [0], 0.9)  # type: ignore[arg-type]

@@ -167,6 +167,21 @@ def test_evaluate_from_video_files_writes_metrics_and_scatter_plot(
     assert len((out / "predictions.csv").read_text().splitlines()) == 13
 
 
+def test_evaluate_refuses_test_rows_the_model_may_have_trained_on(
+    run: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    best = f"local-dir:{run['run'] / 'split_00' / 'best'}"
+    common = ["--model", best, "--out", str(run["root"] / "eval_refused"), "--no-progress"]
+    # another split, or the same split of a reordered label file, puts training videos among the "test" ones
+    assert evaluate.main([*common, "--csv", str(run["csv"]), "--split", "1", "--train-fraction", FRACTION]) == 2
+    assert "trained on random split 0 with --train-fraction 0.75" in capsys.readouterr().err
+    header, *rows = run["csv"].read_text().splitlines()
+    reordered = run["csv"].with_name("reordered.csv")
+    reordered.write_text("\n".join([header, *reversed(rows)]) + "\n")
+    assert evaluate.main([*common, "--csv", str(reordered), "--split", "0", "--train-fraction", FRACTION]) == 2
+    assert "other test videos than the split the model was trained on" in capsys.readouterr().err
+
+
 def test_feature_cache_layout_size_and_resume(
     run: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -300,6 +315,26 @@ def test_cross_dataset_training(run: dict[str, Path]) -> None:
     assert (out / "cross" / "best" / "model.safetensors").is_file()
 
 
+def test_training_command_line_refuses_contradictions_before_training(
+    run: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    cache = str(run["cache"])
+    refused = {
+        "the same dataset twice": (["--test-cache", cache, "--test-cache", cache], "names more than one"),
+        "split flags with --test-cache": (["--test-cache", cache, "--split", "3"], "are for random splits"),
+        "no epochs": (["--epochs", "0"], "--epochs must be at least 1"),
+        # the module's run holds split 0 trained for 15 epochs: split 1 for 1 epoch would share its summary
+        "other settings in --out": (
+            ["--split", "1", "--epochs", "1", "--out", str(run["run"])], "different values of settings"
+        ),
+    }
+    for what, (args, words) in refused.items():
+        argv = ["--cache", cache, *args] + ([] if "--out" in args else ["--out", str(run["root"] / "refused")])
+        assert train.main(argv) == 2, what
+        assert words in capsys.readouterr().err, what
+    assert not (run["run"] / "split_01").exists()
+
+
 def _losses(directory: Path) -> list[float]:
     return json.loads((directory / "split_00" / "history.json").read_text())[
         "step_loss"
@@ -322,7 +357,7 @@ def test_resume_continues_exactly(run: dict[str, Path], capsys: pytest.CaptureFi
     assert "settings.epochs: 3 then, 4 now" in err and "train_fraction" in err and "last.pt" in err
     assert train.main([*common, "--out", str(resumed), "--num-workers", "1"]) == 0  # speed-only setting: free
     assert train.main([*other, "--out", str(resumed)]) == 2  # a finished result is not reused either
-    assert "result.json belongs to a run with other settings" in capsys.readouterr().err
+    assert "result.json was trained with different values of settings" in capsys.readouterr().err
     assert _losses(resumed) == pytest.approx(_losses(straight), abs=1e-6)
     a = json.loads((straight / "split_00" / "result.json").read_text())["results"]
     b = json.loads((resumed / "split_00" / "result.json").read_text())["results"]

@@ -34,13 +34,14 @@ import numpy as np
 import torch
 
 import dvlta_metric
+from dvlta_metric.checkpoint import read_config
 from dvlta_metric.model import DVLTAVQA
 
 from .cached import predict_cached
 from .datasets import VQADataset, add_dataset_arguments, dataset_from_arguments
 from .features import FeatureCache, _prefetch, write_json_atomic
 from .metrics import LogisticFit, all_metrics, fit_logistic
-from .splits import PAPER_TRAIN_FRACTION, random_split
+from .splits import PAPER_TRAIN_FRACTION, paths_digest, random_split
 
 
 def predict_files(
@@ -184,6 +185,49 @@ def evaluate_predictions(
     return doc
 
 
+def trained_split(model_name: str) -> dict[str, Any] | None:
+    """The split a model saved by ``training.train`` was trained on (``local-dir:`` models; else ``None``)."""
+    if not model_name.startswith("local-dir:"):
+        return None
+    try:
+        _, meta = read_config(Path(model_name[len("local-dir:") :]) / "config.json")
+    except (OSError, ValueError):
+        return None
+    split = meta.get("split")
+    return split if isinstance(split, dict) else None
+
+
+def check_split(trained: dict[str, Any] | None, split: int, fraction: float, test_paths: Sequence[str]) -> None:
+    """Refuse ``--split`` rows that are not the test rows of the split the model was trained on.
+
+    Args:
+        trained: The model's recorded split (:func:`trained_split`); nothing is checked without one.
+        split: The ``--split`` asked for.
+        fraction: The ``--train-fraction`` asked for.
+        test_paths: The video paths of that split's test rows in this label file, in row order.
+
+    Raises:
+        ValueError: If the model was trained on another split or fraction, or this label file's split has
+            other test videos than the one trained on (reordered, added or edited rows).
+    """
+    if not trained or trained.get("protocol") != "random":
+        return
+    index, trained_fraction = trained.get("index"), trained.get("train_fraction")
+    if (index, trained_fraction) != (split, fraction):
+        raise ValueError(
+            f"the model was trained on random split {index} with --train-fraction {trained_fraction}: the test "
+            f"rows of split {split} with {fraction} include videos it trained on. Evaluate it with --split "
+            f"{index} --train-fraction {trained_fraction}"
+        )
+    digest = trained.get("test_paths_sha256")
+    if digest and digest != paths_digest(test_paths):
+        raise ValueError(
+            f"split {split} of this label file or CSV has other test videos than the split the model was trained "
+            "on (its rows were reordered, added or edited since), so they may include training videos: evaluate "
+            "with the label file the model was trained with"
+        )
+
+
 def _rows(n: int, split: int | None, subset: str, fraction: float) -> list[int]:
     if split is None:
         if subset != "all":
@@ -254,6 +298,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             cache = FeatureCache(args.cache)
             cache.check_model(model)
+            if args.split is not None:
+                test = random_split(len(cache), args.split, args.train_fraction).test
+                check_split(trained_split(args.model), args.split, args.train_fraction, [cache.path(r) for r in test])
             rows = _rows(len(cache), args.split, subset, args.train_fraction)
             cached = cache.available_rows(rows)
             failures = {
@@ -269,6 +316,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             title = cache.name
         else:
             data: VQADataset = dataset_from_arguments(args)
+            if args.split is not None:
+                test = random_split(len(data), args.split, args.train_fraction).test
+                check_split(trained_split(args.model), args.split, args.train_fraction, [data[r].path for r in test])
             rows = _rows(len(data), args.split, subset, args.train_fraction)
             pred, fails = predict_files(
                 model,

@@ -16,6 +16,9 @@ Cross-dataset (Table V): train on every video of one dataset, test on every vide
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,6 +51,22 @@ class Split:
             "train": len(self.train),
             "test": len(self.test),
         }
+
+
+def paths_digest(paths: Sequence[str]) -> str:
+    """SHA-256 of a list of video paths, in order: recognises a split's test rows in another label file.
+
+    A trained model records the digest of its split's test paths (``metadata["split"]["test_paths_sha256"]``),
+    so that ``training.evaluate --split I`` can refuse a label file whose split ``I`` has other test videos
+    (reordered, extended or edited rows would put training videos among them).
+
+    Args:
+        paths: Video paths as the label file or CSV lists them.
+
+    Returns:
+        64 hexadecimal digits.
+    """
+    return hashlib.sha256(json.dumps(list(paths)).encode("utf-8")).hexdigest()
 
 
 def split_seed(index: int) -> int:

@@ -72,7 +72,7 @@ from .cached import (
 )
 from .features import FeatureCache, write_json_atomic
 from .metrics import METRIC_NAMES, all_metrics
-from .splits import PAPER_NUM_SPLITS, PAPER_TRAIN_FRACTION, cross_dataset, random_split
+from .splits import PAPER_NUM_SPLITS, PAPER_TRAIN_FRACTION, cross_dataset, paths_digest, random_split
 
 CHECKPOINT_NAME = "last.pt"
 RESULT_NAME = "result.json"
@@ -120,6 +120,25 @@ class TrainSettings:
     num_workers: int = 0
     save_fp16: bool = False
     license: str | None = None
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
+            (self.batch_size >= 2, f"--batch-size must be at least 2 (a correlation loss), got {self.batch_size}"),
+            (math.isfinite(self.lr) and self.lr > 0, f"--lr must be a positive number, got {self.lr}"),
+            (math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+             f"--weight-decay must be 0 or more, got {self.weight_decay}"),
+            (math.isfinite(self.warmup_epochs) and self.warmup_epochs >= 0,
+             f"--warmup-epochs must be 0 or more, got {self.warmup_epochs}"),
+            (math.isfinite(self.rank_weight) and self.rank_weight >= 0,
+             f"--rank-weight must be 0 or more, got {self.rank_weight}"),
+            (self.select in ("best", "last"), f"select must be 'best' or 'last', got {self.select!r}"),
+            (self.eval_batch_size >= 1, f"--eval-batch-size must be at least 1, got {self.eval_batch_size}"),
+            (self.num_workers >= 0, f"--num-workers must be 0 or more, got {self.num_workers}"),
+        ]  # fmt: skip
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
 
 
 @dataclass
@@ -269,6 +288,43 @@ def check_same_run(path: Path, stored: dict[str, Any] | None, current: dict[str,
         f"{path} belongs to a run with other settings ({'; '.join(diffs)}); rerun with the same settings to "
         "resume it, or give another --out (or delete that folder) to start again"
     )
+
+
+def _shared(identity: dict[str, Any]) -> dict[str, Any]:
+    """The part of a :func:`run_identity` that every job of one ``--out`` folder shares."""
+    split = identity.get("split") or {}
+    return {
+        "model": identity.get("model"),
+        "settings": identity.get("settings"),
+        "protocol": split.get("protocol"),
+        "train_fraction": split.get("train_fraction"),
+    }
+
+
+def check_out_dir(out: Path, identities: Sequence[dict[str, Any]]) -> None:
+    """Refuse an ``--out`` folder holding jobs run with another model, protocol or settings.
+
+    ``summary.json`` takes its median over every job in the folder, so they must all be runs of one recipe
+    (a job of this command is checked in full by :func:`run_job`).
+
+    Args:
+        out: The run's output folder.
+        identities: This command's jobs' :func:`run_identity`.
+
+    Raises:
+        ValueError: Naming the first job of the folder that differs, and what to do.
+    """
+    if not identities or not out.is_dir():
+        return
+    wanted = _shared(identities[0])
+    for path in sorted(out.glob(f"*/{RESULT_NAME}")):
+        stored = json.loads(path.read_text(encoding="utf-8")).get("run")
+        if stored is not None and _shared(stored) != wanted:
+            diffs = [k for k in wanted if _shared(stored)[k] != wanted[k]]
+            raise ValueError(
+                f"{path} was trained with different values of {', '.join(diffs)}, and summary.json takes the "
+                f"median over every job in {out}: give another --out, or rerun with that job's settings"
+            )
 
 
 def run_job(
@@ -520,6 +576,14 @@ def make_jobs(
             f"the feature cache {train_cache.directory} holds no video yet; run training.features"
         )
     if test_caches:
+        names = [train_cache.name] + [c.name for c in test_caches]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(
+                f"the training cache and the test caches must be different datasets, but {repeated} names more "
+                "than one (a cache is named after its dataset, or its CSV file): give each test dataset once, "
+                "and name CSV files apart"
+            )
         desc = cross_dataset(train_cache.name, [c.name for c in test_caches])
         tests = {}
         for cache in test_caches:
@@ -539,13 +603,15 @@ def make_jobs(
         test = [r for r in split.test if r in available]
         if len(test) < 2:
             raise ValueError(
-                f"split {index}: {len(test)} of its {len(split.test)} test videos are in the cache {train_cache.directory}; "
+                f"split {index}: {len(test)} of its {len(split.test)} test videos are in the cache "
+                f"{train_cache.directory}; "
                 "the test metrics need at least 2: cache more videos or lower --train-fraction"
             )
         info = {
             "protocol": "random",
             **split.to_dict(),
             "train_fraction": train_fraction,
+            "test_paths_sha256": paths_digest([train_cache.path(r) for r in split.test]),
         }
         missing = {
             "train": len(split.train) - len(train),
@@ -613,8 +679,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--splits",
         type=int,
-        default=PAPER_NUM_SPLITS,
-        help="random splits 0..N-1 (default 10)",
+        help=f"random splits 0..N-1 (default {PAPER_NUM_SPLITS})",
     )
     p.add_argument(
         "--split",
@@ -623,7 +688,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run only this split (repeat for several)",
     )
     p.add_argument(
-        "--train-fraction", type=float, default=PAPER_TRAIN_FRACTION, help="default 0.8"
+        "--train-fraction", type=float, help=f"random splits' training share (default {PAPER_TRAIN_FRACTION})"
     )
     p.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
     p.add_argument(
@@ -693,12 +758,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    settings = TrainSettings(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-        warmup_epochs=args.warmup_epochs, rank_weight=args.rank_weight, seed=args.seed, select=args.select,
-        eval_batch_size=args.eval_batch_size, num_workers=args.num_workers, save_fp16=args.save_fp16,
-        license=args.license,
-    )  # fmt: skip
+    try:
+        settings = TrainSettings(
+            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+            warmup_epochs=args.warmup_epochs, rank_weight=args.rank_weight, seed=args.seed, select=args.select,
+            eval_batch_size=args.eval_batch_size, num_workers=args.num_workers, save_fp16=args.save_fp16,
+            license=args.license,
+        )  # fmt: skip
+        if args.test_cache and (args.split or args.splits is not None or args.train_fraction is not None):
+            raise ValueError(
+                "--test-cache trains one cross-dataset model on every video of --cache; --split, --splits and "
+                "--train-fraction are for random splits of one dataset: drop them, or drop --test-cache"
+            )
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     info = dd.setup(args.device)
     try:
         try:
@@ -707,12 +781,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             model_name = args.model or str(train_cache.index.get("model") or "")
             if not model_name:
                 raise ValueError("the cache does not record its model: give --model")
-            splits = args.split if args.split else list(range(args.splits))
-            jobs = make_jobs(train_cache, test_caches, splits, args.train_fraction)
+            splits = args.split if args.split else list(range(PAPER_NUM_SPLITS if args.splits is None else args.splits))
+            fraction = PAPER_TRAIN_FRACTION if args.train_fraction is None else args.train_fraction
+            jobs = make_jobs(train_cache, test_caches, splits, fraction)
+            out = Path(args.out)
+            check_out_dir(out, [run_identity(job, model_name, settings) for job in jobs])
         except (ValueError, FileNotFoundError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
-        out = Path(args.out)
         results = []
         for job in jobs:
             try:
