@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from training_data import tiny_config, write_fastvqa, write_openai_clip, write_vificlip
@@ -212,3 +213,50 @@ def test_random_init_directory(tmp_path: Path) -> None:
     )
     _, meta = read_config(tmp_path / "r" / "config.json")
     assert meta["sources"] == {"random_init": True} and meta["init_seed"] == 5
+
+
+@pytest.mark.parametrize(
+    "contents",
+    [
+        b"hello",  # a text file: torch's weights-only unpickler raised KeyError
+        bytes(np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8)),  # random bytes
+        b"\x80\x02I12ab\n.",  # a pickle that fails inside: ValueError "could not convert string to int"
+        None,  # the first half of a real checkpoint (a truncated zip archive)
+    ],
+    ids=["text", "random", "bad pickle", "truncated"],
+)
+def test_a_file_that_is_not_a_checkpoint_is_named(
+    sources: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str], contents: bytes | None
+) -> None:
+    root: Path = sources["root"]  # type: ignore[assignment]
+    bad = tmp_path / "x.pth"
+    if contents is None:
+        whole = (root / "FAST_VQA_B_1_4.pth").read_bytes()
+        contents = whole[: len(whole) // 2]
+    bad.write_bytes(contents)
+    rc = convert.main([
+        "--model", "dvlta-vqa-tiny", "--out", str(tmp_path / "init"), "--allow-pickle",
+        "--openai-clip", str(root / "open_clip_model.safetensors"), "--fastvqa", str(bad),
+    ])  # fmt: skip
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {bad}") and "not a PyTorch checkpoint" in err, err
+    assert not (tmp_path / "init").exists()
+
+
+def test_random_init_refuses_source_flags(
+    sources: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root: Path = sources["root"]  # type: ignore[assignment]
+    for flags in (
+        ["--openai-clip", str(root / "open_clip_model.safetensors")],
+        ["--openai-clip", "hub"],
+        ["--fastvqa", str(root / "FAST_VQA_B_1_4.pth"), "--allow-pickle"],
+        ["--vificlip", str(root / "vifi_clip.pth")],
+        ["--cache-dir", str(tmp_path / "hf")],
+    ):
+        rc = convert.main(["--model", "dvlta-vqa-tiny", "--random-init", "--out", str(tmp_path / "r"), *flags])
+        assert rc == 2, flags
+        err = capsys.readouterr().err
+        assert err.startswith("error: --random-init") and flags[0] in err, err
+    assert not (tmp_path / "r").exists()

@@ -97,7 +97,8 @@ def load_checkpoint(path: str | Path, *, allow_pickle: bool = False) -> tuple[An
 
     Raises:
         FileNotFoundError: If the file does not exist.
-        ConvertError: For a pickle without ``allow_pickle``, or one that cannot be read.
+        ConvertError: For a pickle without ``allow_pickle``, or a file that cannot be read (not a PyTorch
+            checkpoint, truncated, corrupt); the message names the file.
     """
     path = Path(path)
     if not path.is_file():
@@ -114,16 +115,22 @@ def load_checkpoint(path: str | Path, *, allow_pickle: bool = False) -> tuple[An
             ) from None
     if not allow_pickle:
         raise ConvertError(f"refusing to load {path}: {PICKLE_HELP}")
+    if not _looks_like_torch_file(path):
+        raise ConvertError(
+            f"{path} is not a PyTorch checkpoint (it starts neither like the zip archive torch.save writes nor "
+            "like a pickle); give the .pth file of the release (e.g. FAST_VQA_B_1_4.pth)"
+        )
+    # Unpickling a corrupt file fails with almost any exception (KeyError, ValueError, IndexError, ...), so
+    # everything but a missing module is reported as an unreadable checkpoint naming the file.
+    unreadable = f"{path}: cannot read the checkpoint: it is truncated, corrupt or not a PyTorch checkpoint"
     try:
         return torch.load(
             path, map_location="cpu", weights_only=True
         ), "torch.load(weights_only=True)"
     except pickle.UnpicklingError:
         pass  # pickles more than tensors (ViFi-CLIP's yacs config): full unpickling, permitted by the flag
-    except (RuntimeError, EOFError, OSError) as err:
-        raise ConvertError(
-            f"{path}: cannot read the checkpoint (truncated or not a PyTorch file?): {err}"
-        ) from None
+    except Exception as err:  # noqa: BLE001 - see above
+        raise ConvertError(f"{unreadable} ({type(err).__name__}: {err})") from None
     try:
         return torch.load(
             path, map_location="cpu", weights_only=False
@@ -133,14 +140,20 @@ def load_checkpoint(path: str | Path, *, allow_pickle: bool = False) -> tuple[An
             f"{path}: the checkpoint pickles objects of the module {err.name!r}, which is not installed; "
             f"install it (ViFi-CLIP checkpoints need `pip install yacs`) and rerun"
         ) from None
-    except (
-        RuntimeError,
-        EOFError,
-        OSError,
-        pickle.UnpicklingError,
-        AttributeError,
-    ) as err:
-        raise ConvertError(f"{path}: cannot read the checkpoint: {err}") from None
+    except Exception as err:  # noqa: BLE001 - see above
+        raise ConvertError(f"{unreadable} ({type(err).__name__}: {err})") from None
+
+
+def _looks_like_torch_file(path: Path) -> bool:
+    """Whether ``path`` starts like a ``torch.save`` file: a zip archive, or (the legacy format) a pickle.
+
+    Only the first bytes are looked at, so a truncated checkpoint still counts (and fails to load, named).
+    """
+    with path.open("rb") as fh:
+        head = fh.read(4)
+    if head == b"PK\x03\x04":  # a zip archive's first local file header
+        return True
+    return len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5  # the PROTO opcode of pickle protocol 2-5
 
 
 def _state_dict(obj: Any, keys: Sequence[str], what: str) -> dict[str, torch.Tensor]:
@@ -402,7 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--openai-clip",
-        default="hub",
+        default=None,
         help="OpenAI CLIP ViT-B/16 in open_clip layout: 'hub' (default: download "
         + OPENAI_CLIP_FILE
         + ") or a file",
@@ -425,7 +438,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--random-init",
         action="store_true",
-        help="no sources: write a randomly initialised model",
+        help="no sources: write a randomly initialised model (refused with --vificlip, --fastvqa, --openai-clip, "
+        "--cache-dir)",
     )
     parser.add_argument(
         "--fp16", action="store_true", help="store the weights as float16"
@@ -440,23 +454,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Convert upstream checkpoints (or write a random initial model).
 
     Returns:
-        0 on success, 2 on a usage or conversion error (the message says what to do).
+        0 on success, 2 on a usage or conversion error (the message says what to do), 1 when the directory
+        cannot be written.
     """
     args = build_parser().parse_args(argv)
+    if args.random_init:
+        given = [
+            flag
+            for flag, value in (
+                ("--vificlip", args.vificlip),
+                ("--fastvqa", args.fastvqa),
+                ("--openai-clip", args.openai_clip),
+                ("--cache-dir", args.cache_dir),
+            )
+            if value is not None
+        ]
+        if given:
+            print(
+                f"error: --random-init writes a model without sources, so {', '.join(given)} would be ignored: "
+                "drop --random-init to convert checkpoints, or drop " + ", ".join(given),
+                file=sys.stderr,
+            )
+            return 2
     try:
         torch.manual_seed(args.seed)
         model = dvlta_metric.create(args.model, pretrained=False, device="cpu")
         if args.random_init:
-            if args.vificlip or args.fastvqa:
-                raise ConvertError(
-                    "--random-init takes no checkpoints (drop --vificlip / --fastvqa)"
-                )
             sources: dict[str, Any] = {"random_init": True}
         else:
             sources = convert(
                 model,
                 vificlip=args.vificlip,
-                openai_clip=args.openai_clip,
+                openai_clip=args.openai_clip if args.openai_clip is not None else "hub",
                 fastvqa=args.fastvqa,
                 allow_pickle=args.allow_pickle,
                 cache_dir=args.cache_dir,
@@ -478,7 +507,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "sources": sources,
         "init_seed": args.seed,
     }
-    out = model.save_pretrained(args.out, fp16=args.fp16, metadata=metadata)
+    try:
+        out = model.save_pretrained(args.out, fp16=args.fp16, metadata=metadata)
+    except OSError as err:
+        print(f"error: cannot write the model directory {args.out}: {err}", file=sys.stderr)
+        return 1
     for role, src in sources.items():
         if isinstance(src, dict):
             dropped = src.get("dropped")
