@@ -135,7 +135,7 @@ def test_out_that_is_a_file_and_write_errors_exit_with_a_message(
 
 
 def test_a_model_saved_in_float16_is_accepted_with_a_warning(
-    built: dict[str, Path], cache_copy: Path, tmp_path: Path
+    built: dict[str, Path], cache_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     init = dvlta_metric.create(f"local-dir:{built['init']}", device="cpu")
     fp16_dir = init.save_pretrained(tmp_path / "fp16", fp16=True)
@@ -154,10 +154,22 @@ def test_a_model_saved_in_float16_is_accepted_with_a_warning(
     (cache_copy / "index.json").write_text(json.dumps(index))
     with pytest.warns(UserWarning, match="up to float16 rounding"):
         FeatureCache(cache_copy).check_model(rounded)
+    # ... and when that model cannot be loaded, the error says how to add the digest; a rerun adds it
+    index["model"] = f"local-dir:{tmp_path / 'gone'}"
+    (cache_copy / "index.json").write_text(json.dumps(index))
+    with pytest.raises(ValueError, match="predates the float16 digest") as info:
+        FeatureCache(cache_copy).check_model(rounded)
+    assert "rerun python -m training.features" in str(info.value)
+    assert features.main(_args(built, cache_copy)) == 0
+    assert FP16_SHA_KEY in json.loads((cache_copy / "index.json").read_text())
+    with pytest.warns(UserWarning, match="up to float16 rounding"):
+        FeatureCache(cache_copy).check_model(rounded)
 
     # other backbones are still refused
     other = dvlta_metric.create(f"local-dir:{fp16_dir}", device="cpu")
     with torch.no_grad():
         next(other.basic_visual.backbone.parameters()).add_(0.01)
-    with pytest.raises(ValueError, match="backbones_sha256 differ"):
+    with pytest.raises(ValueError, match="backbones_sha256 differ") as info:
         cache.check_model(other)
+    assert "predates" not in str(info.value)
+    capsys.readouterr()

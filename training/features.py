@@ -472,7 +472,9 @@ class FeatureCache:
             )
         problem = video_problem(folder, self.shapes, self.dtype)
         if problem is not None:
-            raise ValueError(f"feature cache {self.directory}: row {row} ({self.path(row)}) is damaged: {problem}; {redo}")
+            raise ValueError(
+                f"feature cache {self.directory}: row {row} ({self.path(row)}) is damaged: {problem}; {redo}"
+            )
         out: dict[str, np.ndarray] = {}
         for name in self.arrays_names:
             path = folder / f"{name}.npy"
@@ -520,10 +522,22 @@ class FeatureCache:
             )
             return
         if diff:
+            hint = ""
+            if (
+                diff == ["backbones_sha256"]
+                and FP16_SHA_KEY not in self.index
+                and backbones_sha256(model, round_fp16=True) == ours["backbones_sha256"]
+            ):
+                hint = (
+                    " The model's backbones hold float16 values (saved with training.train --save-fp16?), but this "
+                    "cache predates the float16 digest that tells whether they are its own rounded, and its model "
+                    "cannot be loaded here to tell: rerun python -m training.features with the arguments that built "
+                    "the cache (it adds the digest; cached videos are kept), or evaluate from the video files."
+                )
             raise ValueError(
                 f"the feature cache {self.directory} was computed with a different model ({', '.join(diff)} "
                 f"differ; cache made with {self.index.get('model')!r}). Train with the model the cache was built "
-                "with, or rebuild the cache with python -m training.features --model <yours>."
+                f"with, or rebuild the cache with python -m training.features --model <yours>.{hint}"
             )
 
     def _equal_up_to_fp16(self, model: DVLTAVQA) -> bool:
