@@ -72,7 +72,13 @@ from .cached import (
 )
 from .features import FeatureCache, write_json_atomic
 from .metrics import METRIC_NAMES, all_metrics
-from .splits import PAPER_NUM_SPLITS, PAPER_TRAIN_FRACTION, cross_dataset, paths_digest, random_split
+from .splits import (
+    PAPER_NUM_SPLITS,
+    PAPER_TRAIN_FRACTION,
+    cross_dataset,
+    paths_digest,
+    random_split,
+)
 
 CHECKPOINT_NAME = "last.pt"
 RESULT_NAME = "result.json"
