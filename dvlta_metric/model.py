@@ -360,7 +360,8 @@ class DVLTAVQA(nn.Module):
 
         At inference the fragment offsets come from a generator seeded by ``config.fragment_view.seed``,
         so the same video always gets the same view, alone or in a batch. In training mode one random clip
-        with random offsets is drawn instead.
+        with random offsets is drawn instead (the clip a training-mode :meth:`read` drew, for a decoded
+        video that holds one).
 
         Patches are cut where the frames are (e.g. on the CPU) and only the views are moved to the model's
         device and converted to floats.
@@ -390,9 +391,19 @@ class DVLTAVQA(nn.Module):
         if self.uses_fragments:
             cfg = self.config.fragment_view
             gen = None if self.training else torch.Generator().manual_seed(cfg.seed)
-            idx = fragment_clip_indices(num_frames, cfg, train=self.training, generator=gen)
+            drawn = video.training_clip if isinstance(video, DecodedVideo) and self.training else None
+            if drawn is None:
+                drawn = fragment_clip_indices(num_frames, cfg, train=self.training, generator=gen)
+            idx = drawn
+            try:
+                frame_index = rows(idx.flatten())
+            except ValueError as err:
+                raise ValueError(
+                    f"{err}: a training view is a random clip; read the file with the model in training mode "
+                    "(model.train(), then model.read(path)), which decodes the clip it draws"
+                ) from None
             views["fragments"] = fragment_view(
-                source, cfg, generator=gen, dtype=self.dtype, frame_index=rows(idx.flatten()), device=self.device
+                source, cfg, generator=gen, dtype=self.dtype, frame_index=frame_index, device=self.device
             )
         if self.uses_frames:
             idx = segment_centre_indices(num_frames, self.config.frame_view)
@@ -462,7 +473,8 @@ class DVLTAVQA(nn.Module):
     def read(self, path: PathLike) -> DecodedVideo:
         """Decode the frames of a video file that this model's views need (and no others).
 
-        In training mode every frame is decoded, since a training view is a random clip.
+        In training mode the random clip of the training view is drawn here, and only its frames (and the
+        frame view's) are decoded; the result's ``training_clip`` holds it (read again for a new clip).
 
         Args:
             path: A video file any FFmpeg build reads.
@@ -476,15 +488,32 @@ class DVLTAVQA(nn.Module):
         """
         from .video_io import read_video
 
-        # training mode draws a random clip, which may need any frame: decode them all
-        return read_video(path, select=None if self.training else self.needed_frames)
+        if not self.training:
+            return read_video(path, select=self.needed_frames)
+        drawn: list[torch.Tensor] = []
+
+        def training_frames(num_frames: int) -> list[int]:
+            # the random training clip is drawn here, so that only its frames are decoded (the reader calls
+            # this again with a smaller count if the file turns out truncated: the last draw is the one used)
+            wanted: set[int] = set()
+            if self.uses_fragments:
+                drawn.append(fragment_clip_indices(num_frames, self.config.fragment_view, train=True))
+                wanted.update(drawn[-1].flatten().tolist())
+            if self.uses_frames:
+                wanted.update(segment_centre_indices(num_frames, self.config.frame_view).tolist())
+            return sorted(wanted)
+
+        video = read_video(path, select=training_frames)
+        video.training_clip = drawn[-1] if drawn else None
+        return video
 
     def _load_inputs(self, x: Any) -> tuple[list[torch.Tensor | DecodedVideo], bool]:
         """Normalise any accepted input into a list of videos, and whether it was a single video."""
         if isinstance(x, (str, os.PathLike)):
             return [self._checked_file(x)], True
         if isinstance(x, (list, tuple)) and x and all(isinstance(v, (str, os.PathLike, DecodedVideo)) for v in x):
-            return [self._checked_decoded(v) if isinstance(v, DecodedVideo) else self._checked_file(v) for v in x], False
+            videos = [self._checked_decoded(v) if isinstance(v, DecodedVideo) else self._checked_file(v) for v in x]
+            return videos, False
         if isinstance(x, DecodedVideo):
             return [self._checked_decoded(x)], True
         single = isinstance(x, torch.Tensor) and x.dim() == 4

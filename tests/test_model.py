@@ -245,12 +245,21 @@ def test_training_mode_reads_every_frame_of_a_file_and_needs_two_videos(video_fa
 
     sample = str(files("dvlta_metric") / "assets" / "sample.mp4")
     model = dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="cpu")
-    assert model.read(sample).num_frames > len(model.read(sample).frames)  # inference decodes a subset
+    inference = model.read(sample)
+    assert inference.num_frames > len(inference.frames) and inference.training_clip is None  # a subset
     model.train()
-    assert len(model.read(sample).frames) == model.read(sample).num_frames
     for seed in range(4):  # random training clips: each used to need frames the inference subset lacks
         torch.manual_seed(seed)
+        decoded = model.read(sample)
+        clip = decoded.training_clip
+        assert clip is not None and clip.shape == (1, model.config.fragment_view.clip_len)
+        assert set(clip.flatten().tolist()) <= set(decoded.indices.tolist())  # the drawn clip, and no more:
+        assert len(decoded.frames) <= clip.numel() + model.config.frame_view.num_frames
         assert model([sample, sample]).shape == (2,)
+        assert model([decoded, decoded]).shape == (2,)
+    with pytest.raises(ValueError, match=r"a training view is a random clip.*model.train\(\), then model.read"):
+        for _ in range(10):  # an inference-mode read lacks most frames a random clip needs
+            model([inference, inference])
     with pytest.raises(ValueError, match="at least 2 videos per call, got 1.*model.eval"):
         model(video_factory(8, 64, 64))
     with pytest.raises(ValueError, match="empty sequence"):
