@@ -63,12 +63,13 @@ def test_damaged_files_are_named_left_out_and_recomputed(
         assert cache.available_rows() == []
     assert str(truncated) in str(record[0].message)
     assert set(cache.damaged()) == {0, 1, 2}
-    with pytest.raises(ValueError, match="clip.npy has 100 bytes but meta.json records") as info:
+    # reading one anyway (arrays() checks only what loading tells: it runs for every training sample)
+    with pytest.raises(ValueError, match=r"cannot read .*clip.npy \(ValueError: EOF") as info:
         cache.arrays(0)
     assert str(truncated) in str(info.value) and "rerun python -m training.features" in str(info.value)
-    with pytest.raises(ValueError, match=r"fragments_eval.npy is missing"):
+    with pytest.raises(ValueError, match=r"cannot read .*fragments_eval.npy \(FileNotFoundError"):
         cache.arrays(1)
-    with pytest.raises(ValueError, match=r"frames.npy has no valid .npy header"):
+    with pytest.raises(ValueError, match=r"cannot read .*frames.npy"):
         cache.arrays(2)
 
     assert features.main(_args(built, cache_copy)) == 0

@@ -424,15 +424,9 @@ class FeatureCache:
         Rows whose folder is damaged (see :meth:`damaged`) are left out with a ``UserWarning`` naming them
         and saying how to recompute them.
         """
-        rows = range(len(self.entries)) if rows is None else rows
-        ok: list[int] = []
-        damaged: dict[int, str] = {}
-        for row in rows:
-            reason = self.problem(row)
-            if reason is None:
-                ok.append(row)
-            elif self.video_dir(row).is_dir():
-                damaged[row] = reason
+        rows = list(range(len(self.entries)) if rows is None else rows)
+        damaged = self.damaged(rows)
+        ok = [row for row in rows if row not in damaged and self.video_dir(row).is_dir()]
         if damaged:
             shown = "; ".join(f"row {r}: {why}" for r, why in sorted(damaged.items())[:5])
             more = f" (and {len(damaged) - 5} more)" if len(damaged) > 5 else ""
@@ -459,6 +453,10 @@ class FeatureCache:
     def arrays(self, row: int) -> dict[str, np.ndarray]:
         """The arrays of row ``row``, memory-mapped (read-only).
 
+        Called for every training sample, so it checks only what loading tells for free: each file maps
+        (a truncated one does not) with the recorded shape and dtype. :meth:`available_rows`, which the
+        trainer calls once, checks the files against the sizes ``meta.json`` records.
+
         Raises:
             FileNotFoundError: If the row is not cached.
             ValueError: If one of its files is damaged (truncated, overwritten, unreadable): names the file.
@@ -470,20 +468,22 @@ class FeatureCache:
                 f"feature cache {self.directory}: row {row} ({self.path(row)}) is not cached ({folder} does not "
                 f"exist); {redo}"
             )
-        problem = video_problem(folder, self.shapes, self.dtype)
-        if problem is not None:
-            raise ValueError(
-                f"feature cache {self.directory}: row {row} ({self.path(row)}) is damaged: {problem}; {redo}"
-            )
         out: dict[str, np.ndarray] = {}
         for name in self.arrays_names:
             path = folder / f"{name}.npy"
             try:
-                out[name] = np.load(path, mmap_mode="r")
+                array = np.load(path, mmap_mode="r")
             except (OSError, ValueError, EOFError) as err:
                 raise ValueError(
                     f"feature cache {self.directory}: cannot read {path} ({type(err).__name__}: {err}); {redo}"
                 ) from None
+            want = self.shapes.get(name)
+            if (want is not None and tuple(array.shape) != tuple(want)) or array.dtype != np.dtype(self.dtype):
+                raise ValueError(
+                    f"feature cache {self.directory}: {path} holds {array.dtype} {tuple(array.shape)}, expected "
+                    f"{np.dtype(self.dtype)} {tuple(want or ())}; {redo}"
+                )
+            out[name] = array
         return out
 
     def mos(self, row: int) -> float:
