@@ -389,18 +389,20 @@ def test_stage_rejects_window_tensors_of_another_size(small_model: SwinTransform
 
 
 def test_bias_cache_is_not_fooled_by_a_reused_gate_address() -> None:
-    """A new input size's gate can take the freed address of the last one's: the cache must not match it."""
+    """Another gate at the freed address of the last one (same shape) must not get the cached bias."""
     torch.manual_seed(0)
     model = SwinTransformer3D(
         embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=(2, 7, 7), base_x_size=(8, 224, 224)
     ).eval()
     randomise_bias_tables(model)
     model.requires_grad_(False)
-    xa, xb = torch.randn(1, 3, 8, 224, 252), torch.randn(1, 3, 8, 252, 224)  # same gate shapes, other gates
-    with torch.no_grad():
-        expected = model(xb)
-        model.clear_bias_cache()
-        clear_shape_caches()
-        model(xa)
-        clear_shape_caches()  # frees xa's gates: xb's may be allocated where they were
-        assert torch.equal(model(xb), expected)
+    attn = model.layers[0].blocks[0].attn
+    storage = torch.zeros(4, 1, 98, 98)
+    first = storage.view(4, 1, 98, 98)  # two tensor objects over one buffer: the same data_ptr and shape
+    cached = attn.attention_bias((2, 7, 7), first, None, torch.float32).clone()
+    storage.fill_(1.0)  # what a new gate written at the old address looks like
+    second = storage.view(4, 1, 98, 98)
+    assert second.data_ptr() == first.data_ptr()
+    fresh = attn.attention_bias((2, 7, 7), second, None, torch.float32)
+    assert torch.equal(fresh, attn.position_bias((2, 7, 7), second))
+    assert not torch.equal(fresh, cached)
