@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
 import dvlta_metric
 
@@ -91,21 +91,16 @@ def _tensors(values: Sequence[Any]) -> list[torch.Tensor]:
     return out
 
 
-def _matmul_flops(name: str, args: Sequence[Any], out: Any) -> float:
-    """FLOPs of the product operators (2 per multiply-add); 0 for anything else."""
-    if name == "aten.mm":
-        (m, k), n = args[0].shape, args[1].shape[1]
-        return 2.0 * m * k * n
-    if name == "aten.addmm":
-        (m, k), n = args[1].shape, args[2].shape[1]
-        return 2.0 * m * k * n
-    if name in ("aten.bmm", "aten.baddbmm"):
-        a, b = (args[0], args[1]) if name == "aten.bmm" else (args[1], args[2])
-        return 2.0 * a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2]
-    if name == "aten.convolution":
-        weight = args[1]  # (C_out, C_in / groups, *kernel)
-        return 2.0 * out.numel() * weight.shape[1] * math.prod(weight.shape[2:])
-    if name in ATTENTION_OPS:
+def _matmul_flops(func: Any, args: Sequence[Any], kwargs: dict[str, Any], out: Any) -> float:
+    """FLOPs of a product, convolution or attention operator; 0 for anything else.
+
+    ``torch.utils.flop_counter``'s own formulas (those ``bench.py`` counts with), plus the CPU's fused
+    attention operator, which it does not know: ``4 B H Lq Lk E`` (the two products of attention).
+    """
+    formula = flop_registry.get(func.overloadpacket)
+    if formula is not None:
+        return float(formula(*args, **kwargs, out_val=out))
+    if str(func.overloadpacket) == "aten._scaled_dot_product_flash_attention_for_cpu":
         q, k = args[0], args[1]  # (B, H, Lq, E), (B, H, Lk, E)
         return 4.0 * q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2] * q.shape[3]
     return 0.0
@@ -147,7 +142,7 @@ class OpRecorder(TorchDispatchMode):
                     activation += t.numel()
         result = out[0] if name in ATTENTION_OPS else out
         activation += sum(t.numel() for t in _tensors([result]))
-        flops = _matmul_flops(name, args, out)
+        flops = _matmul_flops(func, args, kwargs or {}, out)
         self.ops.append(Op(name, "matmul" if flops > 0 else "memory", flops, activation, weight, exps))
         return out
 
