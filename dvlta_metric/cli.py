@@ -301,7 +301,9 @@ def _read_previous(output: Path, fmt: str) -> dict[str, dict[str, object]]:
     """
     if not output.exists() or output.stat().st_size == 0:
         return {}
-    if not output.read_bytes().strip():
+    with output.open("rb") as fh:
+        blank = not any(line.strip() for line in fh)  # stops at the first line with content
+    if blank:
         output.write_bytes(b"")
         return {}
     _drop_partial_line(output)

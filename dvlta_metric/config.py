@@ -137,7 +137,8 @@ class FragmentViewConfig:
         if self.clip_len % self.aligned:
             raise ValueError(
                 f"FragmentViewConfig.aligned ({self.aligned}) must divide clip_len ({self.clip_len}): patch "
-                "positions are fixed over runs of `aligned` frames inside each clip"
+                "positions are fixed over runs of `aligned` frames inside each clip; when changing clip_len, "
+                f"set aligned too (e.g. {{'clip_len': {self.clip_len}, 'aligned': {self.clip_len}}})"
             )
 
 

@@ -647,8 +647,8 @@ class DVLTAVQA(nn.Module):
 
         Load it back with ``dvlta_metric.create("local-dir:<directory>")``, or upload the directory to the
         Hub and use ``"hf-hub:org/name"``. Everything is checked before anything is written, and the three
-        files are written under temporary names and then renamed into place, so a failure leaves the
-        directory as it was.
+        files are written under temporary names and then renamed into place, so a failure while checking or
+        writing leaves the directory as it was (the three renames at the end are not one atomic step).
 
         Args:
             directory: Target directory (created if needed).

@@ -245,8 +245,9 @@ def train_sampler(
     return DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True)
 
 
-RESUME_FREE_SETTINGS = ("num_workers",)
-"""Settings that may change between an interrupted run and its resumption (they change speed, not results)."""
+RESUME_FREE_SETTINGS = ("num_workers", "save_fp16", "license")
+"""Settings that may change between an interrupted run and its resumption: they change the speed or how the
+saved model is stored and labelled, not the training or its results."""
 
 
 def run_identity(job: Job, model_name: str, settings: TrainSettings) -> dict[str, Any]:
