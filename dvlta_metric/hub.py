@@ -12,6 +12,7 @@ from pathlib import Path
 
 import huggingface_hub
 from huggingface_hub import errors as hf_errors
+from huggingface_hub.utils import validate_repo_id
 
 from .errors import CheckpointError, WeightsNotFoundError
 from .version import __version__
@@ -19,10 +20,6 @@ from .version import __version__
 LIBRARY_NAME = "dvlta-metric"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
-try:  # the Hub's own rules (no '--' or '..', no leading or trailing '-' or '.', at most 96 characters, ...)
-    from huggingface_hub.utils import validate_repo_id as _hf_validate_repo_id
-except ImportError:  # pragma: no cover - every supported huggingface_hub has it
-    _hf_validate_repo_id = None
 
 
 def check_repo_id(repo_id: object, *, what: str) -> str:
@@ -46,11 +43,10 @@ def check_repo_id(repo_id: object, *, what: str) -> str:
         raise TypeError(f"{what}: the repository id must be a string 'org/name', got {type(repo_id).__name__}")
     if not _REPO_ID.match(repo_id):
         raise ValueError(f"{what}: expected a repository id of the form 'org/name', got {repo_id!r}")
-    if _hf_validate_repo_id is not None:
-        try:
-            _hf_validate_repo_id(repo_id)
-        except hf_errors.HFValidationError as err:
-            raise ValueError(f"{what}: invalid Hub repository id {repo_id!r}: {err}") from None
+    try:  # the Hub's own rules (no '--' or '..', no leading or trailing '-' or '.', at most 96 characters, ...)
+        validate_repo_id(repo_id)
+    except hf_errors.HFValidationError as err:
+        raise ValueError(f"{what}: invalid Hub repository id {repo_id!r}: {err}") from None
     return repo_id
 
 

@@ -182,17 +182,15 @@ def fragment_view(
         raise ValueError(f"{n} frames are not a whole number of {clip_len}-frame clips")
     aligned = cfg.aligned  # divides clip_len (checked by FragmentViewConfig)
     h, w = upsampled_size(frames.shape[-2], frames.shape[-1], cfg.size)
+    top, left = sample_fragment_offsets(h, w, n // aligned, cfg, generator)
     if (h, w) == tuple(frames.shape[-2:]):
-        top, left = sample_fragment_offsets(h, w, n // aligned, cfg, generator)
         frag = extract_fragments(frames, top, left, cfg.fsize, aligned, frame_index)
     elif n * h * w <= UPSAMPLE_CHUNK_PIXELS:
         if frame_index is not None:
             frames = frames[frame_index.to(frames.device)]
         frames = upsample_short_side(to_unit_float(frames, dtype), cfg.size)
-        top, left = sample_fragment_offsets(h, w, n // aligned, cfg, generator)
         frag = extract_fragments(frames, top, left, cfg.fsize, aligned)
     else:
-        top, left = sample_fragment_offsets(h, w, n // aligned, cfg, generator)
         frag = _upsample_and_extract(frames, top, left, cfg, aligned, frame_index, dtype)
     frag = to_unit_float(frag.to(device or frag.device), dtype)
     frag = normalize(frag, cfg.mean, cfg.std)
