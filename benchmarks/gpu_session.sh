@@ -13,6 +13,8 @@
 # Wheels for packages the machine lacks (open_clip_torch, ftfy, wcwidth, av) may be carried in .whl/.
 # Writes log.txt and one JSON per measurement to OUTDIR (at most 5 files per part), named <card>_...
 # (h200_, h100_, ...). Each step has its own time limit; a step cut short leaves the others' results.
+# Afterwards, on any machine: price the model on this card's measured rates (the bench JSON records
+# matmul_rate and copy_bandwidth) with benchmarks/roofline.py --peak-tflops ... --bandwidth-tbs ... .
 set -uo pipefail
 out=${1:-/tmp/dvlta_gpu}; model=${2:-dvlta-vqa}; part=${3:-all}; mkdir -p "$out"
 case "$part" in a|b|c|all) ;; *) echo "part must be a, b, c or all, got '$part'" >&2; exit 2 ;; esac
