@@ -222,7 +222,8 @@ def create(
             nothing (for a Hub name, only ``config.json`` is read).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``, ``"xpu"``, a :class:`torch.device`, or ``None``
             for CUDA when available (see :func:`resolve_device`).
-        as_loss: Record gradients on every call so the score can be used as a differentiable loss.
+        as_loss: Record gradients on every call so the score can be used as a differentiable loss. The
+            model's own parameters are frozen and it stays in eval mode (see :meth:`DVLTAVQA.train`).
         cache_dir: Hugging Face cache directory (default: the standard one, set by ``HF_HOME`` or
             ``HF_HUB_CACHE``).
         revision: Hub branch, tag or commit (same as ``@revision`` in the name). Only accepted where it
@@ -315,6 +316,8 @@ def create(
         load_clip_weights(
             model, cache_dir=cache_dir, revision=revision or clip_source.revision, sha256=clip_source.sha256
         )
+    if as_loss:  # a fixed metric: only what the caller optimises should learn
+        model.requires_grad_(False)
     return model.to(dev).eval()
 
 

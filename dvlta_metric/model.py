@@ -118,7 +118,9 @@ class DVLTAVQA(nn.Module):
 
     Frames are RGB, ``uint8`` in ``[0, 255]`` or float in ``[0, 1]``, on any device. Gradients are only
     recorded when the model was created with ``as_loss=True`` (or is in training mode); then they flow back
-    to the input pixels.
+    to the input pixels. A model created with ``as_loss=True`` is a fixed metric: its parameters are frozen
+    and it stays in eval mode when a module that holds it calls ``.train()`` (create it without ``as_loss``
+    to fine-tune it).
 
     Attributes:
         lower_better: ``False``: higher scores mean better quality.
@@ -201,6 +203,21 @@ class DVLTAVQA(nn.Module):
         return self.temporal_clip is not None or self.temporal_context is not None
 
     # ------------------------------------------------------------------ execution options
+    def train(self, mode: bool = True) -> DVLTAVQA:
+        """Set training mode, except for a loss metric (``as_loss=True``), which always stays in eval mode.
+
+        A codec or enhancement network that holds the metric as a submodule calls ``.train()`` on it with
+        its own; in training mode the metric would draw random views and use batch statistics, so its
+        scores would change from call to call.
+
+        Args:
+            mode: Training mode (``True``) or eval mode (``False``).
+
+        Returns:
+            The model.
+        """
+        return super().train(False if self.as_loss else mode)
+
     def set_attention_kernel(self, kernel: str) -> DVLTAVQA:
         """Chooses the window attention kernel of the fragment backbone.
 

@@ -303,3 +303,25 @@ def test_a_callers_autocast_does_not_reach_the_fusion_and_score(video_factory: V
         wrapped = model(videos)
     assert wrapped.dtype == torch.float32
     assert torch.equal(wrapped, plain)  # fp32 branches and head: the outer autocast changes nothing
+
+
+def test_a_loss_metric_is_frozen_and_stays_in_eval_mode_inside_a_training_module(video_factory: VideoFactory) -> None:
+    torch.manual_seed(0)
+    metric = dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="cpu", as_loss=True)
+
+    class Codec(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.filter = torch.nn.Conv2d(3, 3, 1)
+            self.metric = metric
+
+    codec = Codec().train()  # switches every submodule to training mode, except the loss metric
+    assert not metric.training and all(not m.training for m in metric.modules())
+    assert [p for p in codec.parameters() if p.requires_grad] == list(codec.filter.parameters())
+    video = video_factory(8, 64, 64).requires_grad_(True)
+    first, second = metric(video), metric(video)
+    assert torch.equal(first, second)  # eval-mode views: the same score on every call
+    first.backward()
+    assert video.grad is not None and video.grad.abs().sum() > 0
+    plain = dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="cpu")
+    assert plain.train().training and any(p.requires_grad for p in plain.parameters())  # fine-tuning still works
