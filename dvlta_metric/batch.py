@@ -142,14 +142,21 @@ def _read(model: DVLTAVQA, path: str) -> _Decoded:
 
 
 def _warning(video: DecodedVideo) -> str | None:
-    """A note for files that were decoded but look damaged, or are a still picture rather than a video."""
+    """A note for files that were decoded but look damaged, are a still picture, or are HDR (not tone-mapped)."""
+    notes = []
     if video.metadata.get("still_image"):
-        return f"the file is a still image ({video.metadata.get('codec')}), not a video: scored as a 1-frame video"
-    if not video.metadata.get("truncated"):
-        return None
-    declared = video.metadata.get("declared_frames")
-    of = f" (its container declares {declared})" if isinstance(declared, int) and declared else ""
-    return f"the file looks truncated: scored on the {video.num_frames} frames it holds{of}"
+        codec = video.metadata.get("codec")
+        notes.append(f"the file is a still image ({codec}), not a video: scored as a 1-frame video")
+    if video.metadata.get("truncated"):
+        declared = video.metadata.get("declared_frames")
+        of = f" (its container declares {declared})" if isinstance(declared, int) and declared else ""
+        notes.append(f"the file looks truncated: scored on the {video.num_frames} frames it holds{of}")
+    if video.metadata.get("hdr"):
+        notes.append(
+            "the video is HDR (PQ or HLG transfer) and was converted to 8-bit RGB without tone mapping, so it "
+            "looks flat and its score is not comparable with SDR scores: tone-map it to SDR first"
+        )
+    return "; ".join(notes) or None
 
 
 def _score(model: DVLTAVQA, jobs: list[_Decoded], explain: bool) -> list[FileResult]:
@@ -218,7 +225,7 @@ def score_files(
             to expand directories.
         batch_size: Videos per model call.
         num_workers: Decoding threads; 0 decodes in the calling thread, between model calls.
-        progress: Show a tqdm progress bar on stderr.
+        progress: Show a tqdm progress bar on stderr when stderr is a terminal (never in a log file).
         explain: Record each video's fusion weights in :attr:`FileResult.weights`.
         prefetch: Videos decoded ahead while the model runs (default ``max(batch_size, num_workers)``).
 
@@ -277,7 +284,8 @@ def _results(
     """The generator behind :func:`score_files` (arguments already checked)."""
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(names), file=sys.stderr, disable=not progress, unit="video", dynamic_ncols=True)
+    # disable=None: no bar when stderr is not a terminal (a log file would fill with redrawn bars)
+    bar = tqdm(total=len(names), file=sys.stderr, disable=None if progress else True, unit="video", dynamic_ncols=True)
     pool = ThreadPoolExecutor(num_workers, thread_name_prefix="dvlta-decode") if num_workers else None
     pending: deque[Future[_Decoded]] = deque()
     submitted = failed = 0

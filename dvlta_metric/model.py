@@ -645,7 +645,7 @@ class DVLTAVQA(nn.Module):
             paths: Video files.
             batch_size: Videos per model call.
             num_workers: Decoding threads (0 decodes in the calling thread).
-            progress: Show a tqdm progress bar.
+            progress: Show a tqdm progress bar on stderr when stderr is a terminal.
             explain: Also record the fusion weights of each video.
 
         Returns:

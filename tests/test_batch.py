@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from pathlib import Path
 
@@ -139,7 +140,10 @@ def test_stopping_early_releases_workers(clips: Clips, tiny_model) -> None:
     assert first.ok
 
 
-def test_progress_bar_on_stderr(clips: Clips, tiny_model, capsys) -> None:
+def test_progress_bar_on_stderr_when_it_is_a_terminal(clips: Clips, tiny_model, capsys, monkeypatch) -> None:
+    list(tiny_model.score_files([clips.single, clips.missing], progress=True))
+    assert capsys.readouterr() == ("", "")  # stderr captured, not a terminal: no bar to fill a log with
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
     list(tiny_model.score_files([clips.single, clips.missing], progress=True))
     captured = capsys.readouterr()
     assert captured.out == ""
@@ -259,3 +263,9 @@ def test_worker_streams_and_event_wiring_without_a_gpu(monkeypatch: pytest.Monke
     batch._use_views(job, cuda)  # a group retried file by file waits only once
     assert main_stream.waited == [event] and job.ready is None
     assert all(v.streams == [main_stream] for v in views.values())
+
+
+def test_hdr_file_scored_with_warning(tmp_path: Path, tiny_model) -> None:
+    path = write_clip(tmp_path / "hdr.mp4", frames=8, width=64, height=48, color_trc=16)  # tagged PQ (HDR10)
+    (result,) = tiny_model.score_files([path], progress=False)
+    assert result.ok and result.warning and "HDR" in result.warning and "tone mapping" in result.warning
