@@ -79,8 +79,13 @@ def check_video(video: torch.Tensor, *, name: str = "video") -> None:
         raise ValueError(f"{name}: contains {bad} NaN or infinite value(s)")
     lo, hi = float(detached.min()), float(detached.max())
     if lo < 0.0 or hi > 1.0:
-        hint = " (values look like 0-255: divide by 255 or pass a uint8 tensor)" if hi > 1.0 and hi <= 255.0 else ""
-        raise ValueError(f"{name}: float values must lie in [0, 1], got min {lo:.4g} and max {hi:.4g}{hint}")
+        if hi > 2.0 and hi <= 255.0:
+            hint = " (values look like 0-255: divide by 255 or pass a uint8 tensor)"
+        elif lo >= -1.0 and hi <= 2.0:  # a decoder or network output slightly outside the range
+            hint = " (clamp it with video.clamp(0, 1), which keeps gradients inside the range)"
+        else:
+            hint = ""
+        raise ValueError(f"{name}: float values must lie in [0, 1], got min {lo:.6g} and max {hi:.6g}{hint}")
 
 
 def split_batch(x: object) -> list[torch.Tensor]:

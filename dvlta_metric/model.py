@@ -415,6 +415,11 @@ class DVLTAVQA(nn.Module):
             try:
                 frame_index = rows(idx.flatten())
             except ValueError as err:
+                if not self.training:
+                    raise ValueError(
+                        f"{err}: pass frames read with model.read(path), which decodes the frames this model's "
+                        "views need, or all frames"
+                    ) from None
                 raise ValueError(
                     f"{err}: a training view is a random clip; read the file with the model in training mode "
                     "(model.train(), then model.read(path)), which decodes the clip it draws"

@@ -230,7 +230,10 @@ def read_video(
     if not p.exists():
         raise FileNotFoundError(f"{name}: no such file")
     if p.is_dir():
-        raise ValueError(f"{name}: is a directory, not a video file")
+        raise ValueError(
+            f"{name}: is a directory, not a video file (to score the videos in it: "
+            "model.score_files(dvlta_metric.find_videos(path)), or dvlta-metric score DIR)"
+        )
     if p.stat().st_size == 0:
         raise ValueError(f"{name}: the file is empty (0 bytes)")
     try:

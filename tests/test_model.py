@@ -123,6 +123,7 @@ def test_pretrained_without_weights_is_a_clear_error() -> None:
         (lambda: torch.full((4, 3, 64, 64), float("nan")), ValueError, "NaN"),
         (lambda: torch.full((4, 3, 64, 64), float("inf")), ValueError, "NaN or infinite"),
         (lambda: torch.rand(4, 3, 64, 64) * 255, ValueError, "divide by 255"),
+        (lambda: torch.rand(4, 3, 64, 64) * 1.0005, ValueError, r"max 1.000\d+ \(clamp it with video.clamp"),
         (lambda: torch.rand(4, 3, 64, 64) - 0.5, ValueError, r"\[0, 1\]"),
         (lambda: torch.rand(0, 3, 64, 64), ValueError, "empty"),
         (lambda: torch.rand(0, 4, 3, 64, 64), ValueError, "empty"),
