@@ -26,12 +26,15 @@ import torch
 from .allocator import tune_allocator
 from .batch import FileResult
 from .factory import create
+from .hub import sha256_of
 from .registry import get_model_config, list_models, model_info
 from .version import __version__
 from .video_io import find_videos
 
-BASE_COLUMNS = ["path", "score", "model", "error", "warning", "seconds"]
-"""Columns of every output row; ``--explain`` adds ``weight_<branch>`` columns."""
+BASE_COLUMNS = ["path", "score", "model", "weights", "error", "warning", "seconds"]
+"""Columns of every output row; ``--explain`` adds ``weight_<branch>`` columns. ``weights`` says where the
+weights came from and the precision (see :func:`weights_label`), so that a resumed file holds the scores of
+one model."""
 
 
 class UsageError(Exception):
@@ -56,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("paths", nargs="+", metavar="PATH", help="video files or directories")
     score.add_argument(
         "--model",
-        default="dvlta-vqa",
+        default="dvlta-vqa-zeroshot",
         help="a name from 'dvlta-metric list', hf-hub:org/name or local-dir:/path (default: %(default)s)",
     )
     score.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
@@ -141,6 +144,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as err:
         print(f"dvlta-metric: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`dvlta-metric list | head`): not an error of ours
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # so that the interpreter's final flush does not fail too
+        except (OSError, ValueError):  # stdout without a file descriptor (e.g. captured in tests)
+            pass
+        return 0
 
 
 # ---------------------------------------------------------------------------------------------- list
@@ -182,7 +192,10 @@ def _score(args: argparse.Namespace) -> int:
             torch.manual_seed(0)  # the same random weights on every run, so runs can be compared
         model = create(args.model, pretrained=not args.random_weights, device=args.device, precision=args.precision)
     except Exception as err:  # noqa: BLE001 - weights unavailable, bad device, ...: the message says what to do
-        raise UsageError(str(err)) from None
+        message = str(err)
+        if "pretrained=False" in message:  # the library's advice, in this command's words
+            message += " (on the command line: --random-weights)"
+        raise UsageError(message) from None
     try:
         model.set_attention_kernel(args.attention_kernel)
     except RuntimeError as err:  # flex on a torch without FlexAttention
@@ -196,8 +209,22 @@ def _score(args: argparse.Namespace) -> int:
         raise UsageError(
             f"{args.output} holds scores of model {min(others)!r}, not {model.config.name!r}: use another --output file"
         )
+    weights = weights_label(args.model, random_weights=args.random_weights, precision=args.precision)
+    other_weights = {str(row["weights"]) for row in done.values() if row.get("weights")} - {weights}
+    if other_weights:
+        raise UsageError(
+            f"{args.output} holds scores made with weights {min(other_weights)!r}, not {weights!r}: use another "
+            "--output file"
+        )
     columns = BASE_COLUMNS + ([f"weight_{b}" for b in model.branches] if args.explain else [])
-    sink = _Sink(fmt, args.output, columns)
+    if args.explain and fmt == "csv" and args.output and done:
+        header = _csv_header(args.output)
+        if not set(columns) <= set(header):
+            raise UsageError(
+                f"--explain adds the columns {[c for c in columns if c not in header]}, which {args.output} lacks "
+                "(it was written without --explain): use another --output file, or drop --explain"
+            )
+    sink = _Sink(fmt, args.output, columns, extra={"weights": weights})
     written = 0
     try:
         results = model.score_files(
@@ -229,6 +256,36 @@ def _whole(text: str) -> int:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def weights_label(model: str, *, random_weights: bool, precision: str) -> str:
+    """Where a run's weights come from, and its precision, as recorded in the ``weights`` column.
+
+    Random weights are ``"random (seed 0), <precision>"``; a ``local-dir:`` folder is named by its absolute
+    path and the first 12 hex digits of its ``model.safetensors``'s SHA-256 (retraining into the same folder
+    changes it); registry names and ``hf-hub:`` names are kept as given.
+
+    Args:
+        model: The ``--model`` argument.
+        random_weights: ``--random-weights``.
+        precision: ``--precision``.
+
+    Returns:
+        The label.
+    """
+    if random_weights:
+        return f"random (seed 0), {precision}"
+    if model.startswith("local-dir:"):
+        folder = Path(model[len("local-dir:") :]).expanduser().resolve()
+        weights = folder / "model.safetensors"
+        digest = sha256_of(weights)[:12] if weights.is_file() else "?"
+        return f"local-dir:{folder} (sha256 {digest}), {precision}"
+    return f"{model}, {precision}"
+
+
+def _csv_header(path: Path) -> list[str]:
+    with path.open(newline="", encoding="utf-8", errors=OUTPUT_ERRORS) as fh:
+        return next(csv.reader(fh), [])
 
 
 def _positive(text: str) -> int:
@@ -338,8 +395,10 @@ def _drop_partial_line(path: Path) -> None:
 class _Sink:
     """Where results go: appended to ``--output`` one by one, or printed to stdout."""
 
-    def __init__(self, fmt: str, output: Path | None, columns: list[str]) -> None:
-        self.fmt, self.output, self.columns = fmt, output, columns
+    def __init__(
+        self, fmt: str, output: Path | None, columns: list[str], extra: dict[str, object] | None = None
+    ) -> None:
+        self.fmt, self.output, self.columns, self.extra = fmt, output, columns, dict(extra or {})
         self.rows: list[dict[str, object]] = []
         self.fh: IO[str] | None = None
         self.csv: csv.DictWriter[str] | None = None
@@ -366,6 +425,8 @@ class _Sink:
 
     def add(self, result: FileResult) -> None:
         row = result.to_dict()
+        row = {**{k: v for k, v in row.items() if k not in self.extra}, **self.extra}
+        row = {k: row[k] for k in [*BASE_COLUMNS, *row] if k in row}  # the columns' order, then the rest
         if self.csv is not None:
             self.csv.writerow({k: "" if v is None else v for k, v in row.items()})
             (self.fh or sys.stdout).flush()
@@ -383,7 +444,7 @@ class _Sink:
         elif self.fmt == "table" and self.rows:
             _print_table(
                 [_table_row(r) for r in self.rows],
-                [c for c in self.columns if c not in {"warning", "seconds", "error"}] + ["error"],
+                [c for c in self.columns if c not in {"weights", "warning", "seconds", "error"}] + ["error"],
             )
 
 

@@ -268,3 +268,37 @@ def test_random_weights_are_the_same_on_every_run(capsys, clips: Clips) -> None:
     second = run(capsys, "score", clips.landscape, "--format", "json", *TINY)
     assert first[0] == second[0] == 0
     assert json.loads(first[1])[0]["score"] == json.loads(second[1])[0]["score"]
+
+
+def test_weights_are_recorded_and_a_resume_with_other_weights_is_refused(
+    capsys, tmp_path: Path, clips: Clips, tiny_model
+) -> None:
+    out = tmp_path / "scores.csv"
+    code, _, _ = run(capsys, "score", clips.single, "--output", out, *TINY)
+    assert code == 0
+    (row,) = _rows(out, "csv")
+    assert row["weights"] == "random (seed 0), fp32" and row["model"] == "dvlta-vqa-tiny"
+    folder = tmp_path / "trained"
+    tiny_model.save_pretrained(folder)  # the same configuration name, other weights
+    local = ["--model", f"local-dir:{folder}", "--device", "cpu", "--no-progress"]
+    code, _, err = run(capsys, "score", clips.single, clips.landscape, "--output", out, *local)
+    assert code == 2 and "holds scores made with weights 'random (seed 0), fp32'" in err
+    code, _, err = run(capsys, "score", clips.single, clips.landscape, "--output", out, *TINY, "--explain")
+    assert code == 2 and "--explain adds the columns" in err
+    code, _, _ = run(capsys, "score", clips.landscape, "--output", tmp_path / "local.csv", *local)
+    assert code == 0
+    (row,) = _rows(tmp_path / "local.csv", "csv")
+    assert row["weights"].startswith(f"local-dir:{folder.resolve()} (sha256 ") and row["weights"].endswith(", fp32")
+
+
+def test_default_model_has_weights_and_a_closed_pipe_is_not_an_error(monkeypatch) -> None:
+    from dvlta_metric.cli import build_parser
+
+    assert build_parser().parse_args(["score", "x.mp4"]).model == "dvlta-vqa-zeroshot"
+
+    class ClosedPipe(io.StringIO):  # what stdout does once `| head` has exited
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    assert main(["list", "--format", "json"]) == 0
