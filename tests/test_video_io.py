@@ -373,3 +373,32 @@ def test_shared_samples_score(shared_data: Path, tiny_model) -> None:
     for r in results:
         assert r.ok, r.error
         assert 0.0 < float(r.score) < 1.0 and np.isfinite(r.score)
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts the process's threads in /proc")
+def test_a_read_leaves_nothing_for_the_garbage_collector(tmp_path: Path) -> None:
+    """PyAV's frame.side_data forms a reference cycle with the frame; reading the display matrix through it
+    kept every file's decoder (buffers and threads) alive until the cyclic collector ran."""
+    import gc
+
+    path = write_clip(tmp_path / "rot.mp4", frames=8, rotation=90)
+
+    def threads() -> int:
+        return len(list(Path("/proc/self/task").iterdir()))
+
+    read_video(path, threads=2)  # warm up whatever starts once per process
+    gc.collect()
+    before = threads()
+    gc.disable()
+    try:
+        for _ in range(3):
+            assert read_video(path, threads=2).metadata["rotation"] == 90
+        assert threads() <= before  # each read's decoder threads ended with it, no collector needed
+    finally:
+        gc.enable()
+
+
+@pytest.mark.parametrize("threads", [-1, 10**12, "x", 1.5, True])
+def test_bad_thread_counts_are_refused_before_opening(clips: Clips, threads: object) -> None:
+    with pytest.raises(ValueError, match="threads must be a whole number from 0"):
+        read_video(clips.single, threads=threads)  # type: ignore[arg-type]
