@@ -30,9 +30,13 @@ def tune_allocator(
         trim_threshold: Free memory at the top of the heap kept before returning it to the system.
         top_pad: Extra memory requested from the system on each heap growth.
 
+    The settings apply to the whole process and stay until it ends (glibc has no way to undo them but
+    setting other values), which is why the library never calls this by itself; the command line and the
+    benchmarks do, on CPU.
+
     Returns:
-        ``True`` if glibc accepted all three settings; ``False`` on other platforms or C libraries, where
-        nothing is changed.
+        ``True`` if glibc accepted all three settings; ``False`` otherwise: on other platforms or C
+        libraries nothing is changed, and if glibc refuses one setting the others are still applied.
     """
     if not sys.platform.startswith("linux"):
         return False
@@ -47,4 +51,5 @@ def tune_allocator(
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     settings = ((_M_MMAP_THRESHOLD, mmap_threshold), (_M_TRIM_THRESHOLD, trim_threshold), (_M_TOP_PAD, top_pad))
-    return all(mallopt(option, min(value, (1 << 31) - 1)) == 1 for option, value in settings)
+    accepted = [mallopt(option, min(value, (1 << 31) - 1)) == 1 for option, value in settings]  # every one
+    return all(accepted)

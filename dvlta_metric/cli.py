@@ -144,6 +144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as err:
         print(f"dvlta-metric: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before scoring began (finding files, loading the model): nothing to resume
+        print("\ndvlta-metric: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # the reader went away (`dvlta-metric list | head`): not an error of ours
         try:
             devnull = os.open(os.devnull, os.O_WRONLY)

@@ -269,17 +269,23 @@ class DVLTAVQA(nn.Module):
         return self
 
     def clear_bias_cache(self) -> DVLTAVQA:
-        """Free the Swin3D's cached attention biases; they are rebuilt on the next call.
+        """Free the Swin3D's cached attention biases and the shape caches; they are rebuilt on the next call.
 
-        The cache follows ``load_state_dict``, ``.to()`` and in-place edits under ``torch.no_grad()`` by
+        The bias cache follows ``load_state_dict``, ``.to()`` and in-place edits under ``torch.no_grad()`` by
         itself; call this after editing the position-bias tables through ``.data``, or to free the memory
-        (about 1.1 GB in float32 for the full model) between calls.
+        between calls: about 1.1 GB in float32 for the full model's biases, plus about 300 MB of
+        shape-dependent indices, gates and masks per device, which are shared by every model in the process
+        (:func:`~dvlta_metric.branches.swin3d.clear_shape_caches`) and outlive a deleted model, or the old
+        device after ``.to()``, until cleared.
 
         Returns:
             The model.
         """
+        from .branches.swin3d import clear_shape_caches
+
         if self.basic_visual is not None:
             self.basic_visual.backbone.clear_bias_cache()
+        clear_shape_caches()
         return self
 
     def set_grad_checkpointing(self, enable: bool = True) -> DVLTAVQA:
@@ -640,6 +646,7 @@ class DVLTAVQA(nn.Module):
         num_workers: int = 2,
         progress: bool = True,
         explain: bool = False,
+        prefetch: int | None = None,
     ) -> Iterator[FileResult]:
         """Score many video files: decoding runs in parallel workers while the model computes.
 
@@ -652,6 +659,7 @@ class DVLTAVQA(nn.Module):
             num_workers: Decoding threads (0 decodes in the calling thread).
             progress: Show a tqdm progress bar on stderr when stderr is a terminal.
             explain: Also record the fusion weights of each video.
+            prefetch: Videos decoded ahead while the model runs (default ``max(batch_size, num_workers)``).
 
         Returns:
             An iterator of :class:`~dvlta_metric.batch.FileResult`, one per path, in order.
@@ -659,7 +667,8 @@ class DVLTAVQA(nn.Module):
         from .batch import score_files
 
         return score_files(
-            self, paths, batch_size=batch_size, num_workers=num_workers, progress=progress, explain=explain
+            self, paths, batch_size=batch_size, num_workers=num_workers, progress=progress, explain=explain,
+            prefetch=prefetch,
         )
 
     def save_pretrained(

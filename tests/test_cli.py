@@ -302,3 +302,14 @@ def test_default_model_has_weights_and_a_closed_pipe_is_not_an_error(monkeypatch
 
     monkeypatch.setattr(sys, "stdout", ClosedPipe())
     assert main(["list", "--format", "json"]) == 0
+
+
+def test_an_interrupt_while_loading_the_model_exits_130(capsys, monkeypatch, clips: Clips) -> None:
+    import dvlta_metric.cli
+
+    def interrupted(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - stands in for create()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dvlta_metric.cli, "create", interrupted)
+    code, _, err = run(capsys, "score", clips.single, *TINY)
+    assert code == 130 and "interrupted" in err and "Traceback" not in err

@@ -326,3 +326,14 @@ def test_a_loss_metric_is_frozen_and_stays_in_eval_mode_inside_a_training_module
     assert video.grad is not None and video.grad.abs().sum() > 0
     plain = dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="cpu")
     assert plain.train().training and any(p.requires_grad for p in plain.parameters())  # fine-tuning still works
+
+
+def test_clear_bias_cache_also_frees_the_shape_caches(video_factory: VideoFactory) -> None:
+    from dvlta_metric.branches import swin3d
+
+    model = dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="cpu")
+    model(video_factory(8, 64, 64))
+    assert swin3d._window_token_index.cache_info().currsize > 0
+    model.clear_bias_cache()
+    assert swin3d._window_token_index.cache_info().currsize == 0
+    assert swin3d._cached_fragment_gate.cache_info().currsize == 0
