@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import re
 from dataclasses import dataclass
 from typing import Literal, get_args
@@ -213,13 +214,31 @@ def model_info(name: str) -> ModelInfo:
     return ModelInfo(name, config.description, config, _WEIGHTS[name])
 
 
-def list_models() -> list[str]:
-    """Names of all registered models.
+def list_models(pattern: str | None = None, *, pretrained: bool = False) -> list[str]:
+    """Names of the registered models, as timm's ``list_models``.
+
+    Args:
+        pattern: Shell-style wildcard the names must match, e.g. ``"*tiny*"`` or ``"dvlta-vqa-*"``
+            (:func:`fnmatch.fnmatchcase`); all names if ``None``.
+        pretrained: Only models whose weights can be loaded: published on the Hub or built from OpenAI CLIP
+            (``create(name)`` works with its default ``pretrained=True``).
 
     Returns:
         The names, sorted.
+
+    Raises:
+        TypeError: If ``pattern`` is not a string or ``pretrained`` not a bool.
     """
-    return sorted(_REGISTRY)
+    if pattern is not None and not isinstance(pattern, str):
+        raise TypeError(f"pattern must be a string such as '*tiny*', got {type(pattern).__name__}")
+    if not isinstance(pretrained, bool):
+        raise TypeError(f"pretrained must be True or False, got {pretrained!r}")
+    names = sorted(_REGISTRY)
+    if pattern is not None:
+        names = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+    if pretrained:
+        names = [n for n in names if _WEIGHTS[n].kind in ("hub", "openai-clip")]
+    return names
 
 
 def get_model_config(name: str) -> ModelConfig:

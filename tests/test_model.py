@@ -16,6 +16,12 @@ VideoFactory = Callable[..., torch.Tensor]
 def test_registry_lists_both_configs() -> None:
     names = dvlta_metric.list_models()
     assert "dvlta-vqa" in names and "dvlta-vqa-tiny" in names
+    assert dvlta_metric.list_models("*tiny*") == ["dvlta-vqa-tiny"]
+    assert dvlta_metric.list_models("dvlta-vqa-*") == [n for n in names if n.startswith("dvlta-vqa-")]
+    with_weights = dvlta_metric.list_models(pretrained=True)  # other tests may register models of their own
+    assert "dvlta-vqa-zeroshot" in with_weights and not {"dvlta-vqa", "dvlta-vqa-tiny"} & set(with_weights)
+    with pytest.raises(TypeError, match="pattern must be a string"):
+        dvlta_metric.list_models(3)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="unknown model"):
         dvlta_metric.create("no-such-model", pretrained=False)
 
