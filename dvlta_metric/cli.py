@@ -373,9 +373,14 @@ def _read_previous(output: Path, fmt: str) -> dict[str, dict[str, object]]:
                 reader = csv.DictReader(fh)
                 lacking = [c for c in RESUME_COLUMNS if c not in (reader.fieldnames or [])]
                 if lacking:
+                    looks_json = output.suffix.lower() in {".json", ".jsonl", ".ndjson"}
+                    why = (
+                        "the file name says JSON Lines: drop --format csv, or use another --output file"
+                        if looks_json
+                        else "it is not a CSV file written by dvlta-metric: use another --output file"
+                    )
                     raise UsageError(
-                        f"cannot resume from {output}: its CSV header {reader.fieldnames} lacks {lacking}; "
-                        "it is not a file written by dvlta-metric: use another --output file"
+                        f"cannot resume from {output}: its CSV header {reader.fieldnames} lacks {lacking}; {why}"
                     )
                 rows = list(reader)
             else:

@@ -122,6 +122,7 @@ def test_bad_files_named_on_stderr(capsys, clips: Clips) -> None:
         (["score", "{landscape}", *TINY, "--output", "{empty_dir}"], "is a directory: give a file name"),
         (["score", "{landscape}", *TINY, "--output", "{out}/under/a/file.csv"], "is a file, not a directory"),
         (["score", "{landscape}", *TINY, "--output", "{foreign}"], "lacks ['score', 'model', 'error']"),
+        (["score", "{landscape}", *TINY, "--output", "{jsonl}", "--format", "csv"], "drop --format csv"),
         (["score", *TINY], "PATH"),
         (["frobnicate"], "invalid choice"),
         ([], "required"),
@@ -131,8 +132,9 @@ def test_usage_errors_exit_2(capsys, tmp_path: Path, clips: Clips, argv: list[st
     (tmp_path / "empty").mkdir()
     (tmp_path / "out.csv").write_text("path,score,model,error\n")
     (tmp_path / "foreign.csv").write_text("path,quality\nx.mp4,3\n")
+    (tmp_path / "old.jsonl").write_text('{"path": "x.mp4", "score": 0.5}\n')
     subs = {"landscape": clips.landscape, "empty_dir": tmp_path / "empty", "out": tmp_path / "out.csv",
-            "foreign": tmp_path / "foreign.csv"}
+            "foreign": tmp_path / "foreign.csv", "jsonl": tmp_path / "old.jsonl"}
     code, out, err = run(capsys, *[a.format(**subs) for a in argv])
     assert code == 2
     assert words in err and "Traceback" not in err
