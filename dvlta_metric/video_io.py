@@ -60,9 +60,9 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
-from av.sidedata.sidedata import SideDataContainer
 import numpy as np
 import torch
+from av.sidedata.sidedata import SideDataContainer
 
 from .decoded import DecodedVideo
 
