@@ -13,6 +13,7 @@ and resumes where it stopped.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -148,11 +149,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\ndvlta-metric: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader went away (`dvlta-metric list | head`): not an error of ours
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())  # so that the interpreter's final flush does not fail too
-        except (OSError, ValueError):  # stdout without a file descriptor (e.g. captured in tests)
-            pass
+        # so that the interpreter's final flush does not fail too; stdout may have no file descriptor
+        # (e.g. captured in tests)
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
 
 
