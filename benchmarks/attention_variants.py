@@ -46,8 +46,13 @@ from dvlta_metric.branches.flex_window import flex_attention_available, flex_win
 Variant = Callable[[Tensor], Tensor]
 
 
-def block_tables(block: swin3d.SwinTransformerBlock3D, padded: swin3d.Size3, window: swin3d.Size3,
-                 shift: swin3d.Size3, device: torch.device) -> dict[str, Tensor]:
+def block_tables(
+    block: swin3d.SwinTransformerBlock3D,
+    padded: swin3d.Size3,
+    window: swin3d.Size3,
+    shift: swin3d.Size3,
+    device: torch.device,
+) -> dict[str, Tensor]:
     """Small per-block tables from which the bias can be computed inside the kernel.
 
     Returns:
@@ -200,7 +205,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     window = model.adaptive_window(input_size)
     sizes = model.stage_sizes(input_size)
     result: dict[str, Any] = {
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
+        "device_name": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
         else f"{platform.machine()}, {torch.get_num_threads()} threads",
         "torch": torch.__version__,
         "precision": args.precision,
@@ -224,9 +230,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             c = blk.attn.head_dim * nh
             qkv = torch.randn(args.clips, nw, n, 3 * c, device=device, dtype=dtype)
             variants = make_variants(tensors[kind].bias, tables, nh, use_flex)
-            entry: dict[str, Any] = {"stage": stage + 1, "shifted": any(s), "blocks": count, "windows": nw,
-                                     "heads": nh, "tokens": n, "bias_mib": tensors[kind].bias.numel() * tensors[kind].bias.element_size() / 2**20,
-                                     "ms": {}, "max_abs_diff": {}}
+            entry: dict[str, Any] = {
+                "stage": stage + 1,
+                "shifted": any(s),
+                "blocks": count,
+                "windows": nw,
+                "heads": nh,
+                "tokens": n,
+                "bias_mib": tensors[kind].bias.numel() * tensors[kind].bias.element_size() / 2**20,
+                "ms": {},
+                "max_abs_diff": {},
+            }
             with torch.no_grad():
                 reference = variants["sdpa"](qkv).float()
                 for name, fn in variants.items():
@@ -234,16 +248,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         out = fn(qkv)
                         entry["max_abs_diff"][name] = float((out.float() - reference).abs().max())
                         ms = time_ms(lambda fn=fn, qkv=qkv: fn(qkv), device, args.repeats)
-                    except Exception as error:  # noqa: BLE001 - a variant that fails is reported, others go on
+                    except Exception as error:
                         entry["ms"][name] = None
                         entry["max_abs_diff"][name] = f"{type(error).__name__}: {str(error)[:200]}"
                         continue
                     entry["ms"][name] = ms
                     totals[name] = totals.get(name, 0.0) + ms * count
             result["stages"].append(entry)
-            print(f"stage {stage + 1} {'shifted' if any(s) else 'regular'} x{count}: "
-                  + ", ".join(f"{k} {v:.2f} ms" if v is not None else f"{k} failed" for k, v in entry["ms"].items()),
-                  flush=True)
+            print(
+                f"stage {stage + 1} {'shifted' if any(s) else 'regular'} x{count}: "
+                + ", ".join(f"{k} {v:.2f} ms" if v is not None else f"{k} failed" for k, v in entry["ms"].items()),
+                flush=True,
+            )
             del qkv
     result["total_ms_all_blocks"] = totals
     return result
@@ -254,8 +270,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", default="fp16", choices=["fp16", "bf16", "fp32"])
     parser.add_argument("--clips", type=int, default=128, help="clips per call (4 per video: 128 = 32 videos)")
-    parser.add_argument("--stages", type=lambda s: [int(x) - 1 for x in s.split(",")], default=[0, 1, 2, 3],
-                        help="stages to time, 1-based (default 1,2,3,4)")
+    parser.add_argument(
+        "--stages",
+        type=lambda s: [int(x) - 1 for x in s.split(",")],
+        default=[0, 1, 2, 3],
+        help="stages to time, 1-based (default 1,2,3,4)",
+    )
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--no-flex", action="store_true", help="skip the FlexAttention variants")
     parser.add_argument("--output", help="write the JSON here")

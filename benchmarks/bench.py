@@ -157,7 +157,7 @@ def reference_swin(
     spec.loader.exec_module(module)
     ref = module.SwinTransformer3D(use_checkpoint=False)
     ours = model.basic_visual.backbone
-    state = {k: v for k, v in ours.state_dict().items()}
+    state = dict(ours.state_dict().items())
     missing, unexpected = ref.load_state_dict(state, strict=False)
     if unexpected or any("relative_position_index" not in k for k in missing):
         raise ValueError(f"reference keys differ: missing {missing[:5]}, unexpected {unexpected[:5]}")
@@ -235,8 +235,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {
         "model": args.model,
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
-        or platform.machine(),
+        "device_name": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "precision": args.precision,
@@ -274,6 +275,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "decode (all frames)": {"seconds": t_decode_all},
         "views": {"seconds": t_views},
     }
+
     def in_amp(branch: str, fn: Callable[[], Any]) -> Callable[[], Any]:
         def wrapped() -> Any:
             with model.branch_autocast(branch):
@@ -294,6 +296,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     branch_calls = batch_branch_calls(batch_views)
     features = model.branch_features(batch_views)
     branch_calls["fusion + score"] = lambda: model.score_features(features)
+
     def count(fn: Callable[[], Any]) -> int:  # FLOPs are counted through sdpa: FlexAttention runs under no counter
         model.set_attention_kernel("sdpa")
         try:
@@ -386,7 +389,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
 
     if args.as_loss:
-        loss_model = dvlta_metric.create(args.model, pretrained=args.pretrained, device=device, as_loss=True, **overrides)
+        loss_model = dvlta_metric.create(
+            args.model, pretrained=args.pretrained, device=device, as_loss=True, **overrides
+        )
         loss_model.set_precision(args.precision).set_grad_checkpointing(args.checkpointing)
         clip = full.frames[: args.loss_frames].to(device).float().div(255).requires_grad_(True)
         if device.type == "cuda":
@@ -397,8 +402,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 loss_model(clip).backward()
 
         seconds, _ = timed(fwd_bwd, device, 1, warmup=0)
-        entry = {"frames": int(clip.shape[0]), "size": list(clip.shape[-2:]), "seconds": seconds,
-                 "grad_checkpointing": args.checkpointing}
+        entry = {
+            "frames": int(clip.shape[0]),
+            "size": list(clip.shape[-2:]),
+            "seconds": seconds,
+            "grad_checkpointing": args.checkpointing,
+        }
         if device.type == "cuda":
             entry["cuda_max_allocated_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
         result["as_loss_backward"] = entry
@@ -414,9 +423,11 @@ SHORT = {"fragments (Swin3D + head)": "Swin3D", "temporal context": "TCM", "temp
 
 def print_table(r: dict[str, Any]) -> None:
     rate = r["matmul_rate"]
-    print(f"model {r['model']} on {r['device']} ({r['device_name']}, {r['threads']} threads), "
-          f"precision {r['precision']}, torch {r['torch']}, tuned allocator {r.get('tuned_allocator', False)}, "
-          f"compiled {r.get('compile', False)}, attention {r.get('attention_kernel', 'sdpa')}")
+    print(
+        f"model {r['model']} on {r['device']} ({r['device_name']}, {r['threads']} threads), "
+        f"precision {r['precision']}, torch {r['torch']}, tuned allocator {r.get('tuned_allocator', False)}, "
+        f"compiled {r.get('compile', False)}, attention {r.get('attention_kernel', 'sdpa')}"
+    )
     print(f"measured matmul rate ({rate['dtype']}): {rate['flops_per_s'] / 1e9:.1f} GFLOP/s")
     if "matmul_rate_half" in r:
         half = r["matmul_rate_half"]
@@ -433,18 +444,26 @@ def print_table(r: dict[str, Any]) -> None:
         print(f"{name:32s} {s['seconds'] * 1e3:10.1f} {gf:>9s} {fr:>8s}")
     e = r.get("end_to_end")
     if e:
-        print(f"\nfile path {e['file_path_seconds'] * 1e3:.1f} ms, tensor path {e['tensor_path_seconds'] * 1e3:.1f} ms; "
-              f"decode+views {100 * e['decode_and_views_share_of_file_path']:.1f}% of the file path; "
-              f"model at {e['model_flops_fraction_of_matmul_rate']:.2f} of the matmul rate")
+        print(
+            f"\nfile path {e['file_path_seconds'] * 1e3:.1f} ms, tensor path {e['tensor_path_seconds'] * 1e3:.1f} ms; "
+            f"decode+views {100 * e['decode_and_views_share_of_file_path']:.1f}% of the file path; "
+            f"model at {e['model_flops_fraction_of_matmul_rate']:.2f} of the matmul rate"
+        )
     print("\nbatch  videos/s  of rate")
     for bs, t in r["throughput_tensor_path"].items():
-        mem = f"  {t['cuda_max_allocated_mib_per_video']:.0f} MiB/video" if "cuda_max_allocated_mib_per_video" in t else ""
+        mem = (
+            f"  {t['cuda_max_allocated_mib_per_video']:.0f} MiB/video"
+            if "cuda_max_allocated_mib_per_video" in t
+            else ""
+        )
         branches = "".join(f"  {SHORT.get(k, k)} {v * 1e3:.1f} ms" for k, v in t.get("branch_seconds", {}).items())
         print(f"{bs:>5s} {t['videos_per_s']:9.2f} {t['flops_fraction_of_matmul_rate']:8.2f}{mem}{branches}")
     if "fastvqa_reference" in r:
         f = r["fastvqa_reference"]
-        print(f"\nfragment backbone, one clip: official FAST-VQA {f['reference_seconds_per_clip'] * 1e3:.0f} ms, "
-              f"ours {f['ours_seconds_per_clip'] * 1e3:.0f} ms ({f['speedup']:.2f}x), max diff {f['max_abs_diff']:.1e}")
+        print(
+            f"\nfragment backbone, one clip: official FAST-VQA {f['reference_seconds_per_clip'] * 1e3:.0f} ms, "
+            f"ours {f['ours_seconds_per_clip'] * 1e3:.0f} ms ({f['speedup']:.2f}x), max diff {f['max_abs_diff']:.1e}"
+        )
     if "profile" in r:
         p = r["profile"]
         print(f"\nprofile at batch {p['batch_size']} ({p['total_ms']:.1f} ms of operator self time):")
@@ -452,13 +471,18 @@ def print_table(r: dict[str, Any]) -> None:
             print(f"  {op['ms']:9.2f} ms {100 * op['share']:5.1f}%  {op['calls']:5d}x  {op['name']}")
     if "score_files" in r:
         f = r["score_files"]
-        print(f"\nscore_files: {f['videos_per_s']:.2f} videos/s with {f['workers']} workers "
-              f"({f['fraction_of_decode_only']:.2f} of decoding alone with the same workers, {f['decode_only_videos_per_s']:.2f}/s)")
+        print(
+            f"\nscore_files: {f['videos_per_s']:.2f} videos/s with {f['workers']} workers "
+            f"({f['fraction_of_decode_only']:.2f} of decoding alone with the same workers, "
+            f"{f['decode_only_videos_per_s']:.2f}/s)"
+        )
     if "as_loss_backward" in r:
         a = r["as_loss_backward"]
         print(f"\nas_loss forward+backward, {a['frames']} frames {a['size']}: {a['seconds']:.1f} s")
-    print(f"\npeak RSS {r['peak_rss_mib']:.0f} MiB" + (
-        f", CUDA max allocated {r['cuda_max_allocated_mib']:.0f} MiB" if "cuda_max_allocated_mib" in r else ""))
+    print(
+        f"\npeak RSS {r['peak_rss_mib']:.0f} MiB"
+        + (f", CUDA max allocated {r['cuda_max_allocated_mib']:.0f} MiB" if "cuda_max_allocated_mib" in r else "")
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -474,28 +498,46 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     parser.add_argument("--compile", action="store_true", help="torch.compile the branches")
-    parser.add_argument("--compile-mode", choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
-                        help="torch.compile mode for --compile (default: torch's default)")
-    parser.add_argument("--attention-kernel", default="sdpa", choices=["sdpa", "flex"],
-                        help="window attention kernel of the fragment backbone")
+    parser.add_argument(
+        "--compile-mode",
+        choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+        help="torch.compile mode for --compile (default: torch's default)",
+    )
+    parser.add_argument(
+        "--attention-kernel",
+        default="sdpa",
+        choices=["sdpa", "flex"],
+        help="window attention kernel of the fragment backbone",
+    )
     parser.add_argument("--files", type=int, default=0, help="also time score_files over N copies of the video")
     parser.add_argument("--files-batch", type=int, default=1)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--as-loss", action="store_true", help="also time one forward+backward to the pixels")
     parser.add_argument("--loss-frames", type=int, default=32)
     parser.add_argument("--checkpointing", action="store_true", help="gradient checkpointing for --as-loss")
-    parser.add_argument("--fastvqa-reference", metavar="SWIN_BACKBONE_PY",
-                        help="path to the official FAST-VQA fastvqa/models/swin_backbone.py, to time it on the same clip")
-    parser.add_argument("--no-tune-allocator", action="store_true",
-                        help="on CPU, leave glibc malloc as it is (see dvlta_metric.tune_allocator)")
-    parser.add_argument("--profile", action="store_true",
-                        help="also profile one call at the largest batch size: top operators by self time")
+    parser.add_argument(
+        "--fastvqa-reference",
+        metavar="SWIN_BACKBONE_PY",
+        help="path to the official FAST-VQA fastvqa/models/swin_backbone.py, to time it on the same clip",
+    )
+    parser.add_argument(
+        "--no-tune-allocator",
+        action="store_true",
+        help="on CPU, leave glibc malloc as it is (see dvlta_metric.tune_allocator)",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also profile one call at the largest batch size: top operators by self time",
+    )
     parser.add_argument("--profile-top", type=int, default=15, help="operators kept by --profile")
-    parser.add_argument("--branch-times", action="store_true",
-                        help="also time each branch alone at every batch size")
-    parser.add_argument("--throughput-only", action="store_true",
-                        help="skip the per-stage and end-to-end timings of one video: FLOPs (counted uncompiled) and "
-                        "the batch throughput only, e.g. for a compiled model at one batch size")
+    parser.add_argument("--branch-times", action="store_true", help="also time each branch alone at every batch size")
+    parser.add_argument(
+        "--throughput-only",
+        action="store_true",
+        help="skip the per-stage and end-to-end timings of one video: FLOPs (counted uncompiled) and "
+        "the batch throughput only, e.g. for a compiled model at one batch size",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     parser.add_argument("--output", help="also write the JSON to this file")
     args = parser.parse_args(argv)

@@ -21,10 +21,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from bench import make_video  # benchmarks/bench.py: this script runs as a file, with its folder on sys.path
+
 import dvlta_metric
 from dvlta_metric.video_io import read_video
-
-from bench import make_video  # benchmarks/bench.py: this script runs as a file, with its folder on sys.path
 
 
 def measure(path: Path, select: Any, workers: int, decoder_threads: int, files: int) -> float:

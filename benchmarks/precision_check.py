@@ -83,9 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--precisions", default="bf16,fp16", help="comma-separated, compared with fp32")
     parser.add_argument("--pretrained", action="store_true")
-    parser.add_argument("--attention-kernels", default="sdpa",
-                        help="comma-separated fragment attention kernels (sdpa, flex) to run each precision with; "
-                        "the float32 reference always uses sdpa, and with flex fp32 is compared as well")
+    parser.add_argument(
+        "--attention-kernels",
+        default="sdpa",
+        help="comma-separated fragment attention kernels (sdpa, flex) to run each precision with; "
+        "the float32 reference always uses sdpa, and with flex fp32 is compared as well",
+    )
     parser.add_argument("--output", type=Path, help="also write the JSON report here")
     args = parser.parse_args(argv)
     device = torch.device(args.device)

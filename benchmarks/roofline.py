@@ -284,9 +284,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--card", default="H200", help="name recorded with the result")
     parser.add_argument("--peak-tflops", type=float, default=664.0, help="matmul rate (bench.py measures it)")
     parser.add_argument("--bandwidth-tbs", type=float, default=4.8, help="memory bandwidth, TB/s")
-    parser.add_argument("--exp-rate-t", type=float, default=3.9,
-                        help="softmax exponentials per second, in 1e12 (H100/H200 SXM: 3.9, from the "
-                        "FlashAttention-3 paper); 0 leaves them out")
+    parser.add_argument(
+        "--exp-rate-t",
+        type=float,
+        default=3.9,
+        help="softmax exponentials per second, in 1e12 (H100/H200 SXM: 3.9, from the "
+        "FlashAttention-3 paper); 0 leaves them out",
+    )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--frames", type=int, default=240, help="frames of the generated input video")
     parser.add_argument("--height", type=int, default=540)

@@ -213,13 +213,20 @@ def _attention_section(name: str, r: dict[str, Any]) -> list[str]:
     rows.append(["all blocks timed", ""] + [_num(r["total_ms_all_blocks"].get(v), 3) for v in variants])
     out += _table(["stage, block kind (blocks)", "bias MiB"] + [f"`{v}`" for v in variants], rows)
     diffs = {
-        v: max((s.get("max_abs_diff", {}).get(v) for s in r["stages"]
-                if isinstance(s.get("max_abs_diff", {}).get(v), (int, float))), default=None)
+        v: max(
+            (
+                s.get("max_abs_diff", {}).get(v)
+                for s in r["stages"]
+                if isinstance(s.get("max_abs_diff", {}).get(v), (int, float))
+            ),
+            default=None,
+        )
         for v in variants
     }
     out += [
         "Largest absolute difference from `sdpa` over the stages: "
-        + ", ".join(f"`{v}` {_num(d, 2)}" for v, d in diffs.items() if d is not None) + ".",
+        + ", ".join(f"`{v}` {_num(d, 2)}" for v, d in diffs.items() if d is not None)
+        + ".",
         "",
     ]
     return out
@@ -251,13 +258,25 @@ def _roofline_section(name: str, r: dict[str, Any]) -> list[str]:
     rows = []
     for part, res in [("whole model", r), *r.get("branches", {}).items()]:
         for bound, b in res["bounds"].items():
-            rows.append([part, bound, _num(1e3 * b["seconds_per_batch"]), _num(b["videos_per_s"]),
-                         _num(b["max_fraction_of_matmul_rate"], 2), _num(b["bandwidth_bound_share"], 2)])
+            rows.append(
+                [
+                    part,
+                    bound,
+                    _num(1e3 * b["seconds_per_batch"]),
+                    _num(b["videos_per_s"]),
+                    _num(b["max_fraction_of_matmul_rate"], 2),
+                    _num(b["bandwidth_bound_share"], 2),
+                ]
+            )
     out += _table(["part", "bound", "ms per batch", "videos/s", "max ratio", "bandwidth-bound"], rows)
     top = r.get("top_operators_ms", {})
     if top:
-        out += ["Largest operators in the *every operator* bound, ms per batch: "
-                + ", ".join(f"`{k.removeprefix('aten.')}` {_num(v)}" for k, v in top.items()) + ".", ""]
+        out += [
+            "Largest operators in the *every operator* bound, ms per batch: "
+            + ", ".join(f"`{k.removeprefix('aten.')}` {_num(v)}" for k, v in top.items())
+            + ".",
+            "",
+        ]
     return out
 
 
@@ -278,7 +297,8 @@ _BENCH_KEYS = frozenset(
         "model", "device", "device_name", "threads", "torch", "precision", "compile", "video", "matmul_rate",
         "stages", "flops_per_video", "fastvqa_reference", "end_to_end", "throughput_tensor_path", "score_files",
         "as_loss_backward", "peak_rss_mib", "cuda_max_allocated_mib", "command", "note", "matmul_rate_half",
-        "branch_dtypes", "profile", "attention_kernel", "compile_mode", "clips_in_heads", "swin_sdpa_backend", "tuned_allocator",
+        "branch_dtypes", "profile", "attention_kernel", "compile_mode", "clips_in_heads", "swin_sdpa_backend",
+        "tuned_allocator",
     }
 )  # fmt: skip
 """Entries of a ``bench.py`` result that have their own table; any other entry is listed as it is."""
@@ -462,8 +482,7 @@ def _bench_section(name: str, r: dict[str, Any]) -> list[str]:
     other = {k: v for k, v in r.items() if k not in _BENCH_KEYS}
     if other:
         rows = [
-            [f"`{k}`", _num(v) if not isinstance(v, (dict, list)) else f"`{json.dumps(v)}`"]
-            for k, v in other.items()
+            [f"`{k}`", _num(v) if not isinstance(v, (dict, list)) else f"`{json.dumps(v)}`"] for k, v in other.items()
         ]
         out += ["**Other entries**", ""] + _table(["entry", "value"], rows)
 
@@ -481,7 +500,8 @@ def _precision_section(name: str, r: dict[str, Any]) -> list[str]:
         out += [f"* Machine: {r['device_name']} (`{r.get('device', '?')}`); torch {r.get('torch', '?')}", ""]
     out += [
         "Largest differences from float32 with `model.set_precision(...)`, over generated videos of several",
-        "sizes" + (" and the video files the command names" if r.get("files") or r.get("bench_video") else "")
+        "sizes"
+        + (" and the video files the command names" if r.get("files") or r.get("bench_video") else "")
         + ". With random",
         "weights the scores are not meaningful quality values; a score changes most for a given feature",
         "change where it is near 0.5.",
@@ -614,12 +634,16 @@ def _summary(results: dict[str, Any]) -> list[str]:
                     if str(r.get("device", "")).startswith("cpu") and r.get("threads")
                     else ""
                 ),
-                _settings(r).replace("precision ", "").replace("no `torch.compile`", "eager")
+                _settings(r)
+                .replace("precision ", "")
+                .replace("no `torch.compile`", "eager")
                 .replace("`torch.compile`", "compiled"),
                 _ms(e.get("file_path_seconds")),
                 _num(t.get("1", {}).get("videos_per_s")) if "1" in t else "-",
                 f"{_num(best[1].get('videos_per_s'))} (batch {best[0]}; "
-                f"{_num(best[1].get('flops_fraction_of_matmul_rate'), 2)} of matmul rate)" if best else "-",
+                f"{_num(best[1].get('flops_fraction_of_matmul_rate'), 2)} of matmul rate)"
+                if best
+                else "-",
                 _num(r["score_files"]["videos_per_s"]) if isinstance(r.get("score_files"), dict) else "-",
             ]
         )
@@ -673,12 +697,8 @@ def render(directory: Path = RESULTS) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Render docs/benchmarks.md from benchmarks/results/*.json.")
-    parser.add_argument(
-        "--check", action="store_true", help="exit 1 if the page is out of date instead of writing it"
-    )
-    parser.add_argument(
-        "--results", type=Path, default=RESULTS, help="results folder (default: benchmarks/results)"
-    )
+    parser.add_argument("--check", action="store_true", help="exit 1 if the page is out of date instead of writing it")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="results folder (default: benchmarks/results)")
     parser.add_argument("--page", type=Path, default=PAGE, help="page to write (default: docs/benchmarks.md)")
     args = parser.parse_args(argv)
     text = render(args.results)

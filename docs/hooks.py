@@ -63,9 +63,7 @@ def _public_names() -> list[str]:
     """``dvlta_metric.__all__``, read from the source."""
     tree = ast.parse((ROOT / "__init__.py").read_text(encoding="utf-8"))
     for node in tree.body:
-        if isinstance(node, ast.Assign) and any(
-            isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets
-        ):
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
             return [ast.literal_eval(e) for e in node.value.elts]  # type: ignore[attr-defined]
     return []
 

@@ -20,9 +20,7 @@ _M_TOP_PAD = -2
 _M_MMAP_THRESHOLD = -3
 
 
-def tune_allocator(
-    mmap_threshold: int = 1 << 30, trim_threshold: int = (1 << 31) - 1, top_pad: int = 1 << 28
-) -> bool:
+def tune_allocator(mmap_threshold: int = 1 << 30, trim_threshold: int = (1 << 31) - 1, top_pad: int = 1 << 28) -> bool:
     """Keep large freed blocks in the heap (glibc ``mallopt``), so activations are reused, not re-faulted.
 
     Args:

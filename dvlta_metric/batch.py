@@ -137,7 +137,7 @@ def _read(model: DVLTAVQA, path: str) -> _Decoded:
             views = model.make_views(video)
         ready = stream.record_event() if stream is not None else None
         return _Decoded(path, views, None, time.perf_counter() - start, _warning(video), ready)
-    except Exception as err:  # noqa: BLE001 - recorded in the file's result; the batch goes on
+    except Exception as err:
         return _Decoded(path, None, _describe(err), time.perf_counter() - start)
 
 
@@ -178,7 +178,7 @@ def _score(model: DVLTAVQA, jobs: list[_Decoded], explain: bool) -> list[FileRes
         try:
             with torch.no_grad():
                 scores, weights, _ = model.score_views([cast(dict, jobs[i].views) for i in group])
-        except Exception as err:  # noqa: BLE001 - a failing group is retried file by file
+        except Exception as err:
             if len(group) == 1:
                 i = group[0]
                 results[i] = FileResult(jobs[i].path, None, _describe(err), name, seconds=jobs[i].seconds)

@@ -132,9 +132,7 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(
-            f"{path}: not a readable safetensors file (truncated or corrupt?): {err}"
-        ) from None
+        raise CheckpointError(f"{path}: not a readable safetensors file (truncated or corrupt?): {err}") from None
 
 
 def _listing(keys: list[str]) -> str:
@@ -192,8 +190,7 @@ def load_weights_strict(module: torch.nn.Module, state: dict[str, torch.Tensor],
     if problems:
         raise CheckpointError(f"{source}: the weights do not match the model; " + "; ".join(problems))
     cast = {
-        k: (v.to(own[k].dtype) if v.is_floating_point() and own[k].is_floating_point() else v)
-        for k, v in state.items()
+        k: (v.to(own[k].dtype) if v.is_floating_point() and own[k].is_floating_point() else v) for k, v in state.items()
     }
     module.load_state_dict(cast, strict=True)
 

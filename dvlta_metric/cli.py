@@ -194,7 +194,7 @@ def _score(args: argparse.Namespace) -> int:
         if args.random_weights:
             torch.manual_seed(0)  # the same random weights on every run, so runs can be compared
         model = create(args.model, pretrained=not args.random_weights, device=args.device, precision=args.precision)
-    except Exception as err:  # noqa: BLE001 - weights unavailable, bad device, ...: the message says what to do
+    except Exception as err:
         message = str(err)
         if "pretrained=False" in message:  # the library's advice, in this command's words
             message += " (on the command line: --random-weights)"

@@ -402,17 +402,13 @@ class ModelConfig:
         changes: dict[str, Any] = {}
         for key, value in overrides.items():
             if key not in valid:
-                raise TypeError(
-                    f"unknown model option {key!r}; valid options are: {', '.join(sorted(valid))}"
-                )
+                raise TypeError(f"unknown model option {key!r}; valid options are: {', '.join(sorted(valid))}")
             current = getattr(self, key)
             if dataclasses.is_dataclass(current) and isinstance(value, dict):
                 sub_valid = {f.name for f in fields(current)}
                 bad = sorted(set(value) - sub_valid)
                 if bad:
-                    raise TypeError(
-                        f"unknown option(s) {bad} for {key}; valid: {', '.join(sorted(sub_valid))}"
-                    )
+                    raise TypeError(f"unknown option(s) {bad} for {key}; valid: {', '.join(sorted(sub_valid))}")
                 value = dataclasses.replace(current, **_tupleize(value))
             changes[key] = _tupleize(value) if isinstance(value, (list, tuple)) else value
         return dataclasses.replace(self, **changes)

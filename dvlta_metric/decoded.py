@@ -42,9 +42,7 @@ class DecodedVideo:
             raise ValueError(
                 f"DecodedVideo: frames {tuple(self.frames.shape)} do not match {self.indices.numel()} indices"
             )
-        if self.indices.numel() and (
-            int(self.indices.min()) < 0 or int(self.indices.max()) >= self.num_frames
-        ):
+        if self.indices.numel() and (int(self.indices.min()) < 0 or int(self.indices.max()) >= self.num_frames):
             raise ValueError(f"DecodedVideo: indices outside [0, {self.num_frames})")
         if self.indices.numel() > 1 and not bool((self.indices[1:] > self.indices[:-1]).all()):
             raise ValueError("DecodedVideo: indices must be sorted and unique")

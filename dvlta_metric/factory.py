@@ -85,9 +85,7 @@ def parse_model_name(name: str) -> ModelName:
         return ModelName("local-dir", os.path.expanduser(path))
     if name in list_models():
         return ModelName("registry", name)
-    looks_like_path = (
-        os.sep in name or "/" in name or name.startswith((".", "~")) or os.path.exists(name)
-    )
+    looks_like_path = os.sep in name or "/" in name or name.startswith((".", "~")) or os.path.exists(name)
     if looks_like_path:
         raise ValueError(
             f"{name!r} looks like a path, not a model name. To load a saved model directory use "
@@ -167,8 +165,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         count = _device_count(dev.type)
         if count is not None and dev.index >= count:
             raise ValueError(
-                f"device {str(dev)!r} was requested but this machine has {count} {dev.type} device(s), "
-                f"numbered from 0"
+                f"device {str(dev)!r} was requested but this machine has {count} {dev.type} device(s), numbered from 0"
             )
     return dev
 
@@ -345,9 +342,7 @@ def _check_registered_config(name: str, registered: ModelConfig, hub: ModelConfi
     )
 
 
-def _hub_files(
-    repo_id: str, revision: str | None, cache_dir: str | Path | None, weights: str
-) -> tuple[Path, Path]:
+def _hub_files(repo_id: str, revision: str | None, cache_dir: str | Path | None, weights: str) -> tuple[Path, Path]:
     """Download ``config.json`` and the weights file of one repository revision.
 
     Args:

@@ -21,7 +21,6 @@ LIBRARY_NAME = "dvlta-metric"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-
 def check_repo_id(repo_id: object, *, what: str) -> str:
     """Check that ``repo_id`` is a valid Hub model repository id of the form ``org/name``.
 

@@ -19,9 +19,7 @@ float32), the most the views process at once (:data:`~dvlta_metric.views.fragmen
 FLOAT_DTYPES = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64})
 """Float dtypes a video may have (values in [0, 1]); float8 and other formats are refused."""
 
-_LAYOUT_HINT = (
-    "expected RGB frames as (T, 3, H, W) for one video or (B, T, 3, H, W) for a batch"
-)
+_LAYOUT_HINT = "expected RGB frames as (T, 3, H, W) for one video or (B, T, 3, H, W) for a batch"
 
 
 def check_video(video: torch.Tensor, *, name: str = "video") -> None:
@@ -116,6 +114,4 @@ def split_batch(x: object) -> list[torch.Tensor]:
         for i, v in enumerate(x):
             check_video(v, name=f"video {i} of the list")
         return list(x)
-    raise TypeError(
-        f"expected a video tensor, a list of video tensors, or a file path; got {type(x).__name__}"
-    )
+    raise TypeError(f"expected a video tensor, a list of video tensors, or a file path; got {type(x).__name__}")

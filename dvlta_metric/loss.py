@@ -78,9 +78,7 @@ def rank_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return hinge.sum() / (n * (n - 1)) / scale
 
 
-def quality_loss(
-    pred: torch.Tensor, target: torch.Tensor, rank_weight: float = 0.0
-) -> torch.Tensor:
+def quality_loss(pred: torch.Tensor, target: torch.Tensor, rank_weight: float = 0.0) -> torch.Tensor:
     """The training objective: ``plcc_loss + rank_weight * rank_loss`` (``rank_weight = 0.3`` in FAST-VQA).
 
     Args:

@@ -101,10 +101,7 @@ class Explanation:
         """One plain dictionary per video: ``score`` and ``weight_<branch>`` for each branch."""
         scores = self.score.reshape(-1).tolist()
         weights = self.weights.reshape(len(scores), -1).tolist()
-        return [
-            {"score": s, **{f"weight_{b}": w for b, w in zip(self.branches, ws)}}
-            for s, ws in zip(scores, weights)
-        ]
+        return [{"score": s, **{f"weight_{b}": w for b, w in zip(self.branches, ws)}} for s, ws in zip(scores, weights)]
 
 
 class DVLTAVQA(nn.Module):
@@ -576,9 +573,7 @@ class DVLTAVQA(nn.Module):
                 "the heads, the fusion and the score in float32"
             )
 
-    def score_views(
-        self, views: Sequence[dict[str, torch.Tensor]]
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def score_views(self, views: Sequence[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Score videos from their views (as made by :meth:`make_views`), batched in one call.
 
         :meth:`score_files` makes the views in its decoding threads and only this step in the main thread.
@@ -592,8 +587,10 @@ class DVLTAVQA(nn.Module):
         self._check_dtype()
         if not views:
             raise ValueError("score_views needs the views of at least one video, got an empty sequence")
-        if self.training and len(views) < 2 and any(
-            isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training for m in self.modules()
+        if (
+            self.training
+            and len(views) < 2
+            and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training for m in self.modules())
         ):
             raise ValueError(
                 "in training mode the batch norms use batch statistics, which need at least 2 videos per call, "
@@ -667,7 +664,12 @@ class DVLTAVQA(nn.Module):
         from .batch import score_files
 
         return score_files(
-            self, paths, batch_size=batch_size, num_workers=num_workers, progress=progress, explain=explain,
+            self,
+            paths,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            progress=progress,
+            explain=explain,
             prefetch=prefetch,
         )
 

@@ -36,10 +36,7 @@ def yaml_scalar(value: object) -> str:
         if char in ('"', "\\"):
             out.append("\\" + char)
         elif (
-            code < 0x20
-            or 0x7F <= code <= 0x9F
-            or 0xD800 <= code <= 0xDFFF
-            or char in "\u2028\u2029\ufeff\ufffe\uffff"
+            code < 0x20 or 0x7F <= code <= 0x9F or 0xD800 <= code <= 0xDFFF or char in "\u2028\u2029\ufeff\ufffe\uffff"
         ):
             out.append(f"\\u{code:04x}")
         else:

@@ -150,9 +150,7 @@ def check_openai_clip_config(config: ModelConfig) -> None:
         )
 
 
-def register_model(
-    config: ModelConfig, weights: WeightSource | None = None, *, overwrite: bool = False
-) -> ModelConfig:
+def register_model(config: ModelConfig, weights: WeightSource | None = None, *, overwrite: bool = False) -> ModelConfig:
     """Add a configuration to the registry under ``config.name``.
 
     Args:

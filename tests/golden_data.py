@@ -68,9 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         save_file({k: v.detach().half().contiguous() for k, v in model.state_dict().items()}, WEIGHTS)
     golden = json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {}
     golden["_about"] = (
-        "Scores on seeded synthetic videos: dvlta-vqa-tiny with the stored weights tests/data/tiny_weights.safetensors, "
-        "dvlta-vqa with the weights torch.manual_seed(0) draws. Written by tests/golden_data.py; tests/test_golden.py "
-        "checks them."
+        "Scores on seeded synthetic videos: dvlta-vqa-tiny with the stored weights "
+        "tests/data/tiny_weights.safetensors, dvlta-vqa with the weights torch.manual_seed(0) draws. "
+        "Written by tests/golden_data.py; tests/test_golden.py checks them."
     )
     golden["dvlta-vqa-tiny"] = explain_rows(stored_tiny_model())
     GOLDEN.write_text(json.dumps(golden, indent=1) + "\n")

@@ -57,8 +57,9 @@ def test_flex_falls_back_where_gradients_are_needed() -> None:
     # on CPU FlexAttention has no backward: a call that needs gradients gets the sdpa kernel
     grad_tensors = model.window_tensors(size, torch.device("cpu"), torch.float32, requires_grad=True)
     assert all(t.kernel == "sdpa" for stage in grad_tensors for t in stage)
-    assert all(t.kernel == "flex" for stage in model.window_tensors(size, torch.device("cpu"), torch.float32)
-               for t in stage)
+    assert all(
+        t.kernel == "flex" for stage in model.window_tensors(size, torch.device("cpu"), torch.float32) for t in stage
+    )
     x = torch.randn(1, 3, 8, 64, 64, requires_grad=True)
     model(x).sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()

@@ -10,11 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from video_files import Clips, make_clips, write_clip, write_still
 
 from dvlta_metric.batch import FileResult, score_files
 from dvlta_metric.video_io import read_video
-
-from video_files import Clips, make_clips, write_clip, write_still
 
 
 @pytest.fixture(scope="module")

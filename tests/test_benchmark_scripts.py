@@ -19,31 +19,76 @@ BENCHMARKS = ROOT / "benchmarks"
 def _run(script: str, *args: str) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run(
-        [sys.executable, str(BENCHMARKS / script), *args], capture_output=True, text=True, env=env, timeout=600
+        [sys.executable, str(BENCHMARKS / script), *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
 def test_bench_writes_stages_throughput_and_profile(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    _run("bench.py", "--model", "dvlta-vqa-tiny", "--device", "cpu", "--resolution", "160x120", "--seconds", "1",
-         "--batch-sizes", "1,2", "--repeats", "1", "--branch-times", "--profile", "--profile-top", "5",
-         "--files", "2", "--workers", "1", "--output", str(out))
+    _run(
+        "bench.py",
+        "--model",
+        "dvlta-vqa-tiny",
+        "--device",
+        "cpu",
+        "--resolution",
+        "160x120",
+        "--seconds",
+        "1",
+        "--batch-sizes",
+        "1,2",
+        "--repeats",
+        "1",
+        "--branch-times",
+        "--profile",
+        "--profile-top",
+        "5",
+        "--files",
+        "2",
+        "--workers",
+        "1",
+        "--output",
+        str(out),
+    )
     r = json.loads(out.read_text())
     assert set(r["stages"]) >= {"decode (needed frames)", "views", "fragments (Swin3D + head)", "fusion + score"}
     assert r["flops_per_video"] > 0 and r["end_to_end"]["file_path_seconds"] > 0
     assert r["copy_bandwidth"]["bytes_per_s"] > 0
     assert set(r["throughput_tensor_path"]) == {"1", "2"}
     assert set(r["throughput_tensor_path"]["2"]["branch_seconds"]) == {
-        "fragments (Swin3D + head)", "temporal context", "temporal CLIP"
+        "fragments (Swin3D + head)",
+        "temporal context",
+        "temporal CLIP",
     }
     assert len(r["profile"]["ops"]) == 5 and r["score_files"]["errors"] == 0
 
 
 def test_bench_throughput_only_skips_the_one_video_timings(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    _run("bench.py", "--model", "dvlta-vqa-tiny", "--device", "cpu", "--resolution", "160x120", "--seconds", "1",
-         "--batch-sizes", "2", "--repeats", "1", "--throughput-only", "--output", str(out))
+    _run(
+        "bench.py",
+        "--model",
+        "dvlta-vqa-tiny",
+        "--device",
+        "cpu",
+        "--resolution",
+        "160x120",
+        "--seconds",
+        "1",
+        "--batch-sizes",
+        "2",
+        "--repeats",
+        "1",
+        "--throughput-only",
+        "--output",
+        str(out),
+    )
     r = json.loads(out.read_text())
     assert "end_to_end" not in r and "fragments (Swin3D + head)" not in r["stages"]
     assert r["flops_per_video"] > 0 and r["throughput_tensor_path"]["2"]["videos_per_s"] > 0
@@ -51,8 +96,22 @@ def test_bench_throughput_only_skips_the_one_video_timings(tmp_path: Path) -> No
 
 def test_attention_variants_agree_with_sdpa(tmp_path: Path) -> None:
     out = tmp_path / "attention.json"
-    _run("attention_variants.py", "--device", "cpu", "--precision", "fp32", "--clips", "1", "--stages", "4",
-         "--repeats", "1", "--no-flex", "--output", str(out))
+    _run(
+        "attention_variants.py",
+        "--device",
+        "cpu",
+        "--precision",
+        "fp32",
+        "--clips",
+        "1",
+        "--stages",
+        "4",
+        "--repeats",
+        "1",
+        "--no-flex",
+        "--output",
+        str(out),
+    )
     r = json.loads(out.read_text())
     assert [s["stage"] for s in r["stages"]] == [4, 4]
     for stage in r["stages"]:
@@ -63,8 +122,19 @@ def test_attention_variants_agree_with_sdpa(tmp_path: Path) -> None:
 
 def test_precision_check_reports_each_precision(tmp_path: Path) -> None:
     out = tmp_path / "precision.json"
-    _run("precision_check.py", "--model", "dvlta-vqa-tiny", "--device", "cpu", "--videos", "1",
-         "--precisions", "bf16", "--output", str(out))
+    _run(
+        "precision_check.py",
+        "--model",
+        "dvlta-vqa-tiny",
+        "--device",
+        "cpu",
+        "--videos",
+        "1",
+        "--precisions",
+        "bf16",
+        "--output",
+        str(out),
+    )
     r = json.loads(out.read_text())
     assert r["bf16"]["max_score_diff"] < 2e-3
     assert set(r["bf16"]["branches"]) == {"bvfe", "tcm", "vbtc"}
@@ -72,8 +142,21 @@ def test_precision_check_reports_each_precision(tmp_path: Path) -> None:
 
 def test_roofline_writes_bounds(tmp_path: Path) -> None:
     out = tmp_path / "roofline.json"
-    _run("roofline.py", "--model", "dvlta-vqa-tiny", "--frames", "16", "--height", "120", "--width", "160",
-         "--batch-size", "4", "--output", str(out))
+    _run(
+        "roofline.py",
+        "--model",
+        "dvlta-vqa-tiny",
+        "--frames",
+        "16",
+        "--height",
+        "120",
+        "--width",
+        "160",
+        "--batch-size",
+        "4",
+        "--output",
+        str(out),
+    )
     r = json.loads(out.read_text())
     assert r["kind"] == "roofline" and r["flops_per_video"] > 0
     every, matmuls = r["bounds"]["every operator"], r["bounds"]["matmuls only"]

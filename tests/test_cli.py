@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from video_files import Clips, make_clips
 
 import dvlta_metric.batch
 from dvlta_metric.cli import main
-
-from video_files import Clips, make_clips
 
 TINY = ["--model", "dvlta-vqa-tiny", "--random-weights", "--device", "cpu", "--no-progress"]
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -133,8 +132,13 @@ def test_usage_errors_exit_2(capsys, tmp_path: Path, clips: Clips, argv: list[st
     (tmp_path / "out.csv").write_text("path,score,model,error\n")
     (tmp_path / "foreign.csv").write_text("path,quality\nx.mp4,3\n")
     (tmp_path / "old.jsonl").write_text('{"path": "x.mp4", "score": 0.5}\n')
-    subs = {"landscape": clips.landscape, "empty_dir": tmp_path / "empty", "out": tmp_path / "out.csv",
-            "foreign": tmp_path / "foreign.csv", "jsonl": tmp_path / "old.jsonl"}
+    subs = {
+        "landscape": clips.landscape,
+        "empty_dir": tmp_path / "empty",
+        "out": tmp_path / "out.csv",
+        "foreign": tmp_path / "foreign.csv",
+        "jsonl": tmp_path / "old.jsonl",
+    }
     code, out, err = run(capsys, *[a.format(**subs) for a in argv])
     assert code == 2
     assert words in err and "Traceback" not in err
@@ -309,7 +313,7 @@ def test_default_model_has_weights_and_a_closed_pipe_is_not_an_error(monkeypatch
 def test_an_interrupt_while_loading_the_model_exits_130(capsys, monkeypatch, clips: Clips) -> None:
     import dvlta_metric.cli
 
-    def interrupted(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - stands in for create()
+    def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(dvlta_metric.cli, "create", interrupted)

@@ -42,11 +42,11 @@ from typing import Any
 
 import pytest
 import torch
+from video_files import write_clip
 
 import dvlta_metric
 import dvlta_metric.cli
 import dvlta_metric.registry
-from video_files import write_clip
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
@@ -159,7 +159,7 @@ def test_python_examples_run(page: Path, docs_workdir: Path) -> None:
         compiled = compile(code, f"{_rel(page)}:{line}", "exec")
         try:
             with torch.random.fork_rng():
-                exec(compiled, namespace)  # noqa: S102 - the documentation's own examples
+                exec(compiled, namespace)
         except Exception as err:
             raise AssertionError(f"the example at {_rel(page)} line {line} failed: {err!r}\n{code}") from err
 
@@ -328,21 +328,15 @@ def test_api_reference_documents_every_public_name(site: Path) -> None:
         "factory",
         "model",
     ]
-    modules += [
-        f"branches.{p.stem}" for p in (REPO / "dvlta_metric" / "branches").glob("*.py") if p.stem != "__init__"
-    ]
+    modules += [f"branches.{p.stem}" for p in (REPO / "dvlta_metric" / "branches").glob("*.py") if p.stem != "__init__"]
     for module in modules:
         prefix = f"dvlta_metric.{module}"
-        assert any(i == prefix or i.startswith(prefix + ".") for i in ids) or module in ("factory", "model"), (
-            module
-        )
+        assert any(i == prefix or i.startswith(prefix + ".") for i in ids) or module in ("factory", "model"), module
     for module in [m for m in modules if m.startswith("branches.")]:
         tree = ast.parse((REPO / "dvlta_metric" / (module.replace(".", "/") + ".py")).read_text(encoding="utf-8"))
         classes = [n.name for n in tree.body if isinstance(n, ast.ClassDef) and not n.name.startswith("_")]
         for cls in classes:
-            assert f"dvlta_metric.{module}.{cls}" in ids, (
-                f"dvlta_metric.{module}.{cls} is not in the API reference"
-            )
+            assert f"dvlta_metric.{module}.{cls}" in ids, f"dvlta_metric.{module}.{cls} is not in the API reference"
 
 
 def test_architecture_figure_is_on_the_home_page(site: Path) -> None:

@@ -11,10 +11,9 @@ import json
 
 import pytest
 import torch
+from golden_data import GOLDEN, VIDEOS, golden_video, stored_tiny_model
 
 import dvlta_metric
-
-from golden_data import GOLDEN, VIDEOS, golden_video, stored_tiny_model
 
 EXPECTED = json.loads(GOLDEN.read_text())
 

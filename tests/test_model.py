@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -135,7 +135,7 @@ def test_pretrained_without_weights_is_a_clear_error() -> None:
         (lambda: torch.rand(0, 4, 3, 64, 64), ValueError, "empty"),
         (lambda: torch.rand(4, 3, 15, 64), ValueError, "too small"),
         (lambda: torch.randint(0, 9, (4, 3, 64, 64)), TypeError, "dtype"),
-        (lambda: [], ValueError, "empty list"),
+        (list, ValueError, "empty list"),
         (lambda: [torch.rand(4, 3, 64, 64), "x"], TypeError, "video 1 of the list"),
         (lambda: 3.0, TypeError, "expected a video tensor"),
     ],

@@ -38,9 +38,7 @@ def full_model() -> SwinTransformer3D:
     return SwinTransformer3D().eval()
 
 
-def _expected_keys(
-    depths: tuple[int, ...], frag_biases: tuple[bool, ...], patch_norm: bool = True
-) -> set[str]:
+def _expected_keys(depths: tuple[int, ...], frag_biases: tuple[bool, ...], patch_norm: bool = True) -> set[str]:
     keys = {"patch_embed.proj.weight", "patch_embed.proj.bias", "norm.weight", "norm.bias"}
     if patch_norm:
         keys |= {"patch_embed.norm.weight", "patch_embed.norm.bias"}

@@ -17,14 +17,9 @@ from dvlta_metric.branches.tadaconv import RouteFunc, TAdaConv2d, calibrated_ker
 ATOL = 1e-5
 
 
-def _per_frame_conv(
-    x: Tensor, weight: Tensor, stride: int, padding: int, bias: Tensor | None = None
-) -> Tensor:
+def _per_frame_conv(x: Tensor, weight: Tensor, stride: int, padding: int, bias: Tensor | None = None) -> Tensor:
     """Apply ``F.conv2d`` to every frame separately and restack on dim 2 (reference)."""
-    frames = [
-        F.conv2d(x[:, :, t], weight, bias, stride=stride, padding=padding)
-        for t in range(x.shape[2])
-    ]
+    frames = [F.conv2d(x[:, :, t], weight, bias, stride=stride, padding=padding) for t in range(x.shape[2])]
     return torch.stack(frames, dim=2)
 
 
@@ -32,9 +27,7 @@ def _randomise_route(route: RouteFunc, seed: int = 0) -> None:
     """Give ``conv_b`` non-zero weights so that ``alpha`` is non-trivial."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        route.conv_b.weight.copy_(
-            torch.randn(route.conv_b.weight.shape, generator=generator) * 0.5
-        )
+        route.conv_b.weight.copy_(torch.randn(route.conv_b.weight.shape, generator=generator) * 0.5)
 
 
 @pytest.fixture(autouse=True)
@@ -42,9 +35,7 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
-@pytest.mark.parametrize(
-    ("stride", "padding", "bias"), [(1, 1, False), (2, 1, False), (2, 0, True)]
-)
+@pytest.mark.parametrize(("stride", "padding", "bias"), [(1, 1, False), (2, 1, False), (2, 0, True)])
 def test_init_equals_per_frame_conv2d(stride: int, padding: int, bias: bool) -> None:
     route = RouteFunc(8, reduction=4)
     conv = TAdaConv2d(8, 12, kernel_size=3, stride=stride, padding=padding, bias=bias)
@@ -58,9 +49,7 @@ def test_init_equals_per_frame_conv2d(stride: int, padding: int, bias: bool) -> 
 
 
 @pytest.mark.parametrize(("stride", "padding"), [(1, 1), (2, 1), (1, 0)])
-def test_calibrated_matches_grouped_kernel_oracle_and_scaled_input(
-    stride: int, padding: int
-) -> None:
+def test_calibrated_matches_grouped_kernel_oracle_and_scaled_input(stride: int, padding: int) -> None:
     route = RouteFunc(8, reduction=2, kernels=(3, 5))
     _randomise_route(route)
     conv = TAdaConv2d(8, 6, kernel_size=3, stride=stride, padding=padding)
@@ -68,9 +57,7 @@ def test_calibrated_matches_grouped_kernel_oracle_and_scaled_input(
     alpha = route(x)
     assert not torch.allclose(alpha, torch.ones_like(alpha))
     out = conv(x, alpha)
-    grouped = calibrated_kernel_conv(
-        x, alpha, conv.weight, stride=stride, padding=padding
-    )
+    grouped = calibrated_kernel_conv(x, alpha, conv.weight, stride=stride, padding=padding)
     scaled = _per_frame_conv(x * alpha, conv.base_weight, stride, padding)
     torch.testing.assert_close(out, grouped, atol=ATOL, rtol=0)
     torch.testing.assert_close(out, scaled, atol=ATOL, rtol=0)
@@ -81,9 +68,7 @@ def test_grouped_oracle_accepts_4d_weight_and_bias() -> None:
     x = torch.randn(2, 4, 3, 7, 6)
     alpha = torch.rand(2, 4, 3, 1, 1) + 0.5
     out = conv(x, alpha)
-    oracle = calibrated_kernel_conv(
-        x, alpha, conv.base_weight, padding=(1, 0), bias=conv.bias
-    )
+    oracle = calibrated_kernel_conv(x, alpha, conv.base_weight, padding=(1, 0), bias=conv.bias)
     torch.testing.assert_close(out, oracle, atol=ATOL, rtol=0)
 
 

@@ -25,9 +25,7 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
-def _activate(
-    model: TemporalContextModule, clip: Tensor, steps: int = 3
-) -> TemporalContextModule:
+def _activate(model: TemporalContextModule, clip: Tensor, steps: int = 3) -> TemporalContextModule:
     """Randomise ``conv_b`` and ``bn2``, fill BN running stats, switch to eval."""
     with torch.no_grad():
         for stage in model.stages:
@@ -65,9 +63,7 @@ def test_temporal_pool_equals_avgpool3d(frames: int) -> None:
 def test_temporal_pool_short_clips(frames: int) -> None:
     x = torch.randn(1, 2, frames, 3, 3)
     padded = F.pad(x, (0, 0, 0, 0, 1, 1))
-    expected = torch.stack(
-        [padded[:, :, t : t + 3].sum(2) / 3 for t in range(frames)], dim=2
-    )
+    expected = torch.stack([padded[:, :, t : t + 3].sum(2) / 3 for t in range(frames)], dim=2)
     torch.testing.assert_close(TemporalAvgPool(3)(x), expected, atol=ATOL, rtol=0)
 
 
@@ -106,9 +102,7 @@ def test_cbam_matches_manual_computation() -> None:
     frames = []
     for t in range(x.shape[2]):
         f = xc[:, :, t]
-        pooled = torch.cat(
-            [f.mean(dim=1, keepdim=True), f.amax(dim=1, keepdim=True)], dim=1
-        )
+        pooled = torch.cat([f.mean(dim=1, keepdim=True), f.amax(dim=1, keepdim=True)], dim=1)
         frames.append(f * torch.sigmoid(cbam.spatial.bn(cbam.spatial.conv(pooled))))
     torch.testing.assert_close(cbam(x), torch.stack(frames, dim=2), atol=ATOL, rtol=0)
 

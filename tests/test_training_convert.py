@@ -31,9 +31,7 @@ def _expected_prompts(state: dict[str, torch.Tensor]) -> torch.Tensor:
     cfg = tiny_config()
     clip = build_clip(cfg.clip_vision, cfg.clip_text, cfg.embed_dim)
     clip.load_state_dict(state)
-    return encode_prompts(
-        clip, [cfg.prompts.fusion, cfg.prompts.positive, cfg.prompts.negative], 77
-    )
+    return encode_prompts(clip, [cfg.prompts.fusion, cfg.prompts.positive, cfg.prompts.negative], 77)
 
 
 def test_vificlip_and_fastvqa_convert_strictly(
@@ -51,9 +49,7 @@ def test_vificlip_and_fastvqa_convert_strictly(
     vifi: dict[str, torch.Tensor] = sources["vifi_state"]  # type: ignore[assignment]
     openai: dict[str, torch.Tensor] = sources["openai_state"]  # type: ignore[assignment]
     visual = model.temporal_clip.visual.state_dict()
-    assert visual.keys() == {
-        k[len("visual.") :] for k in vifi if k.startswith("visual.")
-    }
+    assert visual.keys() == {k[len("visual.") :] for k in vifi if k.startswith("visual.")}
     for key, value in visual.items():
         assert torch.equal(value, vifi["visual." + key]), key
     swin: dict[str, torch.Tensor] = sources["swin_state"]  # type: ignore[assignment]
@@ -62,18 +58,12 @@ def test_vificlip_and_fastvqa_convert_strictly(
     assert all(torch.equal(backbone[k], swin[k]) for k in swin)
     # prompts: ViFi-CLIP's text tower with OpenAI's token embedding
     text_state = {**vifi, "token_embedding.weight": openai["token_embedding.weight"]}
-    assert torch.allclose(
-        model.prompt_embeddings, _expected_prompts(text_state), atol=1e-6
-    )
+    assert torch.allclose(model.prompt_embeddings, _expected_prompts(text_state), atol=1e-6)
     _, meta = read_config(tmp_path / "init" / "config.json")
     src = meta["sources"]
-    assert src["clip"]["kind"] == "vificlip" and src["clip"]["dropped"] == {
-        "prompt_learner": 2
-    }
+    assert src["clip"]["kind"] == "vificlip" and src["clip"]["dropped"] == {"prompt_learner": 2}
     assert src["clip"]["from_openai_clip"] == ["token_embedding.weight"]
-    assert (
-        src["clip"]["read_with"] == "torch.load(weights_only=False)"
-    )  # the yacs-style config object
+    assert src["clip"]["read_with"] == "torch.load(weights_only=False)"  # the yacs-style config object
     assert src["fastvqa"]["read_with"] == "torch.load(weights_only=True)"
     n_blocks = sum(tiny_config().swin.depths)
     assert src["fastvqa"]["dropped"] == {
@@ -94,9 +84,7 @@ def test_openai_clip_alone(sources: dict, tmp_path: Path) -> None:
     assert rc == 0
     model = dvlta_metric.create(f"local-dir:{tmp_path / 'init'}", device="cpu")
     openai: dict[str, torch.Tensor] = sources["openai_state"]  # type: ignore[assignment]
-    assert torch.equal(
-        model.temporal_clip.visual.conv1.weight, openai["visual.conv1.weight"]
-    )
+    assert torch.equal(model.temporal_clip.visual.conv1.weight, openai["visual.conv1.weight"])
     assert torch.allclose(model.prompt_embeddings, _expected_prompts(openai), atol=1e-6)
 
 
@@ -127,11 +115,7 @@ def test_refuses_to_unpickle_without_allow_pickle(
         ])  # fmt: skip
         assert rc == 2
         err = capsys.readouterr().err
-        assert (
-            "refusing to load" in err
-            and "--allow-pickle" in err
-            and "arbitrary code" in err
-        )
+        assert "refusing to load" in err and "--allow-pickle" in err and "arbitrary code" in err
     assert not (tmp_path / "init").exists()
 
 
@@ -165,9 +149,7 @@ def test_missing_or_extra_backbone_keys_fail_listing_them(
     assert all(text in err for text in expected), err
 
 
-def test_missing_sources_are_named(
-    sources: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_missing_sources_are_named(sources: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root: Path = sources["root"]  # type: ignore[assignment]
     rc = convert.main([
         "--model", "dvlta-vqa-tiny", "--out", str(tmp_path / "a"), "--allow-pickle",
@@ -207,10 +189,7 @@ def test_random_init_directory(tmp_path: Path) -> None:
     a = dvlta_metric.create(f"local-dir:{tmp_path / 'r'}", device="cpu")
     torch.manual_seed(5)
     b = dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="cpu")
-    assert all(
-        torch.equal(x, y)
-        for x, y in zip(a.state_dict().values(), b.state_dict().values())
-    )
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     _, meta = read_config(tmp_path / "r" / "config.json")
     assert meta["sources"] == {"random_init": True} and meta["init_seed"] == 5
 
@@ -244,9 +223,7 @@ def test_a_file_that_is_not_a_checkpoint_is_named(
     assert not (tmp_path / "init").exists()
 
 
-def test_random_init_refuses_source_flags(
-    sources: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_random_init_refuses_source_flags(sources: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root: Path = sources["root"]  # type: ignore[assignment]
     for flags in (
         ["--openai-clip", str(root / "open_clip_model.safetensors")],

@@ -32,9 +32,7 @@ def test_shipped_label_files_parse(key: str) -> None:
     assert items[0].path == first
     assert len({i.path for i in items}) == rows  # no duplicate videos
     if key == "ytugc":
-        assert all(
-            i.duration is None and i.fps is None for i in items
-        )  # -1 means unknown
+        assert all(i.duration is None and i.fps is None for i in items)  # -1 means unknown
     else:
         assert all(i.duration and i.fps for i in items)
 
@@ -87,7 +85,7 @@ def test_check_reports_missing_and_unreadable_videos_up_front(
     make_quality_dataset(tmp_path, n=2, frames=4, height=64, width=64)
     (tmp_path / "videos" / "broken.mp4").write_bytes(b"\x00\x01 not a video " * 50)
     (tmp_path / "videos" / "empty.mp4").write_bytes(b"")
-    rows = [r for r in (tmp_path / "mos.csv").read_text().splitlines()[1:]]
+    rows = list((tmp_path / "mos.csv").read_text().splitlines()[1:])
     extra = ["videos/gone.mp4,2.0", "videos/broken.mp4,3.0", "videos/empty.mp4,1.0"]
     (tmp_path / "all.csv").write_text("path,mos\n" + "\n".join(rows + extra) + "\n")
     data = datasets.load_dataset(csv_file=tmp_path / "all.csv")
@@ -119,15 +117,11 @@ def test_random_splits_follow_the_documented_recipe() -> None:
         s = splits.random_split(1200, i)
         assert s.seed == 42 * (i + 1)
         perm = np.random.default_rng(s.seed).permutation(1200)
-        assert s.train == tuple(sorted(perm[:960].tolist())) and s.test == tuple(
-            sorted(perm[960:].tolist())
-        )
+        assert s.train == tuple(sorted(perm[:960].tolist())) and s.test == tuple(sorted(perm[960:].tolist()))
 
 
 @pytest.mark.parametrize("n, n_train", [(1200, 960), (585, 468), (1147, 918), (10, 8)])
-def test_random_splits_are_80_20_disjoint_and_deterministic(
-    n: int, n_train: int
-) -> None:
+def test_random_splits_are_80_20_disjoint_and_deterministic(n: int, n_train: int) -> None:
     all_splits = splits.random_splits(n)
     assert len(all_splits) == 10
     for s in all_splits:
@@ -161,18 +155,10 @@ def test_correlations_agree_with_scipy(seed: int) -> None:
     y = 0.6 * x + rng.normal(size=257)
     xt, yt = np.round(x * 2), np.round(y)  # with ties
     for a, b in ((x, y), (xt, yt)):
-        assert metrics.srocc(a, b) == pytest.approx(
-            scipy.stats.spearmanr(a, b)[0], abs=1e-12
-        )
-        assert metrics.krcc(a, b) == pytest.approx(
-            scipy.stats.kendalltau(a, b)[0], abs=1e-12
-        )
-        assert metrics.pearson(a, b) == pytest.approx(
-            scipy.stats.pearsonr(a, b)[0], abs=1e-12
-        )
-        assert metrics.plcc(a, b, fit=False) == pytest.approx(
-            scipy.stats.pearsonr(a, b)[0], abs=1e-12
-        )
+        assert metrics.srocc(a, b) == pytest.approx(scipy.stats.spearmanr(a, b)[0], abs=1e-12)
+        assert metrics.krcc(a, b) == pytest.approx(scipy.stats.kendalltau(a, b)[0], abs=1e-12)
+        assert metrics.pearson(a, b) == pytest.approx(scipy.stats.pearsonr(a, b)[0], abs=1e-12)
+        assert metrics.plcc(a, b, fit=False) == pytest.approx(scipy.stats.pearsonr(a, b)[0], abs=1e-12)
     assert np.array_equal(metrics.rankdata(xt), scipy.stats.rankdata(xt))
     assert metrics.krcc(x, y, block=10) == pytest.approx(metrics.krcc(x, y))
 
@@ -193,19 +179,11 @@ def test_logistic_fit_recovers_known_parameters() -> None:
 def test_logistic_fit_handles_negative_correlation_and_falls_back() -> None:
     x = np.linspace(0, 1, 50)
     y = 5 - 4 * x
-    assert metrics.plcc(x, y) == pytest.approx(
-        1.0, abs=1e-3
-    )  # the fit maps a decreasing relation too
-    fit = metrics.fit_logistic(
-        np.zeros(5), np.arange(5.0)
-    )  # constant predictions: no curve to fit
+    assert metrics.plcc(x, y) == pytest.approx(1.0, abs=1e-3)  # the fit maps a decreasing relation too
+    fit = metrics.fit_logistic(np.zeros(5), np.arange(5.0))  # constant predictions: no curve to fit
     assert fit.method == "linear" and np.allclose(fit(np.zeros(5)), 2.0)
-    res = metrics.all_metrics(
-        np.array([0.1, 0.5, 0.2, 0.9]), np.array([1.0, 3.0, 2.0, 4.0])
-    )
-    assert set(res) == {"srocc", "plcc", "krcc", "rmse", "n", "fit"} and res[
-        "srocc"
-    ] == pytest.approx(1.0)
+    res = metrics.all_metrics(np.array([0.1, 0.5, 0.2, 0.9]), np.array([1.0, 3.0, 2.0, 4.0]))
+    assert set(res) == {"srocc", "plcc", "krcc", "rmse", "n", "fit"} and res["srocc"] == pytest.approx(1.0)
 
 
 def test_metric_input_errors() -> None:
@@ -261,7 +239,9 @@ def test_jobs_with_fewer_than_two_test_videos_are_refused_before_training(tmp_pa
         def __len__(self) -> int:
             return self.n
 
-    full = Cache(name="mine", directory=tmp_path, n=10, available_rows=lambda: list(range(10)), path=lambda r: f"{r}.mp4")
+    full = Cache(
+        name="mine", directory=tmp_path, n=10, available_rows=lambda: list(range(10)), path=lambda r: f"{r}.mp4"
+    )
     assert [len(j.tests["mine"][1]) for j in make_jobs(full, [], [0], 0.8)] == [2]  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="split 0: 1 of its 1 test videos .* at least 2"):
         make_jobs(full, [], [0], 0.9)  # type: ignore[arg-type]

@@ -100,15 +100,11 @@ def test_training_learns_what_the_untrained_model_does_not(
     ])  # fmt: skip
     assert rc == 0
     untrained = json.loads((untrained_dir / "results.json").read_text())["metrics"]
-    print(
-        f"held-out SROCC: trained {trained['srocc']:.4f}, untrained {untrained['srocc']:.4f}"
-    )
+    print(f"held-out SROCC: trained {trained['srocc']:.4f}, untrained {untrained['srocc']:.4f}")
     assert trained["srocc"] >= 0.7 and trained["plcc"] >= 0.7
     assert untrained["srocc"] < 0.7
     summary = json.loads((run["run"] / "summary.json").read_text())
-    assert summary["median"]["mos"]["srocc"]["median"] == pytest.approx(
-        trained["srocc"]
-    )
+    assert summary["median"]["mos"]["srocc"]["median"] == pytest.approx(trained["srocc"])
     assert summary["median"]["mos"]["splits"] == 1
 
 
@@ -123,23 +119,13 @@ def test_saved_model_loads_and_scores_the_videos_as_the_trainer_evaluated(
     root = run["csv"].parent
     for row in rows:
         decoded = read_video(root / row["path"], select=model.needed_frames)
-        assert float(model(decoded)) == pytest.approx(float(row["pred"]), abs=1e-5), (
-            row["path"]
-        )
-    assert float(model(str(root / rows[0]["path"]))) == pytest.approx(
-        float(rows[0]["pred"]), abs=1e-5
-    )
+        assert float(model(decoded)) == pytest.approx(float(row["pred"]), abs=1e-5), row["path"]
+    assert float(model(str(root / rows[0]["path"]))) == pytest.approx(float(rows[0]["pred"]), abs=1e-5)
     _, meta = read_config(best / "config.json")
     assert meta["datasets"] == ["mos"] and meta["epoch"] == int(EPOCHS)
-    assert (
-        meta["split"]["seed"] == 42
-        and meta["split"]["index"] == 0
-        and meta["split"]["test"] == 12
-    )
+    assert meta["split"]["seed"] == 42 and meta["split"]["index"] == 0 and meta["split"]["test"] == 12
     assert set(meta["results"]["mos"]) == {"srocc", "plcc", "krcc", "rmse"}
-    assert meta["training"]["lr"] == 3e-3 and meta["init"]["sources"] == {
-        "random_init": True
-    }
+    assert meta["training"]["lr"] == 3e-3 and meta["init"]["sources"] == {"random_init": True}
     card = (best / "README.md").read_text()
     assert "## Results" in card and "srocc" in card
 
@@ -154,15 +140,10 @@ def test_evaluate_from_video_files_writes_metrics_and_scatter_plot(
     ])  # fmt: skip
     assert rc == 0
     doc = json.loads((out / "results.json").read_text())
-    trained = json.loads((run["run"] / "split_00" / "result.json").read_text())[
-        "results"
-    ]["mos"]
+    trained = json.loads((run["run"] / "split_00" / "result.json").read_text())["results"]["mos"]
     for metric in ("srocc", "plcc", "krcc", "rmse"):
         assert doc["metrics"][metric] == pytest.approx(trained[metric], abs=1e-4)
-    assert (
-        doc["fit"]["method"] in ("logistic", "linear")
-        and len(doc["fit"]["params"]) == 4
-    )
+    assert doc["fit"]["method"] in ("logistic", "linear") and len(doc["fit"]["params"]) == 4
     assert (out / "scatter.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len((out / "predictions.csv").read_text().splitlines()) == 13
 
@@ -182,42 +163,26 @@ def test_evaluate_refuses_test_rows_the_model_may_have_trained_on(
     assert "other test videos than the split the model was trained on" in capsys.readouterr().err
 
 
-def test_feature_cache_layout_size_and_resume(
-    run: dict[str, Path], capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_feature_cache_layout_size_and_resume(run: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     cache = FeatureCache(run["cache"])
     assert len(cache) == 48 and cache.available_rows() == list(range(48))
     model = dvlta_metric.create(f"local-dir:{run['init']}", device="cpu")
     cache.check_model(model)
     arrays = cache.arrays(0)
     cfg = model.config
-    assert arrays["fragments_train"].shape == (2, 128, 4, 7, 7) and arrays[
-        "fragments_eval"
-    ].shape == (2, 128, 4, 7, 7)
+    assert arrays["fragments_train"].shape == (2, 128, 4, 7, 7) and arrays["fragments_eval"].shape == (2, 128, 4, 7, 7)
     assert arrays["frames"].shape == (4, 3, 224, 224) and arrays["clip"].shape == (
         4,
         64,
     )
-    assert (
-        isinstance(arrays["frames"], np.memmap) and arrays["frames"].dtype == np.float32
-    )
-    assert (
-        -1e-5 < float(arrays["frames"].min())
-        and float(arrays["frames"].max()) < 1 + 1e-5
-    )
-    assert not np.allclose(
-        arrays["fragments_train"][0], arrays["fragments_train"][1]
-    )  # two augmented samples
+    assert isinstance(arrays["frames"], np.memmap) and arrays["frames"].dtype == np.float32
+    assert -1e-5 < float(arrays["frames"].min()) and float(arrays["frames"].max()) < 1 + 1e-5
+    assert not np.allclose(arrays["fragments_train"][0], arrays["fragments_train"][1])  # two augmented samples
     expected = cache_bytes_per_video(cfg, 2, "float32")
     meta = json.loads((cache.video_dir(0) / "meta.json").read_text())
     for name, size in meta["bytes"].items():
         assert 0 <= size - expected[name] <= 256  # plus the .npy header
-    assert (
-        cache_bytes_per_video(dvlta_metric.get_model_config("dvlta-vqa"), 8, "float16")[
-            "total"
-        ]
-        == 16_867_328
-    )
+    assert cache_bytes_per_video(dvlta_metric.get_model_config("dvlta-vqa"), 8, "float16")["total"] == 16_867_328
 
     # resumable and reproducible: a rerun skips everything; a removed video is recomputed identically
     before = {k: np.array(v) for k, v in cache.arrays(5).items()}
@@ -235,15 +200,11 @@ def test_feature_cache_layout_size_and_resume(
     assert "other settings" in capsys.readouterr().err
 
 
-def test_features_report_missing_videos_first(
-    run: dict[str, Path], capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_features_report_missing_videos_first(run: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     root = run["csv"].parent
     lines = run["csv"].read_text().splitlines()
     small = root / "small.csv"
-    small.write_text(
-        "\n".join([lines[0], *lines[1:4], "videos/not_there.mp4,3.0"]) + "\n"
-    )
+    small.write_text("\n".join([lines[0], *lines[1:4], "videos/not_there.mp4,3.0"]) + "\n")
     args = [
         "--model",
         f"local-dir:{run['init']}",
@@ -258,23 +219,13 @@ def test_features_report_missing_videos_first(
     assert features.main([*args, "--out", str(run["root"] / "small_cache")]) == 1
     err = capsys.readouterr().err
     assert (
-        "1 of 4 videos cannot be used (1 missing" in err
-        and "not_there.mp4: missing" in err
-        and "--skip-missing" in err
+        "1 of 4 videos cannot be used (1 missing" in err and "not_there.mp4: missing" in err and "--skip-missing" in err
     )
     assert not (run["root"] / "small_cache").exists()  # nothing was computed
-    assert (
-        features.main(
-            [*args, "--out", str(run["root"] / "small_cache"), "--skip-missing"]
-        )
-        == 1
-    )
+    assert features.main([*args, "--out", str(run["root"] / "small_cache"), "--skip-missing"]) == 1
     assert "0 failed, 1 skipped as missing, 0 as unreadable" in capsys.readouterr().out
     cache = FeatureCache(run["root"] / "small_cache")
-    assert (
-        cache.available_rows() == [0, 1, 2]
-        and cache.index["settings"]["dtype"] == "float16"
-    )
+    assert cache.available_rows() == [0, 1, 2] and cache.index["settings"]["dtype"] == "float16"
     assert cache.arrays(0)["fragments_train"].dtype == np.float16
 
 
@@ -325,7 +276,8 @@ def test_training_command_line_refuses_contradictions_before_training(
         "no epochs": (["--epochs", "0"], "--epochs must be at least 1"),
         # the module's run holds split 0 trained for 15 epochs: split 1 for 1 epoch would share its summary
         "other settings in --out": (
-            ["--split", "1", "--epochs", "1", "--out", str(run["run"])], "different values of settings"
+            ["--split", "1", "--epochs", "1", "--out", str(run["run"])],
+            "different values of settings",
         ),
     }
     for what, (args, words) in refused.items():
@@ -336,9 +288,7 @@ def test_training_command_line_refuses_contradictions_before_training(
 
 
 def _losses(directory: Path) -> list[float]:
-    return json.loads((directory / "split_00" / "history.json").read_text())[
-        "step_loss"
-    ]
+    return json.loads((directory / "split_00" / "history.json").read_text())["step_loss"]
 
 
 def test_resume_continues_exactly(run: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
@@ -346,10 +296,7 @@ def test_resume_continues_exactly(run: dict[str, Path], capsys: pytest.CaptureFi
     common = ["--cache", str(run["cache"]), "--epochs", "3", *TRAIN_ARGS]
     assert train.main([*common, "--out", str(straight)]) == 0
     assert train.main([*common, "--out", str(resumed), "--stop-after", "1"]) == 3
-    assert (
-        len(_losses(resumed)) == 3
-        and not (resumed / "split_00" / "result.json").exists()
-    )
+    assert len(_losses(resumed)) == 3 and not (resumed / "split_00" / "result.json").exists()
     # a resumption under another split or schedule is refused, naming what changed; the checkpoint is kept
     other = ["--cache", str(run["cache"]), "--epochs", "4", *TRAIN_ARGS, "--train-fraction", "0.5"]
     assert train.main([*other, "--out", str(resumed)]) == 2
@@ -413,16 +360,12 @@ def test_training_views_decode_exactly_the_frames_make_views_draws() -> None:
     for s in range(12):
         seed = sample_seed(7, s)
         idx = _train_clip(40, model.config, seed)
-        keep = sorted(
-            set(idx.flatten().tolist()) | set(range(5, 40, 10))
-        )  # + the frame view's frames
+        keep = sorted(set(idx.flatten().tolist()) | set(range(5, 40, 10)))  # + the frame view's frames
         decoded = DecodedVideo(video[keep], torch.tensor(keep), 40)
         model.train()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            views = model.make_views(
-                decoded
-            )  # raises if it needs a frame that was not decoded
+            views = model.make_views(decoded)  # raises if it needs a frame that was not decoded
         model.eval()
         assert views["fragments"].shape == (1, 3, 8, 224, 224)
         starts.add(int(idx[0, 0]))
@@ -432,9 +375,7 @@ def test_training_views_decode_exactly_the_frames_make_views_draws() -> None:
 def test_decoding_passes_hold_a_bounded_number_of_frames() -> None:
     from training.features import plan_reads
 
-    full = dvlta_metric.get_model_config(
-        "dvlta-vqa"
-    )  # inference view: 4 x 32 + 8 = 136 frames
+    full = dvlta_metric.get_model_config("dvlta-vqa")  # inference view: 4 x 32 + 8 = 136 frames
     assert plan_reads(full, 8, 128) == [
         (True, ()),
         (False, (0, 1, 2, 3)),

@@ -110,11 +110,7 @@ def test_push_uploads_and_prints_the_registry_entry(
     names = [c[0] for c in FakeApi.calls]
     assert names == ["init", "create_repo", "create_commit"]
     create = FakeApi.calls[1][1]
-    assert (
-        create["repo_type"] == "model"
-        and create["private"] is True
-        and create["exist_ok"] is True
-    )
+    assert create["repo_type"] == "model" and create["private"] is True and create["exist_ok"] is True
     upload = FakeApi.calls[2][1]
     assert upload["repo_id"] == "test-org/dvlta-tiny" and upload["repo_type"] == "model"
     files = _uploaded(FakeApi.calls)
@@ -126,42 +122,27 @@ def test_push_uploads_and_prints_the_registry_entry(
     assert (trained_dir / "README.md").read_bytes() == card_before  # the local card is not modified
 
     # the printed entry is valid Python for the registry, and create() then loads exactly these weights
-    source = eval(
-        re.search(r"WeightSource\(.*\)", out).group(0), {"WeightSource": WeightSource}
-    )
-    assert source == WeightSource(
-        "hub", repo_id="test-org/dvlta-tiny", revision=COMMIT, sha256=digest
-    )
+    source = eval(re.search(r"WeightSource\(.*\)", out).group(0), {"WeightSource": WeightSource})
+    assert source == WeightSource("hub", repo_id="test-org/dvlta-tiny", revision=COMMIT, sha256=digest)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    config = dvlta_metric.get_model_config("dvlta-vqa-tiny").replace(
-        name="test-pushed-tiny"
-    )
-    monkeypatch.setattr(
-        registry, "_REGISTRY", dict(registry._REGISTRY)
-    )  # the entry disappears after the test
+    config = dvlta_metric.get_model_config("dvlta-vqa-tiny").replace(name="test-pushed-tiny")
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))  # the entry disappears after the test
     monkeypatch.setattr(registry, "_WEIGHTS", dict(registry._WEIGHTS))
     registry.register_model(config, source)
     loaded = dvlta_metric.create("test-pushed-tiny", device="cpu", cache_dir=hub_cache)
     expected = dvlta_metric.create(f"local-dir:{trained_dir}", device="cpu")
-    assert all(
-        torch.equal(a, b)
-        for a, b in zip(loaded.state_dict().values(), expected.state_dict().values())
-    )
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), expected.state_dict().values()))
 
 
-def test_push_refuses_an_incomplete_directory(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_push_refuses_an_incomplete_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "config.json").write_text("{}")
     assert push.main(["--dir", str(tmp_path), "--repo", "test-org/x"]) == 2
     assert "model.safetensors" in capsys.readouterr().err
     assert FakeApi.calls == []  # nothing was contacted
 
 
-def test_each_push_uploads_a_card_for_its_own_repository(
-    trained_dir: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_each_push_uploads_a_card_for_its_own_repository(trained_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     card = trained_dir / "README.md"
     original = card.read_bytes()
     assert push.main(["--dir", str(trained_dir), "--repo", "me/scratch-test"]) == 0
@@ -178,9 +159,7 @@ def test_each_push_uploads_a_card_for_its_own_repository(
     capsys.readouterr()
 
 
-def test_truncated_weights_are_refused_before_any_upload(
-    trained_dir: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_truncated_weights_are_refused_before_any_upload(trained_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     weights = trained_dir / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
     assert push.main(["--dir", str(trained_dir), "--repo", "test-org/x", "--dry-run"]) == 2
@@ -190,9 +169,7 @@ def test_truncated_weights_are_refused_before_any_upload(
     assert FakeApi.calls == []  # nothing was contacted
 
 
-def test_dry_run_checks_and_prints_without_network(
-    trained_dir: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_dry_run_checks_and_prints_without_network(trained_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     before = {p.name: p.read_bytes() for p in trained_dir.iterdir()}
     digest = sha256_of(trained_dir / "model.safetensors")
     argv = ["--dir", str(trained_dir), "--repo", "test-org/dvlta-tiny", "--registry-name", "dvlta-vqa-konvid"]
@@ -253,9 +230,7 @@ def test_hub_and_network_failures_exit_1_with_a_message(
     assert err.startswith("error: the upload to test-org/x failed") and words in err and "hf auth login" in err
 
 
-def test_a_malformed_repository_id_is_a_usage_error(
-    trained_dir: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_a_malformed_repository_id_is_a_usage_error(trained_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     for repo in ("bad repo id", "a/b/c", "noslash"):
         assert push.main(["--dir", str(trained_dir), "--repo", repo]) == 2
         err = capsys.readouterr().err

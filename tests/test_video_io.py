@@ -10,12 +10,11 @@ import av
 import numpy as np
 import pytest
 import torch
+from video_files import STEP, Clips, frame_image, make_clips, mp4_boxes, write_clip, write_still
 
 from dvlta_metric import video_io
 from dvlta_metric.decoded import DecodedVideo
 from dvlta_metric.video_io import TAIL_SLACK, TS_PACKET_SIZES, VIDEO_EXTENSIONS, find_videos, read_video
-
-from video_files import STEP, Clips, frame_image, make_clips, mp4_boxes, write_clip, write_still
 
 
 @pytest.fixture(scope="module")

@@ -22,9 +22,7 @@ def _content(t: int, h: int, w: int, rng: np.random.Generator) -> torch.Tensor:
     base = torch.from_numpy(rng.random((1, 3, h // 8, w // 8))).float()
     base = F.interpolate(base, size=(h, w), mode="bicubic", align_corners=False)[0]
     yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-    for _ in range(
-        4
-    ):  # a few hard-edged rectangles give the content detail that blur can remove
+    for _ in range(4):  # a few hard-edged rectangles give the content detail that blur can remove
         y0, x0 = int(rng.integers(0, h - 24)), int(rng.integers(0, w - 24))
         hh, ww = int(rng.integers(12, 40)), int(rng.integers(12, 40))
         mask = (yy >= y0) & (yy < y0 + hh) & (xx >= x0) & (xx < x0 + ww)
@@ -32,14 +30,10 @@ def _content(t: int, h: int, w: int, rng: np.random.Generator) -> torch.Tensor:
     stripes = 0.5 + 0.5 * torch.sin(xx.float() * 0.6 + float(rng.uniform(0, 6.3)))
     base = 0.75 * base + 0.25 * stripes[None]
     dx = int(rng.integers(1, 4))
-    return torch.stack([torch.roll(base, i * dx, dims=-1) for i in range(t)]).clamp(
-        0, 1
-    )
+    return torch.stack([torch.roll(base, i * dx, dims=-1) for i in range(t)]).clamp(0, 1)
 
 
-def _distort(
-    video: torch.Tensor, kind: str, level: float, rng: np.random.Generator
-) -> torch.Tensor:
+def _distort(video: torch.Tensor, kind: str, level: float, rng: np.random.Generator) -> torch.Tensor:
     """Apply one distortion of strength ``level`` in [0, 1]."""
     if level <= 0:
         return video
@@ -63,23 +57,14 @@ def _distort(
 
 def write_video(path: Path, frames: torch.Tensor, fps: int = 25, crf: int = 12) -> None:
     """Encode ``(T, 3, H, W)`` frames in [0, 1] as H.264 (yuv420p) with PyAV."""
-    arr = (
-        (frames.clamp(0, 1) * 255)
-        .round()
-        .to(torch.uint8)
-        .permute(0, 2, 3, 1)
-        .contiguous()
-        .numpy()
-    )
+    arr = (frames.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height = arr.shape[2], arr.shape[1]
         stream.pix_fmt = "yuv420p"
         stream.options = {"crf": str(crf), "preset": "veryfast"}
         for img in arr:
-            for packet in stream.encode(
-                av.VideoFrame.from_ndarray(img, format="rgb24")
-            ):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
@@ -106,9 +91,7 @@ def make_quality_dataset(
     rows = []
     for i in range(n):
         clip = _content(frames, height, width, rng)
-        for kind in DISTORTIONS[
-            ::-1
-        ]:  # blocks, then blur, then noise, all at the clip's level
+        for kind in DISTORTIONS[::-1]:  # blocks, then blur, then noise, all at the clip's level
             clip = _distort(clip, kind, float(levels[i]), rng)
         name = f"videos/clip_{i:03d}_level{levels[i]:.2f}.mp4"
         write_video(root / name, clip)
@@ -152,9 +135,7 @@ def write_openai_clip(path: Path, seed: int = 1) -> dict[str, torch.Tensor]:
     return state
 
 
-def write_vificlip(
-    path: Path, seed: int = 2, *, drop: str | None = None
-) -> dict[str, torch.Tensor]:
+def write_vificlip(path: Path, seed: int = 2, *, drop: str | None = None) -> dict[str, torch.Tensor]:
     """A ViFi-CLIP-style checkpoint: ``{"model": {module.image_encoder.*, module.text_encoder.*, ...}, "config"}``.
 
     Returns the CLIP state it encodes (with the token embedding ViFi-CLIP does not store).
@@ -187,18 +168,12 @@ def make_swin_state(
     import dvlta_metric
 
     torch.manual_seed(seed)
-    backbone = dvlta_metric.create(
-        "dvlta-vqa-tiny", pretrained=False, device="cpu"
-    ).basic_visual.backbone
+    backbone = dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="cpu").basic_visual.backbone
     with torch.no_grad():
         for p in backbone.parameters():
             p.add_(0.01 * torch.randn_like(p))
     params = {k: v.detach().clone() for k, v in backbone.state_dict().items()}
-    index = {
-        k: v.clone()
-        for k, v in backbone.named_buffers()
-        if k.endswith("relative_position_index")
-    }
+    index = {k: v.clone() for k, v in backbone.named_buffers() if k.endswith("relative_position_index")}
     return params, index
 
 

@@ -63,9 +63,7 @@ class CachedForward(nn.Module):
         """The wrapped model."""
         return self._model[0]
 
-    def forward(
-        self, batch: dict[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """``(scores, fusion weights)`` of a batch from :class:`CachedVideos`.
 
         Args:
@@ -79,9 +77,7 @@ class CachedForward(nn.Module):
         feats: dict[str, torch.Tensor] = {}
         if model.basic_visual is not None:
             frag = batch["fragments"]
-            feats["bvfe"] = model.basic_visual.pool_head(
-                frag.flatten(0, 1), frag.shape[1]
-            )
+            feats["bvfe"] = model.basic_visual.pool_head(frag.flatten(0, 1), frag.shape[1])
         if model.temporal_context is not None:
             fv = model.config.frame_view
             frames = normalize(batch["frames"], fv.mean, fv.std)
@@ -111,9 +107,7 @@ class CachedVideos(torch.utils.data.Dataset):
         seed: Seed of the per-video offsets.
     """
 
-    def __init__(
-        self, cache: FeatureCache, rows: Sequence[int], *, train: bool, seed: int = 0
-    ) -> None:
+    def __init__(self, cache: FeatureCache, rows: Sequence[int], *, train: bool, seed: int = 0) -> None:
         self.cache = cache
         self.rows = list(rows)
         self.train = train
@@ -136,25 +130,19 @@ class CachedVideos(torch.utils.data.Dataset):
         }
         if "fragments_train" in arrays:
             if self.train:
-                k = (
-                    sample_offset(self.seed, row, self.cache.samples) + self.epoch
-                ) % self.cache.samples
+                k = (sample_offset(self.seed, row, self.cache.samples) + self.epoch) % self.cache.samples
                 frag = arrays["fragments_train"][k : k + 1]
             else:
                 frag = arrays["fragments_eval"]
             item["fragments"] = torch.from_numpy(np.array(frag, dtype=np.float32))
         if "frames" in arrays:
-            item["frames"] = torch.from_numpy(
-                np.array(arrays["frames"], dtype=np.float32)
-            )
+            item["frames"] = torch.from_numpy(np.array(arrays["frames"], dtype=np.float32))
         if "clip" in arrays:
             item["clip"] = torch.from_numpy(np.array(arrays["clip"], dtype=np.float32))
         return item
 
 
-def to_device(
-    batch: dict[str, torch.Tensor], device: torch.device
-) -> dict[str, torch.Tensor]:
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     """Move every tensor of a batch."""
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 

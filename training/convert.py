@@ -110,9 +110,7 @@ def load_checkpoint(path: str | Path, *, allow_pickle: bool = False) -> tuple[An
         try:
             return load_file(str(path), device="cpu"), "safetensors"
         except (SafetensorError, OSError, ValueError) as err:
-            raise ConvertError(
-                f"{path}: not a readable safetensors file: {err}"
-            ) from None
+            raise ConvertError(f"{path}: not a readable safetensors file: {err}") from None
     if not allow_pickle:
         raise ConvertError(f"refusing to load {path}: {PICKLE_HELP}")
     if not _looks_like_torch_file(path):
@@ -124,23 +122,19 @@ def load_checkpoint(path: str | Path, *, allow_pickle: bool = False) -> tuple[An
     # everything but a missing module is reported as an unreadable checkpoint naming the file.
     unreadable = f"{path}: cannot read the checkpoint: it is truncated, corrupt or not a PyTorch checkpoint"
     try:
-        return torch.load(
-            path, map_location="cpu", weights_only=True
-        ), "torch.load(weights_only=True)"
+        return torch.load(path, map_location="cpu", weights_only=True), "torch.load(weights_only=True)"
     except pickle.UnpicklingError:
         pass  # pickles more than tensors (ViFi-CLIP's yacs config): full unpickling, permitted by the flag
-    except Exception as err:  # noqa: BLE001 - see above
+    except Exception as err:
         raise ConvertError(f"{unreadable} ({type(err).__name__}: {err})") from None
     try:
-        return torch.load(
-            path, map_location="cpu", weights_only=False
-        ), "torch.load(weights_only=False)"
+        return torch.load(path, map_location="cpu", weights_only=False), "torch.load(weights_only=False)"
     except ModuleNotFoundError as err:
         raise ConvertError(
             f"{path}: the checkpoint pickles objects of the module {err.name!r}, which is not installed; "
             f"install it (ViFi-CLIP checkpoints need `pip install yacs`) and rerun"
         ) from None
-    except Exception as err:  # noqa: BLE001 - see above
+    except Exception as err:
         raise ConvertError(f"{unreadable} ({type(err).__name__}: {err})") from None
 
 
@@ -168,8 +162,7 @@ def _state_dict(obj: Any, keys: Sequence[str], what: str) -> dict[str, torch.Ten
         if tensors:
             return tensors
     raise ConvertError(
-        f"{what}: no state dict found (expected a dict of tensors, or one under {list(keys)}); "
-        "is this the right file?"
+        f"{what}: no state dict found (expected a dict of tensors, or one under {list(keys)}); is this the right file?"
     )
 
 
@@ -250,26 +243,16 @@ def fastvqa_to_swin(
     return out, dropped
 
 
-def _check_keys(
-    mapped: Mapping[str, Any], expected: set[str], what: str, allowed_missing: set[str]
-) -> None:
+def _check_keys(mapped: Mapping[str, Any], expected: set[str], what: str, allowed_missing: set[str]) -> None:
     missing = sorted(expected - set(mapped) - allowed_missing)
     extra = sorted(set(mapped) - expected)
     problems = []
     if missing:
-        problems.append(
-            f"{len(missing)} key(s) of the model are not in the checkpoint: {_listing(missing)}"
-        )
+        problems.append(f"{len(missing)} key(s) of the model are not in the checkpoint: {_listing(missing)}")
     if extra:
-        problems.append(
-            f"{len(extra)} checkpoint key(s) have no place in the model: {_listing(extra)}"
-        )
+        problems.append(f"{len(extra)} checkpoint key(s) have no place in the model: {_listing(extra)}")
     if problems:
-        raise ConvertError(
-            f"{what}: "
-            + "; ".join(problems)
-            + ". Does the checkpoint match --model's sizes?"
-        )
+        raise ConvertError(f"{what}: " + "; ".join(problems) + ". Does the checkpoint match --model's sizes?")
 
 
 def _openai_clip_file(spec: str, cache_dir: str | None) -> Path:
@@ -318,25 +301,19 @@ def convert(
     cfg = model.config
     sources: dict[str, Any] = {}
     if openai_clip is None and vificlip is None:
-        raise ConvertError(
-            "a CLIP source is needed (for the prompt embeddings): --vificlip and/or --openai-clip"
-        )
+        raise ConvertError("a CLIP source is needed (for the prompt embeddings): --vificlip and/or --openai-clip")
     if vificlip is not None and openai_clip is None:
         raise ConvertError(
             "ViFi-CLIP checkpoints have no token_embedding: give OpenAI CLIP too (--openai-clip hub or a file)"
         )
     if model.basic_visual is not None and fastvqa is None:
-        raise ConvertError(
-            f"{cfg.name} has the fragment branch: give the FAST-VQA-B checkpoint with --fastvqa"
-        )
+        raise ConvertError(f"{cfg.name} has the fragment branch: give the FAST-VQA-B checkpoint with --fastvqa")
 
     clip = build_clip(cfg.clip_vision, cfg.clip_text, cfg.embed_dim)
     expected = set(clip.state_dict())
     openai_path = _openai_clip_file(str(openai_clip), cache_dir)
     openai_obj, openai_how = load_checkpoint(openai_path, allow_pickle=allow_pickle)
-    openai_state = _state_dict(
-        openai_obj, ("state_dict", "model"), f"OpenAI CLIP {openai_path}"
-    )
+    openai_state = _state_dict(openai_obj, ("state_dict", "model"), f"OpenAI CLIP {openai_path}")
     if vificlip is None:
         _check_keys(openai_state, expected, f"OpenAI CLIP {openai_path}", set())
         clip_state = dict(openai_state)
@@ -347,9 +324,7 @@ def convert(
         mapped, dropped = vificlip_to_open_clip(
             _state_dict(vifi_obj, ("model", "state_dict"), f"ViFi-CLIP {vifi_path}")
         )
-        taken = [
-            k for k in ("token_embedding.weight", "logit_scale") if k not in mapped
-        ]
+        taken = [k for k in ("token_embedding.weight", "logit_scale") if k not in mapped]
         _check_keys(mapped, expected, f"ViFi-CLIP {vifi_path}", set(taken))
         missing_openai = [k for k in taken if k not in openai_state]
         if missing_openai:
@@ -362,30 +337,22 @@ def convert(
             dropped={k: len(v) for k, v in dropped.items()},
             from_openai_clip=taken,
         )
-        sources["openai_clip"] = _source(
-            openai_path, openai_how, kind="openai-clip", used_for=taken
-        )
+        sources["openai_clip"] = _source(openai_path, openai_how, kind="openai-clip", used_for=taken)
     load_weights_strict(clip, clip_state, source=sources["clip"]["file"])
     prompts = [cfg.prompts.fusion, cfg.prompts.positive, cfg.prompts.negative]
     embeddings = encode_prompts(clip, prompts, cfg.clip_text.context_length)
     with torch.no_grad():
         if model.temporal_clip is not None:
-            model.temporal_clip.visual.load_state_dict(
-                clip.visual.state_dict(), strict=True
-            )
+            model.temporal_clip.visual.load_state_dict(clip.visual.state_dict(), strict=True)
         prompts_buffer = model.get_buffer("prompt_embeddings")
         prompts_buffer.copy_(embeddings.to(prompts_buffer))
 
     if model.basic_visual is not None and fastvqa is not None:
         fast_path = Path(fastvqa)
         fast_obj, fast_how = load_checkpoint(fast_path, allow_pickle=allow_pickle)
-        swin_state, dropped = fastvqa_to_swin(
-            _state_dict(fast_obj, ("state_dict", "model"), f"FAST-VQA {fast_path}")
-        )
+        swin_state, dropped = fastvqa_to_swin(_state_dict(fast_obj, ("state_dict", "model"), f"FAST-VQA {fast_path}"))
         backbone = model.basic_visual.backbone
-        _check_keys(
-            swin_state, set(backbone.state_dict()), f"FAST-VQA {fast_path}", set()
-        )
+        _check_keys(swin_state, set(backbone.state_dict()), f"FAST-VQA {fast_path}", set())
         load_weights_strict(backbone, swin_state, source=str(fast_path))
         sources["fastvqa"] = _source(
             fast_path,
@@ -402,23 +369,17 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m training.convert",
         description="Upstream checkpoints (ViFi-CLIP / OpenAI CLIP, FAST-VQA-B) -> an initial model directory.",
     )
-    parser.add_argument(
-        "--out", required=True, help="model directory to write (save_pretrained)"
-    )
+    parser.add_argument("--out", required=True, help="model directory to write (save_pretrained)")
     parser.add_argument(
         "--model",
         default="dvlta-vqa",
         help="registry name of the architecture (default dvlta-vqa)",
     )
-    parser.add_argument(
-        "--vificlip", help="ViFi-CLIP ViT-B/16 checkpoint (.pth; needs --allow-pickle)"
-    )
+    parser.add_argument("--vificlip", help="ViFi-CLIP ViT-B/16 checkpoint (.pth; needs --allow-pickle)")
     parser.add_argument(
         "--openai-clip",
         default=None,
-        help="OpenAI CLIP ViT-B/16 in open_clip layout: 'hub' (default: download "
-        + OPENAI_CLIP_FILE
-        + ") or a file",
+        help="OpenAI CLIP ViT-B/16 in open_clip layout: 'hub' (default: download " + OPENAI_CLIP_FILE + ") or a file",
     )
     parser.add_argument(
         "--fastvqa",
@@ -441,12 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="no sources: write a randomly initialised model (refused with --vificlip, --fastvqa, --openai-clip, "
         "--cache-dir)",
     )
-    parser.add_argument(
-        "--fp16", action="store_true", help="store the weights as float16"
-    )
-    parser.add_argument(
-        "--cache-dir", help="Hugging Face cache for the OpenAI CLIP download"
-    )
+    parser.add_argument("--fp16", action="store_true", help="store the weights as float16")
+    parser.add_argument("--cache-dir", help="Hugging Face cache for the OpenAI CLIP download")
     return parser
 
 
@@ -516,9 +473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(src, dict):
             dropped = src.get("dropped")
             extra = f", dropped {dropped}" if dropped else ""
-            print(
-                f"{role}: {src['file']} (sha256 {src['sha256'][:12]}..., {src['read_with']}){extra}"
-            )
+            print(f"{role}: {src['file']} (sha256 {src['sha256'][:12]}..., {src['read_with']}){extra}")
     print(f"wrote {out} (load with dvlta_metric.create('local-dir:{out}'))")
     return 0
 

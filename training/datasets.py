@@ -232,11 +232,7 @@ class VQADataset:
                     unit="video",
                 )
             reasons = list(results)
-        problems = [
-            Problem(i, str(files[i]), reason)
-            for i, reason in enumerate(reasons)
-            if reason is not None
-        ]
+        problems = [Problem(i, str(files[i]), reason) for i, reason in enumerate(reasons) if reason is not None]
         return CheckReport(self.name, len(files), problems)
 
 
@@ -264,9 +260,7 @@ def probe_video(path: str | Path) -> str | None:
             if container.format.name == "tty":
                 return "a text file, not a video"
             attached = av.stream.Disposition.attached_pic
-            streams = [
-                s for s in container.streams.video if not (s.disposition & attached)
-            ]
+            streams = [s for s in container.streams.video if not (s.disposition & attached)]
             if not streams:
                 return "no video stream"
             for frame in container.decode(streams[0]):
@@ -321,17 +315,13 @@ def read_label_file(path: str | Path) -> list[VideoItem]:
         raise FileNotFoundError(f"label file {path} does not exist")
     items: list[VideoItem] = []
     seen: dict[str, int] = {}
-    for number, line in enumerate(
-        path.read_text(encoding="utf-8").splitlines(), start=1
-    ):
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
         where = f"{path}:{number}"
         fields = [f.strip() for f in line.rsplit(",", 3)]
         if len(fields) != 4 or not fields[0]:
-            raise ValueError(
-                f"{where}: expected '<path>, <duration or -1>, <fps or -1>, <MOS>', got {line.strip()!r}"
-            )
+            raise ValueError(f"{where}: expected '<path>, <duration or -1>, <fps or -1>, <MOS>', got {line.strip()!r}")
         duration = _number(fields[1], "duration", where)
         fps = _number(fields[2], "fps", where)
         mos = _number(fields[3], "MOS", where)
@@ -381,9 +371,7 @@ def read_csv(path: str | Path) -> list[VideoItem]:
             if not video:
                 raise ValueError(f"{where}: empty path")
             _first_listing(seen, video, number, where)
-            items.append(
-                VideoItem(video, _number(row.get(columns["mos"]) or "", "mos", where))
-            )
+            items.append(VideoItem(video, _number(row.get(columns["mos"]) or "", "mos", where)))
     if not items:
         raise ValueError(f"{path}: the CSV has no rows")
     return items
@@ -412,9 +400,7 @@ def load_dataset(
         FileNotFoundError: If the root folder or the label file does not exist.
     """
     if (dataset is None) == (csv_file is None):
-        raise ValueError(
-            "give either a dataset name (--dataset) or a CSV file (--csv), not both or neither"
-        )
+        raise ValueError("give either a dataset name (--dataset) or a CSV file (--csv), not both or neither")
     if csv_file is not None:
         csv_path = Path(csv_file)
         items = read_csv(csv_path)
@@ -424,14 +410,10 @@ def load_dataset(
         return VQADataset(csv_path.stem, base, items, csv_path)
     spec = dataset_spec(str(dataset))
     if root is None:
-        raise ValueError(
-            f"{spec.name}: give the folder holding its videos with --root ({spec.where})"
-        )
+        raise ValueError(f"{spec.name}: give the folder holding its videos with --root ({spec.where})")
     base = Path(root)
     if not base.is_dir():
-        raise FileNotFoundError(
-            f"{spec.name}: video root {base} is not a directory ({spec.where})"
-        )
+        raise FileNotFoundError(f"{spec.name}: video root {base} is not a directory ({spec.where})")
     label_path = Path(labels) if labels is not None else spec.label_file
     return VQADataset(spec.name, base, read_label_file(label_path), label_path)
 
@@ -445,17 +427,13 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
         dest="csv_file",
         help="your own data: a CSV with 'path' and 'mos' columns",
     )
-    group.add_argument(
-        "--root", help="folder holding the videos (for --csv: default the CSV's folder)"
-    )
+    group.add_argument("--root", help="folder holding the videos (for --csv: default the CSV's folder)")
     group.add_argument("--labels", help="label file to use instead of the shipped one")
 
 
 def dataset_from_arguments(args: argparse.Namespace) -> VQADataset:
     """The dataset named by :func:`add_dataset_arguments`'s options."""
-    return load_dataset(
-        args.dataset, args.root, labels=args.labels, csv_file=args.csv_file
-    )
+    return load_dataset(args.dataset, args.root, labels=args.labels, csv_file=args.csv_file)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -464,22 +442,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         0 when every video is readable, 1 when some are not, 2 for a usage error.
     """
-    parser = argparse.ArgumentParser(
-        prog="python -m training.datasets", description=main.__doc__
-    )
+    parser = argparse.ArgumentParser(prog="python -m training.datasets", description=main.__doc__)
     add_dataset_arguments(parser)
-    parser.add_argument(
-        "--workers", type=int, default=8, help="probing threads (default 8)"
-    )
-    parser.add_argument(
-        "--list", action="store_true", help="list the known datasets and exit"
-    )
+    parser.add_argument("--workers", type=int, default=8, help="probing threads (default 8)")
+    parser.add_argument("--list", action="store_true", help="list the known datasets and exit")
     args = parser.parse_args(argv)
     if args.list:
         for spec in DATASETS.values():
-            print(
-                f"{spec.key:8s} {spec.name:12s} {spec.rows:5d} videos, MOS {spec.mos_scale}: {spec.where}"
-            )
+            print(f"{spec.key:8s} {spec.name:12s} {spec.rows:5d} videos, MOS {spec.mos_scale}: {spec.where}")
         return 0
     try:
         data = dataset_from_arguments(args)

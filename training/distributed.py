@@ -156,9 +156,7 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
 
     def _check_input_dim(self, input: torch.Tensor) -> None:
         if input.dim() < 2:
-            raise ValueError(
-                f"expected at least 2-D input (N, C, ...), got {input.dim()}-D"
-            )
+            raise ValueError(f"expected at least 2-D input (N, C, ...), got {input.dim()}-D")
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         self._check_input_dim(input)
@@ -166,20 +164,12 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
             return super().forward(input)
         c = input.shape[1]
         dims = [0, *range(2, input.dim())]
-        count = torch.tensor(
-            [input.numel() / c], dtype=input.dtype, device=input.device
-        )
-        stats = all_reduce_sum(
-            torch.cat([input.sum(dims), (input * input).sum(dims), count])
-        )
+        count = torch.tensor([input.numel() / c], dtype=input.dtype, device=input.device)
+        stats = all_reduce_sum(torch.cat([input.sum(dims), (input * input).sum(dims), count]))
         n = stats[-1]
         mean = stats[:c] / n
         var = (stats[c : 2 * c] / n - mean * mean).clamp_min(0.0)
-        if (
-            self.track_running_stats
-            and self.running_mean is not None
-            and self.running_var is not None
-        ):
+        if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
             with torch.no_grad():
                 tracked = self.num_batches_tracked
                 if tracked is not None:
@@ -207,9 +197,7 @@ def convert_batchnorm(module: nn.Module) -> nn.Module:
     Returns:
         The same module (or the replacement, if ``module`` itself is a batch norm).
     """
-    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(
-        module, GlobalBatchNorm
-    ):
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, GlobalBatchNorm):
         new = GlobalBatchNorm(
             module.num_features,
             module.eps,
@@ -219,11 +207,7 @@ def convert_batchnorm(module: nn.Module) -> nn.Module:
         )
         new.load_state_dict(module.state_dict())
         new.train(module.training)
-        return (
-            new.to(next(iter(module.state_dict().values())).device)
-            if module.state_dict()
-            else new
-        )
+        return new.to(next(iter(module.state_dict().values())).device) if module.state_dict() else new
     for name, child in list(module.named_children()):
         replaced = convert_batchnorm(child)
         if replaced is not child:

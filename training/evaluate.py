@@ -127,11 +127,7 @@ def scatter_plot(
     if title:
         ax.set_title(title)
     if metrics:
-        text = "\n".join(
-            f"{k.upper()} {metrics[k]:.4f}"
-            for k in ("srocc", "plcc", "krcc", "rmse")
-            if k in metrics
-        )
+        text = "\n".join(f"{k.upper()} {metrics[k]:.4f}" for k in ("srocc", "plcc", "krcc", "rmse") if k in metrics)
         ax.text(0.03, 0.97, text, transform=ax.transAxes, va="top", fontsize=8,
                 bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.8})  # fmt: skip
     ax.legend(loc="lower right", fontsize=8)
@@ -173,9 +169,7 @@ def evaluate_predictions(
         writer.writerow(["path", "mos", "pred"])
         for name, m, p in zip(names, mos, pred):
             writer.writerow([name, m, repr(float(p))])
-    scatter_plot(
-        pred[ok], mos[ok], out / "scatter.png", fit=fit, title=title, metrics=metrics
-    )
+    scatter_plot(pred[ok], mos[ok], out / "scatter.png", fit=fit, title=title, metrics=metrics)
     doc = {
         "metrics": metrics,
         "fit": {"method": fit.method, "params": list(fit.params)},
@@ -241,9 +235,7 @@ def _rows(n: int, split: int | None, subset: str, fraction: float) -> list[int]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``python -m training.evaluate``."""
-    p = argparse.ArgumentParser(
-        prog="python -m training.evaluate", description="Evaluate a model on a dataset."
-    )
+    p = argparse.ArgumentParser(prog="python -m training.evaluate", description="Evaluate a model on a dataset.")
     p.add_argument(
         "--model",
         required=True,
@@ -271,12 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder for results.json, predictions.csv, scatter.png",
     )
     p.add_argument("--device", help="cpu, cuda (default: cuda when available)")
-    p.add_argument(
-        "--workers", type=int, default=2, help="decoding threads (default 2)"
-    )
-    p.add_argument(
-        "--batch-size", type=int, default=16, help="videos per forward with --cache"
-    )
+    p.add_argument("--workers", type=int, default=2, help="decoding threads (default 2)")
+    p.add_argument("--batch-size", type=int, default=16, help="videos per forward with --cache")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -293,9 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         model = dvlta_metric.create(args.model, device=args.device)
         if args.cache:
             if args.dataset or args.csv_file:
-                raise ValueError(
-                    "give either --cache or a dataset (--dataset/--csv), not both"
-                )
+                raise ValueError("give either --cache or a dataset (--dataset/--csv), not both")
             cache = FeatureCache(args.cache)
             cache.check_model(model)
             if args.split is not None:
@@ -303,9 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 check_split(trained_split(args.model), args.split, args.train_fraction, [cache.path(r) for r in test])
             rows = _rows(len(cache), args.split, subset, args.train_fraction)
             cached = cache.available_rows(rows)
-            failures = {
-                r: "not in the feature cache" for r in rows if r not in set(cached)
-            }
+            failures = {r: "not in the feature cache" for r in rows if r not in set(cached)}
             pred = np.full(len(rows), np.nan)
             pos = {r: i for i, r in enumerate(rows)}
             scores = predict_cached(model, cache, cached, batch_size=args.batch_size)
@@ -341,9 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.split is not None:
         title += f", split {args.split} ({subset})"
-    doc = evaluate_predictions(
-        pred, mos, args.out, names=names, title=f"{args.model} on {title}"
-    )
+    doc = evaluate_predictions(pred, mos, args.out, names=names, title=f"{args.model} on {title}")
     doc["model"] = args.model
     doc["failures"] = {str(k): v for k, v in failures.items()}
     write_json_atomic(Path(args.out) / "results.json", doc)

@@ -150,9 +150,7 @@ def array_shapes(config: ModelConfig, samples: int) -> dict[str, tuple[int, ...]
     return {name: shapes[name] for name in arrays_for(config)}
 
 
-def cache_bytes_per_video(
-    config: ModelConfig, samples: int = 8, dtype: str = "float16"
-) -> dict[str, int]:
+def cache_bytes_per_video(config: ModelConfig, samples: int = 8, dtype: str = "float16") -> dict[str, int]:
     """Bytes of array data per cached video (``.npy`` headers and ``meta.json`` add under 1 KiB).
 
     Args:
@@ -164,10 +162,7 @@ def cache_bytes_per_video(
         ``{array name: bytes, ..., "total": bytes}``.
     """
     size = np.dtype(DTYPES[dtype]).itemsize
-    out = {
-        name: int(np.prod(shape)) * size
-        for name, shape in array_shapes(config, samples).items()
-    }
+    out = {name: int(np.prod(shape)) * size for name, shape in array_shapes(config, samples).items()}
     out["total"] = sum(out.values())
     return out
 
@@ -180,11 +175,7 @@ def video_key(path: str) -> str:
 
 def video_seed(seed: int, path: str) -> int:
     """Per-video seed of the training samples: from the cache seed and the video's relative path."""
-    return int(
-        np.random.SeedSequence([seed, zlib.crc32(path.encode("utf-8"))]).generate_state(
-            1
-        )[0]
-    )
+    return int(np.random.SeedSequence([seed, zlib.crc32(path.encode("utf-8"))]).generate_state(1)[0])
 
 
 def backbones_sha256(model: DVLTAVQA, *, round_fp16: bool = False) -> str:
@@ -239,9 +230,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def video_problem(
-    folder: Path, shapes: Mapping[str, Sequence[int]], dtype: Any
-) -> str | None:
+def video_problem(folder: Path, shapes: Mapping[str, Sequence[int]], dtype: Any) -> str | None:
     """Why the cached video in ``folder`` is not complete, or ``None`` when it is.
 
     Checks what can be checked without reading the arrays: ``meta.json`` is readable and records a size for
@@ -373,9 +362,7 @@ class FeatureCache:
             )
         self.index: dict[str, Any] = json.loads(index.read_text(encoding="utf-8"))
         if self.index.get("version") != CACHE_VERSION:
-            raise ValueError(
-                f"{index}: cache version {self.index.get('version')} != {CACHE_VERSION}; rebuild it"
-            )
+            raise ValueError(f"{index}: cache version {self.index.get('version')} != {CACHE_VERSION}; rebuild it")
         self.entries: list[dict[str, Any]] = self.index["entries"]
         self.samples: int = int(self.index["settings"]["samples"])
         self.arrays_names: tuple[str, ...] = tuple(self.index["arrays"])
@@ -443,11 +430,7 @@ class FeatureCache:
         for row, entry in enumerate(self.entries):
             path = self.directory / ERRORS_DIR / f"{entry['key']}.json"
             if path.is_file() and not self.available(row):
-                out[row] = str(
-                    json.loads(path.read_text(encoding="utf-8")).get(
-                        "reason", "unknown"
-                    )
-                )
+                out[row] = str(json.loads(path.read_text(encoding="utf-8")).get("reason", "unknown"))
         return out
 
     def arrays(self, row: int) -> dict[str, np.ndarray]:
@@ -509,9 +492,7 @@ class FeatureCache:
         """
         ours = _jsonable(backbone_fingerprint(model))
         theirs = self.index["fingerprint"]
-        diff = sorted(
-            k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k)
-        )
+        diff = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
         if diff == ["backbones_sha256"] and self._equal_up_to_fp16(model):
             warnings.warn(
                 f"the model's frozen backbones equal those the feature cache {self.directory} was computed with "
@@ -555,7 +536,7 @@ def _recorded_model_sha256_fp16(spec: str) -> str | None:
         return None  # only local models: never download anything to explain an error
     try:
         recorded = dvlta_metric.create(spec, device="cpu")
-    except Exception:  # noqa: BLE001 - any failure only means that the rounding cannot be told
+    except Exception:
         return None
     return backbones_sha256(recorded, round_fp16=True)
 
@@ -570,9 +551,7 @@ class _Read:
     samples: tuple[int, ...]
 
 
-def plan_reads(
-    config: ModelConfig, samples: int, max_frames: int
-) -> list[tuple[bool, tuple[int, ...]]]:
+def plan_reads(config: ModelConfig, samples: int, max_frames: int) -> list[tuple[bool, tuple[int, ...]]]:
     """Group the inference views and the ``K`` training samples into decoding passes of bounded size.
 
     Args:
@@ -584,9 +563,7 @@ def plan_reads(
         ``[(eval_views, sample indices), ...]``; the first pass has the inference views.
     """
     frag = config.fragment_view
-    eval_cost = (
-        frag.num_clips * frag.clip_len if "bvfe" in config.branches else 0
-    ) + config.frame_view.num_frames
+    eval_cost = (frag.num_clips * frag.clip_len if "bvfe" in config.branches else 0) + config.frame_view.num_frames
     per_sample = frag.clip_len
     k = samples if "bvfe" in config.branches else 0
     reads: list[tuple[bool, list[int]]] = [(True, [])]
@@ -600,16 +577,12 @@ def plan_reads(
     return [(e, tuple(s)) for e, s in reads]
 
 
-_GLOBAL_RNG = (
-    threading.Lock()
-)  # only one thread at a time seeds and draws from torch's global generator
+_GLOBAL_RNG = threading.Lock()  # only one thread at a time seeds and draws from torch's global generator
 
 
 def sample_seed(video_seed_: int, sample: int) -> int:
     """Seed of training sample ``sample`` of a video (seeds the global CPU generator around ``make_views``)."""
-    state = np.random.SeedSequence([video_seed_, sample]).generate_state(
-        2, dtype=np.uint32
-    )
+    state = np.random.SeedSequence([video_seed_, sample]).generate_state(2, dtype=np.uint32)
     return (int(state[0]) << 31) ^ int(state[1])
 
 
@@ -620,9 +593,7 @@ def _train_clip(num_frames: int, config: ModelConfig, seed: int) -> torch.Tensor
     in the decoding threads while the main thread seeds the global generator for ``make_views``.
     """
     gen = torch.Generator().manual_seed(seed)
-    return fragment_clip_indices(
-        num_frames, config.fragment_view, train=True, generator=gen
-    )
+    return fragment_clip_indices(num_frames, config.fragment_view, train=True, generator=gen)
 
 
 def _decode(model: DVLTAVQA, path: Path, read: _Read, seed: int) -> DecodedVideo:
@@ -636,15 +607,9 @@ def _decode(model: DVLTAVQA, path: Path, read: _Read, seed: int) -> DecodedVideo
             needed.update(model.needed_frames(num_frames))
         if read.samples:
             if model.uses_frames:  # make_views also cuts the frame view
-                needed.update(
-                    segment_centre_indices(num_frames, cfg.frame_view).tolist()
-                )
+                needed.update(segment_centre_indices(num_frames, cfg.frame_view).tolist())
             for s in read.samples:
-                needed.update(
-                    _train_clip(num_frames, cfg, sample_seed(seed, s))
-                    .flatten()
-                    .tolist()
-                )
+                needed.update(_train_clip(num_frames, cfg, sample_seed(seed, s)).flatten().tolist())
         return sorted(needed)
 
     return read_video(path, select=select)
@@ -696,27 +661,19 @@ def features_of_read(
                 out["clip"] = model.temporal_clip.frame_embeddings(views["frames"][None])[0].float()
         if model.temporal_context is not None:
             fv = cfg.frame_view
-            mean = torch.tensor(
-                fv.mean, dtype=views["frames"].dtype, device=views["frames"].device
-            )[:, None, None]
-            std = torch.tensor(
-                fv.std, dtype=views["frames"].dtype, device=views["frames"].device
-            )[:, None, None]
-            out["frames"] = (
-                views["frames"] * std + mean
-            )  # un-normalised: values in [0, 1]
+            mean = torch.tensor(fv.mean, dtype=views["frames"].dtype, device=views["frames"].device)[:, None, None]
+            std = torch.tensor(fv.std, dtype=views["frames"].dtype, device=views["frames"].device)[:, None, None]
+            out["frames"] = views["frames"] * std + mean  # un-normalised: values in [0, 1]
     return {k: v.float().cpu() for k, v in out.items()}
 
 
-def _prefetch(
-    fn: Callable[[_T], _R], items: Iterable[_T], workers: int
-) -> Iterator[tuple[_T, _R | BaseException]]:
+def _prefetch(fn: Callable[[_T], _R], items: Iterable[_T], workers: int) -> Iterator[tuple[_T, _R | BaseException]]:
     """``(item, fn(item))`` in order, with up to ``workers`` calls running ahead; exceptions are returned."""
 
     def call(item: _T) -> _R | BaseException:
         try:
             return fn(item)
-        except Exception as err:  # noqa: BLE001 - any failure is reported for that video by the caller
+        except Exception as err:
             return err
 
     if workers <= 0:
@@ -755,9 +712,7 @@ class CacheSummary:
     removed_temporaries: int = 0
 
 
-def _index_document(
-    model_name: str, model: DVLTAVQA, data: VQADataset, settings: dict[str, Any]
-) -> dict[str, Any]:
+def _index_document(model_name: str, model: DVLTAVQA, data: VQADataset, settings: dict[str, Any]) -> dict[str, Any]:
     return _jsonable(
         {
             "version": CACHE_VERSION,
@@ -766,10 +721,7 @@ def _index_document(
             FP16_SHA_KEY: backbones_sha256(model, round_fp16=True),
             "settings": settings,
             "arrays": list(arrays_for(model.config)),
-            "shapes": {
-                k: list(v)
-                for k, v in array_shapes(model.config, settings["samples"]).items()
-            },
+            "shapes": {k: list(v) for k, v in array_shapes(model.config, settings["samples"]).items()},
             "dataset": {
                 "name": data.name,
                 "root": str(data.root),
@@ -858,11 +810,7 @@ def build_cache(
     index_path = out / INDEX_NAME
     if index_path.is_file():
         old = json.loads(index_path.read_text(encoding="utf-8"))
-        diff = [
-            k
-            for k in ("version", "fingerprint", "settings", "arrays", "entries")
-            if old.get(k) != doc.get(k)
-        ]
+        diff = [k for k in ("version", "fingerprint", "settings", "arrays", "entries") if old.get(k) != doc.get(k)]
         if diff:
             raise ValueError(
                 f"{out} already holds a feature cache made with other {', '.join(diff)}; "
@@ -931,16 +879,12 @@ def build_cache(
                 if bar is not None:
                     bar.update(1)
                 continue
-            if (
-                read.samples == plan[-1][1] and read.eval_views == plan[-1][0]
-            ):  # last pass of this video
+            if read.samples == plan[-1][1] and read.eval_views == plan[-1][0]:  # last pass of this video
                 arrays = _assemble(parts, samples)
                 parts.clear()
                 for name, shape in shapes.items():
                     if tuple(arrays[name].shape) != shape:
-                        raise RuntimeError(
-                            f"{name}: computed shape {tuple(arrays[name].shape)} != expected {shape}"
-                        )
+                        raise RuntimeError(f"{name}: computed shape {tuple(arrays[name].shape)} != expected {shape}")
                 _write_video(out, data, row, arrays, np_dtype)
                 done += 1
                 if bar is not None:
@@ -954,19 +898,13 @@ def build_cache(
 
 def _assemble(parts: dict[str, torch.Tensor], samples: int) -> dict[str, torch.Tensor]:
     arrays = {k: v for k, v in parts.items() if ":" not in k}
-    train = [
-        parts[f"fragments_train:{s}"]
-        for s in range(samples)
-        if f"fragments_train:{s}" in parts
-    ]
+    train = [parts[f"fragments_train:{s}"] for s in range(samples) if f"fragments_train:{s}" in parts]
     if train:
         arrays["fragments_train"] = torch.cat(train)
     return arrays
 
 
-def _write_video(
-    out: Path, data: VQADataset, row: int, arrays: dict[str, torch.Tensor], dtype: Any
-) -> None:
+def _write_video(out: Path, data: VQADataset, row: int, arrays: dict[str, torch.Tensor], dtype: Any) -> None:
     """Write one video's folder under a temporary name and rename it into place (replacing a damaged one)."""
     item = data[row]
     key = video_key(item.path)
@@ -1015,9 +953,7 @@ def _shard(text: str) -> tuple[int, int]:
     try:
         i, n = (int(p) for p in text.split("/"))
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--shard expects I/N, e.g. 0/4, got {text!r}"
-        ) from None
+        raise argparse.ArgumentTypeError(f"--shard expects I/N, e.g. 0/4, got {text!r}") from None
     return i, n
 
 
@@ -1032,9 +968,7 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="the model, e.g. local-dir:weights/dvlta-vqa-init",
     )
-    parser.add_argument(
-        "--out", required=True, help="cache folder (resumable: rerun to continue)"
-    )
+    parser.add_argument("--out", required=True, help="cache folder (resumable: rerun to continue)")
     add_dataset_arguments(parser)
     parser.add_argument(
         "--samples",
@@ -1042,9 +976,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=8,
         help="augmented training samples per video (default 8)",
     )
-    parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the training samples (default 0)"
-    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the training samples (default 0)")
     parser.add_argument(
         "--dtype",
         choices=sorted(DTYPES),
@@ -1068,17 +1000,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=128,
         help="decoded frames held per pass (default 128)",
     )
-    parser.add_argument(
-        "--workers", type=int, default=2, help="decoding threads (default 2)"
-    )
+    parser.add_argument("--workers", type=int, default=2, help="decoding threads (default 2)")
     parser.add_argument(
         "--skip-missing",
         action="store_true",
         help="cache the readable videos, skip the others",
     )
-    parser.add_argument(
-        "--no-check", action="store_true", help="do not probe the videos first"
-    )
+    parser.add_argument("--no-check", action="store_true", help="do not probe the videos first")
     parser.add_argument(
         "--shard",
         type=_shard,
@@ -1143,8 +1071,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 1
     size = cache_bytes_per_video(model.config, args.samples, args.dtype)["total"]
-    skipped = f"{missing} skipped as missing, {len(skip) - missing} as unreadable" if missing else (
-        f"{len(skip)} skipped as unreadable")
+    skipped = (
+        f"{missing} skipped as missing, {len(skip) - missing} as unreadable"
+        if missing
+        else (f"{len(skip)} skipped as unreadable")
+    )
     print(
         f"{data.name}: {summary.cached} videos cached, {summary.skipped} already there, "
         f"{len(summary.failed)} failed, {skipped}; {size / 2**20:.2f} MiB per video in {args.out}"

@@ -134,9 +134,7 @@ def _linear_fit(x: np.ndarray, y: np.ndarray) -> LogisticFit:
     return LogisticFit((float(slope), float(intercept), 0.0, 0.0), "linear")
 
 
-def fit_logistic(
-    pred: ArrayLike, mos: ArrayLike, *, maxfev: int = 20000
-) -> LogisticFit:
+def fit_logistic(pred: ArrayLike, mos: ArrayLike, *, maxfev: int = 20000) -> LogisticFit:
     """Fit the 4-parameter logistic from predictions to MOS (see the module docstring).
 
     Args:

@@ -170,8 +170,7 @@ def default_commit_message(metadata: dict[str, Any]) -> str:
     """``Upload DVLTA-VQA weights (<dataset>: srocc ..., plcc ...)`` from the training results in ``metadata``."""
     results = metadata.get("results") or {}
     shown = "; ".join(
-        f"{name}: "
-        + ", ".join(f"{k} {v:.4f}" for k, v in r.items() if isinstance(v, (int, float)))
+        f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in r.items() if isinstance(v, (int, float)))
         for name, r in results.items()
         if isinstance(r, dict)
     )
@@ -337,16 +336,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         required=True,
         help="the model directory (e.g. runs/konvid/split_00/best)",
     )
-    p.add_argument(
-        "--repo", required=True, help="Hub repository org/name (created if needed)"
-    )
+    p.add_argument("--repo", required=True, help="Hub repository org/name (created if needed)")
     p.add_argument(
         "--registry-name",
         help="registry entry these weights are for, e.g. dvlta-vqa-konvid",
     )
-    p.add_argument(
-        "--private", action="store_true", help="create the repository as private"
-    )
+    p.add_argument("--private", action="store_true", help="create the repository as private")
     p.add_argument("--token", help="Hub token (default: hf auth login / HF_TOKEN)")
     p.add_argument("--message", help="commit message")
     p.add_argument(
@@ -371,9 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PushError as err:
         print(f"error: {err} (logged in? `hf auth login`; network reachable?)", file=sys.stderr)
         return 1
-    print(
-        f"uploaded {args.dir} to https://huggingface.co/{published.repo_id} ({published.url or published.revision})"
-    )
+    print(f"uploaded {args.dir} to https://huggingface.co/{published.repo_id} ({published.url or published.revision})")
     print(registry_snippet(published, args.registry_name))
     return 0
 

@@ -76,9 +76,7 @@ def split_seed(index: int) -> int:
     return 42 * (index + 1)
 
 
-def random_split(
-    n: int, index: int, train_fraction: float = PAPER_TRAIN_FRACTION
-) -> Split:
+def random_split(n: int, index: int, train_fraction: float = PAPER_TRAIN_FRACTION) -> Split:
     """Random split ``index`` of ``n`` rows (see the module docstring for the exact recipe).
 
     Args:
@@ -100,9 +98,7 @@ def random_split(
     perm = np.random.default_rng(seed).permutation(n)
     n_train = round(train_fraction * n)
     if n_train < 1 or n_train >= n:
-        raise ValueError(
-            f"{train_fraction:.0%} of {n} videos leaves one side of the split empty"
-        )
+        raise ValueError(f"{train_fraction:.0%} of {n} videos leaves one side of the split empty")
     train = tuple(sorted(int(i) for i in perm[:n_train]))
     test = tuple(sorted(int(i) for i in perm[n_train:]))
     return Split(index, seed, train, test)
@@ -133,7 +129,5 @@ def cross_dataset(train_name: str, test_names: list[str]) -> dict[str, object]:
     if not test_names:
         raise ValueError("cross-dataset evaluation needs at least one test dataset")
     if train_name in test_names:
-        raise ValueError(
-            f"{train_name} is both the training and a test dataset; use random splits instead"
-        )
+        raise ValueError(f"{train_name} is both the training and a test dataset; use random splits instead")
     return {"protocol": "cross-dataset", "train": train_name, "test": list(test_names)}

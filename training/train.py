@@ -213,9 +213,7 @@ def _write_predictions(
             writer = csv.writer(fh)
             writer.writerow(["row", "path", "mos", "pred"])
             for row, pred in zip(rows, preds[name]):
-                writer.writerow(
-                    [row, cache.path(row), cache.mos(row), repr(float(pred))]
-                )
+                writer.writerow([row, cache.path(row), cache.mos(row), repr(float(pred))])
 
 
 def _safe(name: str) -> str:
@@ -285,8 +283,11 @@ def check_same_run(path: Path, stored: dict[str, Any] | None, current: dict[str,
     for key in ("model", "split", "settings"):
         old, new = stored.get(key), current.get(key)
         if isinstance(old, dict) and isinstance(new, dict):
-            diffs += [f"{key}.{k}: {old.get(k)!r} then, {new.get(k)!r} now" for k in sorted(set(old) | set(new))
-                      if old.get(k) != new.get(k)]
+            diffs += [
+                f"{key}.{k}: {old.get(k)!r} then, {new.get(k)!r} now"
+                for k in sorted(set(old) | set(new))
+                if old.get(k) != new.get(k)
+            ]
         elif old != new:
             diffs.append(f"{key}: {old!r} then, {new!r} now")
     if stored.get("rows") != current.get("rows") and not diffs:
@@ -373,9 +374,7 @@ def run_job(
         cache.check_model(model)
     model.requires_grad_(False)
     for part in trainable_modules(model).values():
-        dd.convert_batchnorm(
-            part
-        )  # batch norms over the global batch under torchrun (same state dict keys)
+        dd.convert_batchnorm(part)  # batch norms over the global batch under torchrun (same state dict keys)
     net = CachedForward(model)
     net.requires_grad_(True)
     net.to(info.device)
@@ -383,13 +382,9 @@ def run_job(
 
     world = info.world_size
     if settings.batch_size % world:
-        raise ValueError(
-            f"--batch-size {settings.batch_size} is not divisible by the {world} processes"
-        )
+        raise ValueError(f"--batch-size {settings.batch_size} is not divisible by the {world} processes")
     per_rank = settings.batch_size // world
-    train_set = CachedVideos(
-        job.train_cache, job.train_rows, train=True, seed=settings.seed
-    )
+    train_set = CachedVideos(job.train_cache, job.train_rows, train=True, seed=settings.seed)
     sampler = train_sampler(train_set, world, info.rank, settings.seed)
     loader = DataLoader(
         train_set,
@@ -402,18 +397,11 @@ def run_job(
     steps_per_epoch = len(loader)
     if steps_per_epoch < 1:
         raise ValueError(
-            f"{len(job.train_rows)} training videos do not fill one batch of {settings.batch_size}; "
-            "lower --batch-size"
+            f"{len(job.train_rows)} training videos do not fill one batch of {settings.batch_size}; lower --batch-size"
         )
     total_steps = steps_per_epoch * settings.epochs
-    warmup_steps = (
-        max(1, round(settings.warmup_epochs * steps_per_epoch))
-        if settings.warmup_epochs > 0
-        else 0
-    )
-    optimizer = torch.optim.AdamW(
-        params, lr=settings.lr, weight_decay=settings.weight_decay
-    )
+    warmup_steps = max(1, round(settings.warmup_epochs * steps_per_epoch)) if settings.warmup_epochs > 0 else 0
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: warmup_cosine(step, warmup_steps, total_steps)
     )
@@ -479,8 +467,7 @@ def run_job(
             }
         )
         summary = " | ".join(
-            f"{n}: " + " ".join(f"{m.upper()} {r[m]:.4f}" for m in METRIC_NAMES)
-            for n, r in results.items()
+            f"{n}: " + " ".join(f"{m.upper()} {r[m]:.4f}" for m in METRIC_NAMES) for n, r in results.items()
         )
         _log(
             info,
@@ -488,9 +475,7 @@ def run_job(
             f"({time.perf_counter() - t0:.1f}s) | {summary}",
         )
         is_last = epoch + 1 == settings.epochs
-        if (settings.select == "best" and score > best["score"]) or (
-            settings.select == "last" and is_last
-        ):
+        if (settings.select == "best" and score > best["score"]) or (settings.select == "last" and is_last):
             best = {"score": score, "epoch": epoch + 1, "results": results}
             if info.is_main:
                 model.eval()
@@ -552,14 +537,10 @@ def _metadata(
     return {
         "description": f"DVLTA-VQA trained on {job.train_cache.name} ({job.name}, epoch {epoch})",
         "datasets": datasets,
-        "results": {
-            name: {m: r[m] for m in METRIC_NAMES} for name, r in results.items()
-        },
+        "results": {name: {m: r[m] for m in METRIC_NAMES} for name, r in results.items()},
         "split": job.info,
         "epoch": epoch,
-        "selected_by": "test SROCC (best epoch)"
-        if settings.select == "best"
-        else "last epoch",
+        "selected_by": "test SROCC (best epoch)" if settings.select == "best" else "last epoch",
         "training": asdict(settings),
         "init": init,
         "feature_cache": {
@@ -579,9 +560,7 @@ def make_jobs(
     """The jobs of a run: one per random split, or one cross-dataset job when test caches are given."""
     available = set(train_cache.available_rows())
     if not available:
-        raise ValueError(
-            f"the feature cache {train_cache.directory} holds no video yet; run training.features"
-        )
+        raise ValueError(f"the feature cache {train_cache.directory} holds no video yet; run training.features")
     if test_caches:
         names = [train_cache.name] + [c.name for c in test_caches]
         repeated = sorted({n for n in names if names.count(n) > 1})
@@ -642,11 +621,7 @@ def summarise(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
     names = sorted({n for r in results for n in (r.get("results") or {})})
     out: dict[str, Any] = {}
     for name in names:
-        rows = [
-            r["results"][name]
-            for r in results
-            if r.get("results") and name in r["results"]
-        ]
+        rows = [r["results"][name] for r in results if r.get("results") and name in r["results"]]
         out[name] = {
             m: {
                 "median": float(np.median([x[m] for x in rows])),
@@ -677,12 +652,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="cross-dataset: a test dataset's cache (repeat)",
     )
-    p.add_argument(
-        "--out", required=True, help="output folder (rerun the same command to resume)"
-    )
-    p.add_argument(
-        "--model", help="initial model (default: the one the cache was built with)"
-    )
+    p.add_argument("--out", required=True, help="output folder (rerun the same command to resume)")
+    p.add_argument("--model", help="initial model (default: the one the cache was built with)")
     p.add_argument(
         "--splits",
         type=int,
@@ -737,12 +708,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.num_workers,
         help="DataLoader workers (default 0)",
     )
-    p.add_argument(
-        "--save-fp16", action="store_true", help="store the saved model in float16"
-    )
-    p.add_argument(
-        "--license", help="licence for the saved model's card (e.g. cc-by-4.0)"
-    )
+    p.add_argument("--save-fp16", action="store_true", help="store the saved model in float16")
+    p.add_argument("--license", help="licence for the saved model's card (e.g. cc-by-4.0)")
     p.add_argument(
         "--device",
         help="cpu, cuda (default: cuda when available; cuda:LOCAL_RANK under torchrun)",
@@ -799,9 +766,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = []
         for job in jobs:
             try:
-                result = run_job(
-                    job, model_name, out, settings, info, stop_after=args.stop_after
-                )
+                result = run_job(job, model_name, out, settings, info, stop_after=args.stop_after)
             except (ValueError, FileNotFoundError) as err:
                 print(f"error: {job.name}: {err}", file=sys.stderr)
                 return 2
@@ -814,10 +779,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             results.append(result)
         if info.is_main:
             done = sorted(p.parent.name for p in out.glob(f"*/{RESULT_NAME}"))
-            everything = [
-                json.loads((out / n / RESULT_NAME).read_text(encoding="utf-8"))
-                for n in done
-            ]
+            everything = [json.loads((out / n / RESULT_NAME).read_text(encoding="utf-8")) for n in done]
             summary: dict[str, Any] = {
                 "dataset": train_cache.name,
                 "protocol": "cross-dataset" if test_caches else "random splits",
@@ -832,9 +794,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for name, res in median.items():
                 print(
                     f"{name}: median over {res['splits']} run(s): "
-                    + " ".join(
-                        f"{m.upper()} {res[m]['median']:.4f}" for m in METRIC_NAMES
-                    )
+                    + " ".join(f"{m.upper()} {res[m]['median']:.4f}" for m in METRIC_NAMES)
                 )
         return 0
     finally:

@@ -22,9 +22,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch  # noqa: E402
-from PIL import Image  # noqa: E402  (a matplotlib dependency)
+import matplotlib.pyplot as plt
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch
+from PIL import Image
 
 HERE = Path(__file__).resolve().parent
 SAMPLE = HERE.parents[1] / "dvlta_metric" / "assets" / "sample.mp4"

@@ -30,9 +30,7 @@ def _check_video(x: Tensor, channels: int | None = None) -> None:
     """
     if x.dim() != 5 or (channels is not None and x.shape[1] != channels):
         expected = "C" if channels is None else str(channels)
-        raise ValueError(
-            f"expected shape (B, {expected}, T, H, W); got {tuple(x.shape)}"
-        )
+        raise ValueError(f"expected shape (B, {expected}, T, H, W); got {tuple(x.shape)}")
 
 
 class ChannelAttention(nn.Module):
@@ -53,9 +51,7 @@ class ChannelAttention(nn.Module):
         super().__init__()
         hidden = channels // reduction
         if hidden < 1:
-            raise ValueError(
-                f"channels // reduction must be >= 1; got {channels} // {reduction}"
-            )
+            raise ValueError(f"channels // reduction must be >= 1; got {channels} // {reduction}")
         self.channels = channels
         self.mlp = nn.Sequential(
             nn.Linear(channels, hidden),
@@ -107,9 +103,7 @@ class SpatialAttention(nn.Module):
     def __init__(self, kernel_size: int = 7) -> None:
         super().__init__()
         if kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(
-                f"kernel_size must be a positive odd integer; got {kernel_size}"
-            )
+            raise ValueError(f"kernel_size must be a positive odd integer; got {kernel_size}")
         self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
         self.bn = nn.BatchNorm2d(1)
 
@@ -149,9 +143,7 @@ class CBAM(nn.Module):
         spatial_kernel: Spatial-attention kernel size (7 in CBAM).
     """
 
-    def __init__(
-        self, channels: int, reduction: int = 16, spatial_kernel: int = 7
-    ) -> None:
+    def __init__(self, channels: int, reduction: int = 16, spatial_kernel: int = 7) -> None:
         super().__init__()
         self.channel = ChannelAttention(channels, reduction)
         self.spatial = SpatialAttention(spatial_kernel)

@@ -109,9 +109,7 @@ def adaptive_window_size(base_window: Size3, input_size: Size3, base_x_size: Siz
     Returns:
         The scaled window ``(wd, wh, ww)``.
     """
-    return _size3(
-        [min(max((w * x) // b, 1), w) for w, x, b in zip(base_window, input_size, base_x_size, strict=True)]
-    )
+    return _size3([min(max((w * x) // b, 1), w) for w, x, b in zip(base_window, input_size, base_x_size, strict=True)])
 
 
 def clip_window_size(feature_size: Size3, window: Size3, shift: Size3) -> tuple[Size3, Size3]:
@@ -351,9 +349,7 @@ def shift_attention_mask(padded: Size3, window: Size3, shift: Size3) -> Tensor:
 
 
 @lru_cache(maxsize=_CACHE_SIZE)
-def _cached_shift_mask(
-    padded: Size3, window: Size3, shift: Size3, device: torch.device, dtype: torch.dtype
-) -> Tensor:
+def _cached_shift_mask(padded: Size3, window: Size3, shift: Size3, device: torch.device, dtype: torch.dtype) -> Tensor:
     """Cached :func:`shift_attention_mask`, shaped ``(nW, 1, N, N)`` to broadcast over heads."""
     with torch.inference_mode(False), torch.no_grad():
         return shift_attention_mask(padded, window, shift).unsqueeze(1).to(device=device, dtype=dtype)
@@ -612,9 +608,7 @@ class WindowAttention3D(nn.Module):
         else:  # per-window bias and B > 1: windows join the heads, the bias broadcasts over the batch
             shape = (b, nw * nh, n, hd)
             bias = bias.reshape(1, nw * nh, n, n)
-        out = F.scaled_dot_product_attention(
-            q.reshape(shape), k.reshape(shape), v.reshape(shape), attn_mask=bias
-        )
+        out = F.scaled_dot_product_attention(q.reshape(shape), k.reshape(shape), v.reshape(shape), attn_mask=bias)
         out = out.view(b, nw, nh, n, hd).transpose(2, 3).reshape(b, nw, n, c)
         return self.proj(out)
 
@@ -733,9 +727,7 @@ class PatchMerging(nn.Module):
         """
         h, w = x.shape[2:4]
         x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
-        x = torch.cat(
-            [x[:, :, 0::2, 0::2], x[:, :, 1::2, 0::2], x[:, :, 0::2, 1::2], x[:, :, 1::2, 1::2]], dim=-1
-        )
+        x = torch.cat([x[:, :, 0::2, 0::2], x[:, :, 1::2, 0::2], x[:, :, 0::2, 1::2], x[:, :, 1::2, 1::2]], dim=-1)
         return self.reduction(self.norm(x)).to(x.dtype)
 
 

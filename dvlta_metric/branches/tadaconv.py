@@ -60,9 +60,7 @@ def _check_video(x: Tensor, channels: int, name: str = "x") -> None:
         ValueError: If ``x`` is not 5-D or its channel count differs.
     """
     if x.dim() != 5 or x.shape[1] != channels:
-        raise ValueError(
-            f"{name} must have shape (B, {channels}, T, H, W); got {tuple(x.shape)}"
-        )
+        raise ValueError(f"{name} must have shape (B, {channels}, T, H, W); got {tuple(x.shape)}")
 
 
 def _check_alpha(alpha: Tensor, x: Tensor) -> None:
@@ -77,10 +75,7 @@ def _check_alpha(alpha: Tensor, x: Tensor) -> None:
     """
     b, c, t = x.shape[:3]
     if alpha.dim() != 5 or tuple(alpha.shape) != (b, c, t, 1, 1):
-        raise ValueError(
-            f"alpha must have shape (B, C_in, T, 1, 1) = {(b, c, t, 1, 1)}; "
-            f"got {tuple(alpha.shape)}"
-        )
+        raise ValueError(f"alpha must have shape (B, C_in, T, 1, 1) = {(b, c, t, 1, 1)}; got {tuple(alpha.shape)}")
 
 
 def calibrated_kernel_conv(
@@ -117,9 +112,7 @@ def calibrated_kernel_conv(
     base = weight.reshape(weight.shape[-4:]) if weight.dim() == 6 else weight
     if base.dim() != 4:
         raise ValueError(
-            "weight must have shape (C_out, C_in, kh, kw) or "
-            "(1, 1, C_out, C_in, kh, kw); "
-            f"got {tuple(weight.shape)}"
+            f"weight must have shape (C_out, C_in, kh, kw) or (1, 1, C_out, C_in, kh, kw); got {tuple(weight.shape)}"
         )
     c_out, c_in, kh, kw = base.shape
     _check_video(x, c_in)
@@ -186,22 +179,15 @@ class RouteFunc(nn.Module):
         super().__init__()
         hidden = in_channels // reduction
         if hidden < 1:
-            raise ValueError(
-                "in_channels // reduction must be >= 1; "
-                f"got {in_channels} // {reduction}"
-            )
+            raise ValueError(f"in_channels // reduction must be >= 1; got {in_channels} // {reduction}")
         k0, k1 = kernels
         if min(k0, k1) < 1 or k0 % 2 == 0 or k1 % 2 == 0:
-            raise ValueError(
-                f"route kernels must be positive odd integers; got {kernels}"
-            )
+            raise ValueError(f"route kernels must be positive odd integers; got {kernels}")
         self.in_channels = in_channels
         self.frame_pool = nn.AdaptiveAvgPool3d((None, 1, 1))
         self.global_pool = nn.AdaptiveAvgPool3d(1)
         self.conv_g = nn.Conv3d(in_channels, in_channels, kernel_size=1)
-        self.conv_a = nn.Conv3d(
-            in_channels, hidden, kernel_size=(k0, 1, 1), padding=(k0 // 2, 0, 0)
-        )
+        self.conv_a = nn.Conv3d(in_channels, hidden, kernel_size=(k0, 1, 1), padding=(k0 // 2, 0, 0))
         self.bn = nn.BatchNorm3d(hidden, eps=bn_eps, momentum=bn_momentum)
         self.relu = nn.ReLU()
         self.conv_b = nn.Conv3d(
@@ -285,9 +271,7 @@ class TAdaConv2d(nn.Module):
         self.kernel_size = _pair(kernel_size)
         self.stride = _pair(stride)
         self.padding = _pair(padding)
-        self.weight = nn.Parameter(
-            torch.empty(1, 1, out_channels, in_channels, *self.kernel_size)
-        )
+        self.weight = nn.Parameter(torch.empty(1, 1, out_channels, in_channels, *self.kernel_size))
         self.bias: nn.Parameter | None
         if bias:
             self.bias = nn.Parameter(torch.empty(out_channels))
@@ -299,9 +283,7 @@ class TAdaConv2d(nn.Module):
         """Initialise ``weight`` (and ``bias``) exactly as ``nn.Conv2d`` does."""
         nn.init.kaiming_uniform_(self.base_weight, a=math.sqrt(5))
         if self.bias is not None:
-            bound = 1.0 / math.sqrt(
-                self.in_channels * self.kernel_size[0] * self.kernel_size[1]
-            )
+            bound = 1.0 / math.sqrt(self.in_channels * self.kernel_size[0] * self.kernel_size[1])
             nn.init.uniform_(self.bias, -bound, bound)
 
     @property
@@ -328,9 +310,7 @@ class TAdaConv2d(nn.Module):
         b, c, t, h, w = x.shape
         frames = (x * alpha).transpose(1, 2).reshape(b * t, c, h, w)
         out = F.conv2d(frames, self.base_weight, self.bias, self.stride, self.padding)
-        return out.reshape(
-            b, t, self.out_channels, out.shape[-2], out.shape[-1]
-        ).transpose(1, 2)
+        return out.reshape(b, t, self.out_channels, out.shape[-2], out.shape[-1]).transpose(1, 2)
 
     def extra_repr(self) -> str:
         """Describe the layer's hyper-parameters."""

@@ -62,9 +62,7 @@ class VideoStem(nn.Module):
         )
         self.bn = nn.BatchNorm3d(out_channels)
         self.relu = nn.ReLU()
-        self.pool = nn.MaxPool3d(
-            kernel_size=(1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)
-        )
+        self.pool = nn.MaxPool3d(kernel_size=(1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1))
 
     def forward(self, x: Tensor) -> Tensor:
         """Embed a clip.
@@ -135,9 +133,7 @@ class TemporalAggregation(nn.Module):
     def __init__(self, channels: int, pool_kernel: int = 3) -> None:
         super().__init__()
         if pool_kernel < 1 or pool_kernel % 2 == 0:
-            raise ValueError(
-                f"pool_kernel must be a positive odd integer; got {pool_kernel}"
-            )
+            raise ValueError(f"pool_kernel must be a positive odd integer; got {pool_kernel}")
         self.bn1 = nn.BatchNorm3d(channels)
         self.pool = TemporalAvgPool(pool_kernel)
         self.bn2 = nn.BatchNorm3d(channels)
@@ -182,9 +178,7 @@ class TAdaStage(nn.Module):
     ) -> None:
         super().__init__()
         self.route = RouteFunc(in_channels, route_reduction, route_kernels)
-        self.conv = TAdaConv2d(
-            in_channels, out_channels, kernel_size=3, stride=2, padding=1, bias=False
-        )
+        self.conv = TAdaConv2d(in_channels, out_channels, kernel_size=3, stride=2, padding=1, bias=False)
         self.aggregate = TemporalAggregation(out_channels)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -246,8 +240,7 @@ class TemporalContextModule(nn.Module):
         self.out_dim = out_dim
         self.stem = VideoStem(in_chans, stem_channels)
         self.stages = nn.ModuleList(
-            TAdaStage(c_in, c_out, route_reduction, route_kernels)
-            for c_in, c_out in pairwise(widths)
+            TAdaStage(c_in, c_out, route_reduction, route_kernels) for c_in, c_out in pairwise(widths)
         )
         self.cbam = CBAM(widths[-1], reduction=cbam_reduction)
         self.proj = nn.Linear(widths[-1], out_dim)

@@ -198,7 +198,6 @@ def fragment_view(
     return frag.reshape(k, clip_len, 3, cfg.size, cfg.size).transpose(1, 2)
 
 
-
 def _upsample_and_extract(
     frames: torch.Tensor,
     top: torch.Tensor,

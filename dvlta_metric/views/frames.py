@@ -54,9 +54,7 @@ def resize_short_side(frames: torch.Tensor, short: int, antialias: bool = True) 
     if size == (h, w):
         return frames
     downscale = size[0] < h
-    return F.interpolate(
-        frames, size=size, mode="bilinear", align_corners=False, antialias=antialias and downscale
-    )
+    return F.interpolate(frames, size=size, mode="bilinear", align_corners=False, antialias=antialias and downscale)
 
 
 def center_crop(frames: torch.Tensor, size: int) -> torch.Tensor:
