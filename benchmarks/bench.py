@@ -156,7 +156,7 @@ def reference_swin(
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     ref = module.SwinTransformer3D(use_checkpoint=False)
-    ours = model.basic_visual.backbone
+    ours = model.branches["bvfe"].encoder
     state = dict(ours.state_dict().items())
     missing, unexpected = ref.load_state_dict(state, strict=False)
     if unexpected or any("relative_position_index" not in k for k in missing):
@@ -285,12 +285,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     def batch_branch_calls(views: dict[str, torch.Tensor]) -> dict[str, Callable[[], Any]]:
         calls: dict[str, Callable[[], Any]] = {}
-        if model.basic_visual is not None:
-            calls["fragments (Swin3D + head)"] = in_amp("bvfe", lambda: model.basic_visual(views["fragments"]))
-        if model.temporal_context is not None:
-            calls["temporal context"] = in_amp("tcm", lambda: model.temporal_context(views["frames"].transpose(1, 2)))
-        if model.temporal_clip is not None:
-            calls["temporal CLIP"] = in_amp("vbtc", lambda: model.temporal_clip(views["frames"]))
+        if "bvfe" in model.branches:
+            calls["fragments (Swin3D + head)"] = in_amp("bvfe", lambda: model.branches["bvfe"](views["fragments"]))
+        if "tcm" in model.branches:
+            calls["temporal context"] = in_amp("tcm", lambda: model.branches["tcm"](views["frames"].transpose(1, 2)))
+        if "vbtc" in model.branches:
+            calls["temporal CLIP"] = in_amp("vbtc", lambda: model.branches["vbtc"](views["frames"]))
         return calls
 
     branch_calls = batch_branch_calls(batch_views)
@@ -319,7 +319,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result["stages"] = stages
     result["flops_per_video"] = total_flops
 
-    if args.fastvqa_reference and model.basic_visual is not None:
+    if args.fastvqa_reference and "bvfe" in model.branches:
         result["fastvqa_reference"] = reference_swin(args.fastvqa_reference, model, batch_views, device, reps)
 
     # end to end, one video

@@ -227,12 +227,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     frames = torch.randint(0, 256, (args.frames, 3, args.height, args.width), dtype=torch.uint8, generator=g)
     views = {k: v[None] for k, v in model.make_views(frames).items()}
     calls: dict[str, Callable[[], Any]] = {}
-    if model.basic_visual is not None:
-        calls["fragments (Swin3D + head)"] = lambda: model.basic_visual(views["fragments"])
-    if model.temporal_context is not None:
-        calls["temporal context"] = lambda: model.temporal_context(views["frames"].transpose(1, 2))
-    if model.temporal_clip is not None:
-        calls["temporal CLIP"] = lambda: model.temporal_clip(views["frames"])
+    if "bvfe" in model.branches:
+        calls["fragments (Swin3D + head)"] = lambda: model.branches["bvfe"](views["fragments"])
+    if "tcm" in model.branches:
+        calls["temporal context"] = lambda: model.branches["tcm"](views["frames"].transpose(1, 2))
+    if "vbtc" in model.branches:
+        calls["temporal CLIP"] = lambda: model.branches["vbtc"](views["frames"])
     features = model.branch_features(views)
     calls["fusion + score"] = lambda: model.score_features(features)
 

@@ -24,17 +24,35 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from typing import Protocol, cast
 
 import torch
 
+from .config import ModelConfig
 from .decoded import DecodedVideo
 from .inputs import check_video
 
-if TYPE_CHECKING:
-    from .model import DVLTAVQA
+__all__ = ["FileResult", "VideoScorer", "score_files"]
 
-__all__ = ["FileResult", "score_files"]
+
+class VideoScorer(Protocol):
+    """What :func:`score_files` needs of a model (:class:`~dvlta_metric.model.DVLTAVQA` is one)."""
+
+    config: ModelConfig
+
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def branch_names(self) -> tuple[str, ...]: ...
+
+    def read(self, path: str) -> DecodedVideo: ...
+
+    def make_views(self, video: torch.Tensor | DecodedVideo) -> dict[str, torch.Tensor]: ...
+
+    def score_views(
+        self, views: Sequence[dict[str, torch.Tensor]]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
 
 
 @dataclass
@@ -122,7 +140,7 @@ def _describe(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}"
 
 
-def _read(model: DVLTAVQA, path: str) -> _Decoded:
+def _read(model: VideoScorer, path: str) -> _Decoded:
     """Decode the frames ``model`` needs from one file and cut its views; never raises an ``Exception``.
 
     This runs in the worker threads, so only the branches run in the main thread; the decoded frames are
@@ -159,7 +177,7 @@ def _warning(video: DecodedVideo) -> str | None:
     return "; ".join(notes) or None
 
 
-def _score(model: DVLTAVQA, jobs: list[_Decoded], explain: bool) -> list[FileResult]:
+def _score(model: VideoScorer, jobs: list[_Decoded], explain: bool) -> list[FileResult]:
     """Score decoded files together; if the batch fails as a whole, score them one by one."""
     name = model.config.name
     results: dict[int, FileResult] = {}
@@ -192,7 +210,7 @@ def _score(model: DVLTAVQA, jobs: list[_Decoded], explain: bool) -> list[FileRes
                 float(score),
                 None,
                 name,
-                dict(zip(model.branches, row)) if explain else None,
+                dict(zip(model.branch_names, row)) if explain else None,
                 jobs[i].seconds + share,
                 jobs[i].warning,
             )
@@ -200,7 +218,7 @@ def _score(model: DVLTAVQA, jobs: list[_Decoded], explain: bool) -> list[FileRes
 
 
 def score_files(
-    model: DVLTAVQA,
+    model: VideoScorer,
     paths: Sequence[str | os.PathLike[str]],
     *,
     batch_size: int = 1,
@@ -273,7 +291,7 @@ def _names(paths: object) -> list[str]:
 
 
 def _results(
-    model: DVLTAVQA,
+    model: VideoScorer,
     names: list[str],
     batch_size: int,
     num_workers: int,

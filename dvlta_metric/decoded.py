@@ -23,9 +23,9 @@ class DecodedVideo:
         metadata: What the reader learned about the file: codec, pixel format, rotation applied, colour
             transfer and whether it is HDR, whether the file looked truncated, and the like (see
             :func:`~dvlta_metric.video_io.read_video`).
-        training_clip: ``(1, L)`` frame indices of the random fragment clip drawn when a model in training
-            mode read the file (:meth:`DVLTAVQA.read`), which only decodes that clip's frames; its training
-            views use this clip. ``None`` otherwise.
+        training_indices: The view indices (``{"fragments": (1, L), "frames": (T,)}``) drawn when a model in
+            training mode read the file (:meth:`DVLTAVQA.read`), which only decodes those frames; its training
+            views use them. ``None`` otherwise.
     """
 
     frames: torch.Tensor
@@ -34,7 +34,7 @@ class DecodedVideo:
     path: str = ""
     fps: float | None = None
     metadata: dict[str, object] = field(default_factory=dict)
-    training_clip: torch.Tensor | None = None
+    training_indices: dict[str, torch.Tensor] | None = None
 
     def __post_init__(self) -> None:
         self.indices = torch.as_tensor(self.indices, dtype=torch.long).flatten()

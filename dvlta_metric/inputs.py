@@ -6,7 +6,12 @@ expected, before any tensor reaches a network layer.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+
 import torch
+
+from .decoded import DecodedVideo
 
 MIN_SIDE = 16
 """Smallest frame side (pixels) a model accepts; smaller frames carry no usable quality signal."""
@@ -115,3 +120,36 @@ def split_batch(x: object) -> list[torch.Tensor]:
             check_video(v, name=f"video {i} of the list")
         return list(x)
     raise TypeError(f"expected a video tensor, a list of video tensors, or a file path; got {type(x).__name__}")
+
+
+def load_videos(
+    x: object, read: Callable[[str | os.PathLike], DecodedVideo]
+) -> tuple[list[torch.Tensor | DecodedVideo], bool]:
+    """Turn anything a model call accepts into a list of checked videos, and say whether it was one video.
+
+    Args:
+        x: ``(T, 3, H, W)``, ``(B, T, 3, H, W)``, a list of ``(T, 3, H, W)`` tensors, a file path, a
+            :class:`~dvlta_metric.decoded.DecodedVideo`, or a list of paths and decoded videos.
+        read: Decodes one file (a model's ``read``).
+
+    Returns:
+        ``(videos, single)``: the videos in order, and whether ``x`` was a single video (a 0-d result).
+
+    Raises:
+        TypeError, ValueError: As :func:`check_video` and :func:`split_batch`.
+        FileNotFoundError: From ``read``, for a path that does not exist.
+    """
+    paths_or_decoded = (str, os.PathLike, DecodedVideo)
+    if isinstance(x, paths_or_decoded):
+        return [_checked(x, read)], True
+    if isinstance(x, (list, tuple)) and x and all(isinstance(v, paths_or_decoded) for v in x):
+        return [_checked(v, read) for v in x], False
+    single = isinstance(x, torch.Tensor) and x.dim() == 4
+    return list(split_batch(x)), single
+
+
+def _checked(item: str | os.PathLike | DecodedVideo, read: Callable[[str | os.PathLike], DecodedVideo]) -> DecodedVideo:
+    decoded = item if isinstance(item, DecodedVideo) else read(item)
+    name = (decoded.path or "decoded video") if isinstance(item, DecodedVideo) else str(item)
+    check_video(decoded.frames, name=name)
+    return decoded

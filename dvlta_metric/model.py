@@ -1,7 +1,10 @@
-"""The DVLTA-VQA model: two views, three branches, text-guided fusion, a prompt score.
+"""The DVLTA-VQA network: two views, three branches, text-guided fusion, a prompt score.
 
 ``DVLTAVQA`` is the ``torch.nn.Module`` that :func:`dvlta_metric.create` returns. It takes decoded videos
-(tensors) and gives one quality score in ``(0, 1)`` per video, higher is better.
+(tensors) and gives one quality score in ``(0, 1)`` per video, higher is better. Its branches sit in one
+``nn.ModuleDict`` (:attr:`DVLTAVQA.branches`), each cut along the :class:`~dvlta_metric.branches.base.Branch`
+seam; reading files (:mod:`~dvlta_metric.video_io`), checking inputs (:mod:`~dvlta_metric.inputs`) and scoring
+many files (:mod:`~dvlta_metric.batch`) live below this module and are only called from it.
 """
 
 from __future__ import annotations
@@ -11,29 +14,23 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
+from .batch import FileResult, score_files
+from .branches.base import Branch
 from .branches.basic_visual import BasicVisualFeatureExtraction
-from .branches.swin3d import check_attention_kernel
+from .branches.swin3d import SwinTransformer3D, check_attention_kernel, clear_shape_caches
 from .branches.temporal_clip import VideoBasedTemporalCLIP
 from .branches.temporal_context import TemporalContextModule
 from .config import ModelConfig
 from .decoded import DecodedVideo
 from .fusion import PromptQualityHead, TextAdapter, TextGuidedFusion
-from .inputs import check_video, split_batch
-from .views import (
-    fragment_clip_indices,
-    fragment_view,
-    frame_view,
-    needed_frame_indices,
-    segment_centre_indices,
-)
-
-if TYPE_CHECKING:
-    from .batch import FileResult
+from .inputs import load_videos
+from .video_io import read_video
+from .views import fragment_view, frame_view, frames_to_decode, view_indices
 
 PathLike = str | os.PathLike
 
@@ -46,19 +43,18 @@ PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat1
 
 
 def branch_dtypes(precision: str, device_type: str) -> dict[str, torch.dtype | None]:
-    """Autocast dtype each branch runs under (``None``: float32, autocast off).
+    """Autocast dtype each branch's encoder runs under (``None``: float32, autocast off).
 
     Half precision is for the two frozen backbones, the Swin3D of ``"bvfe"`` and the CLIP tower of
-    ``"vbtc"`` (99 % of the FLOPs), whose residual streams stay float32 even then. The Temporal Context
-    Module ``"tcm"`` (under 1 % of the FLOPs), the heads, adapters, fusion and score always run in float32.
+    ``"vbtc"`` (almost all of the FLOPs), whose residual streams stay float32 even then. The Temporal Context
+    Module ``"tcm"``, the heads, adapters, fusion and score always run in float32.
 
     * ``"fp32"``: everything in float32.
     * ``"fp16"``: the Swin3D and CLIP backbones in float16.
-    * ``"bf16"``: on CPU, the Swin3D backbone in bfloat16 and the CLIP tower in float32. On CUDA both
-      backbones run in float16, which is as fast as bfloat16 there and stays within the 2e-3 score target:
-      measured on an H200, a bfloat16 Swin3D moved scores by up to 2.2e-3 and a float16 one by 3.5e-4; on CPU
-      a bfloat16 CLIP tower alone moved them by up to 4.4e-3 (CLIP was trained in float16). On CPUs,
-      which emulate float16 slowly, the CLIP tower stays in float32 for the same reason.
+    * ``"bf16"``: on CPU, the Swin3D backbone in bfloat16 and the CLIP tower in float32 (CLIP was trained in
+      float16, and a bfloat16 CLIP tower moves scores beyond the tolerance); on CUDA both backbones in
+      float16, which is as fast as bfloat16 there and moves scores less. The measured score differences are
+      on the Benchmarks page.
 
     Args:
         precision: One of :data:`PRECISIONS`.
@@ -78,6 +74,36 @@ def branch_dtypes(precision: str, device_type: str) -> dict[str, torch.dtype | N
     elif precision == "bf16":
         dtypes["vbtc"] = None
     return dtypes
+
+
+def build_branch(name: str, config: ModelConfig) -> Branch:
+    """The branch called ``name`` (a key of ``config.branches``), built from the model configuration.
+
+    Raises:
+        ValueError: For an unknown branch name.
+    """
+    d = config.embed_dim
+    if name == "bvfe":
+        return BasicVisualFeatureExtraction(config.swin, config.bvfe_head_hidden, d)
+    if name == "tcm":
+        tc = config.temporal_context
+        return TemporalContextModule(
+            stem_channels=tc.stem_channels,
+            channels=tc.channels,
+            out_dim=d,
+            cbam_reduction=tc.cbam_reduction,
+            route_reduction=tc.route_reduction,
+            route_kernels=tc.route_kernels,
+        )
+    if name == "vbtc":
+        return VideoBasedTemporalCLIP(
+            config.clip_vision,
+            d,
+            use_adapter=config.use_adapters,
+            adapter_reduction=config.clip_adapter_reduction,
+            adapter_ratio=config.clip_adapter_ratio,
+        )
+    raise ValueError(f"unknown branch {name!r}; expected 'bvfe', 'tcm' or 'vbtc'")
 
 
 @dataclass
@@ -111,7 +137,8 @@ class DVLTAVQA(nn.Module):
 
     * ``(T, 3, H, W)`` tensor: one video, returns a 0-d score;
     * ``(B, T, 3, H, W)`` tensor: a batch, returns ``(B,)``;
-    * list of ``(T, 3, H, W)`` tensors of any sizes: returns ``(N,)``.
+    * list of ``(T, 3, H, W)`` tensors of any sizes: returns ``(N,)``;
+    * a file path or a :class:`~dvlta_metric.decoded.DecodedVideo` (0-d), or a list of them (``(N,)``).
 
     Frames are RGB, ``uint8`` in ``[0, 255]`` or float in ``[0, 1]``, on any device. Gradients are only
     recorded when the model was created with ``as_loss=True`` (or is in training mode); then they flow back
@@ -119,13 +146,21 @@ class DVLTAVQA(nn.Module):
     and it stays in eval mode when a module that holds it calls ``.train()`` (create it without ``as_loss``
     to fine-tune it).
 
+    One call runs: :meth:`make_views` per video (the fragment and frame views), :meth:`encode` (each branch's
+    frozen encoder), :meth:`branch_features` (each branch's trained head) and :meth:`score_features`
+    (text-guided fusion and the prompt score).
+
     Attributes:
         lower_better: ``False``: higher scores mean better quality.
         score_range: ``(0.0, 1.0)``.
         config: The model's :class:`~dvlta_metric.config.ModelConfig`.
         as_loss: Whether calls record gradients.
+        branches: The branches in ``config.branches`` order, keyed by name (``"bvfe"``, ``"tcm"``,
+            ``"vbtc"``).
         prompt_embeddings: Buffer ``(3, D)``: frozen text embeddings of the fusion, positive and negative
             prompts (computed once from the text tower; inference never runs it).
+        view_generator: The generator of the random views of training mode, seeded with
+            ``config.fragment_view.seed`` (see :meth:`seed_views`).
 
     Args:
         config: Model configuration.
@@ -139,45 +174,30 @@ class DVLTAVQA(nn.Module):
         super().__init__()
         self.config = config
         self.as_loss = as_loss
-        d = config.embed_dim
-        branches = config.branches
-        self.basic_visual: BasicVisualFeatureExtraction | None = None
-        self.temporal_context: TemporalContextModule | None = None
-        self.temporal_clip: VideoBasedTemporalCLIP | None = None
-        if "bvfe" in branches:
-            self.basic_visual = BasicVisualFeatureExtraction(config.swin, config.bvfe_head_hidden, d)
-        if "tcm" in branches:
-            tc = config.temporal_context
-            self.temporal_context = TemporalContextModule(
-                stem_channels=tc.stem_channels,
-                channels=tc.channels,
-                out_dim=d,
-                cbam_reduction=tc.cbam_reduction,
-                route_reduction=tc.route_reduction,
-                route_kernels=tc.route_kernels,
-            )
-        if "vbtc" in branches:
-            self.temporal_clip = VideoBasedTemporalCLIP(
-                config.clip_vision,
-                d,
-                use_adapter=config.use_adapters,
-                adapter_reduction=config.clip_adapter_reduction,
-                adapter_ratio=config.clip_adapter_ratio,
-            )
-        self.register_buffer("prompt_embeddings", torch.randn(len(PROMPT_ROLES), d))
+        self.branches = nn.ModuleDict({name: build_branch(name, config) for name in config.branches})
+        self.register_buffer("prompt_embeddings", torch.randn(len(PROMPT_ROLES), config.embed_dim))
         self.text_adapter = (
-            TextAdapter(d, config.text_adapter_hidden, config.text_adapter_ratio) if config.use_adapters else None
+            TextAdapter(config.embed_dim, config.text_adapter_hidden, config.text_adapter_ratio)
+            if config.use_adapters
+            else None
         )
         self.fusion = TextGuidedFusion(config.fusion)
         self.head = PromptQualityHead(config.logit_scale)
         self.precision = "fp32"
+        self.view_generator = torch.Generator().manual_seed(config.fragment_view.seed)
         self.eval()
 
     # ------------------------------------------------------------------ properties
     @property
-    def branches(self) -> tuple[str, ...]:
+    def branch_names(self) -> tuple[str, ...]:
         """Names of the branches feeding the fusion, in order."""
-        return self.config.branches
+        return tuple(self.branches)
+
+    @property
+    def views(self) -> tuple[str, ...]:
+        """The views the branches read, in ``("fragments", "frames")`` order."""
+        used = {branch.view for branch in self.branches.values()}
+        return tuple(v for v in ("fragments", "frames") if v in used)
 
     @property
     def device(self) -> torch.device:
@@ -189,15 +209,9 @@ class DVLTAVQA(nn.Module):
         """Float dtype the model computes in."""
         return self.prompt_embeddings.dtype
 
-    @property
-    def uses_fragments(self) -> bool:
-        """Whether the model reads the fragment view."""
-        return self.basic_visual is not None
-
-    @property
-    def uses_frames(self) -> bool:
-        """Whether the model reads the frame view."""
-        return self.temporal_clip is not None or self.temporal_context is not None
+    def _swin(self) -> SwinTransformer3D | None:
+        bvfe = self.branches["bvfe"] if "bvfe" in self.branches else None
+        return bvfe.encoder if isinstance(bvfe, BasicVisualFeatureExtraction) else None
 
     # ------------------------------------------------------------------ execution options
     def train(self, mode: bool = True) -> DVLTAVQA:
@@ -214,6 +228,18 @@ class DVLTAVQA(nn.Module):
             The model.
         """
         return super().train(False if self.as_loss else mode)
+
+    def seed_views(self, seed: int) -> DVLTAVQA:
+        """Reseed :attr:`view_generator`, which draws the random clips and patch offsets of training mode.
+
+        Args:
+            seed: The seed.
+
+        Returns:
+            The model.
+        """
+        self.view_generator.manual_seed(seed)
+        return self
 
     def set_attention_kernel(self, kernel: str) -> DVLTAVQA:
         """Chooses the window attention kernel of the fragment backbone.
@@ -235,21 +261,20 @@ class DVLTAVQA(nn.Module):
             RuntimeError: If ``"flex"`` is asked for and this torch has no FlexAttention.
         """
         check_attention_kernel(kernel)
-        if self.basic_visual is not None:
-            self.basic_visual.backbone.set_attention_kernel(kernel)
+        swin = self._swin()
+        if swin is not None:
+            swin.set_attention_kernel(kernel)
         return self
 
     def set_precision(self, precision: str) -> DVLTAVQA:
         """Run the two large backbones in half precision: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"``.
 
-        Only the frozen Swin3D and CLIP towers run under autocast, with their residual streams kept in
+        Only the frozen Swin3D and CLIP encoders run under autocast, with their residual streams kept in
         float32; the Temporal Context Module, heads, adapters, fusion and score stay in float32. Which
         dtype each branch gets is :func:`branch_dtypes`: notably ``"bf16"`` runs both backbones in float16 on
-        CUDA, and its CLIP tower in float32 on CPU. Scores moved from float32 by at most 4e-4 in fp16 on an
-        H200, and by at most 1.5e-3 (bf16) and 4e-4 (fp16) on CPU, on the test videos of the Benchmarks page.
-        On the H200, fp16 scored 3.2 times as many videos per second as float32 (uncompiled); ``"bf16"`` also speeds
-        up CPUs with native bfloat16 (AVX512-BF16 or AMX); ``"fp16"`` on a CPU without native float16 is much
-        slower than float32.
+        CUDA, and its CLIP tower in float32 on CPU. ``"bf16"`` speeds up CPUs with native bfloat16 (AVX512-BF16
+        or AMX); ``"fp16"`` on a CPU without native float16 is slower than float32. How far each setting moves
+        scores, and how much faster it is, is measured on the Benchmarks page.
 
         Args:
             precision: One of :data:`PRECISIONS`.
@@ -270,26 +295,24 @@ class DVLTAVQA(nn.Module):
 
         The bias cache follows ``load_state_dict``, ``.to()`` and in-place edits under ``torch.no_grad()`` by
         itself; call this after editing the position-bias tables through ``.data``, or to free the memory
-        between calls: about 1.1 GB in float32 for the full model's biases, plus about 300 MB of
-        shape-dependent indices, gates and masks per device, which are shared by every model in the process
+        between calls. The shape-dependent indices, gates and masks are shared by every model in the process
         (:func:`~dvlta_metric.branches.swin3d.clear_shape_caches`) and outlive a deleted model, or the old
         device after ``.to()``, until cleared.
 
         Returns:
             The model.
         """
-        from .branches.swin3d import clear_shape_caches
-
-        if self.basic_visual is not None:
-            self.basic_visual.backbone.clear_bias_cache()
+        swin = self._swin()
+        if swin is not None:
+            swin.clear_bias_cache()
         clear_shape_caches()
         return self
 
     def set_grad_checkpointing(self, enable: bool = True) -> DVLTAVQA:
-        """Recompute backbone activations in the backward pass instead of storing them.
+        """Recompute the frozen encoders' activations in the backward pass instead of storing them.
 
         Cuts the memory of ``as_loss=True`` backward passes on long or large videos (the frozen Swin3D and
-        CLIP towers hold most activations) at the cost of one extra forward.
+        CLIP encoders hold most activations) at the cost of one extra forward.
 
         Args:
             enable: Turn checkpointing on or off.
@@ -297,14 +320,13 @@ class DVLTAVQA(nn.Module):
         Returns:
             The model itself.
         """
-        if self.basic_visual is not None:
-            self.basic_visual.backbone.set_grad_checkpointing(enable)
-        if self.temporal_clip is not None:
-            self.temporal_clip.visual.set_grad_checkpointing(enable)
+        for branch in self.branches.values():
+            if branch.encoder is not None:
+                branch.encoder.set_grad_checkpointing(enable)
         return self
 
     def branch_autocast(self, branch: str, precision: str | None = None) -> contextlib.AbstractContextManager[Any]:
-        """The autocast context ``branch`` runs under, for a precision and the model's device.
+        """The autocast context the encoder of ``branch`` runs under, for a precision and the model's device.
 
         Args:
             branch: ``"bvfe"``, ``"tcm"`` or ``"vbtc"``.
@@ -320,15 +342,14 @@ class DVLTAVQA(nn.Module):
         return torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
     def compile_branches(self, **compile_kwargs: Any) -> DVLTAVQA:
-        """Compile the three branch networks in place with :func:`torch.compile`.
+        """Compile the branch networks in place with :func:`torch.compile`.
 
         Only the branches are compiled: reading files, cutting views and checking inputs stay in Python,
         so :meth:`forward` accepts everything it accepts uncompiled. Shapes are static by default
         (``dynamic=False``): the views always have the same size, so only a new batch size compiles again
-        (about a minute for the full model on 2 CPU cores; keep ``batch_size`` fixed in
-        :meth:`score_files`). Scores match the uncompiled model to float32 rounding. On CPU it gains little,
-        because the branches already run near the matmul rate; it is meant for GPUs, where it can fuse the
-        memory-bound element-wise work between the matmuls.
+        (keep ``batch_size`` fixed in :meth:`score_files`). Scores match the uncompiled model to float32
+        rounding. It is meant for GPUs, where it can fuse the memory-bound element-wise work between the
+        matmuls.
 
         Args:
             **compile_kwargs: Passed to :meth:`torch.nn.Module.compile` (e.g. ``mode="max-autotune"``,
@@ -338,27 +359,32 @@ class DVLTAVQA(nn.Module):
             The model itself.
         """
         compile_kwargs.setdefault("dynamic", False)
-        for branch in (self.basic_visual, self.temporal_context, self.temporal_clip):
-            if branch is not None:
-                branch.compile(**compile_kwargs)
+        for branch in self.branches.values():
+            branch.compile(**compile_kwargs)
         return self
 
     # ------------------------------------------------------------------ sampling
-    def frame_indices(self, num_frames: int) -> dict[str, torch.Tensor]:
-        """Which frames each view of an inference call reads (a reader decodes only these).
+    def view_indices(
+        self, num_frames: int, *, train: bool = False, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Which frames each of the model's views reads (:func:`~dvlta_metric.views.temporal.view_indices`).
 
         Args:
             num_frames: Frames in the video.
+            train: Draw the random training clip (from ``generator``) instead of the inference clips.
+            generator: Generator of the training draw.
 
         Returns:
-            ``{"fragments": (K, L) indices, "frames": (T,) indices}`` for the views the model uses.
+            ``{"fragments": (K, L), "frames": (T,)}`` for the views the model uses.
         """
-        out: dict[str, torch.Tensor] = {}
-        if self.uses_fragments:
-            out["fragments"] = fragment_clip_indices(num_frames, self.config.fragment_view)
-        if self.uses_frames:
-            out["frames"] = segment_centre_indices(num_frames, self.config.frame_view)
-        return out
+        cfg = self.config
+        return view_indices(
+            num_frames,
+            cfg.fragment_view if "fragments" in self.views else None,
+            cfg.frame_view if "frames" in self.views else None,
+            train=train,
+            generator=generator,
+        )
 
     def needed_frames(self, num_frames: int) -> list[int]:
         """Sorted unique frame indices an inference call reads; a reader can skip every other frame.
@@ -369,19 +395,22 @@ class DVLTAVQA(nn.Module):
         Returns:
             The indices to decode.
         """
-        return needed_frame_indices(
-            num_frames,
-            self.config.fragment_view if self.uses_fragments else None,
-            self.config.frame_view if self.uses_frames else None,
-        )
+        return frames_to_decode(self.view_indices(num_frames))
 
-    def make_views(self, video: torch.Tensor | DecodedVideo) -> dict[str, torch.Tensor]:
-        """Cut both views from one decoded video.
+    def make_views(
+        self,
+        video: torch.Tensor | DecodedVideo,
+        *,
+        train: bool | None = None,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Cut the views of one decoded video.
 
         At inference the fragment offsets come from a generator seeded by ``config.fragment_view.seed``,
-        so the same video always gets the same view, alone or in a batch. In training mode one random clip
-        with random offsets is drawn instead (the clip a training-mode :meth:`read` drew, for a decoded
-        video that holds one).
+        so the same video always gets the same view, alone or in a batch. Training views draw one random clip
+        and random offsets from one generator, in that order: ``generator`` if given (a seeded one makes them
+        reproducible), else :attr:`view_generator`. A decoded video read in training mode brings the clip
+        its read drew (:attr:`~dvlta_metric.decoded.DecodedVideo.training_indices`).
 
         Patches are cut where the frames are (e.g. on the CPU) and only the views are moved to the model's
         device and converted to floats.
@@ -390,74 +419,82 @@ class DVLTAVQA(nn.Module):
             video: ``(T, 3, H, W)`` frames (uint8 in ``[0, 255]`` or float in ``[0, 1]``, any device), or a
                 :class:`~dvlta_metric.decoded.DecodedVideo` holding (at least) the frames of
                 :meth:`needed_frames`.
+            train: Cut training views (default: whether the model is in training mode).
+            generator: Generator of the training draws.
 
         Returns:
             ``{"fragments": (K, 3, L, S, S), "frames": (T', 3, S, S)}`` for the views the model uses.
         """
         self._check_dtype()
-        if isinstance(video, DecodedVideo):
-            num_frames, source = video.num_frames, video.frames
-
-            def rows(idx: torch.Tensor) -> torch.Tensor:
-                return video.rows(idx)
-
+        train = self.training if train is None else train
+        cfg = self.config
+        if generator is None:
+            generator = self.view_generator if train else torch.Generator().manual_seed(cfg.fragment_view.seed)
+        decoded = video if isinstance(video, DecodedVideo) else None
+        source = video.frames if decoded is not None else video
+        if train and decoded is not None and decoded.training_indices is not None:
+            indices = decoded.training_indices
         else:
-            num_frames, source = video.shape[0], video
-
-            def rows(idx: torch.Tensor) -> torch.Tensor:
-                return idx
-
+            num_frames = source.shape[0] if decoded is None else decoded.num_frames
+            indices = self.view_indices(num_frames, train=train, generator=generator)
         views: dict[str, torch.Tensor] = {}
-        if self.uses_fragments:
-            cfg = self.config.fragment_view
-            gen = None if self.training else torch.Generator().manual_seed(cfg.seed)
-            drawn = video.training_clip if isinstance(video, DecodedVideo) and self.training else None
-            if drawn is None:
-                drawn = fragment_clip_indices(num_frames, cfg, train=self.training, generator=gen)
-            idx = drawn
-            try:
-                frame_index = rows(idx.flatten())
-            except ValueError as err:
-                if not self.training:
-                    raise ValueError(
-                        f"{err}: pass frames read with model.read(path), which decodes the frames this model's "
-                        "views need, or all frames"
-                    ) from None
-                raise ValueError(
-                    f"{err}: a training view is a random clip; read the file with the model in training mode "
-                    "(model.train(), then model.read(path)), which decodes the clip it draws"
-                ) from None
-            views["fragments"] = fragment_view(
-                source, cfg, generator=gen, dtype=self.dtype, frame_index=frame_index, device=self.device
-            )
-        if self.uses_frames:
-            idx = segment_centre_indices(num_frames, self.config.frame_view)
-            frames = source[rows(idx).to(source.device)].to(self.device)
-            views["frames"] = frame_view(frames, self.config.frame_view, dtype=self.dtype)
+        for name, idx in indices.items():
+            rows = idx.flatten() if decoded is None else self._rows(decoded, idx.flatten(), train)
+            if name == "fragments":
+                views[name] = fragment_view(
+                    source, cfg.fragment_view, generator, self.dtype, frame_index=rows, device=self.device
+                )
+            else:
+                frames = source[rows.to(source.device)].to(self.device)
+                views[name] = frame_view(frames, cfg.frame_view, dtype=self.dtype)
         return views
 
+    @staticmethod
+    def _rows(decoded: DecodedVideo, wanted: torch.Tensor, train: bool) -> torch.Tensor:
+        try:
+            return decoded.rows(wanted)
+        except ValueError as err:
+            if not train:
+                raise ValueError(
+                    f"{err}: pass frames read with model.read(path), which decodes the frames this model's "
+                    "views need, or all frames"
+                ) from None
+            raise ValueError(
+                f"{err}: a training view is a random clip; read the file with the model in training mode "
+                "(model.train(), then model.read(path)), which decodes the clip it draws"
+            ) from None
+
     # ------------------------------------------------------------------ branches and head
-    def branch_features(self, views: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The branch features ``F_k`` of a batch of views.
+    def encode(self, views: dict[str, torch.Tensor], precision: str | None = None) -> dict[str, torch.Tensor]:
+        """Each branch's frozen encoder on its view (the part the feature cache stores).
 
         Args:
             views: ``{"fragments": (B, K, 3, L, S, S), "frames": (B, T, 3, S, S)}`` (stacked
                 :meth:`make_views` outputs).
+            precision: Autocast setting of the encoders (:func:`branch_dtypes`); the model's own if ``None``.
+
+        Returns:
+            ``{branch name: (B, ...)}`` encoded views.
+        """
+        encoded: dict[str, torch.Tensor] = {}
+        for name, branch in self.branches.items():
+            with self.branch_autocast(name, precision):
+                encoded[name] = branch.encode(views[branch.view])
+        return encoded
+
+    def branch_features(self, encoded: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The branch features ``F_k`` from the encoded views: each branch's trained head, in float32.
+
+        Args:
+            encoded: ``{branch name: (B, ...)}`` as :meth:`encode` gives (or the feature cache stores).
 
         Returns:
             ``(B, n_branches, D)`` in the order of :attr:`branches`.
         """
-        feats: dict[str, torch.Tensor] = {}
-        if self.basic_visual is not None:
-            with self.branch_autocast("bvfe"):
-                feats["bvfe"] = self.basic_visual(views["fragments"])
-        if self.temporal_context is not None:
-            with self.branch_autocast("tcm"):
-                feats["tcm"] = self.temporal_context(views["frames"].transpose(1, 2))
-        if self.temporal_clip is not None:
-            with self.branch_autocast("vbtc"):
-                feats["vbtc"] = self.temporal_clip(views["frames"])
-        return torch.stack([feats[name].to(self.dtype) for name in self.branches], dim=1)
+        with torch.autocast(self.device.type, enabled=False):
+            return torch.stack(
+                [branch.head(encoded[name]).to(self.dtype) for name, branch in self.branches.items()], dim=1
+            )
 
     def text_features(self) -> torch.Tensor:
         """Adapted prompt embeddings ``T'`` (eq. 10), ``(3, D)`` rows in :data:`PROMPT_ROLES` order.
@@ -475,8 +512,8 @@ class DVLTAVQA(nn.Module):
 
         With a single branch (the zero-shot model) there is nothing to weigh: the fused feature is that
         branch's feature and its weight is reported as 1. Fusion and score run in the model's dtype (float32)
-        even inside a caller's :func:`torch.autocast`: with the logit scale of 100 a bfloat16 score head
-        moved scores by up to 0.04.
+        even inside a caller's :func:`torch.autocast`: with the logit scale of 100, a half-precision score head
+        would move scores visibly.
 
         Args:
             features: ``(B, K, D)`` branch features.
@@ -498,8 +535,9 @@ class DVLTAVQA(nn.Module):
     def read(self, path: PathLike) -> DecodedVideo:
         """Decode the frames of a video file that this model's views need (and no others).
 
-        In training mode the random clip of the training view is drawn here, and only its frames (and the
-        frame view's) are decoded; the result's ``training_clip`` holds it (read again for a new clip).
+        In training mode the random clip of the training view is drawn here from :attr:`view_generator`, and
+        only its frames (and the frame view's) are decoded; the result's ``training_indices`` holds them
+        (read again for a new clip).
 
         Args:
             path: A video file any FFmpeg build reads.
@@ -511,58 +549,19 @@ class DVLTAVQA(nn.Module):
             FileNotFoundError: If the file does not exist.
             ValueError: If it cannot be decoded or has no video stream.
         """
-        from .video_io import read_video
-
         if not self.training:
             return read_video(path, select=self.needed_frames)
-        drawn: list[torch.Tensor] = []
+        drawn: list[dict[str, torch.Tensor]] = []
 
         def training_frames(num_frames: int) -> list[int]:
-            # the random training clip is drawn here, so that only its frames are decoded (the reader calls
-            # this again with a smaller count if the file turns out truncated: the last draw is the one used)
-            wanted: set[int] = set()
-            if self.uses_fragments:
-                drawn.append(fragment_clip_indices(num_frames, self.config.fragment_view, train=True))
-                wanted.update(drawn[-1].flatten().tolist())
-            if self.uses_frames:
-                wanted.update(segment_centre_indices(num_frames, self.config.frame_view).tolist())
-            return sorted(wanted)
+            # the reader calls this again with a smaller count if the file turns out truncated: the last
+            # draw is the one used
+            drawn.append(self.view_indices(num_frames, train=True, generator=self.view_generator))
+            return frames_to_decode(drawn[-1])
 
         video = read_video(path, select=training_frames)
-        video.training_clip = drawn[-1] if drawn else None
+        video.training_indices = drawn[-1]
         return video
-
-    def _load_inputs(self, x: Any) -> tuple[list[torch.Tensor | DecodedVideo], bool]:
-        """Normalise any accepted input into a list of videos, and whether it was a single video."""
-        if isinstance(x, (str, os.PathLike)):
-            return [self._checked_file(x)], True
-        if isinstance(x, (list, tuple)) and x and all(isinstance(v, (str, os.PathLike, DecodedVideo)) for v in x):
-            videos = [self._checked_decoded(v) if isinstance(v, DecodedVideo) else self._checked_file(v) for v in x]
-            return videos, False
-        if isinstance(x, DecodedVideo):
-            return [self._checked_decoded(x)], True
-        single = isinstance(x, torch.Tensor) and x.dim() == 4
-        return list(split_batch(x)), single
-
-    @staticmethod
-    def _checked_decoded(video: DecodedVideo) -> DecodedVideo:
-        check_video(video.frames, name=video.path or "decoded video")
-        return video
-
-    def _checked_file(self, path: PathLike) -> DecodedVideo:
-        decoded = self.read(path)
-        check_video(decoded.frames, name=str(path))
-        return decoded
-
-    def _run(self, x: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
-        videos, single = self._load_inputs(x)
-        return (*self._score_videos(videos), single)
-
-    def _score_videos(
-        self, videos: Sequence[torch.Tensor | DecodedVideo]
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        with torch.set_grad_enabled(self.as_loss or self.training):
-            return self.score_views([self.make_views(v) for v in videos])
 
     def _check_dtype(self) -> None:
         """Refuse weights converted to half precision as a whole (``.half()``, ``.to(torch.bfloat16)``)."""
@@ -590,7 +589,7 @@ class DVLTAVQA(nn.Module):
         if (
             self.training
             and len(views) < 2
-            and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training for m in self.modules())
+            and any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in self.modules())
         ):
             raise ValueError(
                 "in training mode the batch norms use batch statistics, which need at least 2 videos per call, "
@@ -598,9 +597,14 @@ class DVLTAVQA(nn.Module):
             )
         with torch.set_grad_enabled(self.as_loss or self.training):
             batch = {k: torch.stack([v[k] for v in views]) for k in views[0]}
-            features = self.branch_features(batch)
+            features = self.branch_features(self.encode(batch))
             scores, weights = self.score_features(features)
         return scores, weights, features
+
+    def _run(self, x: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
+        videos, single = load_videos(x, self.read)
+        with torch.set_grad_enabled(self.as_loss or self.training):
+            return (*self.score_views([self.make_views(v) for v in videos]), single)
 
     def forward(self, x: Any) -> torch.Tensor:
         """Score videos.
@@ -632,8 +636,8 @@ class DVLTAVQA(nn.Module):
         """
         scores, weights, features, single = self._run(x)
         if single:
-            return Explanation(scores[0], weights[0], features[0], self.branches)
-        return Explanation(scores, weights, features, self.branches)
+            return Explanation(scores[0], weights[0], features[0], self.branch_names)
+        return Explanation(scores, weights, features, self.branch_names)
 
     def score_files(
         self,
@@ -645,10 +649,10 @@ class DVLTAVQA(nn.Module):
         explain: bool = False,
         prefetch: int | None = None,
     ) -> Iterator[FileResult]:
-        """Score many video files: decoding runs in parallel workers while the model computes.
+        """Score many video files (:func:`~dvlta_metric.batch.score_files` with this model).
 
-        A file that cannot be read or scored gives a result with ``error`` set; the others go on. Results
-        come in input order.
+        Decoding runs in parallel workers while the model computes. A file that cannot be read or scored gives
+        a result with ``error`` set; the others go on. Results come in input order.
 
         Args:
             paths: Video files.
@@ -661,17 +665,8 @@ class DVLTAVQA(nn.Module):
         Returns:
             An iterator of :class:`~dvlta_metric.batch.FileResult`, one per path, in order.
         """
-        from .batch import score_files
-
-        return score_files(
-            self,
-            paths,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            progress=progress,
-            explain=explain,
-            prefetch=prefetch,
-        )
+        options = {"batch_size": batch_size, "num_workers": num_workers, "prefetch": prefetch}
+        return score_files(self, paths, progress=progress, explain=explain, **options)
 
     def save_pretrained(
         self, directory: str | os.PathLike, *, fp16: bool = False, metadata: dict[str, Any] | None = None

@@ -84,7 +84,7 @@ def test_bad_attention_kernel_is_refused(monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_model_sets_the_backbone_kernel() -> None:
     model = dvlta_metric.create("dvlta-vqa-tiny", pretrained=False)
-    backbone = model.basic_visual.backbone
+    backbone = model.branches["bvfe"].encoder
     assert backbone.attention_kernel == "sdpa"
     if flex_attention_available():
         assert model.set_attention_kernel("flex") is model

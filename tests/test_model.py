@@ -80,7 +80,7 @@ def test_short_and_small_videos_are_valid(tiny_model: DVLTAVQA, video_factory: V
 def test_explain(tiny_model: DVLTAVQA, video_factory: VideoFactory) -> None:
     v = video_factory(8, 200, 200)
     e = tiny_model.explain(v)
-    assert e.branches == ("bvfe", "tcm", "vbtc")
+    assert e.branches == tiny_model.branch_names == ("bvfe", "tcm", "vbtc")
     assert e.weights.shape == (3,) and e.features.shape == (3, tiny_model.config.embed_dim)
     assert torch.equal(e.score, tiny_model(v))
     # eq. 11: the weights are the cosines of the branch features with the adapted fusion prompt
@@ -99,8 +99,8 @@ def test_as_loss_gradient_reaches_pixels(tiny_loss_model: DVLTAVQA, video_factor
     assert v.grad is not None
     assert torch.isfinite(v.grad).all() and v.grad.abs().sum() > 0
     # frozen backbones stay frozen
-    assert all(not p.requires_grad for p in tiny_loss_model.basic_visual.backbone.parameters())
-    assert all(not p.requires_grad for p in tiny_loss_model.temporal_clip.visual.parameters())
+    assert all(not p.requires_grad for p in tiny_loss_model.branches["bvfe"].encoder.parameters())
+    assert all(not p.requires_grad for p in tiny_loss_model.branches["vbtc"].encoder.parameters())
 
 
 def test_softmax_fusion_override(video_factory: VideoFactory) -> None:
@@ -155,8 +155,8 @@ def test_full_model_size_and_forward(video_factory: VideoFactory) -> None:
     torch.manual_seed(0)
     model = dvlta_metric.create("dvlta-vqa", pretrained=False, device="cpu", fragment_view={"num_clips": 1})
     total = sum(p.numel() for p in model.parameters())
-    clip = sum(p.numel() for p in model.temporal_clip.visual.parameters())
-    swin = sum(p.numel() for p in model.basic_visual.backbone.parameters())
+    clip = sum(p.numel() for p in model.branches["vbtc"].encoder.parameters())
+    swin = sum(p.numel() for p in model.branches["bvfe"].encoder.parameters())
     assert 110e6 < total < 120e6, total
     assert 85e6 < clip < 88e6, clip
     assert 27.5e6 < swin < 28.7e6, swin
@@ -253,12 +253,12 @@ def test_training_mode_reads_every_frame_of_a_file_and_needs_two_videos(video_fa
     sample = str(files("dvlta_metric") / "assets" / "sample.mp4")
     model = dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="cpu")
     inference = model.read(sample)
-    assert inference.num_frames > len(inference.frames) and inference.training_clip is None  # a subset
+    assert inference.num_frames > len(inference.frames) and inference.training_indices is None  # a subset
     model.train()
     for seed in range(4):  # random training clips: each used to need frames the inference subset lacks
-        torch.manual_seed(seed)
+        model.seed_views(seed)
         decoded = model.read(sample)
-        clip = decoded.training_clip
+        clip = decoded.training_indices["fragments"]
         assert clip is not None and clip.shape == (1, model.config.fragment_view.clip_len)
         assert set(clip.flatten().tolist()) <= set(decoded.indices.tolist())  # the drawn clip, and no more:
         assert len(decoded.frames) <= clip.numel() + model.config.frame_view.num_frames

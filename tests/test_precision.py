@@ -55,9 +55,9 @@ def test_backbones_compute_in_half_with_float32_residuals(
     try:
         tiny_model.set_precision(precision)
         with (
-            output_dtypes(tiny_model.basic_visual.backbone, swin_kinds) as swin,
-            output_dtypes(tiny_model.temporal_context, (nn.Conv3d,)) as tcm,
-            output_dtypes(tiny_model.temporal_clip.visual, clip_kinds) as clip,
+            output_dtypes(tiny_model.branches["bvfe"].encoder, swin_kinds) as swin,
+            output_dtypes(tiny_model.branches["tcm"], (nn.Conv3d,)) as tcm,
+            output_dtypes(tiny_model.branches["vbtc"].encoder, clip_kinds) as clip,
         ):
             features = tiny_model.explain(v).features
     finally:
@@ -75,7 +75,7 @@ def test_backbones_compute_in_half_with_float32_residuals(
 def test_encode_images_matches_open_clip_in_float32() -> None:
     torch.manual_seed(0)
     model = dvlta_metric.create("dvlta-vqa-tiny", pretrained=False)
-    visual = model.temporal_clip.visual
+    visual = model.branches["vbtc"].encoder
     x = torch.randn(3, 3, 224, 224)
     with torch.no_grad():
         assert torch.equal(encode_images(visual, x), visual(x))
@@ -84,7 +84,7 @@ def test_encode_images_matches_open_clip_in_float32() -> None:
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_float32_residual_stream_cuts_clip_half_precision_error(dtype: torch.dtype) -> None:
     torch.manual_seed(0)
-    visual = dvlta_metric.create("dvlta-vqa-tiny", pretrained=False).temporal_clip.visual
+    visual = dvlta_metric.create("dvlta-vqa-tiny", pretrained=False).branches["vbtc"].encoder
     x = torch.randn(4, 3, 224, 224)
     with torch.no_grad():
         ref = visual(x)

@@ -14,10 +14,11 @@ from dvlta_metric.views import (
     fragment_clip_indices,
     fragment_view,
     frame_view,
-    needed_frame_indices,
+    frames_to_decode,
     sample_fragment_offsets,
     segment_centre_indices,
     upsample_short_side,
+    view_indices,
 )
 from dvlta_metric.views import fragments as fragments_module
 from dvlta_metric.views import frames as frames_module
@@ -56,9 +57,13 @@ def test_segment_centres() -> None:
     assert segment_centre_indices(3, cfg).max() <= 2
 
 
-def test_needed_indices_are_union() -> None:
+def test_frames_to_decode_is_the_union_of_the_view_indices() -> None:
     frag, frames = FragmentViewConfig(), FrameViewConfig()
-    need = needed_frame_indices(240, frag, frames)
+    indices = view_indices(240, frag, frames)
+    assert indices["fragments"].equal(fragment_clip_indices(240, frag))
+    assert indices["frames"].equal(segment_centre_indices(240, frames))
+    assert list(view_indices(240, None, frames)) == ["frames"]
+    need = frames_to_decode(indices)
     expected = set(fragment_clip_indices(240, frag).flatten().tolist()) | set(
         segment_centre_indices(240, frames).tolist()
     )
@@ -254,3 +259,12 @@ def test_center_crop_needs_frames_at_least_the_crop_size() -> None:
             center_crop(frames, size)
     with pytest.raises(ValueError, match="at least 1"):
         center_crop(frames, 0)
+
+
+def test_training_view_indices_follow_the_generator() -> None:
+    frag, frames = FragmentViewConfig(), FrameViewConfig()
+    draws = [view_indices(300, frag, frames, train=True, generator=torch.Generator().manual_seed(s)) for s in (1, 1, 2)]
+    assert draws[0]["fragments"].shape == (1, frag.clip_len)
+    assert draws[0]["fragments"].equal(draws[1]["fragments"])
+    assert not draws[0]["fragments"].equal(draws[2]["fragments"])
+    assert draws[0]["frames"].equal(segment_centre_indices(300, frames))  # the frame view is not random

@@ -1,9 +1,9 @@
 """Basic Visual Feature Extraction Module (paper eqs. 8-9): the ventral stream on the fragment view.
 
-A frozen FAST-VQA-B backbone (Video Swin-T with gated relative position bias) turns each 32-frame fragment
-clip into ``(768, 16, 7, 7)`` features; a trained ``Conv3d(768, 512, 1) -> GELU -> Conv3d(512, 512, 1)``
-head (width 512 is ours) maps them into the joint space, and the result is averaged over ``(t, h, w)`` and
-over clips to give ``F_bvfe``.
+A frozen FAST-VQA-B backbone (Video Swin-T with gated relative position bias; :meth:`~Branch.encode`) turns
+each 32-frame fragment clip into ``(768, 16, 7, 7)`` features; a trained ``Conv3d(768, 512, 1) -> GELU ->
+Conv3d(512, 512, 1)`` MLP (width 512 is ours) maps them into the joint space, and the result is averaged over
+``(t, h, w)`` and over clips to give ``F_bvfe`` (:meth:`~Branch.head`).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..config import SwinConfig
+from .base import Branch
 from .swin3d import SwinTransformer3D
 
 
@@ -35,8 +36,12 @@ class FragmentHead(nn.Module):
         return self.fc_out(self.act(self.fc_hid(feats)))
 
 
-class BasicVisualFeatureExtraction(nn.Module):
-    """The Basic Visual Feature Extraction Module (eqs. 8-9).
+class BasicVisualFeatureExtraction(Branch):
+    """The Basic Visual Feature Extraction Module (eqs. 8-9), on the fragment view.
+
+    Attributes:
+        encoder: The frozen Swin3D backbone (eq. 8).
+        mlp: The trained :class:`FragmentHead` (eq. 9).
 
     Args:
         swin: Backbone configuration (FAST-VQA-B's Swin-T by default).
@@ -44,9 +49,11 @@ class BasicVisualFeatureExtraction(nn.Module):
         out_dim: Joint dimension ``D``.
     """
 
+    view = "fragments"
+
     def __init__(self, swin: SwinConfig, hidden: int = 512, out_dim: int = 512) -> None:
         super().__init__()
-        self.backbone = SwinTransformer3D(
+        self.encoder = SwinTransformer3D(
             patch_size=swin.patch_size,
             embed_dim=swin.embed_dim,
             depths=swin.depths,
@@ -56,44 +63,35 @@ class BasicVisualFeatureExtraction(nn.Module):
             frag_biases=swin.frag_biases,
             base_x_size=swin.base_x_size,
         )
-        self.backbone.requires_grad_(False)
-        self.head = FragmentHead(self.backbone.num_features, hidden, out_dim)
+        self.encoder.requires_grad_(False)
+        self.mlp = FragmentHead(self.encoder.num_features, hidden, out_dim)
 
-    def backbone_features(self, clips: torch.Tensor) -> torch.Tensor:
+    def encode(self, view: torch.Tensor) -> torch.Tensor:
         """Frozen backbone features of fragment clips (eq. 8).
 
         Args:
-            clips: ``(N, 3, L, S, S)`` normalised fragment clips.
+            view: ``(B, K, 3, L, S, S)`` normalised fragment clips, ``K`` per video.
 
         Returns:
-            ``(N, 768, L/2, S/32, S/32)``.
+            ``(B, K, 768, L/2, S/32, S/32)``.
         """
-        return self.backbone(clips)
+        feats = self.encoder(view.flatten(0, 1))
+        return feats.unflatten(0, view.shape[:2])
 
-    def pool_head(self, feats: torch.Tensor, num_clips: int) -> torch.Tensor:
-        """Head and pooling on backbone features (eq. 9).
+    def head(self, encoded: torch.Tensor) -> torch.Tensor:
+        """MLP and pooling on backbone features (eq. 9).
 
         Args:
-            feats: ``(B * K, C, t, h, w)`` backbone features, ``K`` clips per video, video-major.
-            num_clips: ``K``.
+            encoded: ``(B, K, C, t, h, w)`` backbone features of ``K`` clips per video.
 
         Returns:
-            ``(B, D)``: the head output averaged over ``(t, h, w)`` and over the clips. The head runs in
-            its weights' dtype (float32 unless the whole model was converted) even under autocast (it is
-            about 0.5 % of the branch's FLOPs).
+            ``(B, D)``: the MLP output averaged over ``(t, h, w)`` and over the clips. The MLP runs in its
+            weights' dtype (float32 unless the whole model was converted) even under autocast.
         """
-        with torch.autocast(feats.device.type, enabled=False):
-            out = self.head(feats.to(next(self.head.parameters()).dtype)).mean(dim=(2, 3, 4))
-        return out.reshape(-1, num_clips, out.shape[-1]).mean(dim=1)
+        with torch.autocast(encoded.device.type, enabled=False):
+            out = self.mlp(encoded.flatten(0, 1).to(self.mlp.fc_hid.weight.dtype)).mean(dim=(2, 3, 4))
+        return out.unflatten(0, encoded.shape[:2]).mean(dim=1)
 
-    def forward(self, clips: torch.Tensor) -> torch.Tensor:
-        """``F_bvfe`` of a batch of videos.
-
-        Args:
-            clips: ``(B, K, 3, L, S, S)`` fragment clips, ``K`` per video.
-
-        Returns:
-            ``(B, D)``.
-        """
-        k = clips.shape[1]
-        return self.pool_head(self.backbone_features(clips.flatten(0, 1)), k)
+    def forward(self, view: torch.Tensor) -> torch.Tensor:
+        """``F_bvfe`` of a batch of videos: ``head(encode(view))``, ``(B, K, 3, L, S, S)`` -> ``(B, D)``."""
+        return self.head(self.encode(view))

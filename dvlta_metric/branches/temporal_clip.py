@@ -12,6 +12,7 @@ from torch import nn
 
 from ..clip_towers import build_vision_tower, encode_images
 from ..config import CLIPVisionConfig
+from .base import Branch
 
 
 class CLIPAdapter(nn.Module):
@@ -49,16 +50,22 @@ class CLIPAdapter(nn.Module):
         return self.fc(z[:, :, None, None]).flatten(1)
 
 
-class VideoBasedTemporalCLIP(nn.Module):
-    """The Video-Based Temporal CLIP branch (eqs. 1-4).
+class VideoBasedTemporalCLIP(Branch):
+    """The Video-Based Temporal CLIP branch (eqs. 1-4), on the frame view.
+
+    Attributes:
+        encoder: The frozen CLIP image tower (eqs. 1-2).
+        adapter: The trained :class:`CLIPAdapter` of eq. 4, or ``None`` (the zero-shot model has none).
 
     Args:
         vision: Sizes of the (frozen) CLIP image encoder.
         embed_dim: Joint embedding dimension ``D`` (512).
-        use_adapter: Add the residual adapter of eq. 4 (the zero-shot model has none).
+        use_adapter: Add the residual adapter of eq. 4.
         adapter_reduction: Bottleneck reduction of the adapter.
         adapter_ratio: ``a`` in ``F = a * A(Z) + (1 - a) * Z`` (0.4).
     """
+
+    view = "frames"
 
     def __init__(
         self,
@@ -70,48 +77,38 @@ class VideoBasedTemporalCLIP(nn.Module):
         adapter_ratio: float = 0.4,
     ) -> None:
         super().__init__()
-        self.visual = build_vision_tower(vision, embed_dim)
-        self.visual.requires_grad_(False)
+        self.encoder = build_vision_tower(vision, embed_dim)
+        self.encoder.requires_grad_(False)
         self.adapter = CLIPAdapter(embed_dim, adapter_reduction) if use_adapter else None
         self.adapter_ratio = adapter_ratio
 
-    def frame_embeddings(self, frames: torch.Tensor) -> torch.Tensor:
+    def encode(self, view: torch.Tensor) -> torch.Tensor:
         """Per-frame image embeddings ``z_i`` (eqs. 1-2).
 
         Args:
-            frames: ``(B, T, 3, S, S)`` normalised frames.
+            view: ``(B, T, 3, S, S)`` normalised frames.
 
         Returns:
             ``(B, T, D)`` embeddings.
         """
-        b, t = frames.shape[:2]
-        z = encode_images(self.visual, frames.flatten(0, 1))
-        return z.reshape(b, t, -1)
+        return encode_images(self.encoder, view.flatten(0, 1)).unflatten(0, view.shape[:2])
 
-    def from_frame_embeddings(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """``F_vbtc`` from per-frame embeddings (eqs. 3-4); training uses it on cached embeddings.
+    def head(self, encoded: torch.Tensor) -> torch.Tensor:
+        """``F_vbtc`` from per-frame embeddings: the temporal mean and the adapter (eqs. 3-4).
 
         Args:
-            embeddings: ``(B, T, D)`` frame embeddings ``z_t`` of the frozen encoder.
+            encoded: ``(B, T, D)`` frame embeddings ``z_t`` of the frozen encoder.
 
         Returns:
-            ``(B, D)``.
+            ``(B, D)``; the adapter runs in its weights' dtype even under autocast.
         """
         if self.adapter is None:
-            return embeddings.mean(dim=1)
+            return encoded.mean(dim=1)
         a = self.adapter_ratio
-        # in the adapter's dtype even under autocast: it is tiny, and its output is the branch feature
-        z = embeddings.to(self.adapter.fc[0].weight.dtype).mean(dim=1)
+        z = encoded.to(self.adapter.fc[0].weight.dtype).mean(dim=1)
         with torch.autocast(z.device.type, enabled=False):
             return a * self.adapter(z) + (1.0 - a) * z
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        """Video embedding ``F_vbtc``.
-
-        Args:
-            frames: ``(B, T, 3, S, S)`` normalised frames of the frame view.
-
-        Returns:
-            ``(B, D)``: ``Z = mean_t z_t`` (eq. 3), then eq. 4 if the adapter is present.
-        """
-        return self.from_frame_embeddings(self.frame_embeddings(frames))
+    def forward(self, view: torch.Tensor) -> torch.Tensor:
+        """``F_vbtc`` of a batch of videos: ``head(encode(view))``, ``(B, T, 3, S, S)`` -> ``(B, D)``."""
+        return self.head(self.encode(view))

@@ -26,8 +26,9 @@ from itertools import pairwise
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dvlta_metric.branches.cbam import CBAM
-from dvlta_metric.branches.tadaconv import RouteFunc, TAdaConv2d
+from .base import Branch
+from .cbam import CBAM
+from .tadaconv import RouteFunc, TAdaConv2d
 
 __all__ = [
     "TAdaStage",
@@ -194,7 +195,7 @@ class TAdaStage(nn.Module):
         return out
 
 
-class TemporalContextModule(nn.Module):
+class TemporalContextModule(Branch):
     """Temporal Context Module producing ``F_tcm`` (DVLTA-VQA eqs. 5-7).
 
     ``stem`` (eq. 5) -> ``stages`` (TAdaConv + aggregation, eq. 6) -> ``cbam`` ->
@@ -220,6 +221,8 @@ class TemporalContextModule(nn.Module):
     Raises:
         ValueError: If ``channels`` is empty.
     """
+
+    view = "frames"
 
     def __init__(
         self,
@@ -296,3 +299,14 @@ class TemporalContextModule(nn.Module):
         """
         f_tcm: Tensor = self.proj(self.forward_features(x).mean(dim=(2, 3, 4)))
         return f_tcm
+
+    def head(self, encoded: Tensor) -> Tensor:
+        """``F_tcm`` of the frame view: the TCM trains end to end, so its encoded view is the view itself.
+
+        Args:
+            encoded: ``(B, T, 3, S, S)`` normalised frames.
+
+        Returns:
+            ``(B, out_dim)``.
+        """
+        return self(encoded.transpose(1, 2))

@@ -10,8 +10,9 @@ from .frames import center_crop, frame_view, resize_short_side
 from .normalize import normalize, to_unit_float
 from .temporal import (
     fragment_clip_indices,
-    needed_frame_indices,
+    frames_to_decode,
     segment_centre_indices,
+    view_indices,
 )
 
 __all__ = [
@@ -20,11 +21,12 @@ __all__ = [
     "fragment_clip_indices",
     "fragment_view",
     "frame_view",
-    "needed_frame_indices",
+    "frames_to_decode",
     "normalize",
     "resize_short_side",
     "sample_fragment_offsets",
     "segment_centre_indices",
     "to_unit_float",
     "upsample_short_side",
+    "view_indices",
 ]

@@ -1,10 +1,13 @@
 """Which frames of a video each view reads.
 
-Both samplers work on frame *indices* only, so a video reader can decode just the frames a model needs
-(:func:`needed_frame_indices`) and the views can then be cut from those frames alone.
+Both samplers work on frame *indices* only. :func:`view_indices` is the one place that says which frames
+each view of a model reads, at inference and in training (with an explicit generator); a video reader decodes
+just :func:`frames_to_decode` of them and the views are then cut from those frames alone.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import torch
 
@@ -70,24 +73,42 @@ def segment_centre_indices(num_frames: int, cfg: FrameViewConfig) -> torch.Tenso
     return torch.tensor([min(int(seg * i + seg / 2.0), num_frames - 1) for i in range(t)], dtype=torch.long)
 
 
-def needed_frame_indices(
+def view_indices(
     num_frames: int,
-    fragment_cfg: FragmentViewConfig | None,
-    frame_cfg: FrameViewConfig | None,
-) -> list[int]:
-    """Sorted unique frame indices that the inference views of a model read.
+    fragments: FragmentViewConfig | None,
+    frames: FrameViewConfig | None,
+    *,
+    train: bool = False,
+    generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
+    """Which frames each view reads: the one "frames to decode" rule of inference, training and the cache.
+
+    At inference nothing is random; in training the fragment clip is drawn from ``generator``. A caller that
+    cuts the views afterwards passes the same generator on, so that one seeded generator fixes both the
+    clip and the patch offsets.
 
     Args:
-        num_frames: Frames in the video.
-        fragment_cfg: Fragment view settings, or ``None`` if the model has no fragment branch.
-        frame_cfg: Frame view settings, or ``None`` if the model has no frame branch.
+        num_frames: Frames in the video (``>= 1``).
+        fragments: Fragment view settings, or ``None`` if the model reads no fragments.
+        frames: Frame view settings, or ``None`` if the model reads no frame view.
+        train: Draw the training clip instead of the inference clips.
+        generator: Generator of the training draw (torch's global one if ``None``).
 
     Returns:
-        The indices a reader must decode; every other frame can be skipped.
+        ``{"fragments": (K, L), "frames": (T,)}`` long tensors of frame indices, for the views given.
     """
+    out: dict[str, torch.Tensor] = {}
+    if fragments is not None:
+        out["fragments"] = fragment_clip_indices(num_frames, fragments, train=train, generator=generator)
+    if frames is not None:
+        out["frames"] = segment_centre_indices(num_frames, frames)
+    return out
+
+
+def frames_to_decode(indices: Mapping[str, torch.Tensor]) -> list[int]:
+    """Sorted unique frame indices of some views (a :func:`view_indices` result); every other frame can be
+    skipped by a reader."""
     needed: set[int] = set()
-    if fragment_cfg is not None:
-        needed.update(fragment_clip_indices(num_frames, fragment_cfg).flatten().tolist())
-    if frame_cfg is not None:
-        needed.update(segment_centre_indices(num_frames, frame_cfg).tolist())
+    for idx in indices.values():
+        needed.update(idx.flatten().tolist())
     return sorted(needed)
