@@ -117,7 +117,7 @@ def architecture(out: Path) -> Path:
         4.55,
         3.25,
         1.15,
-        "Basic Visual Feature Extraction\nVideo Swin-T 3D with GRPB (frozen)\n(768, 16, 7, 7) per clip",
+        "branches['bvfe'].encode (frozen)\nVideo Swin-T 3D with GRPB\n(768, 16, 7, 7) per clip",
         FROZEN,
     )
     _box(ax, 8.65, 4.7, 1.45, 0.85, "head\nConv-GELU-Conv\nmean", TRAINED, size=7.8)
@@ -127,7 +127,7 @@ def architecture(out: Path) -> Path:
         2.55,
         4.9,
         1.3,
-        "Temporal Context Module (trained)\n"
+        "branches['tcm'].head (trained end to end; no encoder)\n"
         "3-D stem, 2 x [TAdaConv2d + temporal aggregation],\n"
         "CBAM, mean, Linear(256, 512)",
         TRAINED,
@@ -138,12 +138,10 @@ def architecture(out: Path) -> Path:
         0.45,
         3.25,
         1.15,
-        "Video-Based Temporal CLIP\n"
-        "CLIP ViT-B/16 image encoder (frozen)\n"
-        "$z_t$ per frame, $Z = \\mathrm{mean}_t\\, z_t$",
+        "branches['vbtc'].encode (frozen)\nCLIP ViT-B/16 image tower\n$z_t$ per frame",
         FROZEN,
     )
-    _box(ax, 8.65, 0.6, 1.45, 0.85, "adapter\n$0.4A(Z) + 0.6Z$", TRAINED, size=7.8)
+    _box(ax, 8.65, 0.6, 1.45, 0.85, "head\n$Z = \\mathrm{mean}_t\\, z_t$\n$0.4A(Z) + 0.6Z$", TRAINED, size=7.8)
     _arrow(ax, (4.7, 5.0), (5.2, 5.1))
     _arrow(ax, (4.7, 2.1), (5.2, 3.0))
     _arrow(ax, (4.7, 1.4), (5.2, 1.0))
