@@ -70,14 +70,6 @@ def check_revision(revision: object, *, what: str) -> str | None:
     return revision
 
 
-def _cache_path(cache_dir: str | Path | None) -> str:
-    return str(cache_dir) if cache_dir is not None else str(huggingface_hub.constants.HF_HUB_CACHE)
-
-
-def _offline() -> bool:
-    return bool(huggingface_hub.constants.HF_HUB_OFFLINE)
-
-
 def hub_download(
     repo_id: str,
     filename: str,
@@ -113,8 +105,8 @@ def hub_download(
             library_version=__version__,
         )
     except hf_errors.LocalEntryNotFoundError:
-        cache = _cache_path(cache_dir)
-        if _offline():
+        cache = str(cache_dir) if cache_dir is not None else huggingface_hub.constants.HF_HUB_CACHE
+        if huggingface_hub.constants.HF_HUB_OFFLINE:
             reason = "HF_HUB_OFFLINE is set, so nothing is downloaded, and the file is not in the cache"
             fix = "unset HF_HUB_OFFLINE (or set it to 0) on a machine with network access to download it once"
         else:

@@ -10,7 +10,7 @@ are published.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -34,9 +34,6 @@ class ZeroShotTarget(Protocol):
     def get_submodule(self, target: str) -> nn.Module: ...
 
 
-_Target = TypeVar("_Target", bound=ZeroShotTarget)
-
-
 def openai_clip_repo() -> str:
     """The Hub repository open_clip uses for OpenAI's ViT-B/16 weights (``timm/vit_base_patch16_clip_224.openai``).
 
@@ -56,12 +53,12 @@ def openai_clip_repo() -> str:
 
 
 def load_clip_weights(
-    model: _Target,
+    model: ZeroShotTarget,
     *,
     cache_dir: str | Path | None = None,
     revision: str | None = None,
     sha256: str | None = None,
-) -> _Target:
+) -> ZeroShotTarget:
     """Fill a zero-shot model with OpenAI CLIP weights and its prompt embeddings.
 
     Args:
