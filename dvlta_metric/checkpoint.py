@@ -10,7 +10,7 @@ import json
 import os
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
 import torch
 from safetensors import SafetensorError
@@ -20,9 +20,6 @@ from .config import ModelConfig
 from .errors import CheckpointError, WeightsNotFoundError
 from .model_card import model_card
 from .version import __version__
-
-if TYPE_CHECKING:
-    from .model import DVLTAVQA
 
 ARCHITECTURE = "dvlta-vqa"
 CONFIG_NAME = "config.json"
@@ -153,8 +150,8 @@ def load_weights_strict(module: torch.nn.Module, state: dict[str, torch.Tensor],
     """Load a state dict that must match the module exactly; floats are cast to the module's dtypes.
 
     A stored tensor may differ from its slot in width only (float16 or bfloat16 weights load into float32
-    parameters, as :func:`save_pretrained` with ``fp16=True`` writes them); an integer, boolean or complex
-    tensor in a floating-point slot, or the reverse, is refused.
+    parameters, as :meth:`PretrainedMixin.save_pretrained` with ``fp16=True`` writes them); an integer,
+    boolean or complex tensor in a floating-point slot, or the reverse, is refused.
 
     Args:
         module: Target module.
@@ -271,55 +268,100 @@ def _half_weights(state: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[st
     return out
 
 
-def save_pretrained(
-    model: DVLTAVQA,
-    directory: str | Path,
-    *,
-    fp16: bool = False,
-    metadata: dict[str, Any] | None = None,
-) -> Path:
-    """Write a model directory: ``config.json``, ``model.safetensors`` and a model card ``README.md``.
+_Model = TypeVar("_Model", bound="PretrainedMixin")
 
-    Everything that can fail is checked before anything is written, and each file is first written under a
-    temporary name in ``directory`` and then renamed into place, so an error never leaves a partial directory
-    or new weights beside an old ``config.json``.
 
-    Args:
-        model: The model.
-        directory: Target directory (created if needed; existing files are replaced).
-        fp16: Store floating-point weights as float16 (about half the size; cast back on load).
-        metadata: Free-form training metadata (``datasets``, ``splits``, ``results``, ``license``, ...),
-            written to ``config.json`` and shown in the model card. NumPy scalars, one-element tensors and
-            paths are converted (see :func:`normalise_metadata`).
+class PretrainedMixin:
+    """Saving to and loading from a model directory, as one symmetric pair a model inherits.
 
-    Returns:
-        The directory.
-
-    Raises:
-        TypeError: If ``fp16`` is not a bool, ``metadata`` not a dict, or a metadata value cannot be stored in
-            JSON (the message names its key).
-        ValueError: If ``fp16=True`` and a weight lies beyond float16's range (about 65504); the message names
-            the tensor.
-        OSError: If the directory cannot be created or written.
+    In the manner of huggingface_hub's ``ModelHubMixin``: a :class:`torch.nn.Module` subclass whose constructor
+    takes a :class:`~dvlta_metric.config.ModelConfig` first (``cls(config, **kwargs)``) and keeps it as
+    ``self.config`` inherits :meth:`save_pretrained` and :meth:`from_pretrained`. This module sits below the
+    model and never imports it.
     """
-    if not isinstance(fp16, bool):
-        raise TypeError(f"save_pretrained: fp16 must be True or False, got {fp16!r}")
-    plain = normalise_metadata(metadata)
-    state = _half_weights(model.state_dict(), torch.float16 if fp16 else torch.float32)
-    doc = config_to_json(model.config, storage_dtype="float16" if fp16 else "float32", metadata=plain)
-    config_text = json.dumps(doc, indent=2) + "\n"
-    card_text = model_card(model.config, plain)
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    tag = uuid.uuid4().hex[:12]
-    temporary = {name: directory / f".{name}.{tag}.tmp" for name in (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME)}
-    try:
-        save_file(state, str(temporary[WEIGHTS_NAME]), metadata={"format": "pt"})
-        temporary[CONFIG_NAME].write_text(config_text, encoding="utf-8")
-        temporary[CARD_NAME].write_text(card_text, encoding="utf-8")
-        for name, path in temporary.items():
-            os.replace(path, directory / name)
-    finally:
-        for path in temporary.values():
-            path.unlink(missing_ok=True)
-    return directory
+
+    config: ModelConfig
+
+    def save_pretrained(
+        self, directory: str | os.PathLike[str], *, fp16: bool = False, metadata: dict[str, Any] | None = None
+    ) -> Path:
+        """Write ``config.json``, ``model.safetensors`` and a model card ``README.md`` to ``directory``.
+
+        Load it back with :meth:`from_pretrained` or ``dvlta_metric.create("local-dir:<directory>")``, or
+        upload the directory to the Hub and use ``"hf-hub:org/name"``. Everything is checked before anything
+        is written, and the three files are written under temporary names in ``directory`` and then renamed
+        into place, so a failure while checking or writing leaves the directory as it was (the three renames
+        at the end are not one atomic step).
+
+        Args:
+            directory: Target directory (created if needed; existing files are replaced).
+            fp16: Store floating-point weights as float16 (half the size; cast back to the model's dtypes on
+                load).
+            metadata: Free-form training metadata (``datasets``, ``splits``, ``results``, ``license``, ...),
+                written to ``config.json`` and shown in the model card. NumPy numbers, one-element tensors and
+                paths are converted (see :func:`normalise_metadata`).
+
+        Returns:
+            The directory.
+
+        Raises:
+            TypeError: If ``fp16`` is not a bool, ``metadata`` not a dict, or a metadata value cannot be
+                stored in JSON (the message names its key); or if the object is not a :class:`torch.nn.Module`.
+            ValueError: If ``fp16=True`` and a weight lies beyond float16's range (it would load as infinity);
+                the message names the tensor.
+            OSError: If the directory cannot be created or written.
+        """
+        if not isinstance(self, torch.nn.Module):
+            raise TypeError(f"PretrainedMixin needs a torch.nn.Module subclass, got {type(self).__name__}")
+        if not isinstance(fp16, bool):
+            raise TypeError(f"save_pretrained: fp16 must be True or False, got {fp16!r}")
+        plain = normalise_metadata(metadata)
+        state = _half_weights(self.state_dict(), torch.float16 if fp16 else torch.float32)
+        doc = config_to_json(self.config, storage_dtype="float16" if fp16 else "float32", metadata=plain)
+        texts = {CONFIG_NAME: json.dumps(doc, indent=2) + "\n", CARD_NAME: model_card(self.config, plain)}
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tag = uuid.uuid4().hex[:12]
+        temporary = {name: directory / f".{name}.{tag}.tmp" for name in (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME)}
+        try:
+            save_file(state, str(temporary[WEIGHTS_NAME]), metadata={"format": "pt"})
+            for name, text in texts.items():
+                temporary[name].write_text(text, encoding="utf-8")
+            for name, path in temporary.items():
+                os.replace(path, directory / name)
+        finally:
+            for path in temporary.values():
+                path.unlink(missing_ok=True)
+        return directory
+
+    @classmethod
+    def from_pretrained(
+        cls: type[_Model], directory: str | os.PathLike[str], *, config: ModelConfig | None = None, **kwargs: Any
+    ) -> _Model:
+        """Build a model from a directory written by :meth:`save_pretrained`, its weights loaded strictly.
+
+        Args:
+            directory: Folder holding ``config.json`` and ``model.safetensors`` (a Hub snapshot folder too).
+            config: Configuration to build instead of the one in ``config.json`` (e.g. with other sampling
+                settings); the weights must still fit it exactly.
+            **kwargs: Passed on to the constructor, ``cls(config, **kwargs)``, e.g. ``as_loss=True``.
+
+        Returns:
+            The model, as the constructor leaves it (its parameters on the CPU).
+
+        Raises:
+            WeightsNotFoundError: If ``directory`` is not a directory or lacks one of the two files.
+            CheckpointError: If ``config.json`` is invalid or of another architecture, the weights file is
+                unreadable, or the weights do not fit the model (missing, unexpected, misshapen keys).
+        """
+        if not issubclass(cls, torch.nn.Module):
+            raise TypeError(f"PretrainedMixin needs a torch.nn.Module subclass, got {cls.__name__}")
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise WeightsNotFoundError(f"{directory} is not a directory; expected a folder from save_pretrained()")
+        if config is None:
+            config, _ = read_config(directory / CONFIG_NAME)
+        state = read_weights(directory / WEIGHTS_NAME)
+        model = cls(config, **kwargs)  # type: ignore[call-arg]
+        load_weights_strict(model, state, source=str(directory))
+        return model

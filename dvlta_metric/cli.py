@@ -22,13 +22,13 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import IO
 
-import torch
-
 from .allocator import tune_allocator
 from .batch import FileResult
-from .factory import create
+from .checkpoint import WEIGHTS_NAME
+from .errors import WeightsUnavailableError
+from .factory import create, parse_model_name
 from .hub import sha256_of
-from .registry import get_model_config, list_models, model_info
+from .registry import list_models, model_info
 from .version import __version__
 from .video_io import find_videos
 
@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
         "pipeline, the scores mean nothing",
     )
     score.add_argument(
+        "--seed", type=_whole, default=0, metavar="N", help="seed of --random-weights (default: %(default)s)"
+    )
+    score.add_argument(
         "--batch-size", type=_positive, default=1, metavar="N", help="videos per model call (default: 1)"
     )
     score.add_argument(
@@ -100,21 +103,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision",
         choices=["fp32", "fp16", "bf16"],
         default="fp32",
-        help="run the Swin3D and CLIP backbones in half precision (scores moved by at most 4e-4 in fp16 on an H200, "
-        "1.5e-3 in bf16 on CPU); on CUDA bf16 computes in fp16; bf16 also speeds up CPUs with native bfloat16, fp16 "
-        "is slow on CPUs",
+        help="run the Swin3D and CLIP backbones in half precision (scores move slightly; docs/benchmarks.md has "
+        "the measurements); on CUDA bf16 computes in fp16; bf16 also speeds up CPUs with native bfloat16, fp16 is "
+        "slow on CPUs",
     )
     score.add_argument(
         "--compile",
         action="store_true",
-        help="torch.compile the branches (the first batch compiles for about a minute; for GPUs and long runs)",
+        help="torch.compile the branches (the first batch waits for the compilation; for GPUs and long runs)",
     )
     score.add_argument(
         "--attention-kernel",
         choices=["sdpa", "flex"],
         default="sdpa",
-        help="window attention kernel of the fragment backbone: flex (FlexAttention, torch>=2.5) ran the attention "
-        "2.5x faster than sdpa on an H200, and is slower on CPUs",
+        help="window attention kernel of the fragment backbone: flex (FlexAttention, torch>=2.5) is faster than "
+        "sdpa on GPUs and slower on CPUs",
     )
     score.add_argument("--explain", action="store_true", help="add the fusion weight of each branch")
     score.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
@@ -171,11 +174,12 @@ def _list(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------- score
 def _score(args: argparse.Namespace) -> int:
-    if ":" not in args.model:  # hf-hub: and local-dir: names are checked when the model is created
-        try:
-            get_model_config(args.model)
-        except ValueError as err:
-            raise UsageError(str(err)) from None
+    try:  # the name is checked before any file is read; a Hub or local model is read when it is created
+        parsed = parse_model_name(args.model)
+        if parsed.kind == "registry":
+            model_info(parsed.target)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     files = find_videos(args.paths)
     if not files:
         raise UsageError(f"no video files found in {', '.join(args.paths)}")
@@ -191,14 +195,13 @@ def _score(args: argparse.Namespace) -> int:
         return 1 if failed else 0
 
     try:
-        if args.random_weights:
-            torch.manual_seed(0)  # the same random weights on every run, so runs can be compared
-        model = create(args.model, pretrained=not args.random_weights, device=args.device, precision=args.precision)
+        model = create(
+            args.model, pretrained=not args.random_weights, device=args.device, precision=args.precision, seed=args.seed
+        )
+    except WeightsUnavailableError as err:  # the library's advice, in this command's words
+        raise UsageError(f"{err} (on the command line: --random-weights)") from None
     except Exception as err:
-        message = str(err)
-        if "pretrained=False" in message:  # the library's advice, in this command's words
-            message += " (on the command line: --random-weights)"
-        raise UsageError(message) from None
+        raise UsageError(str(err)) from None
     try:
         model.set_attention_kernel(args.attention_kernel)
     except RuntimeError as err:  # flex on a torch without FlexAttention
@@ -212,7 +215,7 @@ def _score(args: argparse.Namespace) -> int:
         raise UsageError(
             f"{args.output} holds scores of model {min(others)!r}, not {model.config.name!r}: use another --output file"
         )
-    weights = weights_label(args.model, random_weights=args.random_weights, precision=args.precision)
+    weights = weights_label(args.model, random_weights=args.random_weights, precision=args.precision, seed=args.seed)
     other_weights = {str(row["weights"]) for row in done.values() if row.get("weights")} - {weights}
     if other_weights:
         raise UsageError(
@@ -261,29 +264,32 @@ def _whole(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
 
 
-def weights_label(model: str, *, random_weights: bool, precision: str) -> str:
+def weights_label(model: str, *, random_weights: bool, precision: str, seed: int = 0) -> str:
     """Where a run's weights come from, and its precision, as recorded in the ``weights`` column.
 
-    Random weights are ``"random (seed 0), <precision>"``; a ``local-dir:`` folder is named by its absolute
-    path and the first 12 hex digits of its ``model.safetensors``'s SHA-256 (retraining into the same folder
-    changes it); registry names and ``hf-hub:`` names are kept as given.
+    Random weights are ``"random (seed <seed>), <precision>"``; a ``local-dir:`` folder is named by its
+    absolute path and the first 12 hex digits of its ``model.safetensors``'s SHA-256 (retraining into the same
+    folder changes it); ``hf-hub:`` names are kept as given and registry names by their full name (an alias
+    such as ``dvlta-vqa-konvid`` is recorded as ``dvlta-vqa.konvid``).
 
     Args:
-        model: The ``--model`` argument.
+        model: The ``--model`` argument, a name :func:`~dvlta_metric.factory.parse_model_name` accepts.
         random_weights: ``--random-weights``.
         precision: ``--precision``.
+        seed: ``--seed``.
 
     Returns:
         The label.
     """
     if random_weights:
-        return f"random (seed 0), {precision}"
-    if model.startswith("local-dir:"):
-        folder = Path(model[len("local-dir:") :]).expanduser().resolve()
-        weights = folder / "model.safetensors"
+        return f"random (seed {seed}), {precision}"
+    parsed = parse_model_name(model)
+    if parsed.kind == "local-dir":
+        folder = Path(parsed.target).resolve()
+        weights = folder / WEIGHTS_NAME
         digest = sha256_of(weights)[:12] if weights.is_file() else "?"
         return f"local-dir:{folder} (sha256 {digest}), {precision}"
-    return f"{model}, {precision}"
+    return f"{parsed.target if parsed.kind == 'registry' else model}, {precision}"
 
 
 def _csv_header(path: Path) -> list[str]:

@@ -11,3 +11,8 @@ class WeightsNotFoundError(FileNotFoundError):
 class CheckpointError(ValueError):
     """A weights file or config exists but is unusable: wrong SHA-256, truncated or corrupt safetensors,
     a config for another architecture, or keys/shapes that do not match the model."""
+
+
+class WeightsUnavailableError(ValueError):
+    """A registry entry has no weights to load: trained weights not published yet, or a test configuration
+    with random weights only. The message lists the alternatives, ``pretrained=False`` among them."""

@@ -1,26 +1,27 @@
-"""``create()``: the one function users call to get a model, from a registry name, the Hub or a folder."""
+"""``create()``: the one function users call to get a model, from a registry name, the Hub or a folder.
+
+It asks each part once: the name resolves to a model directory (a registry entry's or ``hf-hub:`` repository's
+Hub snapshot, or a ``local-dir:`` folder), :meth:`~dvlta_metric.checkpoint.PretrainedMixin.from_pretrained` reads
+and loads it, and the model is placed on its device.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
-from .checkpoint import (
-    CONFIG_NAME,
-    WEIGHTS_NAME,
-    load_weights_strict,
-    read_config,
-    read_weights,
-)
+from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, read_config
 from .config import ModelConfig, config_differences
-from .errors import CheckpointError, WeightsNotFoundError
-from .hub import check_repo_id, hub_download, verify_sha256
+from .errors import CheckpointError, WeightsNotFoundError, WeightsUnavailableError
+from .hub import check_repo_id, check_revision, hub_directory, verify_sha256
 from .model import DVLTAVQA
-from .registry import WeightSource, check_openai_clip_config, list_models, model_info
+from .registry import LOADABLE_KINDS, ModelInfo, WeightSource, check_openai_clip_config, list_models, model_info
 
 HF_HUB_PREFIX = "hf-hub:"
 LOCAL_DIR_PREFIX = "local-dir:"
@@ -41,7 +42,7 @@ class ModelName:
 
     Attributes:
         kind: ``"registry"``, ``"hf-hub"`` or ``"local-dir"``.
-        target: Registry name, Hub repository id, or directory.
+        target: Registry name (the full name, also for an alias), Hub repository id, or directory.
         revision: Hub revision after ``@`` (``hf-hub`` only).
     """
 
@@ -51,16 +52,17 @@ class ModelName:
 
 
 def parse_model_name(name: str) -> ModelName:
-    """Parse ``dvlta-vqa``, ``hf-hub:org/name[@revision]`` or ``local-dir:/path``.
+    """Parse ``dvlta-vqa``, ``dvlta-vqa.konvid``, ``hf-hub:org/name[@revision]`` or ``local-dir:/path``.
 
-    A registered name always means the registry entry, even when a file or folder of that name exists in the
-    working directory; only an unregistered bare name that looks like a path is refused.
+    A registered name or alias always means the registry entry, even when a file or folder of that name exists
+    in the working directory; only an unregistered bare name that looks like a path is refused. An unregistered
+    name that does not look like a path parses as a registry name (:func:`create` then reports it unknown).
 
     Args:
         name: What the user passed to :func:`create`.
 
     Returns:
-        The parsed name.
+        The parsed name; an alias is replaced by the full name it stands for.
 
     Raises:
         TypeError: If ``name`` is not a string.
@@ -70,12 +72,11 @@ def parse_model_name(name: str) -> ModelName:
     if not isinstance(name, str):
         raise TypeError(f"model name must be a string, got {type(name).__name__}")
     if name.startswith(HF_HUB_PREFIX):
-        spec = name[len(HF_HUB_PREFIX) :]
-        if spec.count("@") > 1:
+        repo, at, revision = name[len(HF_HUB_PREFIX) :].partition("@")
+        if "@" in revision:
             raise ValueError(f"{name!r}: more than one '@'; expected 'hf-hub:org/name' or 'hf-hub:org/name@revision'")
-        repo, _, revision = spec.partition("@")
         check_repo_id(repo, what=f"{name!r} (expected 'hf-hub:org/name' or 'hf-hub:org/name@revision')")
-        if "@" in spec and not revision:
+        if at and not revision:
             raise ValueError(f"{name!r}: empty revision after '@'")
         return ModelName("hf-hub", repo, revision or None)
     if name.startswith(LOCAL_DIR_PREFIX):
@@ -83,10 +84,9 @@ def parse_model_name(name: str) -> ModelName:
         if not path:
             raise ValueError(f"{name!r}: expected 'local-dir:/path/to/model_directory'")
         return ModelName("local-dir", os.path.expanduser(path))
-    if name in list_models():
-        return ModelName("registry", name)
-    looks_like_path = os.sep in name or "/" in name or name.startswith((".", "~")) or os.path.exists(name)
-    if looks_like_path:
+    with contextlib.suppress(ValueError):
+        return ModelName("registry", model_info(name).name)
+    if os.sep in name or "/" in name or name.startswith((".", "~")) or os.path.exists(name):
         raise ValueError(
             f"{name!r} looks like a path, not a model name. To load a saved model directory use "
             f"create('local-dir:{name}'); for the Hub use 'hf-hub:org/name'. "
@@ -95,29 +95,15 @@ def parse_model_name(name: str) -> ModelName:
     return ModelName("registry", name)
 
 
-def _backend_available(device_type: str) -> bool:
-    """Whether PyTorch can use ``device_type`` here; never raises (a broken backend counts as absent)."""
+def _device_count(device_type: str) -> int:
+    """How many ``device_type`` devices PyTorch can use here: 0 for an absent or broken backend."""
     if device_type == "cpu":
-        return True
-    backend = getattr(torch.backends, "mps", None) if device_type == "mps" else getattr(torch, device_type, None)
-    is_available = getattr(backend, "is_available", None)
-    if not callable(is_available):
-        return False
+        return 1
     try:
-        return bool(is_available())
-    except _BACKEND_ERRORS:  # a backend whose runtime fails to initialise is as good as absent
-        return False
-
-
-def _device_count(device_type: str) -> int | None:
-    """Number of devices of ``device_type``, or ``None`` where PyTorch does not say."""
-    count = getattr(getattr(torch, device_type, None), "device_count", None)
-    if not callable(count):
-        return None
-    try:
-        return int(count())
-    except _BACKEND_ERRORS:  # as in _backend_available: unknown rather than an error
-        return None
+        backend = torch.get_device_module(device_type)
+        return int(backend.device_count()) if backend.is_available() else 0
+    except _BACKEND_ERRORS:  # no such backend in this build, or its runtime fails to initialise
+        return 0
 
 
 def available_devices() -> list[str]:
@@ -126,7 +112,7 @@ def available_devices() -> list[str]:
     Returns:
         ``"cpu"`` followed by every available accelerator among CUDA, MPS, XPU, HPU and MTIA.
     """
-    return ["cpu", *(t for t in _ACCELERATORS if _backend_available(t))]
+    return ["cpu", *(t for t in _ACCELERATORS if _device_count(t))]
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -141,9 +127,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
     Raises:
         ValueError: For an unparsable device; the ``"meta"`` device (it holds no data, and the model needs real
-            weights); a backend that is not available here (CUDA, MPS, XPU, HPU, ... : checked with its
-            ``is_available()``); or a device index beyond the devices present. The message lists the available
-            device types.
+            weights); a backend that is not available here (its ``is_available()`` says no, or it fails); or a
+            device index beyond the devices present. The message lists the available device types.
     """
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -151,47 +136,99 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         dev = torch.device(device)
     except (RuntimeError, TypeError, ValueError) as err:
         raise ValueError(f"invalid device {device!r}: {err}") from None
+    available = ", ".join(available_devices())
     if dev.type == "meta":
         raise ValueError(
             f"device {str(dev)!r} cannot run the model: meta tensors hold no data, and the model needs real weights; "
-            f"use one of: {', '.join(available_devices())}"
+            f"use one of: {available}"
         )
-    if not _backend_available(dev.type):
+    count = _device_count(dev.type)
+    if not count:
         raise ValueError(
             f"device {str(dev)!r} was requested but {dev.type} is not available on this machine; "
-            f"available device types: {', '.join(available_devices())}"
+            f"available device types: {available}"
         )
-    if dev.type != "cpu" and dev.index is not None:
-        count = _device_count(dev.type)
-        if count is not None and dev.index >= count:
-            raise ValueError(
-                f"device {str(dev)!r} was requested but this machine has {count} {dev.type} device(s), numbered from 0"
-            )
+    if dev.type != "cpu" and dev.index is not None and dev.index >= count:
+        raise ValueError(
+            f"device {str(dev)!r} was requested but this machine has {count} {dev.type} device(s), numbered from 0"
+        )
     return dev
 
 
-def _load_files(
-    config_path: Path, weights_path: Path, *, source: str, sha256: str | None = None
-) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
-    config, _ = read_config(config_path)
-    if sha256 is not None:
-        verify_sha256(weights_path, sha256, what=source)
-    return config, read_weights(weights_path)
+@contextlib.contextmanager
+def _seeded(seed: int | None) -> Iterator[None]:
+    """Draw random numbers from ``torch.manual_seed(seed)`` inside, leaving the caller's CPU generator as it was."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.random.default_generator.manual_seed(seed)
+        yield
 
 
-def _unavailable(name: str, source: WeightSource) -> ValueError:
-    if source.kind == "random":
-        return ValueError(
+def _unavailable(name: str, info: ModelInfo) -> WeightsUnavailableError:
+    if info.weights.kind == "random":
+        return WeightsUnavailableError(
             f"{name!r} is a test configuration with random weights only; "
             f"use dvlta_metric.create({name!r}, pretrained=False)."
         )
-    return ValueError(
+    return WeightsUnavailableError(
         f"trained weights for {name!r} are not published yet. Options: "
         "(1) 'dvlta-vqa-zeroshot', a no-training metric built from OpenAI CLIP that works today; "
-        "(2) train your own with the training/ package (python -m training.train) and load it with "
-        "create('local-dir:/path'); "
+        "(2) train your own (python -m dvlta_metric_train.train) and load it with create('local-dir:/path'); "
         f"(3) create({name!r}, pretrained=False) for a randomly initialised model."
     )
+
+
+def _locate(
+    name: str, parsed: ModelName, *, pretrained: bool, revision: str | None, cache_dir: str | Path | None
+) -> tuple[ModelConfig, Path | None, WeightSource | None]:
+    """Where a model comes from; the one place where the revision rules live.
+
+    Returns:
+        Its configuration; the directory to load the weights from (``None`` when there is none); and the OpenAI
+        CLIP weight source when those weights are to be loaded (``dvlta-vqa-zeroshot`` with ``pretrained=True``).
+    """
+    if parsed.kind == "local-dir":
+        if revision is not None:
+            raise ValueError(
+                f"revision={revision!r} has no meaning for {name!r}: a local directory has no revisions; "
+                "leave it out (revisions are for 'hf-hub:' names)"
+            )
+        directory = Path(parsed.target)
+        if not directory.is_dir():
+            raise WeightsNotFoundError(f"{name!r}: {directory} is not a directory")
+        return read_config(directory / CONFIG_NAME)[0], directory, None
+    if parsed.kind == "hf-hub":
+        if revision is not None and parsed.revision is not None and revision != parsed.revision:
+            raise ValueError(f"{name!r} names revision {parsed.revision!r} but revision={revision!r} was passed")
+        files = (CONFIG_NAME, WEIGHTS_NAME) if pretrained else (CONFIG_NAME,)
+        directory = hub_directory(parsed.target, files, revision=parsed.revision or revision, cache_dir=cache_dir)
+        return read_config(directory / CONFIG_NAME)[0], directory, None
+    info = model_info(parsed.target)
+    source = info.weights
+    if pretrained and source.kind not in LOADABLE_KINDS:
+        raise _unavailable(name, info)
+    if revision is not None and source.kind == "hub":
+        raise ValueError(
+            f"{name!r} pins its own revision; pass revision only with 'hf-hub:' names "
+            "(or with 'dvlta-vqa-zeroshot', to choose the OpenAI CLIP revision)"
+        )
+    if revision is not None and not pretrained:
+        raise ValueError(
+            f"revision={revision!r} has no effect with pretrained=False for the registry name {name!r} "
+            "(nothing is downloaded); leave it out"
+        )
+    if not pretrained:
+        return info.config, None, None
+    if source.kind == "openai-clip":
+        return info.config, None, source
+    files = (CONFIG_NAME, WEIGHTS_NAME)
+    directory = hub_directory(source.repo_id or "", files, revision=source.revision, cache_dir=cache_dir)
+    if source.sha256 is not None:
+        verify_sha256(directory / WEIGHTS_NAME, source.sha256, what=name)
+    _check_registered_config(name, info, read_config(directory / CONFIG_NAME)[0])
+    return info.config, directory, None
 
 
 def create(
@@ -203,6 +240,7 @@ def create(
     cache_dir: str | Path | None = None,
     revision: str | None = None,
     precision: str = "fp32",
+    seed: int | None = 0,
     **overrides: Any,
 ) -> DVLTAVQA:
     """Create a DVLTA-VQA model.
@@ -213,8 +251,8 @@ def create(
     are used; any other difference raises :class:`~dvlta_metric.CheckpointError` naming the fields.
 
     Args:
-        name: A registered model name (see :func:`list_models`), ``hf-hub:org/name[@revision]`` for a Hub
-            repository, or ``local-dir:/path`` for a directory written by :meth:`DVLTAVQA.save_pretrained`.
+        name: A registered model name or alias (see :func:`list_models`), ``hf-hub:org/name[@revision]`` for a
+            Hub repository, or ``local-dir:/path`` for a directory written by :meth:`DVLTAVQA.save_pretrained`.
         pretrained: Load weights. ``False`` builds the architecture with random weights and downloads
             nothing (for a Hub name, only ``config.json`` is read).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``, ``"xpu"``, a :class:`torch.device`, or ``None``
@@ -229,6 +267,10 @@ def create(
             ``pretrained=True``; anywhere else it is an error rather than silently ignored.
         precision: ``"fp32"``, or ``"fp16"`` / ``"bf16"`` to run the Swin3D and CLIP backbones in half
             precision (see :meth:`DVLTAVQA.set_precision`).
+        seed: Seed of the random initialisation, so that ``pretrained=False`` gives the same weights on every
+            run: those of ``torch.manual_seed(seed)`` followed by building the model. The caller's random
+            number generator is left as it was. ``None`` draws from the caller's generator instead. With
+            ``pretrained=True`` every weight is loaded, so the seed makes no difference.
         **overrides: Fields of :class:`~dvlta_metric.config.ModelConfig` to change, e.g.
             ``fusion="softmax"`` or ``fragment_view={"num_clips": 1}``.
 
@@ -237,9 +279,11 @@ def create(
 
     Raises:
         ValueError: Unknown name (with close matches suggested) or device, a registry entry whose weights are
-            not available, ``revision`` where it has no effect, or overrides that the zero-shot weights do not
-            cover (another branch or adapters on ``dvlta-vqa-zeroshot`` with ``pretrained=True``).
-        TypeError: Unknown override, ``pretrained`` / ``as_loss`` not a bool, or ``revision`` not a string.
+            not available (:class:`~dvlta_metric.errors.WeightsUnavailableError`), ``revision`` where it has no
+            effect, or overrides that the zero-shot weights do not cover (another branch or adapters on
+            ``dvlta-vqa-zeroshot`` with ``pretrained=True``).
+        TypeError: Unknown override, ``pretrained`` / ``as_loss`` not a bool, ``revision`` not a string, or
+            ``seed`` not an int or ``None``.
         WeightsNotFoundError: Weights not in the cache and not downloadable (the message says what to do).
         CheckpointError: Weights that fail their SHA-256 check or do not match the architecture, or a registry
             entry whose configuration differs from its repository's ``config.json`` in an architecture field.
@@ -247,87 +291,41 @@ def create(
     for flag, value in (("pretrained", pretrained), ("as_loss", as_loss)):
         if not isinstance(value, bool):
             raise TypeError(f"create(): {flag} must be True or False, got {value!r}")
-    if revision is not None and not isinstance(revision, str):
-        raise TypeError(f"create(): revision must be a string (branch, tag or commit) or None, got {revision!r}")
-    if revision is not None and (not revision or "@" in revision):
-        raise ValueError(f"create(): revision must be a branch, tag or commit hash, got {revision!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise TypeError(f"create(): seed must be an integer or None, got {seed!r}")
+    check_revision(revision, what="create(): revision")
     parsed = parse_model_name(name)
     dev = resolve_device(device)
-    state: dict[str, torch.Tensor] | None = None
-    clip_source: WeightSource | None = None
-    if parsed.kind == "registry":
-        info = model_info(parsed.target)
-        config = info.config
-        source = info.weights
-        if pretrained and source.kind not in ("hub", "openai-clip"):
-            raise _unavailable(parsed.target, source)
-        if revision is not None:
-            if source.kind == "hub":
-                raise ValueError(
-                    f"{name!r} pins its own revision; pass revision only with 'hf-hub:' names "
-                    "(or with 'dvlta-vqa-zeroshot', to choose the OpenAI CLIP revision)"
-                )
-            if not pretrained:
-                raise ValueError(
-                    f"revision={revision!r} has no effect with pretrained=False for the registry name {name!r} "
-                    "(nothing is downloaded); leave it out"
-                )
-        if pretrained:
-            if source.kind == "hub":
-                files = _hub_files(source.repo_id or "", source.revision, cache_dir, source.filename)
-                hub_config, state = _load_files(*files, source=name, sha256=source.sha256)
-                _check_registered_config(name, config, hub_config, source)
-            else:
-                clip_source = source
-    elif parsed.kind == "hf-hub":
-        if revision is not None and parsed.revision is not None and revision != parsed.revision:
-            raise ValueError(f"{name!r} names revision {parsed.revision!r} but revision={revision!r} was passed")
-        rev = parsed.revision or revision
-        if pretrained:
-            config, state = _load_files(*_hub_files(parsed.target, rev, cache_dir, WEIGHTS_NAME), source=name)
-        else:
-            config, _ = read_config(hub_download(parsed.target, CONFIG_NAME, revision=rev, cache_dir=cache_dir))
-    else:
-        if revision is not None:
-            raise ValueError(
-                f"revision={revision!r} has no meaning for {name!r}: a local directory has no revisions; "
-                "leave it out (revisions are for 'hf-hub:' names)"
-            )
-        directory = Path(parsed.target)
-        if not directory.is_dir():
-            raise WeightsNotFoundError(f"{name!r}: {directory} is not a directory")
-        if pretrained:
-            config, state = _load_files(directory / CONFIG_NAME, directory / WEIGHTS_NAME, source=name)
-        else:
-            config, _ = read_config(directory / CONFIG_NAME)
+    config, directory, clip = _locate(name, parsed, pretrained=pretrained, revision=revision, cache_dir=cache_dir)
     if overrides:
         config = config.replace(**overrides)
-    if clip_source is not None:
+    if clip is not None:
         check_openai_clip_config(config)
-    model = DVLTAVQA(config, as_loss=as_loss).set_precision(precision)
-    if state is not None:
-        load_weights_strict(model, state, source=name)
-    if clip_source is not None:
+    with _seeded(seed):
+        if pretrained and directory is not None:
+            model = DVLTAVQA.from_pretrained(directory, config=config, as_loss=as_loss)
+        else:
+            model = DVLTAVQA(config, as_loss=as_loss)
+    if clip is not None:
         from .zeroshot import load_clip_weights
 
-        load_clip_weights(
-            model, cache_dir=cache_dir, revision=revision or clip_source.revision, sha256=clip_source.sha256
-        )
+        load_clip_weights(model, cache_dir=cache_dir, revision=revision or clip.revision, sha256=clip.sha256)
+    model.set_precision(precision)
     if as_loss:  # a fixed metric: only what the caller optimises should learn
         model.requires_grad_(False)
     return model.to(dev).eval()
 
 
-def _check_registered_config(name: str, registered: ModelConfig, hub: ModelConfig, source: WeightSource) -> None:
+def _check_registered_config(name: str, info: ModelInfo, hub: ModelConfig) -> None:
     """Refuse a registry entry whose configuration the repository's weights were not made for.
 
     Raises:
         CheckpointError: Naming every differing field outside :data:`REGISTRY_FREE_FIELDS`, with both values.
     """
-    differing = [f for f in config_differences(registered, hub) if f not in REGISTRY_FREE_FIELDS]
+    differing = [f for f in config_differences(info.config, hub) if f not in REGISTRY_FREE_FIELDS]
     if not differing:
         return
-    reg, doc = registered.to_dict(), hub.to_dict()
+    reg, doc = info.config.to_dict(), hub.to_dict()
 
     def value(tree: dict[str, Any], dotted: str) -> Any:
         for part in dotted.split("."):
@@ -336,27 +334,7 @@ def _check_registered_config(name: str, registered: ModelConfig, hub: ModelConfi
 
     listed = "; ".join(f"{f}: registered {value(reg, f)!r}, config.json {value(doc, f)!r}" for f in differing)
     raise CheckpointError(
-        f"{name!r}: the registered configuration differs from the config.json of hf-hub:{source.repo_id} in "
+        f"{name!r}: the registered configuration differs from the config.json of hf-hub:{info.weights.repo_id} in "
         f"field(s) the weights depend on ({listed}). Only {', '.join(sorted(REGISTRY_FREE_FIELDS))} may differ; "
         "fix the registry entry (or pass the changes to create() as overrides)."
     )
-
-
-def _hub_files(repo_id: str, revision: str | None, cache_dir: str | Path | None, weights: str) -> tuple[Path, Path]:
-    """Download ``config.json`` and the weights file of one repository revision.
-
-    Args:
-        repo_id: ``org/name``.
-        revision: Branch, tag or commit, or ``None`` for ``main``.
-        cache_dir: Hub cache directory, or ``None`` for the standard one.
-        weights: Name of the weights file in the repository.
-
-    Returns:
-        Local paths of ``config.json`` and of the weights file.
-
-    Raises:
-        WeightsNotFoundError: As :func:`~dvlta_metric.hub.hub_download`.
-    """
-    config_path = hub_download(repo_id, CONFIG_NAME, revision=revision, cache_dir=cache_dir)
-    weights_path = hub_download(repo_id, weights, revision=revision, cache_dir=cache_dir)
-    return config_path, weights_path

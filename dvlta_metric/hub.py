@@ -49,12 +49,25 @@ def check_repo_id(repo_id: object, *, what: str) -> str:
     return repo_id
 
 
-def _cache_path(cache_dir: str | Path | None) -> str:
-    return str(cache_dir) if cache_dir is not None else str(huggingface_hub.constants.HF_HUB_CACHE)
+def check_revision(revision: object, *, what: str) -> str | None:
+    """Check a Hub revision (branch, tag or commit hash): the one place revision rules live.
 
+    Args:
+        revision: The revision, or ``None`` for the repository's default branch.
+        what: How to name the value in the error, e.g. ``"create(): revision"``.
 
-def _offline() -> bool:
-    return bool(huggingface_hub.constants.HF_HUB_OFFLINE)
+    Returns:
+        ``revision`` unchanged.
+
+    Raises:
+        TypeError: If ``revision`` is neither a string nor ``None``.
+        ValueError: If it is empty or holds ``@`` (which separates a revision from the repository id).
+    """
+    if revision is not None and not isinstance(revision, str):
+        raise TypeError(f"{what} must be a string (branch, tag or commit) or None, got {revision!r}")
+    if revision is not None and (not revision or "@" in revision):
+        raise ValueError(f"{what} must be a branch, tag or commit hash, got {revision!r}")
+    return revision
 
 
 def hub_download(
@@ -92,8 +105,8 @@ def hub_download(
             library_version=__version__,
         )
     except hf_errors.LocalEntryNotFoundError:
-        cache = _cache_path(cache_dir)
-        if _offline():
+        cache = str(cache_dir) if cache_dir is not None else huggingface_hub.constants.HF_HUB_CACHE
+        if huggingface_hub.constants.HF_HUB_OFFLINE:
             reason = "HF_HUB_OFFLINE is set, so nothing is downloaded, and the file is not in the cache"
             fix = "unset HF_HUB_OFFLINE (or set it to 0) on a machine with network access to download it once"
         else:
@@ -120,6 +133,33 @@ def hub_download(
     except hf_errors.HfHubHTTPError as err:
         raise WeightsNotFoundError(f"{where}: the Hub refused the download of {filename!r}: {err}") from None
     return Path(path)
+
+
+def hub_directory(
+    repo_id: str, filenames: tuple[str, ...], *, revision: str | None = None, cache_dir: str | Path | None = None
+) -> Path:
+    """Download (or find in the cache) some files of one repository revision and return the folder holding them.
+
+    Args:
+        repo_id: ``org/name``.
+        filenames: Files in the repository, e.g. ``("config.json", "model.safetensors")``.
+        revision: Branch, tag or commit (default: ``main``).
+        cache_dir: Hub cache to use instead of the standard one.
+
+    Returns:
+        The cache's snapshot folder of that revision, which holds every file named.
+
+    Raises:
+        WeightsNotFoundError: As :func:`hub_download`, for the first file that cannot be had.
+        CheckpointError: If the files come from different commits (the branch moved during the download).
+    """
+    folders = {hub_download(repo_id, name, revision=revision, cache_dir=cache_dir).parent for name in filenames}
+    if len(folders) != 1:
+        raise CheckpointError(
+            f"hf-hub:{repo_id}: the files {', '.join(filenames)} came from different commits of {revision or 'main'} "
+            "(it changed during the download); try again, or pin a commit hash"
+        )
+    return folders.pop()
 
 
 def sha256_of(path: str | Path, chunk_size: int = 1 << 20) -> str:

@@ -13,7 +13,6 @@ import contextlib
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,6 +24,7 @@ from .branches.basic_visual import BasicVisualFeatureExtraction
 from .branches.swin3d import SwinTransformer3D, check_attention_kernel, clear_shape_caches
 from .branches.temporal_clip import VideoBasedTemporalCLIP
 from .branches.temporal_context import TemporalContextModule
+from .checkpoint import PretrainedMixin
 from .config import ModelConfig
 from .decoded import DecodedVideo
 from .fusion import PromptQualityHead, TextAdapter, TextGuidedFusion
@@ -130,7 +130,7 @@ class Explanation:
         return [{"score": s, **{f"weight_{b}": w for b, w in zip(self.branches, ws)}} for s, ws in zip(scores, weights)]
 
 
-class DVLTAVQA(nn.Module):
+class DVLTAVQA(nn.Module, PretrainedMixin):
     """DVLTA-VQA: Decoupled Vision-Language Modeling with Text-Guided Adaptation (Yu et al., 2025).
 
     Build it with :func:`dvlta_metric.create`. Calling it scores videos:
@@ -667,34 +667,6 @@ class DVLTAVQA(nn.Module):
         """
         options = {"batch_size": batch_size, "num_workers": num_workers, "prefetch": prefetch}
         return score_files(self, paths, progress=progress, explain=explain, **options)
-
-    def save_pretrained(
-        self, directory: str | os.PathLike, *, fp16: bool = False, metadata: dict[str, Any] | None = None
-    ) -> Path:
-        """Write ``config.json``, ``model.safetensors`` and a model card ``README.md`` to ``directory``.
-
-        Load it back with ``dvlta_metric.create("local-dir:<directory>")``, or upload the directory to the
-        Hub and use ``"hf-hub:org/name"``. Everything is checked before anything is written, and the three
-        files are written under temporary names and then renamed into place, so a failure while checking or
-        writing leaves the directory as it was (the three renames at the end are not one atomic step).
-
-        Args:
-            directory: Target directory (created if needed).
-            fp16: Store floating-point weights as float16 (half the size; cast back to float32 on load).
-            metadata: Free-form training metadata (datasets, splits, results, licence) for ``config.json``
-                and the model card; NumPy numbers, one-element tensors and paths are converted.
-
-        Returns:
-            The directory.
-
-        Raises:
-            TypeError: If ``fp16`` is not a bool, or ``metadata`` holds a value JSON cannot store (the
-                message names its key).
-            ValueError: If ``fp16=True`` and a weight is outside float16's range (it would load as inf).
-        """
-        from .checkpoint import save_pretrained
-
-        return save_pretrained(self, directory, fp16=fp16, metadata=metadata)
 
     def extra_repr(self) -> str:
         return f"name={self.config.name!r}, branches={self.branches}, as_loss={self.as_loss}"

@@ -1,7 +1,9 @@
-"""The registry of named model configurations.
+"""The registry: named models, each an architecture (a :class:`~dvlta_metric.config.ModelConfig`) with weights.
 
-``register_model`` adds a :class:`~dvlta_metric.config.ModelConfig` under its name; :func:`list_models` and
-:func:`get_model_config` read it back. The built-in entries are registered at import time below.
+As timm's ``arch.tag``: ``dvlta-vqa`` is the architecture and ``dvlta-vqa.konvid`` the same architecture with
+the weights trained on KoNViD-1k. Each entry is one :class:`ModelInfo` under its full name; earlier names
+(``dvlta-vqa-konvid``) are kept as aliases of the tagged names. :func:`list_models` lists full names, never
+aliases. The built-in entries are registered at import time below.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -23,11 +26,14 @@ from .config import (
     SwinConfig,
     TemporalContextConfig,
 )
-from .hub import check_repo_id
+from .hub import check_repo_id, check_revision
 
 WeightKind = Literal["hub", "unpublished", "random", "openai-clip"]
 WEIGHT_KINDS: tuple[str, ...] = get_args(WeightKind)
+LOADABLE_KINDS: tuple[str, ...] = ("hub", "openai-clip")
+"""Weight kinds that ``create(name)`` can load with its default ``pretrained=True``."""
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
@@ -41,20 +47,18 @@ class WeightSource:
             random weights only; ``"openai-clip"``: built from the public OpenAI CLIP ViT-B/16 weights that
             open_clip resolves from the Hub.
         repo_id: Hub repository, ``org/name`` (``"hub"`` only).
-        filename: Weights file in the repository.
         revision: Pinned commit of the repository.
         sha256: Expected SHA-256 of the weights file, checked after download.
         note: What to do instead while weights are unavailable.
 
     Raises:
         ValueError: For an unknown ``kind``, a ``"hub"`` source without a valid ``repo_id`` (or a ``repo_id``
-            on another kind), an empty ``filename`` or ``revision``, or a ``sha256`` that is not 64 hex digits.
+            on another kind), an empty ``revision``, or a ``sha256`` that is not 64 hex digits.
         TypeError: For a field of the wrong type.
     """
 
     kind: WeightKind
     repo_id: str | None = None
-    filename: str = "model.safetensors"
     revision: str | None = None
     sha256: str | None = None
     note: str = ""
@@ -72,17 +76,11 @@ class WeightSource:
                 f"WeightSource.repo_id is only used by kind 'hub'; a {self.kind!r} source must not set it "
                 f"(got {self.repo_id!r})"
             )
-        for field_name in ("filename", "note"):
-            if not isinstance(getattr(self, field_name), str):
-                raise TypeError(f"WeightSource.{field_name} must be a string, got {getattr(self, field_name)!r}")
-        if not self.filename:
-            raise ValueError("WeightSource.filename must not be empty")
-        for field_name in ("revision", "sha256"):
-            value = getattr(self, field_name)
-            if value is not None and not isinstance(value, str):
-                raise TypeError(f"WeightSource.{field_name} must be a string or None, got {value!r}")
-        if self.revision is not None and (not self.revision or "@" in self.revision):
-            raise ValueError(f"WeightSource.revision must be a branch, tag or commit hash, got {self.revision!r}")
+        if not isinstance(self.note, str):
+            raise TypeError(f"WeightSource.note must be a string, got {self.note!r}")
+        check_revision(self.revision, what="WeightSource.revision")
+        if self.sha256 is not None and not isinstance(self.sha256, str):
+            raise TypeError(f"WeightSource.sha256 must be a string or None, got {self.sha256!r}")
         if self.sha256 is not None and not _SHA256.match(self.sha256):
             raise ValueError(f"WeightSource.sha256 must be 64 hexadecimal digits, got {self.sha256!r}")
 
@@ -103,9 +101,9 @@ class ModelInfo:
     """A registry entry: the architecture and where its weights come from.
 
     Attributes:
-        name: Registry name.
+        name: Full registry name, ``arch`` or ``arch.tag``.
         description: One line about the model.
-        config: Its configuration.
+        config: Its configuration (``config.name`` is the full name).
         weights: Its weight source.
     """
 
@@ -120,8 +118,8 @@ class ModelInfo:
         return self.weights.status
 
 
-_REGISTRY: dict[str, ModelConfig] = {}
-_WEIGHTS: dict[str, WeightSource] = {}
+_REGISTRY: dict[str, ModelInfo] = {}
+_ALIASES: dict[str, str] = {}
 
 
 def check_openai_clip_config(config: ModelConfig) -> None:
@@ -145,13 +143,23 @@ def check_openai_clip_config(config: ModelConfig) -> None:
         raise ValueError(
             f"{config.name!r}: the OpenAI CLIP zero-shot weights only cover the CLIP branch without adapters, "
             f"but the configuration has {' and '.join(problems)}; the rest would keep random weights. Use "
-            "pretrained=False for a randomly initialised model of this configuration, or train it with the "
-            "training/ package and load it with 'local-dir:/path'."
+            "pretrained=False for a randomly initialised model of this configuration, or train it "
+            "(python -m dvlta_metric_train.train) and load it with 'local-dir:/path'."
         )
 
 
-def register_model(config: ModelConfig, weights: WeightSource | None = None, *, overwrite: bool = False) -> ModelConfig:
-    """Add a configuration to the registry under ``config.name``.
+def register_model(
+    config: ModelConfig,
+    weights: WeightSource | None = None,
+    *,
+    tag: str | None = None,
+    aliases: Iterable[str] = (),
+    overwrite: bool = False,
+) -> ModelConfig:
+    """Add an architecture, or one set of its weights, to the registry.
+
+    Without ``tag`` the entry is named ``config.name``; with ``tag`` it is ``f"{config.name}.{tag}"``, the
+    same architecture with other weights (timm's ``arch.tag``), and its configuration is ``config`` renamed.
 
     Args:
         config: The configuration. Its name must start with a letter or digit and use only letters, digits,
@@ -159,15 +167,18 @@ def register_model(config: ModelConfig, weights: WeightSource | None = None, *, 
             or a path).
         weights: Where its pretrained weights come from (default: not published). An ``"openai-clip"`` source
             needs a configuration with the ``"vbtc"`` branch only and no adapters.
-        overwrite: Replace an existing entry of the same name instead of raising.
+        tag: Name of these weights, e.g. ``"konvid"``: letters, digits, ``_`` and ``-``.
+        aliases: Other names that mean this entry (kept for names used before tags existed); they are
+            accepted everywhere a name is but not listed by :func:`list_models`.
+        overwrite: Replace an existing entry or alias of the same name instead of raising.
 
     Returns:
-        The registered configuration.
+        The registered configuration, named with the full name.
 
     Raises:
         TypeError: If ``config`` is not a :class:`~dvlta_metric.config.ModelConfig`, ``weights`` not a
             :class:`WeightSource` (or ``None``), or ``overwrite`` not a bool.
-        ValueError: If the name is malformed, the name is taken and ``overwrite`` is false, or an
+        ValueError: If a name or tag is malformed, a name is taken and ``overwrite`` is false, or an
             ``"openai-clip"`` source is given a configuration those weights do not cover.
     """
     if not isinstance(config, ModelConfig):
@@ -179,45 +190,79 @@ def register_model(config: ModelConfig, weights: WeightSource | None = None, *, 
         )
     if not isinstance(overwrite, bool):
         raise TypeError(f"register_model: overwrite must be True or False, got {overwrite!r}")
-    if not _NAME.match(config.name):
+    if tag is not None and not (isinstance(tag, str) and _TAG.match(tag)):
         raise ValueError(
-            f"cannot register a model named {config.name!r}: a registry name must be non-empty, start with a "
-            "letter or digit and use only letters, digits, '.', '_' and '-' (':' and '/' are read as a Hub id "
-            "or a path by create())"
+            f"register_model: tag must start with a letter or digit and use only letters, digits, '_' and '-' "
+            f"(it follows the '.' in 'arch.tag'), got {tag!r}"
         )
-    if config.name in _REGISTRY and not overwrite:
-        raise ValueError(f"a model named {config.name!r} is already registered (pass overwrite=True to replace it)")
+    name = config.name if tag is None else f"{config.name}.{tag}"
+    aliases = [aliases] if isinstance(aliases, str) else list(aliases)
+    for new in (name, *aliases):
+        if not isinstance(new, str) or not _NAME.match(new):
+            raise ValueError(
+                f"cannot register a model named {new!r}: a registry name must be non-empty, start with a "
+                "letter or digit and use only letters, digits, '.', '_' and '-' (':' and '/' are read as a Hub "
+                "id or a path by create())"
+            )
+        if (new in _REGISTRY or new in _ALIASES) and not overwrite:
+            raise ValueError(f"a model named {new!r} is already registered (pass overwrite=True to replace it)")
     weights = weights or WeightSource("unpublished")
     if weights.kind == "openai-clip":
         check_openai_clip_config(config)
-    _REGISTRY[config.name] = config
-    _WEIGHTS[config.name] = weights
+    config = config.replace(name=name)
+    for new in (name, *aliases):
+        _REGISTRY.pop(new, None)
+        _ALIASES.pop(new, None)
+    _REGISTRY[name] = ModelInfo(name, config.description, config, weights)
+    _ALIASES.update(dict.fromkeys(aliases, name))
     return config
 
 
 def model_info(name: str) -> ModelInfo:
-    """The registry entry called ``name``.
+    """The registry entry called ``name`` (a full name or an alias).
 
     Args:
-        name: A registered name (see :func:`list_models`).
+        name: A registered name (see :func:`list_models`) or alias.
 
     Returns:
-        The entry: name, description, configuration and weight source.
+        The entry: full name, description, configuration and weight source.
 
     Raises:
         TypeError: If ``name`` is not a string.
-        ValueError: If no model has that name (the message suggests close matches).
+        ValueError: If no model has that name (the message suggests a close match and lists the registered
+            names).
     """
-    config = get_model_config(name)
-    return ModelInfo(name, config.description, config, _WEIGHTS[name])
+    if not isinstance(name, str):
+        raise TypeError(f"model name must be a string, got {type(name).__name__}")
+    try:
+        return _REGISTRY[_ALIASES.get(name, name)]
+    except KeyError:
+        raise ValueError(
+            f"unknown model {name!r}{did_you_mean(name)}; registered models: {', '.join(list_models())}. "
+            "Use 'hf-hub:org/name' or 'local-dir:/path' for weights outside the registry."
+        ) from None
+
+
+def get_model_config(name: str) -> ModelConfig:
+    """The registered configuration called ``name``: ``model_info(name).config``.
+
+    Raises:
+        TypeError: If ``name`` is not a string.
+        ValueError: As :func:`model_info`.
+    """
+    return model_info(name).config
 
 
 def list_models(pattern: str | None = None, *, pretrained: bool = False) -> list[str]:
-    """Names of the registered models, as timm's ``list_models``.
+    """Full names of the registered models, as timm's ``list_models``.
+
+    Weights of one architecture show as ``arch.tag`` beside the architecture itself (``dvlta-vqa``,
+    ``dvlta-vqa.konvid``, ...); aliases are not listed.
 
     Args:
-        pattern: Shell-style wildcard the names must match, e.g. ``"*tiny*"`` or ``"dvlta-vqa-*"``
-            (:func:`fnmatch.fnmatchcase`); all names if ``None``.
+        pattern: Shell-style wildcard the names must match, e.g. ``"*tiny*"``, ``"dvlta-vqa*"`` (the
+            architecture and its tags) or ``"dvlta-vqa.*"`` (its tags only) (:func:`fnmatch.fnmatchcase`);
+            all names if ``None``.
         pretrained: Only models whose weights can be loaded: published on the Hub or built from OpenAI CLIP
             (``create(name)`` works with its default ``pretrained=True``).
 
@@ -231,41 +276,16 @@ def list_models(pattern: str | None = None, *, pretrained: bool = False) -> list
         raise TypeError(f"pattern must be a string such as '*tiny*', got {type(pattern).__name__}")
     if not isinstance(pretrained, bool):
         raise TypeError(f"pretrained must be True or False, got {pretrained!r}")
-    names = sorted(_REGISTRY)
-    if pattern is not None:
-        names = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
-    if pretrained:
-        names = [n for n in names if _WEIGHTS[n].kind in ("hub", "openai-clip")]
-    return names
-
-
-def get_model_config(name: str) -> ModelConfig:
-    """The registered configuration called ``name``.
-
-    Args:
-        name: A registered name (see :func:`list_models`).
-
-    Returns:
-        Its configuration.
-
-    Raises:
-        TypeError: If ``name`` is not a string.
-        ValueError: If no model has that name (the message suggests close matches and lists the registered
-            names).
-    """
-    if not isinstance(name, str):
-        raise TypeError(f"model name must be a string, got {type(name).__name__}")
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown model {name!r}{did_you_mean(name)}; registered models: {', '.join(list_models())}. "
-            "Use 'hf-hub:org/name' or 'local-dir:/path' for weights outside the registry."
-        ) from None
+    return sorted(
+        name
+        for name, info in _REGISTRY.items()
+        if (pattern is None or fnmatch.fnmatchcase(name, pattern))
+        and (not pretrained or info.weights.kind in LOADABLE_KINDS)
+    )
 
 
 def did_you_mean(name: str) -> str:
-    """A ``" (did you mean 'x'?)"`` hint naming the registered name closest to ``name``.
+    """A ``" (did you mean 'x'?)"`` hint naming the registered name or alias closest to ``name``.
 
     Args:
         name: The unknown name.
@@ -273,27 +293,23 @@ def did_you_mean(name: str) -> str:
     Returns:
         The hint with a leading space, or ``""`` when no registered name is close.
     """
-    lowered = {n.lower(): n for n in _REGISTRY}
+    lowered = {n.lower(): n for n in (*_REGISTRY, *_ALIASES)}
     close = difflib.get_close_matches(name.strip().lower(), list(lowered), n=1, cutoff=0.6)
-    if not close:
-        return ""
-    return f" (did you mean {lowered[close[0]]!r}?)"
+    return f" (did you mean {lowered[close[0]]!r}?)" if close else ""
 
 
-_TRAIN_NOTE = "train it with the training/ package, or use dvlta-vqa-zeroshot"
-
-register_model(
-    ModelConfig(
-        name="dvlta-vqa",
-        description="DVLTA-VQA (paper sizes): FAST-VQA-B fragments + TCM + ViFi-CLIP ViT-B/16, text-guided fusion",
-    ),
-    WeightSource("unpublished", note=_TRAIN_NOTE),
+_TRAIN_NOTE = "train it with python -m dvlta_metric_train.train, or use dvlta-vqa-zeroshot"
+DVLTA_VQA = ModelConfig(
+    name="dvlta-vqa",
+    description="DVLTA-VQA (paper sizes): FAST-VQA-B fragments + TCM + ViFi-CLIP ViT-B/16, text-guided fusion",
 )
-
-for _suffix, _dataset in (("konvid", "KoNViD-1k"), ("livevqc", "LIVE-VQC"), ("ytugc", "YouTube-UGC")):
+register_model(DVLTA_VQA, WeightSource("unpublished", note=_TRAIN_NOTE))
+for _tag, _dataset in (("konvid", "KoNViD-1k"), ("livevqc", "LIVE-VQC"), ("ytugc", "YouTube-UGC")):
     register_model(
-        ModelConfig(name=f"dvlta-vqa-{_suffix}", description=f"DVLTA-VQA trained on {_dataset}"),
+        DVLTA_VQA.replace(description=f"DVLTA-VQA trained on {_dataset}"),
         WeightSource("unpublished", note=_TRAIN_NOTE),
+        tag=_tag,
+        aliases=[f"dvlta-vqa-{_tag}"],
     )
 
 register_model(

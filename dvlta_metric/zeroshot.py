@@ -10,15 +10,28 @@ are published.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol
 
 import torch
+from torch import nn
 
 from .checkpoint import load_weights_strict, read_weights
 from .clip_towers import build_clip, encode_prompts
+from .config import ModelConfig
 from .hub import hub_download, verify_sha256
-from .model import DVLTAVQA
 
 OPENAI_CLIP_SAFETENSORS = "open_clip_model.safetensors"
+CLIP_TOWER = "branches.vbtc.encoder"
+"""Where the CLIP image tower sits in the model (a :meth:`torch.nn.Module.get_submodule` path)."""
+
+
+class ZeroShotTarget(Protocol):
+    """What :func:`load_clip_weights` needs of a model: its configuration, prompt buffer and submodules."""
+
+    config: ModelConfig
+    prompt_embeddings: torch.Tensor
+
+    def get_submodule(self, target: str) -> nn.Module: ...
 
 
 def openai_clip_repo() -> str:
@@ -40,12 +53,12 @@ def openai_clip_repo() -> str:
 
 
 def load_clip_weights(
-    model: DVLTAVQA,
+    model: ZeroShotTarget,
     *,
     cache_dir: str | Path | None = None,
     revision: str | None = None,
     sha256: str | None = None,
-) -> DVLTAVQA:
+) -> ZeroShotTarget:
     """Fill a zero-shot model with OpenAI CLIP weights and its prompt embeddings.
 
     Args:
@@ -63,8 +76,10 @@ def load_clip_weights(
         WeightsNotFoundError: If the CLIP weights are not cached and cannot be downloaded.
         CheckpointError: If the file does not match the configured CLIP architecture or ``sha256``.
     """
-    if model.temporal_clip is None:
-        raise ValueError("load_clip_weights needs a model with the 'vbtc' branch")
+    try:
+        tower = model.get_submodule(CLIP_TOWER)
+    except AttributeError:
+        raise ValueError(f"load_clip_weights needs a model with the 'vbtc' branch (no {CLIP_TOWER!r})") from None
     repo = openai_clip_repo()
     path = hub_download(repo, OPENAI_CLIP_SAFETENSORS, revision=revision, cache_dir=cache_dir)
     if sha256 is not None:
@@ -75,6 +90,6 @@ def load_clip_weights(
     prompts = [cfg.prompts.fusion, cfg.prompts.positive, cfg.prompts.negative]
     embeddings = encode_prompts(clip, prompts, cfg.clip_text.context_length)
     with torch.no_grad():
-        model.temporal_clip.visual.load_state_dict(clip.visual.state_dict())
+        tower.load_state_dict(clip.visual.state_dict())
         model.prompt_embeddings.copy_(embeddings.to(model.prompt_embeddings))
     return model

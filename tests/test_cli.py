@@ -16,7 +16,7 @@ import torch
 from video_files import Clips, make_clips
 
 import dvlta_metric.batch
-from dvlta_metric.cli import main
+from dvlta_metric.cli import main, weights_label
 
 TINY = ["--model", "dvlta-vqa-tiny", "--random-weights", "--device", "cpu", "--no-progress"]
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -115,6 +115,10 @@ def test_bad_files_named_on_stderr(capsys, clips: Clips) -> None:
         (["score", "{empty_dir}", *TINY], "no video files"),
         (["score", "{landscape}", "--model", "dvlta-vqa-tiny", "--random-weights", "--device", "gpu7"], "device"),
         (["score", "{landscape}", "--model", "dvlta-vqa", "--device", "cpu"], "dvlta-vqa"),  # no weights
+        (["score", "{landscape}", "--model", "dvlta-vqa-konvid", "--device", "cpu"], "command line: --random-weights"),
+        (["score", "{landscape}", "--model", "./weights", *TINY[2:]], "looks like a path"),
+        (["score", "{landscape}", "--model", "hf-hub:org/a--b", *TINY[2:]], "invalid Hub repository id"),
+        (["score", "{landscape}", *TINY, "--seed", "x"], "expected a whole number, got 'x'"),
         (["score", "{landscape}", *TINY, "--batch-size", "0"], "--batch-size"),
         (["score", "{landscape}", *TINY, "--format", "table", "--output", "{out}"], "table"),
         (["score", "{landscape}", *TINY, "--batch-size", "abc"], "expected a whole number, got 'abc'"),
@@ -257,7 +261,7 @@ def test_compile_and_precision_flags_reach_the_model(capsys, clips: Clips, monke
 
     def record(self: dvlta_metric.DVLTAVQA, **kwargs: object) -> dvlta_metric.DVLTAVQA:
         # compiling itself is tested in test_compile.py; here only the wiring
-        seen.append((self.precision, self.basic_visual.backbone.attention_kernel))
+        seen.append((self.precision, self.branches["bvfe"].encoder.attention_kernel))
         return self
 
     monkeypatch.setattr(dvlta_metric.DVLTAVQA, "compile_branches", record)
@@ -274,6 +278,22 @@ def test_random_weights_are_the_same_on_every_run(capsys, clips: Clips) -> None:
     second = run(capsys, "score", clips.landscape, "--format", "json", *TINY)
     assert first[0] == second[0] == 0
     assert json.loads(first[1])[0]["score"] == json.loads(second[1])[0]["score"]
+    # the same weights as create(name, pretrained=False) in Python; --seed draws others
+    in_python = dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="cpu")
+    assert json.loads(first[1])[0]["score"] == pytest.approx(float(in_python(str(clips.landscape))), abs=1e-6)
+    code, out, _ = run(capsys, "score", clips.landscape, "--format", "json", *TINY, "--seed", "1")
+    assert code == 0
+    (row,) = json.loads(out)
+    assert row["weights"] == "random (seed 1), fp32" and row["score"] != json.loads(first[1])[0]["score"]
+
+
+def test_weights_label_names_registry_entries_by_their_full_name() -> None:
+    label = weights_label("dvlta-vqa-konvid", random_weights=False, precision="fp16")
+    assert (
+        label == "dvlta-vqa.konvid, fp16" == weights_label("dvlta-vqa.konvid", random_weights=False, precision="fp16")
+    )
+    assert weights_label("hf-hub:org/x@v1", random_weights=False, precision="fp32") == "hf-hub:org/x@v1, fp32"
+    assert weights_label("x", random_weights=True, precision="bf16", seed=3) == "random (seed 3), bf16"
 
 
 def test_weights_are_recorded_and_a_resume_with_other_weights_is_refused(

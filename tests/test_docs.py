@@ -136,7 +136,7 @@ def docs_workdir(example_files: Path, tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setattr(dvlta_metric.cli, "create", _substitute_create)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(dvlta_metric.registry, "_REGISTRY", dict(dvlta_metric.registry._REGISTRY))
-    monkeypatch.setattr(dvlta_metric.registry, "_WEIGHTS", dict(dvlta_metric.registry._WEIGHTS))
+    monkeypatch.setattr(dvlta_metric.registry, "_ALIASES", dict(dvlta_metric.registry._ALIASES))
     return tmp_path
 
 

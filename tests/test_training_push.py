@@ -128,7 +128,7 @@ def test_push_uploads_and_prints_the_registry_entry(
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     config = dvlta_metric.get_model_config("dvlta-vqa-tiny").replace(name="test-pushed-tiny")
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))  # the entry disappears after the test
-    monkeypatch.setattr(registry, "_WEIGHTS", dict(registry._WEIGHTS))
+    monkeypatch.setattr(registry, "_ALIASES", dict(registry._ALIASES))
     registry.register_model(config, source)
     loaded = dvlta_metric.create("test-pushed-tiny", device="cpu", cache_dir=hub_cache)
     expected = dvlta_metric.create(f"local-dir:{trained_dir}", device="cpu")
