@@ -192,12 +192,12 @@ def test_interrupted_run_resumes(capsys, tmp_path: Path, clips: Clips, monkeypat
                 raise KeyboardInterrupt
             yield result
 
-    monkeypatch.setattr(dvlta_metric.batch, "score_files", interrupted)
+    monkeypatch.setattr(dvlta_metric.model, "score_files", interrupted)  # what model.score_files calls
     code, _, err = run(capsys, "score", *files, "--output", out, *TINY)
     assert code == 130 and "interrupted" in err and "resume" in err
     assert [r["path"] for r in _rows(out, "csv")] == [str(f) for f in files[:2]]
 
-    monkeypatch.setattr(dvlta_metric.batch, "score_files", real)
+    monkeypatch.setattr(dvlta_metric.model, "score_files", real)
     code, _, _ = run(capsys, "score", *files, "--output", out, "--batch-size", "2", *TINY)
     assert code == 0
     rows = _rows(out, "csv")

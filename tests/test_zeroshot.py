@@ -59,7 +59,7 @@ def test_zeroshot_revision_and_pinned_sha256(hub_cache: Path, scratch_registry: 
     snapshot = hub_cache / ("models--" + openai_clip_repo().replace("/", "--")) / "snapshots" / ("0" * 40)
     good = sha256_of(snapshot / OPENAI_CLIP_SAFETENSORS)
     model = dvlta_metric.create("dvlta-vqa-zeroshot", device="cpu", revision="0" * 40, **SMALL_CLIP)
-    assert model.branches == ("vbtc",)
+    assert model.branch_names == ("vbtc",)
     with pytest.raises(WeightsNotFoundError, match="v9"):
         dvlta_metric.create("dvlta-vqa-zeroshot", device="cpu", revision="v9", **SMALL_CLIP)
     cfg = dvlta_metric.get_model_config("dvlta-vqa-zeroshot").replace(name="zeroshot-pinned")
