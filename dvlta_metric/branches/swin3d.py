@@ -51,15 +51,11 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+from timm.layers import Mlp, trunc_normal_
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from .flex_window import flex_attention_available, flex_window_attention
-
-try:  # timm >= 0.9
-    from timm.layers import trunc_normal_
-except ImportError:  # pragma: no cover - fallback without timm
-    from torch.nn.init import trunc_normal_
 
 __all__ = [
     "ATTENTION_KERNELS",
@@ -445,32 +441,6 @@ class PatchEmbed3D(nn.Module):
         return self.norm(x).to(self.norm.weight.dtype)
 
 
-class Mlp(nn.Module):
-    """Two-layer GELU MLP of a transformer block.
-
-    Args:
-        dim: Input and output channels.
-        hidden_dim: Hidden channels.
-    """
-
-    def __init__(self, dim: int, hidden_dim: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden_dim)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden_dim, dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Applies the MLP.
-
-        Args:
-            x: Tokens ``(..., dim)``.
-
-        Returns:
-            Tokens ``(..., dim)``.
-        """
-        return self.fc2(self.act(self.fc1(x)))
-
-
 class WindowAttention3D(nn.Module):
     """Window multi-head self-attention with relative position bias and optional GRPB.
 
@@ -638,7 +608,8 @@ class SwinTransformerBlock3D(nn.Module):
         self.norm1 = nn.LayerNorm(dim)
         self.attn = WindowAttention3D(dim, window_size, num_heads, qkv_bias=qkv_bias, frag_bias=frag_bias)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        # timm's Mlp: fc1, GELU, fc2 (its dropouts at p=0 do nothing); keys mlp.fc1.*, mlp.fc2.* as FAST-VQA's
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU)
 
     def window_tensors(
         self,
