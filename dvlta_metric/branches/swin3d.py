@@ -29,7 +29,7 @@ tables for inputs larger than ``base_x_size``).
 
 For speed, attention runs through :func:`torch.nn.functional.scaled_dot_product_attention` with the
 combined bias as an additive float mask (or, with :meth:`SwinTransformer3D.set_attention_kernel`, through
-FlexAttention adding the same bias: 2.5 times faster attention on an H200), and everything that depends
+FlexAttention adding the same bias, faster on GPUs: see the Benchmarks page), and everything that depends
 only on shapes (relative position indices, fragment gates, shift masks) is computed once and cached per
 shape, window, shift and device.
 These tensors (:class:`WindowTensors`) are looked up for all stages at once, outside any
@@ -888,10 +888,10 @@ class SwinTransformer3D(nn.Module):
             kernel: ``"sdpa"`` (default): :func:`torch.nn.functional.scaled_dot_product_attention` with the bias
                 as its mask (cuDNN's kernel on Hopper GPUs). ``"flex"``: FlexAttention adding the bias in its
                 score function (:mod:`~dvlta_metric.branches.flex_window`); it needs torch 2.5 or later and is
-                compiled on first use for each shape. On an H200 in fp16 its computation, timed alone, ran 2.5
-                times as fast as cuDNN's (the whole model with it is not timed on a GPU yet); on CPU it is
-                slower than ``"sdpa"``. Calls that need gradients on CPU (FlexAttention
-                has none there) and trainable bias tables use ``"sdpa"`` whatever is chosen.
+                compiled on first use for each shape. Timed alone on a GPU it is faster than cuDNN's kernel with
+                the bias as a mask, on CPU slower than ``"sdpa"`` (timings: the Performance and Benchmarks
+                pages). Calls that need gradients on CPU (FlexAttention has none there) and trainable bias
+                tables use ``"sdpa"`` whatever is chosen.
 
         Returns:
             The backbone itself.
@@ -917,9 +917,9 @@ class SwinTransformer3D(nn.Module):
     def clear_bias_cache(self) -> None:
         """Frees the attention biases kept by frozen blocks (see :meth:`WindowAttention3D.attention_bias`).
 
-        They take about 1.1 GB in float32 for the FAST-VQA-B backbone on 32x224x224 clips and are rebuilt on
-        the next call. Call it also after editing the bias tables through ``.data``, which their version
-        counters do not see.
+        They take one ``(1 or nW, nH, N, N)`` tensor per block (their size for FAST-VQA-B: the Basic Visual
+        Feature Extraction page) and are rebuilt on the next call. Call it also after editing the bias tables
+        through ``.data``, which their version counters do not see.
         """
         for module in self.modules():
             if isinstance(module, WindowAttention3D):
