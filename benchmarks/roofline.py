@@ -288,8 +288,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--exp-rate-t",
         type=float,
         default=3.9,
-        help="softmax exponentials per second, in 1e12 (H100/H200 SXM: 3.9, from the "
-        "FlashAttention-3 paper); 0 leaves them out",
+        help="softmax exponentials per second, in 1e12 (default: the H100 SXM rate the FlashAttention-3 paper "
+        "gives, see docs/benchmarks.md); 0 leaves them out",
     )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--frames", type=int, default=240, help="frames of the generated input video")

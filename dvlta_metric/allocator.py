@@ -1,12 +1,13 @@
 """CPU memory-allocator tuning for repeated large activations (glibc only; opt-in).
 
-The Swin3D backbone allocates and frees activations of 20-250 MB on every call. glibc's ``malloc`` serves
-blocks that large with fresh ``mmap`` pages and returns them to the system on ``free``, so every call
-page-faults the same memory in again: on 2 CPU cores that costs about a quarter of the fragment branch's
-time (measured with ``benchmarks/bench.py``). :func:`tune_allocator` tells glibc to keep freed blocks in
-the heap instead. The price is that the process keeps its peak memory until it exits, which is what a
-scoring job wants and a long-lived service mixing other work may not: so the library never calls it on
-import; the ``dvlta-metric`` command line and the benchmark do.
+The Swin3D backbone allocates and frees activations of tens to hundreds of megabytes on every call.
+glibc's ``malloc`` serves blocks that large with fresh ``mmap`` pages and returns them to the system on
+``free``, so every call page-faults the same memory in again, which costs a sizeable part of the fragment
+branch's time on CPU (``benchmarks/bench.py --no-tune-allocator`` measures it; see the Performance page).
+:func:`tune_allocator` tells glibc to keep freed blocks in the heap instead. The price is that the
+process keeps its peak memory until it exits, which is what a scoring job wants and a long-lived service
+mixing other work may not: so the library never calls it on import; the ``dvlta-metric`` command line and
+the benchmark do.
 """
 
 from __future__ import annotations

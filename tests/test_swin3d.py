@@ -225,6 +225,17 @@ def test_block_matches_naive_oracle(frag_bias: bool) -> None:
             torch.testing.assert_close(block(x, (2, 3, 3), shift), expected, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("train", [False, True])
+def test_block_mlp_is_fc1_gelu_fc2(train: bool) -> None:
+    """timm's ``Mlp`` in the block: FAST-VQA's ``fc2(GELU(fc1(x)))``, its p=0 dropouts inert in training mode."""
+    torch.manual_seed(2)
+    block = SwinTransformerBlock3D(8, 2, (2, 3, 3)).train(train)
+    x = torch.randn(2, 3, 5, 4, 8)
+    expected = F.linear(F.gelu(F.linear(x, block.mlp.fc1.weight, block.mlp.fc1.bias)), *block.mlp.fc2.parameters())
+    assert torch.equal(block.mlp(x), expected)
+    assert block.mlp.fc1.out_features == 32  # mlp_ratio 4
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Small config: shapes, determinism, batching, gradients
 # ---------------------------------------------------------------------------------------------------------

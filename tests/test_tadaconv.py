@@ -10,9 +10,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from oracles import calibrated_kernel_conv
 from torch import Tensor, nn
 
-from dvlta_metric.branches.tadaconv import RouteFunc, TAdaConv2d, calibrated_kernel_conv
+from dvlta_metric.branches.tadaconv import RouteFunc, TAdaConv2d
 
 ATOL = 1e-5
 

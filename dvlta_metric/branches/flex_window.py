@@ -4,12 +4,11 @@ The Swin3D blocks of the fragment branch add a bias to every attention score (FA
 position bias of eq. 9 of the DVLTA-VQA paper, plus the shifted-window mask), one ``N x N`` matrix per window
 and head with ``N = 392`` tokens and a head dimension of only 32. Given such a bias,
 :func:`torch.nn.functional.scaled_dot_product_attention` runs cuDNN's kernel on Hopper GPUs, which takes
-about 2.5 times as long as without the bias. The score function of
+much longer with the bias than without it. The score function of
 :func:`torch.nn.attention.flex_attention.flex_attention` adds the same cached bias tensor, read by window, head
-and token pair, and its generated kernel runs about as fast as the unbiased one (measured on an H200 in fp16
-with the same computation in ``benchmarks/attention_variants.py``: 9.3 ms against 23.2 ms per stage-1
-block for 128 clips, 8.9 ms without any bias; see the Benchmarks page). This module itself has not been
-timed on a GPU yet.
+and token pair, and its generated kernel runs about as fast as the unbiased one (the same computation timed
+by ``benchmarks/attention_variants.py``; the timings are on the Performance and Benchmarks pages). This
+module itself has not been timed on a GPU yet.
 
 FlexAttention needs torch 2.5 or later and runs through :func:`torch.compile`: inside a compiled backbone it
 becomes part of that graph, otherwise it is compiled here once per process and device type.

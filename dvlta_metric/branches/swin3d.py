@@ -29,7 +29,7 @@ tables for inputs larger than ``base_x_size``).
 
 For speed, attention runs through :func:`torch.nn.functional.scaled_dot_product_attention` with the
 combined bias as an additive float mask (or, with :meth:`SwinTransformer3D.set_attention_kernel`, through
-FlexAttention adding the same bias: 2.5 times faster attention on an H200), and everything that depends
+FlexAttention adding the same bias, faster on GPUs: see the Benchmarks page), and everything that depends
 only on shapes (relative position indices, fragment gates, shift masks) is computed once and cached per
 shape, window, shift and device.
 These tensors (:class:`WindowTensors`) are looked up for all stages at once, outside any
@@ -51,15 +51,11 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+from timm.layers import Mlp, trunc_normal_
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from .flex_window import flex_attention_available, flex_window_attention
-
-try:  # timm >= 0.9
-    from timm.layers import trunc_normal_
-except ImportError:  # pragma: no cover - fallback without timm
-    from torch.nn.init import trunc_normal_
 
 __all__ = [
     "ATTENTION_KERNELS",
@@ -445,32 +441,6 @@ class PatchEmbed3D(nn.Module):
         return self.norm(x).to(self.norm.weight.dtype)
 
 
-class Mlp(nn.Module):
-    """Two-layer GELU MLP of a transformer block.
-
-    Args:
-        dim: Input and output channels.
-        hidden_dim: Hidden channels.
-    """
-
-    def __init__(self, dim: int, hidden_dim: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden_dim)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden_dim, dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Applies the MLP.
-
-        Args:
-            x: Tokens ``(..., dim)``.
-
-        Returns:
-            Tokens ``(..., dim)``.
-        """
-        return self.fc2(self.act(self.fc1(x)))
-
-
 class WindowAttention3D(nn.Module):
     """Window multi-head self-attention with relative position bias and optional GRPB.
 
@@ -638,7 +608,8 @@ class SwinTransformerBlock3D(nn.Module):
         self.norm1 = nn.LayerNorm(dim)
         self.attn = WindowAttention3D(dim, window_size, num_heads, qkv_bias=qkv_bias, frag_bias=frag_bias)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        # timm's Mlp: fc1, GELU, fc2 (its dropouts at p=0 do nothing); keys mlp.fc1.*, mlp.fc2.* as FAST-VQA's
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU)
 
     def window_tensors(
         self,
@@ -917,10 +888,10 @@ class SwinTransformer3D(nn.Module):
             kernel: ``"sdpa"`` (default): :func:`torch.nn.functional.scaled_dot_product_attention` with the bias
                 as its mask (cuDNN's kernel on Hopper GPUs). ``"flex"``: FlexAttention adding the bias in its
                 score function (:mod:`~dvlta_metric.branches.flex_window`); it needs torch 2.5 or later and is
-                compiled on first use for each shape. On an H200 in fp16 its computation, timed alone, ran 2.5
-                times as fast as cuDNN's (the whole model with it is not timed on a GPU yet); on CPU it is
-                slower than ``"sdpa"``. Calls that need gradients on CPU (FlexAttention
-                has none there) and trainable bias tables use ``"sdpa"`` whatever is chosen.
+                compiled on first use for each shape. Timed alone on a GPU it is faster than cuDNN's kernel with
+                the bias as a mask, on CPU slower than ``"sdpa"`` (timings: the Performance and Benchmarks
+                pages). Calls that need gradients on CPU (FlexAttention has none there) and trainable bias
+                tables use ``"sdpa"`` whatever is chosen.
 
         Returns:
             The backbone itself.
@@ -946,9 +917,9 @@ class SwinTransformer3D(nn.Module):
     def clear_bias_cache(self) -> None:
         """Frees the attention biases kept by frozen blocks (see :meth:`WindowAttention3D.attention_bias`).
 
-        They take about 1.1 GB in float32 for the FAST-VQA-B backbone on 32x224x224 clips and are rebuilt on
-        the next call. Call it also after editing the bias tables through ``.data``, which their version
-        counters do not see.
+        They take one ``(1 or nW, nH, N, N)`` tensor per block (their size for FAST-VQA-B: the Basic Visual
+        Feature Extraction page) and are rebuilt on the next call. Call it also after editing the bias tables
+        through ``.data``, which their version counters do not see.
         """
         for module in self.modules():
             if isinstance(module, WindowAttention3D):

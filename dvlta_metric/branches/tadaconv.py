@@ -15,9 +15,9 @@ Because the calibration scales *input* channels, convolving with the
 calibrated kernel equals convolving the channel-scaled input with the base
 kernel: ``conv(x, alpha * W) == conv(alpha * x, W)`` (linearity).
 :class:`TAdaConv2d` computes the cheaper right-hand side (one ordinary
-``conv2d`` over ``B * T`` frames); :func:`calibrated_kernel_conv` computes the
-left-hand side exactly as the official implementation does (one grouped
-``conv2d`` with ``groups = B * T``) and serves as the reference oracle.
+``conv2d`` over ``B * T`` frames); the official implementation computes the
+left-hand side (one grouped ``conv2d`` with ``groups = B * T``), which the
+tests keep as their reference oracle.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["RouteFunc", "TAdaConv2d", "calibrated_kernel_conv"]
+__all__ = ["RouteFunc", "TAdaConv2d"]
 
 IntPair = int | tuple[int, int]
 
@@ -76,62 +76,6 @@ def _check_alpha(alpha: Tensor, x: Tensor) -> None:
     b, c, t = x.shape[:3]
     if alpha.dim() != 5 or tuple(alpha.shape) != (b, c, t, 1, 1):
         raise ValueError(f"alpha must have shape (B, C_in, T, 1, 1) = {(b, c, t, 1, 1)}; got {tuple(alpha.shape)}")
-
-
-def calibrated_kernel_conv(
-    x: Tensor,
-    alpha: Tensor,
-    weight: Tensor,
-    stride: IntPair = 1,
-    padding: IntPair = 0,
-    bias: Tensor | None = None,
-) -> Tensor:
-    """Temporally adaptive convolution computed with explicitly calibrated kernels.
-
-    This is the formulation of the official TAdaConv code: for every sample
-    ``b`` and frame ``t`` the kernel ``W_{b,t} = alpha[b, :, t] * W`` (scaled
-    along ``C_in``) is materialised, and all ``B * T`` frames are convolved in
-    one grouped ``conv2d`` with ``groups = B * T``. It is the reference oracle
-    for :class:`TAdaConv2d`, which computes the same result more cheaply.
-
-    Args:
-        x: Input feature, shape ``(B, C_in, T, H, W)``.
-        alpha: Calibration factors, shape ``(B, C_in, T, 1, 1)``.
-        weight: Base kernel, shape ``(C_out, C_in, kh, kw)`` or
-            ``(1, 1, C_out, C_in, kh, kw)`` (the :class:`TAdaConv2d` layout).
-        stride: Spatial stride.
-        padding: Spatial zero padding.
-        bias: Optional bias of shape ``(C_out,)``.
-
-    Returns:
-        Output feature of shape ``(B, C_out, T, H', W')``.
-
-    Raises:
-        ValueError: If the shapes of ``x``, ``alpha`` and ``weight`` disagree.
-    """
-    base = weight.reshape(weight.shape[-4:]) if weight.dim() == 6 else weight
-    if base.dim() != 4:
-        raise ValueError(
-            f"weight must have shape (C_out, C_in, kh, kw) or (1, 1, C_out, C_in, kh, kw); got {tuple(weight.shape)}"
-        )
-    c_out, c_in, kh, kw = base.shape
-    _check_video(x, c_in)
-    _check_alpha(alpha, x)
-    b, _, t, h, w = x.shape
-    frames = x.transpose(1, 2).reshape(1, b * t * c_in, h, w)
-    # (B, C_in, T, 1, 1) -> (B, T, 1, C_in, 1, 1): one calibration row per (b, t).
-    scale = alpha.transpose(1, 2).unsqueeze(2)
-    kernels = (scale * base).reshape(b * t * c_out, c_in, kh, kw)
-    full_bias = None if bias is None else bias.repeat(b * t)
-    out = F.conv2d(
-        frames,
-        kernels,
-        full_bias,
-        stride=_pair(stride),
-        padding=_pair(padding),
-        groups=b * t,
-    )
-    return out.reshape(b, t, c_out, out.shape[-2], out.shape[-1]).transpose(1, 2)
 
 
 class RouteFunc(nn.Module):
@@ -233,7 +177,7 @@ class TAdaConv2d(nn.Module):
 
     Implementation note:
         The official code materialises the ``B * T`` calibrated kernels and runs
-        one grouped ``conv2d`` (see :func:`calibrated_kernel_conv`). Since the
+        one grouped ``conv2d`` (the tests' reference oracle). Since the
         calibration scales input channels, ``conv(x, alpha * W) ==
         conv(alpha * x, W)`` exactly by linearity, so :meth:`forward` multiplies
         ``x`` by ``alpha``, folds ``T`` into the batch and runs ONE ordinary

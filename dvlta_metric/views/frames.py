@@ -29,7 +29,8 @@ def resized_size(height: int, width: int, short: int) -> tuple[int, int]:
         short: Target short side.
 
     Returns:
-        ``(H', W')`` with ``min(H', W') == short`` and the aspect ratio kept.
+        ``(H', W')`` with ``min(H', W') == short`` and the aspect ratio kept, the long side rounded to the
+        nearest pixel (torchvision's ``resize`` truncates it, e.g. 312 instead of 313 for 352x288).
     """
     if min(height, width) == short:
         return height, width
@@ -65,7 +66,9 @@ def center_crop(frames: torch.Tensor, size: int) -> torch.Tensor:
         size: Side of the crop.
 
     Returns:
-        ``(..., size, size)``, a view of ``frames``.
+        ``(..., size, size)``, a view of ``frames``, starting at row ``(H - size) // 2`` and column
+        ``(W - size) // 2`` (torchvision's ``center_crop`` rounds odd margins half to even instead: one
+        pixel further for 455x256 frames).
 
     Raises:
         ValueError: ``H`` or ``W`` is smaller than ``size`` (resize first, e.g. with
