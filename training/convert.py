@@ -35,12 +35,12 @@ Safetensors files never need the flag.
 Command lines::
 
     # the paper's initialisation
-    python -m training.convert --vificlip vifi_clip_10_epochs_k400_full_finetuned.pth \\
+    python -m dvlta_metric_train.convert --vificlip vifi_clip_10_epochs_k400_full_finetuned.pth \\
         --fastvqa FAST_VQA_B_1_4.pth --allow-pickle --out weights/dvlta-vqa-init
     # OpenAI CLIP instead of ViFi-CLIP (downloads open_clip_model.safetensors from the Hub)
-    python -m training.convert --fastvqa FAST_VQA_B_1_4.pth --allow-pickle --out weights/dvlta-vqa-openai-init
+    python -m dvlta_metric_train.convert --fastvqa FAST_VQA_B_1_4.pth --allow-pickle --out weights/dvlta-vqa-openai-init
     # a random initial directory (tests, smoke runs)
-    python -m training.convert --model dvlta-vqa-tiny --random-init --seed 0 --out /tmp/tiny-init
+    python -m dvlta_metric_train.convert --model dvlta-vqa-tiny --random-init --seed 0 --out /tmp/tiny-init
 """
 
 from __future__ import annotations
@@ -364,9 +364,9 @@ def convert(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of ``python -m training.convert``."""
+    """The command line of ``python -m dvlta_metric_train.convert``."""
     parser = argparse.ArgumentParser(
-        prog="python -m training.convert",
+        prog="python -m dvlta_metric_train.convert",
         description="Upstream checkpoints (ViFi-CLIP / OpenAI CLIP, FAST-VQA-B) -> an initial model directory.",
     )
     parser.add_argument("--out", required=True, help="model directory to write (save_pretrained)")
@@ -459,7 +459,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     metadata = {
         "description": f"{args.model}: initial weights (frozen backbones converted, trainable parts random), "
-        "not trained; train with python -m training.train",
+        "not trained; train with python -m dvlta_metric_train.train",
         "stage": "initial",
         "sources": sources,
         "init_seed": args.seed,

@@ -15,9 +15,9 @@ before any feature is computed.
 
 Command line::
 
-    python -m training.datasets --dataset konvid --root /data/KoNViD      # check a dataset
-    python -m training.datasets --csv my_scores.csv --root /data/mine
-    python -m training.datasets --list                                     # the known datasets
+    python -m dvlta_metric_train.datasets --dataset konvid --root /data/KoNViD      # check a dataset
+    python -m dvlta_metric_train.datasets --csv my_scores.csv --root /data/mine
+    python -m dvlta_metric_train.datasets --list                                     # the known datasets
 """
 
 from __future__ import annotations
@@ -442,7 +442,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         0 when every video is readable, 1 when some are not, 2 for a usage error.
     """
-    parser = argparse.ArgumentParser(prog="python -m training.datasets", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m dvlta_metric_train.datasets", description=main.__doc__)
     add_dataset_arguments(parser)
     parser.add_argument("--workers", type=int, default=8, help="probing threads (default 8)")
     parser.add_argument("--list", action="store_true", help="list the known datasets and exit")

@@ -9,15 +9,15 @@ Two ways to get the predictions:
   cache has).
 
 ``--split I`` restricts the evaluation to the test part of the paper's random split ``I`` (see
-:mod:`training.splits`). Writes ``results.json`` (metrics and the logistic parameters), ``predictions.csv``
+:mod:`dvlta_metric_train.splits`). Writes ``results.json`` (metrics and the logistic parameters), ``predictions.csv``
 and ``scatter.png`` (MOS against prediction with the fitted curve, as the paper's Fig. 3) into ``--out``.
 
 Command lines::
 
-    python -m training.evaluate --model local-dir:runs/konvid/split_00/best --dataset konvid \\
+    python -m dvlta_metric_train.evaluate --model local-dir:runs/konvid/split_00/best --dataset konvid \\
         --root /data/KoNViD --split 0 --out eval/konvid-00
-    python -m training.evaluate --model dvlta-vqa-zeroshot --csv mine.csv --out eval/mine
-    python -m training.evaluate --model local-dir:runs/konvid/split_00/best --cache cache/konvid --split 0 \\
+    python -m dvlta_metric_train.evaluate --model dvlta-vqa-zeroshot --csv mine.csv --out eval/mine
+    python -m dvlta_metric_train.evaluate --model local-dir:runs/konvid/split_00/best --cache cache/konvid --split 0 \\
         --out eval/konvid-00-cached
 """
 
@@ -180,7 +180,7 @@ def evaluate_predictions(
 
 
 def trained_split(model_name: str) -> dict[str, Any] | None:
-    """The split a model saved by ``training.train`` was trained on (``local-dir:`` models; else ``None``)."""
+    """The split a model saved by ``dvlta_metric_train.train`` was trained on (``local-dir:`` models; else ``None``)."""
     if not model_name.startswith("local-dir:"):
         return None
     try:
@@ -234,8 +234,10 @@ def _rows(n: int, split: int | None, subset: str, fraction: float) -> list[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of ``python -m training.evaluate``."""
-    p = argparse.ArgumentParser(prog="python -m training.evaluate", description="Evaluate a model on a dataset.")
+    """The command line of ``python -m dvlta_metric_train.evaluate``."""
+    p = argparse.ArgumentParser(
+        prog="python -m dvlta_metric_train.evaluate", description="Evaluate a model on a dataset."
+    )
     p.add_argument(
         "--model",
         required=True,

@@ -39,7 +39,7 @@ sharing the folder are left alone; on Windows none are removed).
 backbones: the trainer refuses a cache made with other backbones), the SHA-256 of the backbones rounded to
 float16 (``backbones_sha256_fp16``) and the dataset rows; videos that could not be read get
 ``errors/<key>.json``. A model whose backbones equal the cache's **up to float16 rounding** (one saved by
-``training.train --save-fp16``) is accepted with a warning (:meth:`FeatureCache.check_model`): its scores from
+``dvlta_metric_train.train --save-fp16``) is accepted with a warning (:meth:`FeatureCache.check_model`): its scores from
 the cache are those of the unrounded backbones, about 1e-4 away from ``model(video)`` (7.7e-5 at most
 measured on the tiny test model with a float32 cache, 1.2e-4 with a float16 one), far below what moves
 SROCC or PLCC.
@@ -59,9 +59,9 @@ Decoding holds at most ``--max-frames`` decoded frames per read (the inference v
 
 Command line::
 
-    python -m training.features --model local-dir:weights/dvlta-vqa-init --dataset konvid \\
+    python -m dvlta_metric_train.features --model local-dir:weights/dvlta-vqa-init --dataset konvid \\
         --root /data/KoNViD --out cache/konvid --device cuda
-    python -m training.features --model local-dir:weights/dvlta-vqa-init --csv mine.csv --out cache/mine
+    python -m dvlta_metric_train.features --model local-dir:weights/dvlta-vqa-init --csv mine.csv --out cache/mine
 """
 
 from __future__ import annotations
@@ -358,7 +358,8 @@ class FeatureCache:
         index = self.directory / INDEX_NAME
         if not index.is_file():
             raise FileNotFoundError(
-                f"{self.directory} is not a feature cache (no {INDEX_NAME}); build one with python -m training.features"
+                f"{self.directory} is not a feature cache (no {INDEX_NAME}); build one with "
+                "python -m dvlta_metric_train.features"
             )
         self.index: dict[str, Any] = json.loads(index.read_text(encoding="utf-8"))
         if self.index.get("version") != CACHE_VERSION:
@@ -419,7 +420,8 @@ class FeatureCache:
             more = f" (and {len(damaged) - 5} more)" if len(damaged) > 5 else ""
             warnings.warn(
                 f"feature cache {self.directory}: {len(damaged)} damaged video(s) left out: {shown}{more}. "
-                "Rerun python -m training.features with the arguments that built the cache to recompute them.",
+                "Rerun python -m dvlta_metric_train.features with the arguments that built the cache to recompute "
+                "them.",
                 stacklevel=2,
             )
         return ok
@@ -445,7 +447,7 @@ class FeatureCache:
             ValueError: If one of its files is damaged (truncated, overwritten, unreadable): names the file.
         """
         folder = self.video_dir(row)
-        redo = "rerun python -m training.features with the arguments that built the cache to recompute it"
+        redo = "rerun python -m dvlta_metric_train.features with the arguments that built the cache to recompute it"
         if not folder.is_dir():
             raise FileNotFoundError(
                 f"feature cache {self.directory}: row {row} ({self.path(row)}) is not cached ({folder} does not "
@@ -481,7 +483,7 @@ class FeatureCache:
         """Make sure the cache was computed with this model's frozen backbones and views.
 
         A model whose backbones equal the cache's up to float16 rounding (saved with
-        ``training.train --save-fp16``, or the unrounded model of a cache built from such a one) is accepted
+        ``dvlta_metric_train.train --save-fp16``, or the unrounded model of a cache built from such a one) is accepted
         with a ``UserWarning``: the cached features are those of the cache's backbones, so scores from the
         cache differ from ``model(video)`` by about 1e-4. This is told from the cache's
         ``backbones_sha256_fp16``, or for caches written before it was recorded, by loading the cache's model
@@ -496,7 +498,7 @@ class FeatureCache:
         if diff == ["backbones_sha256"] and self._equal_up_to_fp16(model):
             warnings.warn(
                 f"the model's frozen backbones equal those the feature cache {self.directory} was computed with "
-                f"({self.index.get('model')!r}) up to float16 rounding (a model saved with training.train "
+                f"({self.index.get('model')!r}) up to float16 rounding (a model saved with dvlta_metric_train.train "
                 "--save-fp16): using the cache. Its features are those of the unrounded backbones, so scores "
                 "from the cache differ from model(video) by about 1e-4, far below what moves SROCC or PLCC.",
                 stacklevel=2,
@@ -510,15 +512,16 @@ class FeatureCache:
                 and backbones_sha256(model, round_fp16=True) == ours["backbones_sha256"]
             ):
                 hint = (
-                    " The model's backbones hold float16 values (saved with training.train --save-fp16?), but this "
-                    "cache predates the float16 digest that tells whether they are its own rounded, and its model "
-                    "cannot be loaded here to tell: rerun python -m training.features with the arguments that built "
-                    "the cache (it adds the digest; cached videos are kept), or evaluate from the video files."
+                    " The model's backbones hold float16 values (saved with dvlta_metric_train.train --save-fp16?), "
+                    "but this cache predates the float16 digest that tells whether they are its own rounded, and its "
+                    "model cannot be loaded here to tell: rerun python -m dvlta_metric_train.features with the "
+                    "arguments that built the cache (it adds the digest; cached videos are kept), or evaluate from "
+                    "the video files."
                 )
             raise ValueError(
                 f"the feature cache {self.directory} was computed with a different model ({', '.join(diff)} "
                 f"differ; cache made with {self.index.get('model')!r}). Train with the model the cache was built "
-                f"with, or rebuild the cache with python -m training.features --model <yours>.{hint}"
+                f"with, or rebuild the cache with python -m dvlta_metric_train.features --model <yours>.{hint}"
             )
 
     def _equal_up_to_fp16(self, model: DVLTAVQA) -> bool:
@@ -760,7 +763,7 @@ def build_cache(
     """Compute and store the features of every video of ``data`` (skipping those already cached).
 
     Args:
-        model: The model whose frozen backbones make the features (e.g. the output of ``training.convert``).
+        model: The model whose frozen backbones make the features (e.g. the output of ``dvlta_metric_train.convert``).
         data: The dataset.
         out: Cache folder (created; an existing cache must have the same settings and model).
         model_name: How the model was named, for ``index.json``.
@@ -958,9 +961,9 @@ def _shard(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of ``python -m training.features``."""
+    """The command line of ``python -m dvlta_metric_train.features``."""
     parser = argparse.ArgumentParser(
-        prog="python -m training.features",
+        prog="python -m dvlta_metric_train.features",
         description="Decode each video once and cache the frozen backbones' features for training.",
     )
     parser.add_argument(

@@ -57,7 +57,7 @@ def paths_digest(paths: Sequence[str]) -> str:
     """SHA-256 of a list of video paths, in order: recognises a split's test rows in another label file.
 
     A trained model records the digest of its split's test paths (``metadata["split"]["test_paths_sha256"]``),
-    so that ``training.evaluate --split I`` can refuse a label file whose split ``I`` has other test videos
+    so that ``dvlta_metric_train.evaluate --split I`` can refuse a label file whose split ``I`` has other test videos
     (reordered, extended or edited rows would put training videos among them).
 
     Args:

@@ -1,8 +1,8 @@
 """Train DVLTA-VQA from a feature cache: the paper's 10 random splits, or cross-dataset.
 
 Only the trainable parts learn (CLIP adapter, Temporal Context Module, fragment head, text adapter; see
-:func:`training.cached.trainable_modules`); the frozen backbones' outputs come from the cache built by
-:mod:`training.features`, so no video is decoded here.
+:func:`dvlta_metric_train.cached.trainable_modules`); the frozen backbones' outputs come from the cache built by
+:mod:`dvlta_metric_train.features`, so no video is decoded here.
 
 Recipe (paper section III-F / IV-C; warm-up and cosine decay from FAST-VQA): loss ``1 - PLCC`` over the
 batch (``--rank-weight 0.3`` adds FAST-VQA's rank loss), AdamW with lr 1e-3 and weight decay 0.05, linear
@@ -27,15 +27,15 @@ so a resumed run gives the same result as an uninterrupted one).
 Several GPUs or nodes: launch with ``torchrun`` (DDP over ``torch.distributed``: nccl on GPUs, gloo on CPUs).
 ``--batch-size`` stays the global batch; each of the ``N`` processes takes ``batch / N`` videos of every
 step, the predictions are gathered so the PLCC loss is over the whole global batch, and batch norms use
-global-batch statistics (:mod:`training.distributed`), so the loss curve matches one process.
+global-batch statistics (:mod:`dvlta_metric_train.distributed`), so the loss curve matches one process.
 
 Command lines::
 
-    python -m training.train --cache cache/konvid --out runs/konvid                     # 10 random splits
-    python -m training.train --cache cache/konvid --out runs/konvid --split 0 --split 1  # some splits
-    python -m training.train --cache cache/konvid --test-cache cache/livevqc --test-cache cache/ytugc \\
+    python -m dvlta_metric_train.train --cache cache/konvid --out runs/konvid                     # 10 random splits
+    python -m dvlta_metric_train.train --cache cache/konvid --out runs/konvid --split 0 --split 1  # some splits
+    python -m dvlta_metric_train.train --cache cache/konvid --test-cache cache/livevqc --test-cache cache/ytugc \\
         --out runs/konvid-cross                                                         # cross-dataset
-    torchrun --nproc_per_node 4 -m training.train --cache cache/konvid --out runs/konvid --device cuda
+    torchrun --nproc_per_node 4 -m dvlta_metric_train.train --cache cache/konvid --out runs/konvid --device cuda
 """
 
 from __future__ import annotations
@@ -560,7 +560,9 @@ def make_jobs(
     """The jobs of a run: one per random split, or one cross-dataset job when test caches are given."""
     available = set(train_cache.available_rows())
     if not available:
-        raise ValueError(f"the feature cache {train_cache.directory} holds no video yet; run training.features")
+        raise ValueError(
+            f"the feature cache {train_cache.directory} holds no video yet; run dvlta_metric_train.features"
+        )
     if test_caches:
         names = [train_cache.name] + [c.name for c in test_caches]
         repeated = sorted({n for n in names if names.count(n) > 1})
@@ -635,16 +637,16 @@ def summarise(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of ``python -m training.train``."""
+    """The command line of ``python -m dvlta_metric_train.train``."""
     d = TrainSettings()
     p = argparse.ArgumentParser(
-        prog="python -m training.train",
+        prog="python -m dvlta_metric_train.train",
         description="Train DVLTA-VQA from a feature cache.",
     )
     p.add_argument(
         "--cache",
         required=True,
-        help="feature cache of the training dataset (training.features)",
+        help="feature cache of the training dataset (dvlta_metric_train.features)",
     )
     p.add_argument(
         "--test-cache",
