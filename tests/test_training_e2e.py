@@ -24,7 +24,7 @@ import dvlta_metric
 from dvlta_metric.checkpoint import read_config
 from dvlta_metric.video_io import read_video
 from dvlta_metric_train import convert, evaluate, features, train
-from dvlta_metric_train.features import FeatureCache, cache_bytes_per_video
+from dvlta_metric_train.cache import FeatureCache, cache_bytes_per_video
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FRACTION = "0.75"

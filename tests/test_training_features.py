@@ -17,7 +17,7 @@ from training_data import make_quality_dataset
 
 import dvlta_metric
 from dvlta_metric_train import features
-from dvlta_metric_train.features import FP16_SHA_KEY, FeatureCache
+from dvlta_metric_train.cache import FP16_SHA_KEY, FeatureCache, video_key
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,7 @@ def test_temporary_folders_of_dead_processes_are_removed(
     dead_pid = int(dead.stdout)  # that process has ended
     alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     host = features._HOST
-    key = features.video_key("videos/some.mp4")
+    key = video_key("videos/some.mp4")
     names = {
         f".tmp-{key}@{host}-{dead_pid}": False,  # killed run on this host
         f".tmp-{key}-{dead_pid}": False,  # the format before the host was recorded

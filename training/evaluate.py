@@ -37,9 +37,10 @@ import dvlta_metric
 from dvlta_metric.checkpoint import read_config
 from dvlta_metric.model import DVLTAVQA
 
+from .cache import FeatureCache
 from .cached import predict_cached
 from .datasets import VQADataset, add_dataset_arguments, dataset_from_arguments
-from .features import FeatureCache, _prefetch, write_json_atomic
+from .files import prefetch, write_json_atomic
 from .metrics import LogisticFit, all_metrics, fit_logistic
 from .splits import PAPER_TRAIN_FRACTION, paths_digest, random_split
 
@@ -67,7 +68,7 @@ def predict_files(
     model.eval()
     scores = np.full(len(files), np.nan)
     failures: dict[int, str] = {}
-    results = _prefetch(
+    results = prefetch(
         lambda i: read_video(files[i], select=model.needed_frames),
         range(len(files)),
         workers,

@@ -63,6 +63,7 @@ from dvlta_metric.loss import quality_loss
 from dvlta_metric.model import DVLTAVQA
 
 from . import distributed as dd
+from .cache import FeatureCache
 from .cached import (
     CachedForward,
     CachedVideos,
@@ -70,7 +71,7 @@ from .cached import (
     to_device,
     trainable_modules,
 )
-from .features import FeatureCache, write_json_atomic
+from .files import jsonable, save_torch_atomic, write_json_atomic
 from .metrics import METRIC_NAMES, all_metrics
 from .splits import (
     PAPER_NUM_SPLITS,
@@ -263,7 +264,7 @@ def run_identity(job: Job, model_name: str, settings: TrainSettings) -> dict[str
     rows = {"train": job.train_rows, "tests": {n: r for n, (_, r) in sorted(job.tests.items())}}
     digest = hashlib.sha256(json.dumps(rows, sort_keys=True).encode("utf-8")).hexdigest()
     kept = {k: v for k, v in asdict(settings).items() if k not in RESUME_FREE_SETTINGS}
-    return json.loads(json.dumps({"model": model_name, "split": job.info, "settings": kept, "rows": digest}))
+    return jsonable({"model": model_name, "split": job.info, "settings": kept, "rows": digest})
 
 
 def check_same_run(path: Path, stored: dict[str, Any] | None, current: dict[str, Any]) -> None:
@@ -498,9 +499,7 @@ def run_job(
                 "settings": asdict(settings),
                 "run": identity,
             }
-            tmp = ckpt_path.with_name(CHECKPOINT_NAME + ".tmp")
-            torch.save(ckpt, tmp)
-            tmp.replace(ckpt_path)
+            save_torch_atomic(ckpt, ckpt_path)
             write_json_atomic(directory / HISTORY_NAME, history)
         dd.barrier()
 
