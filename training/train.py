@@ -336,6 +336,201 @@ def check_out_dir(out: Path, identities: Sequence[dict[str, Any]]) -> None:
             )
 
 
+@dataclass
+class Progress:
+    """Where a job stands, kept in its checkpoint.
+
+    Attributes:
+        start_epoch: The next epoch to train (0-based; the number of epochs done).
+        best: ``{"score", "epoch", "results"}`` of the selected epoch so far.
+        history: ``{"step_loss": [...], "epochs": [...]}``.
+    """
+
+    start_epoch: int = 0
+    best: dict[str, Any] = field(default_factory=lambda: {"score": -math.inf, "epoch": None, "results": None})
+    history: dict[str, Any] = field(default_factory=lambda: {"step_loss": [], "epochs": []})
+
+
+def finished_result(job: Job, directory: Path, identity: dict[str, Any], info: dd.DistInfo) -> dict[str, Any] | None:
+    """The ``result.json`` of a job already done (checked to be the same run), or ``None``.
+
+    Raises:
+        ValueError: If it was written by a run with other settings (see :func:`check_same_run`).
+    """
+    path = directory / RESULT_NAME
+    if not path.is_file():
+        return None
+    done: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    check_same_run(path, done.get("run"), identity)
+    _log(info, f"{job.name}: already done ({path}); skipping")
+    return done
+
+
+def prepare_model(job: Job, model_name: str, device: torch.device) -> tuple[DVLTAVQA, CachedForward]:
+    """The initial model, checked against the job's caches, with only its trainable parts learning.
+
+    Batch norms of the trainable parts are converted to global-batch ones for torchrun (same state dict keys).
+
+    Returns:
+        ``(model, net)``: the model, and the :class:`CachedForward` over it that trains.
+
+    Raises:
+        ValueError: If a cache was computed with other frozen backbones.
+    """
+    model = dvlta_metric.create(model_name, device=device)
+    job.train_cache.check_model(model)
+    for cache, _ in job.tests.values():
+        cache.check_model(model)
+    model.requires_grad_(False)
+    for part in trainable_modules(model).values():
+        dd.convert_batchnorm(part)
+    net = CachedForward(model)
+    net.requires_grad_(True)
+    net.to(device)
+    return model, net
+
+
+def make_loader(job: Job, settings: TrainSettings, info: dd.DistInfo) -> DataLoader[dict[str, torch.Tensor]]:
+    """This process's share of the training videos: ``batch_size / world_size`` per step (see :func:`train_sampler`).
+
+    Raises:
+        ValueError: If the batch does not divide among the processes, or the videos do not fill one batch.
+    """
+    world = info.world_size
+    if settings.batch_size % world:
+        raise ValueError(f"--batch-size {settings.batch_size} is not divisible by the {world} processes")
+    train_set = CachedVideos(job.train_cache, job.train_rows, train=True, seed=settings.seed)
+    loader = DataLoader(
+        train_set,
+        batch_size=settings.batch_size // world,
+        sampler=train_sampler(train_set, world, info.rank, settings.seed),
+        drop_last=True,
+        num_workers=settings.num_workers,
+        persistent_workers=False,
+    )
+    if len(loader) < 1:
+        raise ValueError(
+            f"{len(job.train_rows)} training videos do not fill one batch of {settings.batch_size}; lower --batch-size"
+        )
+    return loader
+
+
+def make_optimizer(
+    net: torch.nn.Module, settings: TrainSettings, steps_per_epoch: int
+) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW over the trainable parameters, and the per-step warm-up and cosine schedule (:func:`warmup_cosine`)."""
+    total_steps = steps_per_epoch * settings.epochs
+    warmup_steps = max(1, round(settings.warmup_epochs * steps_per_epoch)) if settings.warmup_epochs > 0 else 0
+    params = [p for p in net.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: warmup_cosine(step, warmup_steps, total_steps)
+    )
+    return optimizer, scheduler
+
+
+def wrap_ddp(net: torch.nn.Module, info: dd.DistInfo) -> torch.nn.Module:
+    """``net`` under :class:`DistributedDataParallel` when several processes run, else ``net`` itself."""
+    if info.world_size == 1:
+        return net
+    device_ids = [info.device.index] if info.device.type == "cuda" else None
+    return DistributedDataParallel(net, device_ids=device_ids, broadcast_buffers=False)
+
+
+def resume(
+    path: Path,
+    identity: dict[str, Any],
+    net: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+) -> Progress | None:
+    """Load the checkpoint ``path`` (if there is one) into ``net``, the optimizer, the scheduler and torch's RNG.
+
+    Returns:
+        Where the interrupted run stood, or ``None`` when there is no checkpoint.
+
+    Raises:
+        ValueError: If the checkpoint belongs to a run with other settings (see :func:`check_same_run`).
+    """
+    if not path.is_file():
+        return None
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    check_same_run(path, ckpt.get("run"), identity)
+    net.load_state_dict(ckpt["trainable"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    torch.set_rng_state(ckpt["rng"]["torch"])
+    return Progress(int(ckpt["epoch"]), ckpt["best"], ckpt["history"])
+
+
+def train_one_epoch(
+    ddp: torch.nn.Module,
+    loader: DataLoader[dict[str, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    epoch: int,
+    rank_weight: float,
+    device: torch.device,
+) -> list[float]:
+    """One epoch over ``loader``: the loss over each global batch (gathered from every process), one step each.
+
+    Args:
+        ddp: The trained network (under DDP when several processes run).
+        loader: From :func:`make_loader`; its sampler and dataset are set to ``epoch``.
+        optimizer: The optimizer.
+        scheduler: Stepped after every optimizer step.
+        epoch: The epoch (0-based): fixes the data order and each video's training sample.
+        rank_weight: Weight of the rank loss added to ``1 - PLCC``.
+        device: Where the batches go.
+
+    Returns:
+        The loss of each step.
+    """
+    loader.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
+    loader.dataset.set_epoch(epoch)  # type: ignore[attr-defined]
+    ddp.train()
+    losses = []
+    for batch in loader:
+        batch = to_device(batch, device)
+        scores, _ = ddp(batch)
+        pred = dd.gather_with_grad(scores)
+        mos = dd.gather(batch["mos"])
+        loss = quality_loss(pred, mos, rank_weight)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
+def save_checkpoint(
+    path: Path,
+    progress: Progress,
+    net: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    job_info: dict[str, Any],
+    settings: TrainSettings,
+    identity: dict[str, Any],
+) -> None:
+    """Write ``last.pt`` (atomically) after epoch ``progress.start_epoch``, and ``history.json`` beside it."""
+    ckpt = {
+        "epoch": progress.start_epoch,
+        "trainable": net.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "best": progress.best,
+        "history": progress.history,
+        "rng": {"torch": torch.get_rng_state()},
+        "job": job_info,
+        "settings": asdict(settings),
+        "run": identity,
+    }
+    save_torch_atomic(ckpt, path)
+    write_json_atomic(path.parent / HISTORY_NAME, progress.history)
+
+
 def run_job(
     job: Job,
     model_name: str,
@@ -360,112 +555,40 @@ def run_job(
     """
     directory = out / job.name
     identity = run_identity(job, model_name, settings)
-    if (directory / RESULT_NAME).is_file():
-        done = json.loads((directory / RESULT_NAME).read_text(encoding="utf-8"))
-        check_same_run(directory / RESULT_NAME, done.get("run"), identity)
-        _log(info, f"{job.name}: already done ({directory / RESULT_NAME}); skipping")
+    done = finished_result(job, directory, identity, info)
+    if done is not None:
         return done
     if info.is_main:
         directory.mkdir(parents=True, exist_ok=True)
     dd.barrier()
 
-    model = dvlta_metric.create(model_name, device=info.device)
-    job.train_cache.check_model(model)
-    for cache, _ in job.tests.values():
-        cache.check_model(model)
-    model.requires_grad_(False)
-    for part in trainable_modules(model).values():
-        dd.convert_batchnorm(part)  # batch norms over the global batch under torchrun (same state dict keys)
-    net = CachedForward(model)
-    net.requires_grad_(True)
-    net.to(info.device)
-    params = [p for p in net.parameters() if p.requires_grad]
-
-    world = info.world_size
-    if settings.batch_size % world:
-        raise ValueError(f"--batch-size {settings.batch_size} is not divisible by the {world} processes")
-    per_rank = settings.batch_size // world
-    train_set = CachedVideos(job.train_cache, job.train_rows, train=True, seed=settings.seed)
-    sampler = train_sampler(train_set, world, info.rank, settings.seed)
-    loader = DataLoader(
-        train_set,
-        batch_size=per_rank,
-        sampler=sampler,
-        drop_last=True,
-        num_workers=settings.num_workers,
-        persistent_workers=False,
-    )
-    steps_per_epoch = len(loader)
-    if steps_per_epoch < 1:
-        raise ValueError(
-            f"{len(job.train_rows)} training videos do not fill one batch of {settings.batch_size}; lower --batch-size"
-        )
-    total_steps = steps_per_epoch * settings.epochs
-    warmup_steps = max(1, round(settings.warmup_epochs * steps_per_epoch)) if settings.warmup_epochs > 0 else 0
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: warmup_cosine(step, warmup_steps, total_steps)
-    )
-    ddp: torch.nn.Module = net
-    if world > 1:
-        ddp = DistributedDataParallel(
-            net,
-            device_ids=[info.device.index] if info.device.type == "cuda" else None,
-            broadcast_buffers=False,
-        )
-
-    start_epoch = 0
-    best: dict[str, Any] = {"score": -math.inf, "epoch": None, "results": None}
-    history: dict[str, Any] = {"step_loss": [], "epochs": []}
+    model, net = prepare_model(job, model_name, info.device)
+    loader = make_loader(job, settings, info)
+    optimizer, scheduler = make_optimizer(net, settings, len(loader))
+    ddp = wrap_ddp(net, info)
     ckpt_path = directory / CHECKPOINT_NAME
-    if ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        check_same_run(ckpt_path, ckpt.get("run"), identity)
-        net.load_state_dict(ckpt["trainable"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        start_epoch = int(ckpt["epoch"])
-        best = ckpt["best"]
-        history = ckpt["history"]
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        _log(info, f"{job.name}: resuming at epoch {start_epoch + 1} from {ckpt_path}")
+    progress = resume(ckpt_path, identity, net, optimizer, scheduler)
+    if progress is None:
+        progress = Progress()
+    else:
+        _log(info, f"{job.name}: resuming at epoch {progress.start_epoch + 1} from {ckpt_path}")
 
     _log(
         info,
         f"{job.name}: {len(job.train_rows)} training videos, "
         + ", ".join(f"{n}: {len(r)} test videos" for n, (_, r) in job.tests.items())
-        + f"; {steps_per_epoch} steps/epoch on {world} process(es)",
+        + f"; {len(loader)} steps/epoch on {info.world_size} process(es)",
     )
-    for epochs_run, epoch in enumerate(range(start_epoch, settings.epochs)):
+    for epochs_run, epoch in enumerate(range(progress.start_epoch, settings.epochs)):
         if stop_after is not None and epochs_run >= stop_after:
             return None
         t0 = time.perf_counter()
-        sampler.set_epoch(epoch)
-        train_set.set_epoch(epoch)
-        net.train()
-        losses = []
-        for batch in loader:
-            batch = to_device(batch, info.device)
-            scores, _ = ddp(batch)
-            pred = dd.gather_with_grad(scores)
-            mos = dd.gather(batch["mos"])
-            loss = quality_loss(pred, mos, settings.rank_weight)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            losses.append(float(loss.detach()))
-        history["step_loss"].extend(losses)
+        losses = train_one_epoch(ddp, loader, optimizer, scheduler, epoch, settings.rank_weight, info.device)
+        progress.history["step_loss"].extend(losses)
         results, preds = _evaluate(model, job.tests, settings)
-        score = _selection_score(results)
         lr = optimizer.param_groups[0]["lr"]
-        history["epochs"].append(
-            {
-                "epoch": epoch + 1,
-                "loss": float(np.mean(losses)),
-                "lr": lr,
-                "results": results,
-            }
+        progress.history["epochs"].append(
+            {"epoch": epoch + 1, "loss": float(np.mean(losses)), "lr": lr, "results": results}
         )
         summary = " | ".join(
             f"{n}: " + " ".join(f"{m.upper()} {r[m]:.4f}" for m in METRIC_NAMES) for n, r in results.items()
@@ -475,40 +598,54 @@ def run_job(
             f"{job.name} epoch {epoch + 1}/{settings.epochs} loss {np.mean(losses):.4f} lr {lr:.2e} "
             f"({time.perf_counter() - t0:.1f}s) | {summary}",
         )
+        score = _selection_score(results)
         is_last = epoch + 1 == settings.epochs
-        if (settings.select == "best" and score > best["score"]) or (settings.select == "last" and is_last):
-            best = {"score": score, "epoch": epoch + 1, "results": results}
+        if (settings.select == "best" and score > progress.best["score"]) or (settings.select == "last" and is_last):
+            progress.best = {"score": score, "epoch": epoch + 1, "results": results}
             if info.is_main:
-                model.eval()
-                model.save_pretrained(
-                    directory / BEST_DIR,
-                    fp16=settings.save_fp16,
-                    metadata=_metadata(job, model_name, settings, epoch + 1, results),
-                )
-                _write_predictions(directory, job.tests, preds)
+                save_selected(model, directory, job, model_name, settings, epoch + 1, results, preds)
+        progress.start_epoch = epoch + 1
         if info.is_main:
-            ckpt = {
-                "epoch": epoch + 1,
-                "trainable": net.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "best": best,
-                "history": history,
-                "rng": {"torch": torch.get_rng_state()},
-                "job": job.info,
-                "settings": asdict(settings),
-                "run": identity,
-            }
-            save_torch_atomic(ckpt, ckpt_path)
-            write_json_atomic(directory / HISTORY_NAME, history)
+            save_checkpoint(ckpt_path, progress, net, optimizer, scheduler, job.info, settings, identity)
         dd.barrier()
+    return finish(job, directory, settings, progress, identity, info)
 
+
+def save_selected(
+    model: DVLTAVQA,
+    directory: Path,
+    job: Job,
+    model_name: str,
+    settings: TrainSettings,
+    epoch: int,
+    results: dict[str, dict[str, Any]],
+    preds: dict[str, np.ndarray],
+) -> None:
+    """Save the selected epoch's model (``best/``, with its metadata) and its test predictions."""
+    model.eval()
+    model.save_pretrained(
+        directory / BEST_DIR,
+        fp16=settings.save_fp16,
+        metadata=_metadata(job, model_name, settings, epoch, results),
+    )
+    _write_predictions(directory, job.tests, preds)
+
+
+def finish(
+    job: Job,
+    directory: Path,
+    settings: TrainSettings,
+    progress: Progress,
+    identity: dict[str, Any],
+    info: dd.DistInfo,
+) -> dict[str, Any]:
+    """The job's result (the selected epoch's metrics), written to ``result.json`` by the main process."""
     result = {
         "job": job.name,
         "split": job.info,
-        "selected_epoch": best["epoch"],
+        "selected_epoch": progress.best["epoch"],
         "select": settings.select,
-        "results": best["results"],
+        "results": progress.best["results"],
         "missing": job.missing,
         "run": identity,
     }
