@@ -233,7 +233,7 @@ def test_training_steps_are_the_same_global_batches_on_any_number_of_processes(n
 def test_jobs_with_fewer_than_two_test_videos_are_refused_before_training(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
-    from dvlta_metric_train.train import make_jobs
+    from dvlta_metric_train.jobs import make_jobs
 
     class Cache(SimpleNamespace):
         def __len__(self) -> int:

@@ -29,20 +29,23 @@ Several GPUs or nodes: launch with ``torchrun`` (DDP over ``torch.distributed``:
 step, the predictions are gathered so the PLCC loss is over the whole global batch, and batch norms use
 global-batch statistics (:mod:`dvlta_metric_train.distributed`), so the loss curve matches one process.
 
+This module runs the jobs (:func:`main`) and each job's phases (:func:`run_job`: set up, resume, train one
+epoch, evaluate, keep the selected epoch, checkpoint); the settings and command line are in
+:mod:`dvlta_metric_train.params`, the jobs and their identity in :mod:`dvlta_metric_train.jobs`, the optimiser
+and its schedule in :mod:`dvlta_metric_train.scheduler`.
+
 Command lines::
 
-    python -m dvlta_metric_train.train --cache cache/konvid --out runs/konvid                     # 10 random splits
+    python -m dvlta_metric_train.train --cache cache/konvid --out runs/konvid  # 10 random splits
     python -m dvlta_metric_train.train --cache cache/konvid --out runs/konvid --split 0 --split 1  # some splits
     python -m dvlta_metric_train.train --cache cache/konvid --test-cache cache/livevqc --test-cache cache/ytugc \\
-        --out runs/konvid-cross                                                         # cross-dataset
+        --out runs/konvid-cross  # cross-dataset
     torchrun --nproc_per_node 4 -m dvlta_metric_train.train --cache cache/konvid --out runs/konvid --device cuda
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
-import hashlib
 import json
 import math
 import sys
@@ -71,18 +74,14 @@ from .cached import (
     to_device,
     trainable_modules,
 )
-from .files import jsonable, save_torch_atomic, write_json_atomic
+from .files import save_torch_atomic, write_json_atomic
+from .jobs import RESULT_NAME, Job, check_out_dir, check_same_run, make_jobs, run_identity, summarise
 from .metrics import METRIC_NAMES, all_metrics
-from .splits import (
-    PAPER_NUM_SPLITS,
-    PAPER_TRAIN_FRACTION,
-    cross_dataset,
-    paths_digest,
-    random_split,
-)
+from .params import TrainSettings, build_parser
+from .scheduler import make_optimizer
+from .splits import PAPER_NUM_SPLITS, PAPER_TRAIN_FRACTION
 
 CHECKPOINT_NAME = "last.pt"
-RESULT_NAME = "result.json"
 HISTORY_NAME = "history.json"
 SUMMARY_NAME = "summary.json"
 BEST_DIR = "best"
@@ -93,88 +92,6 @@ PAPER_RESULTS: dict[str, dict[str, float]] = {
     "YouTube-UGC": {"srocc": 0.9180, "plcc": 0.9053},
 }
 """Table II of the paper (median over 10 random 80/20 splits)."""
-
-
-@dataclass
-class TrainSettings:
-    """Hyper-parameters of one training run.
-
-    Attributes:
-        epochs: Training epochs.
-        batch_size: Global batch (videos per optimizer step, over all processes).
-        lr: Peak learning rate of AdamW.
-        weight_decay: AdamW weight decay.
-        warmup_epochs: Linear warm-up length, in epochs (fractions allowed).
-        rank_weight: Weight of FAST-VQA's rank loss added to ``1 - PLCC`` (0: the paper's loss).
-        seed: Seed of the data order and of each video's fragment sample cycle.
-        select: ``"best"`` (test SROCC) or ``"last"`` epoch is saved.
-        eval_batch_size: Videos per forward in evaluation.
-        num_workers: DataLoader workers.
-        save_fp16: Store the saved model's weights in float16.
-        license: Licence written into the saved model's card (``None``: the card's default). Trained weights
-            inherit terms from the datasets and upstream checkpoints; check them before publishing.
-    """
-
-    epochs: int = 30
-    batch_size: int = 16
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    warmup_epochs: float = 2.5
-    rank_weight: float = 0.0
-    seed: int = 0
-    select: str = "best"
-    eval_batch_size: int = 16
-    num_workers: int = 0
-    save_fp16: bool = False
-    license: str | None = None
-
-    def __post_init__(self) -> None:
-        checks = [
-            (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
-            (self.batch_size >= 2, f"--batch-size must be at least 2 (a correlation loss), got {self.batch_size}"),
-            (math.isfinite(self.lr) and self.lr > 0, f"--lr must be a positive number, got {self.lr}"),
-            (math.isfinite(self.weight_decay) and self.weight_decay >= 0,
-             f"--weight-decay must be 0 or more, got {self.weight_decay}"),
-            (math.isfinite(self.warmup_epochs) and self.warmup_epochs >= 0,
-             f"--warmup-epochs must be 0 or more, got {self.warmup_epochs}"),
-            (math.isfinite(self.rank_weight) and self.rank_weight >= 0,
-             f"--rank-weight must be 0 or more, got {self.rank_weight}"),
-            (self.select in ("best", "last"), f"select must be 'best' or 'last', got {self.select!r}"),
-            (self.eval_batch_size >= 1, f"--eval-batch-size must be at least 1, got {self.eval_batch_size}"),
-            (self.num_workers >= 0, f"--num-workers must be 0 or more, got {self.num_workers}"),
-        ]  # fmt: skip
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
-
-
-@dataclass
-class Job:
-    """One training run: training rows of one cache and the test sets.
-
-    Attributes:
-        name: Output folder name (``split_00``, ``cross``).
-        train_cache: Cache of the training dataset.
-        train_rows: Its training rows.
-        tests: ``{test name: (cache, rows)}``.
-        info: Split description for metadata.
-        missing: Rows dropped because they are not in a cache.
-    """
-
-    name: str
-    train_cache: FeatureCache
-    train_rows: list[int]
-    tests: dict[str, tuple[FeatureCache, list[int]]]
-    info: dict[str, Any]
-    missing: dict[str, int] = field(default_factory=dict)
-
-
-def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
-    """Learning-rate factor: linear warm-up ``(step + 1) / warmup`` then cosine decay to 0."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 def _log(info: dd.DistInfo, text: str) -> None:
@@ -242,98 +159,6 @@ def train_sampler(
         The sampler; call ``set_epoch`` before each epoch.
     """
     return DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True)
-
-
-RESUME_FREE_SETTINGS = ("num_workers", "save_fp16", "license")
-"""Settings that may change between an interrupted run and its resumption: they change the speed or how the
-saved model is stored and labelled, not the training or its results."""
-
-
-def run_identity(job: Job, model_name: str, settings: TrainSettings) -> dict[str, Any]:
-    """What a job's results depend on, stored with its checkpoint and result to check a resumed run against.
-
-    Args:
-        job: The job.
-        model_name: The initial model.
-        settings: Hyper-parameters.
-
-    Returns:
-        JSON-friendly ``{"model", "split", "settings", "rows"}``; ``rows`` is a SHA-256 of the training and
-        test rows, so a feature cache that gained or lost videos since the run began is noticed.
-    """
-    rows = {"train": job.train_rows, "tests": {n: r for n, (_, r) in sorted(job.tests.items())}}
-    digest = hashlib.sha256(json.dumps(rows, sort_keys=True).encode("utf-8")).hexdigest()
-    kept = {k: v for k, v in asdict(settings).items() if k not in RESUME_FREE_SETTINGS}
-    return jsonable({"model": model_name, "split": job.info, "settings": kept, "rows": digest})
-
-
-def check_same_run(path: Path, stored: dict[str, Any] | None, current: dict[str, Any]) -> None:
-    """Refuse to resume (or to reuse a finished result) under a different split, model or settings.
-
-    Args:
-        path: The checkpoint or ``result.json`` the stored identity came from (named in the error).
-        stored: Its :func:`run_identity` (``None`` for files written before it was recorded: not checked).
-        current: This command's :func:`run_identity`.
-
-    Raises:
-        ValueError: Naming every differing field, and what to do.
-    """
-    if stored is None or stored == current:
-        return
-    diffs = []
-    for key in ("model", "split", "settings"):
-        old, new = stored.get(key), current.get(key)
-        if isinstance(old, dict) and isinstance(new, dict):
-            diffs += [
-                f"{key}.{k}: {old.get(k)!r} then, {new.get(k)!r} now"
-                for k in sorted(set(old) | set(new))
-                if old.get(k) != new.get(k)
-            ]
-        elif old != new:
-            diffs.append(f"{key}: {old!r} then, {new!r} now")
-    if stored.get("rows") != current.get("rows") and not diffs:
-        diffs.append("the training or test rows (the feature cache gained or lost videos)")
-    raise ValueError(
-        f"{path} belongs to a run with other settings ({'; '.join(diffs)}); rerun with the same settings to "
-        "resume it, or give another --out (or delete that folder) to start again"
-    )
-
-
-def _shared(identity: dict[str, Any]) -> dict[str, Any]:
-    """The part of a :func:`run_identity` that every job of one ``--out`` folder shares."""
-    split = identity.get("split") or {}
-    return {
-        "model": identity.get("model"),
-        "settings": identity.get("settings"),
-        "protocol": split.get("protocol"),
-        "train_fraction": split.get("train_fraction"),
-    }
-
-
-def check_out_dir(out: Path, identities: Sequence[dict[str, Any]]) -> None:
-    """Refuse an ``--out`` folder holding jobs run with another model, protocol or settings.
-
-    ``summary.json`` takes its median over every job in the folder, so they must all be runs of one recipe
-    (a job of this command is checked in full by :func:`run_job`).
-
-    Args:
-        out: The run's output folder.
-        identities: This command's jobs' :func:`run_identity`.
-
-    Raises:
-        ValueError: Naming the first job of the folder that differs, and what to do.
-    """
-    if not identities or not out.is_dir():
-        return
-    wanted = _shared(identities[0])
-    for path in sorted(out.glob(f"*/{RESULT_NAME}")):
-        stored = json.loads(path.read_text(encoding="utf-8")).get("run")
-        if stored is not None and _shared(stored) != wanted:
-            diffs = [k for k in wanted if _shared(stored)[k] != wanted[k]]
-            raise ValueError(
-                f"{path} was trained with different values of {', '.join(diffs)}, and summary.json takes the "
-                f"median over every job in {out}: give another --out, or rerun with that job's settings"
-            )
 
 
 @dataclass
@@ -413,20 +238,6 @@ def make_loader(job: Job, settings: TrainSettings, info: dd.DistInfo) -> DataLoa
             f"{len(job.train_rows)} training videos do not fill one batch of {settings.batch_size}; lower --batch-size"
         )
     return loader
-
-
-def make_optimizer(
-    net: torch.nn.Module, settings: TrainSettings, steps_per_epoch: int
-) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW over the trainable parameters, and the per-step warm-up and cosine schedule (:func:`warmup_cosine`)."""
-    total_steps = steps_per_epoch * settings.epochs
-    warmup_steps = max(1, round(settings.warmup_epochs * steps_per_epoch)) if settings.warmup_epochs > 0 else 0
-    params = [p for p in net.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: warmup_cosine(step, warmup_steps, total_steps)
-    )
-    return optimizer, scheduler
 
 
 def wrap_ddp(net: torch.nn.Module, info: dd.DistInfo) -> torch.nn.Module:
@@ -685,180 +496,6 @@ def _metadata(
         },
         **({"license": settings.license} if settings.license else {}),
     }
-
-
-def make_jobs(
-    train_cache: FeatureCache,
-    test_caches: Sequence[FeatureCache],
-    splits: Sequence[int],
-    train_fraction: float,
-) -> list[Job]:
-    """The jobs of a run: one per random split, or one cross-dataset job when test caches are given."""
-    available = set(train_cache.available_rows())
-    if not available:
-        raise ValueError(
-            f"the feature cache {train_cache.directory} holds no video yet; run dvlta_metric_train.features"
-        )
-    if test_caches:
-        names = [train_cache.name] + [c.name for c in test_caches]
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            raise ValueError(
-                f"the training cache and the test caches must be different datasets, but {repeated} names more "
-                "than one (a cache is named after its dataset, or its CSV file): give each test dataset once, "
-                "and name CSV files apart"
-            )
-        desc = cross_dataset(train_cache.name, [c.name for c in test_caches])
-        tests = {}
-        for cache in test_caches:
-            rows = cache.available_rows()
-            if len(rows) < 2:
-                raise ValueError(
-                    f"the test cache {cache.directory} holds {len(rows)} video(s); the test metrics need at least 2"
-                )
-            tests[cache.name] = (cache, rows)
-        missing = {train_cache.name: len(train_cache) - len(available)}
-        missing.update({c.name: len(c) - len(tests[c.name][1]) for c in test_caches})
-        return [Job("cross", train_cache, sorted(available), tests, desc, missing)]
-    jobs = []
-    for index in splits:
-        split = random_split(len(train_cache), index, train_fraction)
-        train = [r for r in split.train if r in available]
-        test = [r for r in split.test if r in available]
-        if len(test) < 2:
-            raise ValueError(
-                f"split {index}: {len(test)} of its {len(split.test)} test videos are in the cache "
-                f"{train_cache.directory}; "
-                "the test metrics need at least 2: cache more videos or lower --train-fraction"
-            )
-        info = {
-            "protocol": "random",
-            **split.to_dict(),
-            "train_fraction": train_fraction,
-            "test_paths_sha256": paths_digest([train_cache.path(r) for r in split.test]),
-        }
-        missing = {
-            "train": len(split.train) - len(train),
-            "test": len(split.test) - len(test),
-        }
-        jobs.append(
-            Job(
-                f"split_{index:02d}",
-                train_cache,
-                train,
-                {train_cache.name: (train_cache, test)},
-                info,
-                missing,
-            )
-        )
-    return jobs
-
-
-def summarise(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Median (and mean, std) over splits of each test set's metrics."""
-    names = sorted({n for r in results for n in (r.get("results") or {})})
-    out: dict[str, Any] = {}
-    for name in names:
-        rows = [r["results"][name] for r in results if r.get("results") and name in r["results"]]
-        out[name] = {
-            m: {
-                "median": float(np.median([x[m] for x in rows])),
-                "mean": float(np.mean([x[m] for x in rows])),
-                "std": float(np.std([x[m] for x in rows])),
-            }
-            for m in METRIC_NAMES
-        }
-        out[name]["splits"] = len(rows)
-    return out
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The command line of ``python -m dvlta_metric_train.train``."""
-    d = TrainSettings()
-    p = argparse.ArgumentParser(
-        prog="python -m dvlta_metric_train.train",
-        description="Train DVLTA-VQA from a feature cache.",
-    )
-    p.add_argument(
-        "--cache",
-        required=True,
-        help="feature cache of the training dataset (dvlta_metric_train.features)",
-    )
-    p.add_argument(
-        "--test-cache",
-        action="append",
-        default=[],
-        help="cross-dataset: a test dataset's cache (repeat)",
-    )
-    p.add_argument("--out", required=True, help="output folder (rerun the same command to resume)")
-    p.add_argument("--model", help="initial model (default: the one the cache was built with)")
-    p.add_argument(
-        "--splits",
-        type=int,
-        help=f"random splits 0..N-1 (default {PAPER_NUM_SPLITS})",
-    )
-    p.add_argument(
-        "--split",
-        type=int,
-        action="append",
-        help="run only this split (repeat for several)",
-    )
-    p.add_argument(
-        "--train-fraction", type=float, help=f"random splits' training share (default {PAPER_TRAIN_FRACTION})"
-    )
-    p.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
-    p.add_argument(
-        "--batch-size",
-        type=int,
-        default=d.batch_size,
-        help=f"global batch (default {d.batch_size})",
-    )
-    p.add_argument("--lr", type=float, default=d.lr, help=f"default {d.lr}")
-    p.add_argument(
-        "--weight-decay",
-        type=float,
-        default=d.weight_decay,
-        help=f"default {d.weight_decay}",
-    )
-    p.add_argument(
-        "--warmup-epochs",
-        type=float,
-        default=d.warmup_epochs,
-        help=f"default {d.warmup_epochs}",
-    )
-    p.add_argument(
-        "--rank-weight",
-        type=float,
-        default=d.rank_weight,
-        help="rank loss weight (default 0)",
-    )
-    p.add_argument("--seed", type=int, default=d.seed, help=f"default {d.seed}")
-    p.add_argument(
-        "--select",
-        choices=["best", "last"],
-        default=d.select,
-        help="epoch to save (default best)",
-    )
-    p.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size)
-    p.add_argument(
-        "--num-workers",
-        type=int,
-        default=d.num_workers,
-        help="DataLoader workers (default 0)",
-    )
-    p.add_argument("--save-fp16", action="store_true", help="store the saved model in float16")
-    p.add_argument("--license", help="licence for the saved model's card (e.g. cc-by-4.0)")
-    p.add_argument(
-        "--device",
-        help="cpu, cuda (default: cuda when available; cuda:LOCAL_RANK under torchrun)",
-    )
-    p.add_argument("--threads", type=int, help="torch CPU threads per process")
-    p.add_argument(
-        "--stop-after",
-        type=int,
-        help="stop after this many epochs (resume later with the same command)",
-    )
-    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
