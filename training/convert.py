@@ -166,9 +166,7 @@ def _state_dict(obj: Any, keys: Sequence[str], what: str) -> dict[str, torch.Ten
     )
 
 
-def vificlip_to_open_clip(
-    state: Mapping[str, torch.Tensor],
-) -> tuple[dict[str, torch.Tensor], dict[str, list[str]]]:
+def vificlip_to_open_clip(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, list[str]]]:
     """Map ViFi-CLIP keys onto open_clip's ``CLIP`` keys.
 
     Args:
@@ -204,9 +202,7 @@ def vificlip_to_open_clip(
     return out, dropped
 
 
-def fastvqa_to_swin(
-    state: Mapping[str, torch.Tensor],
-) -> tuple[dict[str, torch.Tensor], dict[str, list[str]]]:
+def fastvqa_to_swin(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, list[str]]]:
     """Map FAST-VQA-B keys onto :class:`~dvlta_metric.branches.swin3d.SwinTransformer3D` keys.
 
     Args:
@@ -355,10 +351,7 @@ def convert(
         _check_keys(swin_state, set(backbone.state_dict()), f"FAST-VQA {fast_path}", set())
         load_weights_strict(backbone, swin_state, source=str(fast_path))
         sources["fastvqa"] = _source(
-            fast_path,
-            fast_how,
-            kind="fast-vqa-b",
-            dropped={k: len(v) for k, v in dropped.items()},
+            fast_path, fast_how, kind="fast-vqa-b", dropped={k: len(v) for k, v in dropped.items()}
         )
     return sources
 
@@ -370,32 +363,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Upstream checkpoints (ViFi-CLIP / OpenAI CLIP, FAST-VQA-B) -> an initial model directory.",
     )
     parser.add_argument("--out", required=True, help="model directory to write (save_pretrained)")
-    parser.add_argument(
-        "--model",
-        default="dvlta-vqa",
-        help="registry name of the architecture (default dvlta-vqa)",
-    )
+    parser.add_argument("--model", default="dvlta-vqa", help="registry name of the architecture (default dvlta-vqa)")
     parser.add_argument("--vificlip", help="ViFi-CLIP ViT-B/16 checkpoint (.pth; needs --allow-pickle)")
     parser.add_argument(
         "--openai-clip",
         default=None,
         help="OpenAI CLIP ViT-B/16 in open_clip layout: 'hub' (default: download " + OPENAI_CLIP_FILE + ") or a file",
     )
-    parser.add_argument(
-        "--fastvqa",
-        help="FAST-VQA-B checkpoint FAST_VQA_B_1_4.pth (needs --allow-pickle)",
-    )
-    parser.add_argument(
-        "--allow-pickle",
-        action="store_true",
-        help="permit unpickling .pth files you trust",
-    )
-    parser.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="seed of the trainable parts' random init (default 0)",
-    )
+    parser.add_argument("--fastvqa", help="FAST-VQA-B checkpoint FAST_VQA_B_1_4.pth (needs --allow-pickle)")
+    parser.add_argument("--allow-pickle", action="store_true", help="permit unpickling .pth files you trust")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the trainable parts' random init (default 0)")
     parser.add_argument(
         "--random-init",
         action="store_true",
@@ -447,14 +424,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 allow_pickle=args.allow_pickle,
                 cache_dir=args.cache_dir,
             )
-    except (
-        ConvertError,
-        CheckpointError,
-        WeightsNotFoundError,
-        FileNotFoundError,
-        ValueError,
-        TypeError,
-    ) as err:
+    except (ConvertError, CheckpointError, WeightsNotFoundError, FileNotFoundError, ValueError, TypeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     metadata = {

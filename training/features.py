@@ -283,19 +283,9 @@ def _index_document(model_name: str, model: DVLTAVQA, data: VQADataset, settings
             "settings": settings,
             "arrays": list(arrays_for(model.config)),
             "shapes": {k: list(v) for k, v in array_shapes(model.config, settings["samples"]).items()},
-            "dataset": {
-                "name": data.name,
-                "root": str(data.root),
-                "labels": str(data.labels),
-                "rows": len(data),
-            },
+            "dataset": {"name": data.name, "root": str(data.root), "labels": str(data.labels), "rows": len(data)},
             "entries": [
-                {
-                    "row": i,
-                    "path": item.path,
-                    "mos": item.mos,
-                    "key": video_key(item.path),
-                }
+                {"row": i, "path": item.path, "mos": item.mos, "key": video_key(item.path)}
                 for i, item in enumerate(data.items)
             ],
         }
@@ -412,11 +402,7 @@ def build_cache(
     parts: dict[str, torch.Tensor] = {}
     done = 0
     try:
-        for read, result in prefetch(
-            lambda rd: _decode(model, data.file(rd.row), rd, seeds[rd.row]),
-            reads,
-            workers,
-        ):
+        for read, result in prefetch(lambda rd: _decode(model, data.file(rd.row), rd, seeds[rd.row]), reads, workers):
             row = read.row
             if row in failed:
                 continue
@@ -425,12 +411,7 @@ def build_cache(
                     raise result
                 parts.update(features_of_read(model, result, read, seeds[row], precision))
                 del result
-            except (
-                ValueError,
-                FileNotFoundError,
-                PermissionError,
-                RuntimeError,
-            ) as err:
+            except (ValueError, FileNotFoundError, PermissionError, RuntimeError) as err:
                 failed[row] = f"{type(err).__name__}: {err}"
                 write_json_atomic(
                     out / ERRORS_DIR / f"{video_key(data[row].path)}.json",
@@ -524,56 +505,24 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m dvlta_metric_train.features",
         description="Decode each video once and cache the frozen backbones' features for training.",
     )
-    parser.add_argument(
-        "--model",
-        required=True,
-        help="the model, e.g. local-dir:weights/dvlta-vqa-init",
-    )
+    parser.add_argument("--model", required=True, help="the model, e.g. local-dir:weights/dvlta-vqa-init")
     parser.add_argument("--out", required=True, help="cache folder (resumable: rerun to continue)")
     add_dataset_arguments(parser)
-    parser.add_argument(
-        "--samples",
-        type=int,
-        default=8,
-        help="augmented training samples per video (default 8)",
-    )
+    parser.add_argument("--samples", type=int, default=8, help="augmented training samples per video (default 8)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the training samples (default 0)")
-    parser.add_argument(
-        "--dtype",
-        choices=sorted(DTYPES),
-        default="float16",
-        help="storage dtype (default float16)",
-    )
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float16", help="storage dtype (default float16)")
     parser.add_argument(
         "--precision",
         choices=["fp32", "fp16", "bf16"],
         default="fp32",
         help="how the frozen backbones compute: fp16 is much faster on a GPU (see DVLTAVQA.set_precision)",
     )
-    parser.add_argument(
-        "--device",
-        default=None,
-        help="cpu, cuda, cuda:1 (default: cuda when available)",
-    )
-    parser.add_argument(
-        "--max-frames",
-        type=int,
-        default=128,
-        help="decoded frames held per pass (default 128)",
-    )
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    parser.add_argument("--max-frames", type=int, default=128, help="decoded frames held per pass (default 128)")
     parser.add_argument("--workers", type=int, default=2, help="decoding threads (default 2)")
-    parser.add_argument(
-        "--skip-missing",
-        action="store_true",
-        help="cache the readable videos, skip the others",
-    )
+    parser.add_argument("--skip-missing", action="store_true", help="cache the readable videos, skip the others")
     parser.add_argument("--no-check", action="store_true", help="do not probe the videos first")
-    parser.add_argument(
-        "--shard",
-        type=_shard,
-        default=(0, 1),
-        help="I/N: this process's share of the videos",
-    )
+    parser.add_argument("--shard", type=_shard, default=(0, 1), help="I/N: this process's share of the videos")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 

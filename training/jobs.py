@@ -46,10 +46,7 @@ class Job:
 
 
 def make_jobs(
-    train_cache: FeatureCache,
-    test_caches: Sequence[FeatureCache],
-    splits: Sequence[int],
-    train_fraction: float,
+    train_cache: FeatureCache, test_caches: Sequence[FeatureCache], splits: Sequence[int], train_fraction: float
 ) -> list[Job]:
     """The jobs of a run: one per random split, or one cross-dataset job when test caches are given."""
     available = set(train_cache.available_rows())
@@ -95,19 +92,9 @@ def make_jobs(
             "train_fraction": train_fraction,
             "test_paths_sha256": paths_digest([train_cache.path(r) for r in split.test]),
         }
-        missing = {
-            "train": len(split.train) - len(train),
-            "test": len(split.test) - len(test),
-        }
+        missing = {"train": len(split.train) - len(train), "test": len(split.test) - len(test)}
         jobs.append(
-            Job(
-                f"split_{index:02d}",
-                train_cache,
-                train,
-                {train_cache.name: (train_cache, test)},
-                info,
-                missing,
-            )
+            Job(f"split_{index:02d}", train_cache, train, {train_cache.name: (train_cache, test)}, info, missing)
         )
     return jobs
 

@@ -66,86 +66,30 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line of ``python -m dvlta_metric_train.train``."""
     d = TrainSettings()
     p = argparse.ArgumentParser(
-        prog="python -m dvlta_metric_train.train",
-        description="Train DVLTA-VQA from a feature cache.",
+        prog="python -m dvlta_metric_train.train", description="Train DVLTA-VQA from a feature cache."
     )
-    p.add_argument(
-        "--cache",
-        required=True,
-        help="feature cache of the training dataset (dvlta_metric_train.features)",
-    )
-    p.add_argument(
-        "--test-cache",
-        action="append",
-        default=[],
-        help="cross-dataset: a test dataset's cache (repeat)",
-    )
+    p.add_argument("--cache", required=True, help="feature cache of the training dataset (dvlta_metric_train.features)")
+    p.add_argument("--test-cache", action="append", default=[], help="cross-dataset: a test dataset's cache (repeat)")
     p.add_argument("--out", required=True, help="output folder (rerun the same command to resume)")
     p.add_argument("--model", help="initial model (default: the one the cache was built with)")
-    p.add_argument(
-        "--splits",
-        type=int,
-        help=f"random splits 0..N-1 (default {PAPER_NUM_SPLITS})",
-    )
-    p.add_argument(
-        "--split",
-        type=int,
-        action="append",
-        help="run only this split (repeat for several)",
-    )
+    p.add_argument("--splits", type=int, help=f"random splits 0..N-1 (default {PAPER_NUM_SPLITS})")
+    p.add_argument("--split", type=int, action="append", help="run only this split (repeat for several)")
     p.add_argument(
         "--train-fraction", type=float, help=f"random splits' training share (default {PAPER_TRAIN_FRACTION})"
     )
     p.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
-    p.add_argument(
-        "--batch-size",
-        type=int,
-        default=d.batch_size,
-        help=f"global batch (default {d.batch_size})",
-    )
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"global batch (default {d.batch_size})")
     p.add_argument("--lr", type=float, default=d.lr, help=f"default {d.lr}")
-    p.add_argument(
-        "--weight-decay",
-        type=float,
-        default=d.weight_decay,
-        help=f"default {d.weight_decay}",
-    )
-    p.add_argument(
-        "--warmup-epochs",
-        type=float,
-        default=d.warmup_epochs,
-        help=f"default {d.warmup_epochs}",
-    )
-    p.add_argument(
-        "--rank-weight",
-        type=float,
-        default=d.rank_weight,
-        help="rank loss weight (default 0)",
-    )
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"default {d.weight_decay}")
+    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs, help=f"default {d.warmup_epochs}")
+    p.add_argument("--rank-weight", type=float, default=d.rank_weight, help="rank loss weight (default 0)")
     p.add_argument("--seed", type=int, default=d.seed, help=f"default {d.seed}")
-    p.add_argument(
-        "--select",
-        choices=["best", "last"],
-        default=d.select,
-        help="epoch to save (default best)",
-    )
+    p.add_argument("--select", choices=["best", "last"], default=d.select, help="epoch to save (default best)")
     p.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size)
-    p.add_argument(
-        "--num-workers",
-        type=int,
-        default=d.num_workers,
-        help="DataLoader workers (default 0)",
-    )
+    p.add_argument("--num-workers", type=int, default=d.num_workers, help="DataLoader workers (default 0)")
     p.add_argument("--save-fp16", action="store_true", help="store the saved model in float16")
     p.add_argument("--license", help="licence for the saved model's card (e.g. cc-by-4.0)")
-    p.add_argument(
-        "--device",
-        help="cpu, cuda (default: cuda when available; cuda:LOCAL_RANK under torchrun)",
-    )
+    p.add_argument("--device", help="cpu, cuda (default: cuda when available; cuda:LOCAL_RANK under torchrun)")
     p.add_argument("--threads", type=int, help="torch CPU threads per process")
-    p.add_argument(
-        "--stop-after",
-        type=int,
-        help="stop after this many epochs (resume later with the same command)",
-    )
+    p.add_argument("--stop-after", type=int, help="stop after this many epochs (resume later with the same command)")
     return p

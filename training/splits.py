@@ -45,12 +45,7 @@ class Split:
 
     def to_dict(self) -> dict[str, object]:
         """JSON-friendly description (sizes and seed; the rows themselves are re-derivable)."""
-        return {
-            "index": self.index,
-            "seed": self.seed,
-            "train": len(self.train),
-            "test": len(self.test),
-        }
+        return {"index": self.index, "seed": self.seed, "train": len(self.train), "test": len(self.test)}
 
 
 def paths_digest(paths: Sequence[str]) -> str:
@@ -105,9 +100,7 @@ def random_split(n: int, index: int, train_fraction: float = PAPER_TRAIN_FRACTIO
 
 
 def random_splits(
-    n: int,
-    num_splits: int = PAPER_NUM_SPLITS,
-    train_fraction: float = PAPER_TRAIN_FRACTION,
+    n: int, num_splits: int = PAPER_NUM_SPLITS, train_fraction: float = PAPER_TRAIN_FRACTION
 ) -> list[Split]:
     """The first ``num_splits`` random splits of ``n`` rows (the paper uses 10)."""
     return [random_split(n, i, train_fraction) for i in range(num_splits)]

@@ -67,13 +67,7 @@ from dvlta_metric.model import DVLTAVQA
 
 from . import distributed as dd
 from .cache import FeatureCache
-from .cached import (
-    CachedForward,
-    CachedVideos,
-    predict_cached,
-    to_device,
-    trainable_modules,
-)
+from .cached import CachedForward, CachedVideos, predict_cached, to_device, trainable_modules
 from .files import save_torch_atomic, write_json_atomic
 from .jobs import RESULT_NAME, Job, check_out_dir, check_same_run, make_jobs, run_identity, summarise
 from .metrics import METRIC_NAMES, all_metrics
@@ -100,9 +94,7 @@ def _log(info: dd.DistInfo, text: str) -> None:
 
 
 def _evaluate(
-    model: DVLTAVQA,
-    tests: dict[str, tuple[FeatureCache, list[int]]],
-    settings: TrainSettings,
+    model: DVLTAVQA, tests: dict[str, tuple[FeatureCache, list[int]]], settings: TrainSettings
 ) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray]]:
     results: dict[str, dict[str, Any]] = {}
     preds: dict[str, np.ndarray] = {}
@@ -121,9 +113,7 @@ def _selection_score(results: dict[str, dict[str, Any]]) -> float:
 
 
 def _write_predictions(
-    directory: Path,
-    tests: dict[str, tuple[FeatureCache, list[int]]],
-    preds: dict[str, np.ndarray],
+    directory: Path, tests: dict[str, tuple[FeatureCache, list[int]]], preds: dict[str, np.ndarray]
 ) -> None:
     for name, (cache, rows) in tests.items():
         path = directory / f"predictions_{_safe(name)}.csv"
@@ -343,13 +333,7 @@ def save_checkpoint(
 
 
 def run_job(
-    job: Job,
-    model_name: str,
-    out: Path,
-    settings: TrainSettings,
-    info: dd.DistInfo,
-    *,
-    stop_after: int | None = None,
+    job: Job, model_name: str, out: Path, settings: TrainSettings, info: dd.DistInfo, *, stop_after: int | None = None
 ) -> dict[str, Any] | None:
     """Train one split (or the cross-dataset run), resuming from its checkpoint if there is one.
 
@@ -435,20 +419,13 @@ def save_selected(
     """Save the selected epoch's model (``best/``, with its metadata) and its test predictions."""
     model.eval()
     model.save_pretrained(
-        directory / BEST_DIR,
-        fp16=settings.save_fp16,
-        metadata=_metadata(job, model_name, settings, epoch, results),
+        directory / BEST_DIR, fp16=settings.save_fp16, metadata=_metadata(job, model_name, settings, epoch, results)
     )
     _write_predictions(directory, job.tests, preds)
 
 
 def finish(
-    job: Job,
-    directory: Path,
-    settings: TrainSettings,
-    progress: Progress,
-    identity: dict[str, Any],
-    info: dd.DistInfo,
+    job: Job, directory: Path, settings: TrainSettings, progress: Progress, identity: dict[str, Any], info: dd.DistInfo
 ) -> dict[str, Any]:
     """The job's result (the selected epoch's metrics), written to ``result.json`` by the main process."""
     result = {
@@ -467,11 +444,7 @@ def finish(
 
 
 def _metadata(
-    job: Job,
-    model_name: str,
-    settings: TrainSettings,
-    epoch: int,
-    results: dict[str, dict[str, Any]],
+    job: Job, model_name: str, settings: TrainSettings, epoch: int, results: dict[str, dict[str, Any]]
 ) -> dict[str, Any]:
     init: dict[str, Any] = {"model": model_name}
     if model_name.startswith("local-dir:"):
@@ -490,10 +463,7 @@ def _metadata(
         "selected_by": "test SROCC (best epoch)" if settings.select == "best" else "last epoch",
         "training": asdict(settings),
         "init": init,
-        "feature_cache": {
-            "dir": str(job.train_cache.directory),
-            **job.train_cache.index["settings"],
-        },
+        "feature_cache": {"dir": str(job.train_cache.directory), **job.train_cache.index["settings"]},
         **({"license": settings.license} if settings.license else {}),
     }
 
@@ -546,10 +516,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"error: {job.name}: {err}", file=sys.stderr)
                 return 2
             if result is None:
-                _log(
-                    info,
-                    f"{job.name}: stopped after {args.stop_after} epoch(s); rerun the command to resume",
-                )
+                _log(info, f"{job.name}: stopped after {args.stop_after} epoch(s); rerun the command to resume")
                 return 3
             results.append(result)
         if info.is_main:
