@@ -15,6 +15,10 @@ module with a command line (``python -m dvlta_metric_train.<module> --help``):
    (:mod:`dvlta_metric_train.metrics`) and a scatter plot.
 6. :mod:`dvlta_metric_train.push`: upload a trained directory to the Hugging Face Hub and print its registry entry.
 
+Behind them: ``cache`` (the feature cache's format and reader), ``cached`` (the model's forward from cached
+features), ``params``, ``jobs`` and ``scheduler`` (the trainer's settings, jobs and schedule), ``distributed``
+(torchrun), ``splits``, ``metrics`` and ``files`` (atomic writes, read-ahead).
+
 See ``training/README.md`` for the walk-through that reproduces the paper's Table II.
 """
 
