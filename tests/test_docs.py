@@ -20,7 +20,7 @@ the CLI's reference to it) is replaced while a page runs by :func:`_substitute_c
   ``precision``, configuration overrides); ``device="cuda"`` becomes the CPU when CUDA is absent.
 
 ``bash`` blocks are not executed, but every ``dvlta-metric ...`` command in them must parse with the CLI's
-own parser, and every ``python -m training.<step> ...`` command (also in ``training/README.md``, which the
+own parser, and every ``python -m dvlta_metric_train.<step> ...`` command (also in ``training/README.md``, which the
 site includes) may only use flags that step's ``--help`` lists.
 """
 
@@ -240,8 +240,8 @@ def test_training_commands_use_existing_flags() -> None:
         if not page.exists():
             continue
         for _, code in _blocks(page, "bash"):
-            for command in _commands(code, "-m training."):
-                module = re.search(r"-m (training\.\w+)", command).group(1)  # type: ignore[union-attr]
+            for command in _commands(code, "-m dvlta_metric_train."):
+                module = re.search(r"-m (dvlta_metric_train\.\w+)", command).group(1)  # type: ignore[union-attr]
                 if module not in helps:
                     out = io.StringIO()
                     with contextlib.redirect_stdout(out), pytest.raises(SystemExit):

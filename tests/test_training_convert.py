@@ -1,4 +1,4 @@
-"""training.convert on small synthetic checkpoints with the ViFi-CLIP, OpenAI CLIP and FAST-VQA-B key layouts."""
+"""dvlta_metric_train.convert on small synthetic checkpoints with ViFi-CLIP, OpenAI CLIP and FAST-VQA-B key layouts."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from training_data import tiny_config, write_fastvqa, write_openai_clip, write_v
 import dvlta_metric
 from dvlta_metric.checkpoint import read_config
 from dvlta_metric.clip_towers import build_clip, encode_prompts
-from training import convert
+from dvlta_metric_train import convert
 
 FIRST_SWIN_KEY = "fragments_backbone.layers.0.blocks.0.attn.qkv.weight"
 

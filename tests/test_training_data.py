@@ -9,7 +9,7 @@ import pytest
 import scipy.stats
 from training_data import make_quality_dataset, write_video
 
-from training import datasets, metrics, splits
+from dvlta_metric_train import datasets, metrics, splits
 
 EXPECTED = {
     # key: (rows, MOS min, MOS max, first path)
@@ -208,7 +208,7 @@ def test_fewer_videos_than_the_logistic_needs_use_the_linear_map(n: int) -> None
 
 @pytest.mark.parametrize("n", [29, 30, 31, 957])
 def test_training_steps_are_the_same_global_batches_on_any_number_of_processes(n: int) -> None:
-    from training.train import train_sampler
+    from dvlta_metric_train.train import train_sampler
 
     batch = 16
 
@@ -233,7 +233,7 @@ def test_training_steps_are_the_same_global_batches_on_any_number_of_processes(n
 def test_jobs_with_fewer_than_two_test_videos_are_refused_before_training(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
-    from training.train import make_jobs
+    from dvlta_metric_train.jobs import make_jobs
 
     class Cache(SimpleNamespace):
         def __len__(self) -> int:

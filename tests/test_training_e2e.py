@@ -1,7 +1,7 @@
 """training/ end to end on a generated dataset: features -> train -> evaluate -> load, plus resume and torchrun.
 
 48 short H.264 clips with graded blockiness, blur and noise and a MOS that falls with the distortion; the
-tiny model (random frozen backbones, written by ``training.convert --random-init``) is trained on split 0
+tiny model (random frozen backbones, written by ``dvlta_metric_train.convert --random-init``) is trained on split 0
 (36 clips) and tested on the 12 held-out clips.
 """
 
@@ -23,8 +23,8 @@ from training_data import make_quality_dataset
 import dvlta_metric
 from dvlta_metric.checkpoint import read_config
 from dvlta_metric.video_io import read_video
-from training import convert, evaluate, features, train
-from training.features import FeatureCache, cache_bytes_per_video
+from dvlta_metric_train import convert, evaluate, features, train
+from dvlta_metric_train.cache import FeatureCache, cache_bytes_per_video
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FRACTION = "0.75"
@@ -326,7 +326,7 @@ def test_torchrun_two_processes_match_one(run: dict[str, Path]) -> None:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT))
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1", "--nproc_per_node", "2",
-        "-m", "training.train", *common, "--out", str(ddp), "--threads", "1",
+        "-m", "dvlta_metric_train.train", *common, "--out", str(ddp), "--threads", "1",
     ]  # fmt: skip
     proc = subprocess.run(
         cmd,
@@ -351,7 +351,7 @@ def test_torchrun_two_processes_match_one(run: dict[str, Path]) -> None:
 def test_training_views_decode_exactly_the_frames_make_views_draws() -> None:
     """The frames decoded for a training sample are those ``make_views`` picks in training mode."""
     from dvlta_metric.decoded import DecodedVideo
-    from training.features import _train_clip, sample_seed
+    from dvlta_metric_train.features import _train_clip, sample_seed
 
     torch.manual_seed(0)
     model = dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="cpu")
@@ -373,7 +373,7 @@ def test_training_views_decode_exactly_the_frames_make_views_draws() -> None:
 
 
 def test_decoding_passes_hold_a_bounded_number_of_frames() -> None:
-    from training.features import plan_reads
+    from dvlta_metric_train.features import plan_reads
 
     full = dvlta_metric.get_model_config("dvlta-vqa")  # inference view: 4 x 32 + 8 = 136 frames
     assert plan_reads(full, 8, 128) == [

@@ -1,4 +1,4 @@
-"""training.features: damaged cache folders, leftovers of killed runs, bad --out and write errors, float16 models."""
+"""dvlta_metric_train.features: damaged cache folders, killed runs' leftovers, bad --out, write errors, fp16 models."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import torch
 from training_data import make_quality_dataset
 
 import dvlta_metric
-from training import features
-from training.features import FP16_SHA_KEY, FeatureCache
+from dvlta_metric_train import features
+from dvlta_metric_train.cache import FP16_SHA_KEY, FeatureCache, video_key
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def test_damaged_files_are_named_left_out_and_recomputed(
     # reading one anyway (arrays() checks only what loading tells: it runs for every training sample)
     with pytest.raises(ValueError, match=r"cannot read .*clip.npy \(ValueError: EOF") as info:
         cache.arrays(0)
-    assert str(truncated) in str(info.value) and "rerun python -m training.features" in str(info.value)
+    assert str(truncated) in str(info.value) and "rerun python -m dvlta_metric_train.features" in str(info.value)
     with pytest.raises(ValueError, match=r"cannot read .*fragments_eval.npy \(FileNotFoundError"):
         cache.arrays(1)
     with pytest.raises(ValueError, match=r"cannot read .*frames.npy"):
@@ -92,7 +92,7 @@ def test_temporary_folders_of_dead_processes_are_removed(
     dead_pid = int(dead.stdout)  # that process has ended
     alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     host = features._HOST
-    key = features.video_key("videos/some.mp4")
+    key = video_key("videos/some.mp4")
     names = {
         f".tmp-{key}@{host}-{dead_pid}": False,  # killed run on this host
         f".tmp-{key}-{dead_pid}": False,  # the format before the host was recorded
@@ -160,7 +160,7 @@ def test_a_model_saved_in_float16_is_accepted_with_a_warning(
     (cache_copy / "index.json").write_text(json.dumps(index))
     with pytest.raises(ValueError, match="predates the float16 digest") as info:
         FeatureCache(cache_copy).check_model(rounded)
-    assert "rerun python -m training.features" in str(info.value)
+    assert "rerun python -m dvlta_metric_train.features" in str(info.value)
     assert features.main(_args(built, cache_copy)) == 0
     assert FP16_SHA_KEY in json.loads((cache_copy / "index.json").read_text())
     with pytest.warns(UserWarning, match="up to float16 rounding"):

@@ -1,4 +1,4 @@
-"""training.push, offline: the HfApi calls are replaced by a fake that writes a local Hub cache."""
+"""dvlta_metric_train.push, offline: the HfApi calls are replaced by a fake that writes a local Hub cache."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import dvlta_metric
 from dvlta_metric import registry
 from dvlta_metric.hub import sha256_of
 from dvlta_metric.registry import WeightSource
-from training import push
+from dvlta_metric_train import push
 
 COMMIT = "c0ffee" + "0" * 34
 
@@ -151,7 +151,7 @@ def test_each_push_uploads_a_card_for_its_own_repository(trained_dir: Path, caps
     second = _uploaded(FakeApi.calls)["README.md"].decode()
     assert 'create("hf-hub:org/dvlta-vqa-konvid")' in second and "scratch-test" not in second
     assert card.read_bytes() == original
-    # a card filled in by an earlier version of training.push (which edited it in place) is rendered again
+    # a card filled in by an earlier version of dvlta_metric_train.push (which edited it in place) is rendered again
     card.write_text(original.decode().replace("hf-hub:ORG/NAME", "hf-hub:me/scratch-test"))
     assert push.main(["--dir", str(trained_dir), "--repo", "org/dvlta-vqa-konvid"]) == 0
     third = _uploaded(FakeApi.calls)["README.md"].decode()

@@ -22,7 +22,7 @@ from torch import nn
 from dvlta_metric.model import DVLTAVQA
 from dvlta_metric.views import normalize
 
-from .features import FeatureCache
+from .cache import FeatureCache
 
 
 def trainable_modules(model: DVLTAVQA) -> dict[str, nn.Module]:

@@ -35,12 +35,12 @@ Safetensors files never need the flag.
 Command lines::
 
     # the paper's initialisation
-    python -m training.convert --vificlip vifi_clip_10_epochs_k400_full_finetuned.pth \\
+    python -m dvlta_metric_train.convert --vificlip vifi_clip_10_epochs_k400_full_finetuned.pth \\
         --fastvqa FAST_VQA_B_1_4.pth --allow-pickle --out weights/dvlta-vqa-init
     # OpenAI CLIP instead of ViFi-CLIP (downloads open_clip_model.safetensors from the Hub)
-    python -m training.convert --fastvqa FAST_VQA_B_1_4.pth --allow-pickle --out weights/dvlta-vqa-openai-init
+    python -m dvlta_metric_train.convert --fastvqa FAST_VQA_B_1_4.pth --allow-pickle --out weights/dvlta-vqa-openai-init
     # a random initial directory (tests, smoke runs)
-    python -m training.convert --model dvlta-vqa-tiny --random-init --seed 0 --out /tmp/tiny-init
+    python -m dvlta_metric_train.convert --model dvlta-vqa-tiny --random-init --seed 0 --out /tmp/tiny-init
 """
 
 from __future__ import annotations
@@ -166,9 +166,7 @@ def _state_dict(obj: Any, keys: Sequence[str], what: str) -> dict[str, torch.Ten
     )
 
 
-def vificlip_to_open_clip(
-    state: Mapping[str, torch.Tensor],
-) -> tuple[dict[str, torch.Tensor], dict[str, list[str]]]:
+def vificlip_to_open_clip(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, list[str]]]:
     """Map ViFi-CLIP keys onto open_clip's ``CLIP`` keys.
 
     Args:
@@ -204,9 +202,7 @@ def vificlip_to_open_clip(
     return out, dropped
 
 
-def fastvqa_to_swin(
-    state: Mapping[str, torch.Tensor],
-) -> tuple[dict[str, torch.Tensor], dict[str, list[str]]]:
+def fastvqa_to_swin(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, list[str]]]:
     """Map FAST-VQA-B keys onto :class:`~dvlta_metric.branches.swin3d.SwinTransformer3D` keys.
 
     Args:
@@ -355,47 +351,28 @@ def convert(
         _check_keys(swin_state, set(backbone.state_dict()), f"FAST-VQA {fast_path}", set())
         load_weights_strict(backbone, swin_state, source=str(fast_path))
         sources["fastvqa"] = _source(
-            fast_path,
-            fast_how,
-            kind="fast-vqa-b",
-            dropped={k: len(v) for k, v in dropped.items()},
+            fast_path, fast_how, kind="fast-vqa-b", dropped={k: len(v) for k, v in dropped.items()}
         )
     return sources
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of ``python -m training.convert``."""
+    """The command line of ``python -m dvlta_metric_train.convert``."""
     parser = argparse.ArgumentParser(
-        prog="python -m training.convert",
+        prog="python -m dvlta_metric_train.convert",
         description="Upstream checkpoints (ViFi-CLIP / OpenAI CLIP, FAST-VQA-B) -> an initial model directory.",
     )
     parser.add_argument("--out", required=True, help="model directory to write (save_pretrained)")
-    parser.add_argument(
-        "--model",
-        default="dvlta-vqa",
-        help="registry name of the architecture (default dvlta-vqa)",
-    )
+    parser.add_argument("--model", default="dvlta-vqa", help="registry name of the architecture (default dvlta-vqa)")
     parser.add_argument("--vificlip", help="ViFi-CLIP ViT-B/16 checkpoint (.pth; needs --allow-pickle)")
     parser.add_argument(
         "--openai-clip",
         default=None,
         help="OpenAI CLIP ViT-B/16 in open_clip layout: 'hub' (default: download " + OPENAI_CLIP_FILE + ") or a file",
     )
-    parser.add_argument(
-        "--fastvqa",
-        help="FAST-VQA-B checkpoint FAST_VQA_B_1_4.pth (needs --allow-pickle)",
-    )
-    parser.add_argument(
-        "--allow-pickle",
-        action="store_true",
-        help="permit unpickling .pth files you trust",
-    )
-    parser.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="seed of the trainable parts' random init (default 0)",
-    )
+    parser.add_argument("--fastvqa", help="FAST-VQA-B checkpoint FAST_VQA_B_1_4.pth (needs --allow-pickle)")
+    parser.add_argument("--allow-pickle", action="store_true", help="permit unpickling .pth files you trust")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the trainable parts' random init (default 0)")
     parser.add_argument(
         "--random-init",
         action="store_true",
@@ -447,19 +424,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 allow_pickle=args.allow_pickle,
                 cache_dir=args.cache_dir,
             )
-    except (
-        ConvertError,
-        CheckpointError,
-        WeightsNotFoundError,
-        FileNotFoundError,
-        ValueError,
-        TypeError,
-    ) as err:
+    except (ConvertError, CheckpointError, WeightsNotFoundError, FileNotFoundError, ValueError, TypeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     metadata = {
         "description": f"{args.model}: initial weights (frozen backbones converted, trainable parts random), "
-        "not trained; train with python -m training.train",
+        "not trained; train with python -m dvlta_metric_train.train",
         "stage": "initial",
         "sources": sources,
         "init_seed": args.seed,

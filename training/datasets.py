@@ -15,9 +15,9 @@ before any feature is computed.
 
 Command line::
 
-    python -m training.datasets --dataset konvid --root /data/KoNViD      # check a dataset
-    python -m training.datasets --csv my_scores.csv --root /data/mine
-    python -m training.datasets --list                                     # the known datasets
+    python -m dvlta_metric_train.datasets --dataset konvid --root /data/KoNViD      # check a dataset
+    python -m dvlta_metric_train.datasets --csv my_scores.csv --root /data/mine
+    python -m dvlta_metric_train.datasets --list                                     # the known datasets
 """
 
 from __future__ import annotations
@@ -225,12 +225,7 @@ class VQADataset:
             if progress:
                 from tqdm.auto import tqdm
 
-                results = tqdm(
-                    results,
-                    total=len(files),
-                    desc=f"checking {self.name}",
-                    unit="video",
-                )
+                results = tqdm(results, total=len(files), desc=f"checking {self.name}", unit="video")
             reasons = list(results)
         problems = [Problem(i, str(files[i]), reason) for i, reason in enumerate(reasons) if reason is not None]
         return CheckReport(self.name, len(files), problems)
@@ -326,14 +321,7 @@ def read_label_file(path: str | Path) -> list[VideoItem]:
         fps = _number(fields[2], "fps", where)
         mos = _number(fields[3], "MOS", where)
         _first_listing(seen, fields[0], number, where)
-        items.append(
-            VideoItem(
-                fields[0],
-                mos,
-                duration if duration > 0 else None,
-                fps if fps > 0 else None,
-            )
-        )
+        items.append(VideoItem(fields[0], mos, duration if duration > 0 else None, fps if fps > 0 else None))
     if not items:
         raise ValueError(f"{path}: the label file has no rows")
     return items
@@ -422,11 +410,7 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``--dataset``, ``--csv``, ``--root`` and ``--labels`` to a command line."""
     group = parser.add_argument_group("dataset")
     group.add_argument("--dataset", help=f"a paper dataset: {', '.join(DATASETS)}")
-    group.add_argument(
-        "--csv",
-        dest="csv_file",
-        help="your own data: a CSV with 'path' and 'mos' columns",
-    )
+    group.add_argument("--csv", dest="csv_file", help="your own data: a CSV with 'path' and 'mos' columns")
     group.add_argument("--root", help="folder holding the videos (for --csv: default the CSV's folder)")
     group.add_argument("--labels", help="label file to use instead of the shipped one")
 
@@ -442,7 +426,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         0 when every video is readable, 1 when some are not, 2 for a usage error.
     """
-    parser = argparse.ArgumentParser(prog="python -m training.datasets", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m dvlta_metric_train.datasets", description=main.__doc__)
     add_dataset_arguments(parser)
     parser.add_argument("--workers", type=int, default=8, help="probing threads (default 8)")
     parser.add_argument("--list", action="store_true", help="list the known datasets and exit")

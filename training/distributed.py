@@ -199,11 +199,7 @@ def convert_batchnorm(module: nn.Module) -> nn.Module:
     """
     if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, GlobalBatchNorm):
         new = GlobalBatchNorm(
-            module.num_features,
-            module.eps,
-            module.momentum,
-            module.affine,
-            module.track_running_stats,
+            module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats
         )
         new.load_state_dict(module.state_dict())
         new.train(module.training)

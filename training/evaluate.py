@@ -9,15 +9,15 @@ Two ways to get the predictions:
   cache has).
 
 ``--split I`` restricts the evaluation to the test part of the paper's random split ``I`` (see
-:mod:`training.splits`). Writes ``results.json`` (metrics and the logistic parameters), ``predictions.csv``
+:mod:`dvlta_metric_train.splits`). Writes ``results.json`` (metrics and the logistic parameters), ``predictions.csv``
 and ``scatter.png`` (MOS against prediction with the fitted curve, as the paper's Fig. 3) into ``--out``.
 
 Command lines::
 
-    python -m training.evaluate --model local-dir:runs/konvid/split_00/best --dataset konvid \\
+    python -m dvlta_metric_train.evaluate --model local-dir:runs/konvid/split_00/best --dataset konvid \\
         --root /data/KoNViD --split 0 --out eval/konvid-00
-    python -m training.evaluate --model dvlta-vqa-zeroshot --csv mine.csv --out eval/mine
-    python -m training.evaluate --model local-dir:runs/konvid/split_00/best --cache cache/konvid --split 0 \\
+    python -m dvlta_metric_train.evaluate --model dvlta-vqa-zeroshot --csv mine.csv --out eval/mine
+    python -m dvlta_metric_train.evaluate --model local-dir:runs/konvid/split_00/best --cache cache/konvid --split 0 \\
         --out eval/konvid-00-cached
 """
 
@@ -37,19 +37,16 @@ import dvlta_metric
 from dvlta_metric.checkpoint import read_config
 from dvlta_metric.model import DVLTAVQA
 
+from .cache import FeatureCache
 from .cached import predict_cached
 from .datasets import VQADataset, add_dataset_arguments, dataset_from_arguments
-from .features import FeatureCache, _prefetch, write_json_atomic
+from .files import prefetch, write_json_atomic
 from .metrics import LogisticFit, all_metrics, fit_logistic
 from .splits import PAPER_TRAIN_FRACTION, paths_digest, random_split
 
 
 def predict_files(
-    model: DVLTAVQA,
-    files: Sequence[str | Path],
-    *,
-    workers: int = 2,
-    progress: bool = True,
+    model: DVLTAVQA, files: Sequence[str | Path], *, workers: int = 2, progress: bool = True
 ) -> tuple[np.ndarray, dict[int, str]]:
     """Score video files as ``model(path)`` would, decoding ahead in threads.
 
@@ -67,11 +64,7 @@ def predict_files(
     model.eval()
     scores = np.full(len(files), np.nan)
     failures: dict[int, str] = {}
-    results = _prefetch(
-        lambda i: read_video(files[i], select=model.needed_frames),
-        range(len(files)),
-        workers,
-    )
+    results = prefetch(lambda i: read_video(files[i], select=model.needed_frames), range(len(files)), workers)
     if progress:
         from tqdm.auto import tqdm
 
@@ -140,12 +133,7 @@ def scatter_plot(
 
 
 def evaluate_predictions(
-    pred: np.ndarray,
-    mos: np.ndarray,
-    out: str | Path,
-    *,
-    names: Sequence[str],
-    title: str = "",
+    pred: np.ndarray, mos: np.ndarray, out: str | Path, *, names: Sequence[str], title: str = ""
 ) -> dict[str, Any]:
     """Metrics, ``results.json``, ``predictions.csv`` and ``scatter.png`` for finished predictions.
 
@@ -170,17 +158,13 @@ def evaluate_predictions(
         for name, m, p in zip(names, mos, pred):
             writer.writerow([name, m, repr(float(p))])
     scatter_plot(pred[ok], mos[ok], out / "scatter.png", fit=fit, title=title, metrics=metrics)
-    doc = {
-        "metrics": metrics,
-        "fit": {"method": fit.method, "params": list(fit.params)},
-        "videos": int(ok.sum()),
-    }
+    doc = {"metrics": metrics, "fit": {"method": fit.method, "params": list(fit.params)}, "videos": int(ok.sum())}
     write_json_atomic(out / "results.json", doc)
     return doc
 
 
 def trained_split(model_name: str) -> dict[str, Any] | None:
-    """The split a model saved by ``training.train`` was trained on (``local-dir:`` models; else ``None``)."""
+    """The split a model saved by ``dvlta_metric_train.train`` was trained on (``local-dir:`` models; else ``None``)."""
     if not model_name.startswith("local-dir:"):
         return None
     try:
@@ -234,34 +218,17 @@ def _rows(n: int, split: int | None, subset: str, fraction: float) -> list[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of ``python -m training.evaluate``."""
-    p = argparse.ArgumentParser(prog="python -m training.evaluate", description="Evaluate a model on a dataset.")
-    p.add_argument(
-        "--model",
-        required=True,
-        help="registry name, hf-hub:org/name or local-dir:/path",
+    """The command line of ``python -m dvlta_metric_train.evaluate``."""
+    p = argparse.ArgumentParser(
+        prog="python -m dvlta_metric_train.evaluate", description="Evaluate a model on a dataset."
     )
+    p.add_argument("--model", required=True, help="registry name, hf-hub:org/name or local-dir:/path")
     add_dataset_arguments(p)
-    p.add_argument(
-        "--cache",
-        help="evaluate from this feature cache instead of decoding the videos",
-    )
-    p.add_argument(
-        "--split",
-        type=int,
-        help="only the paper's random split I (its --subset, default test)",
-    )
-    p.add_argument(
-        "--subset",
-        choices=["test", "train", "all"],
-        help="rows of --split (default test)",
-    )
+    p.add_argument("--cache", help="evaluate from this feature cache instead of decoding the videos")
+    p.add_argument("--split", type=int, help="only the paper's random split I (its --subset, default test)")
+    p.add_argument("--subset", choices=["test", "train", "all"], help="rows of --split (default test)")
     p.add_argument("--train-fraction", type=float, default=PAPER_TRAIN_FRACTION)
-    p.add_argument(
-        "--out",
-        required=True,
-        help="folder for results.json, predictions.csv, scatter.png",
-    )
+    p.add_argument("--out", required=True, help="folder for results.json, predictions.csv, scatter.png")
     p.add_argument("--device", help="cpu, cuda (default: cuda when available)")
     p.add_argument("--workers", type=int, default=2, help="decoding threads (default 2)")
     p.add_argument("--batch-size", type=int, default=16, help="videos per forward with --cache")
@@ -305,10 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 check_split(trained_split(args.model), args.split, args.train_fraction, [data[r].path for r in test])
             rows = _rows(len(data), args.split, subset, args.train_fraction)
             pred, fails = predict_files(
-                model,
-                [data.file(r) for r in rows],
-                workers=args.workers,
-                progress=not args.no_progress,
+                model, [data.file(r) for r in rows], workers=args.workers, progress=not args.no_progress
             )
             failures = {rows[i]: reason for i, reason in fails.items()}
             mos = np.array([data[r].mos for r in rows])
@@ -318,10 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if int(np.isfinite(pred).sum()) < 2:
-        print(
-            f"error: fewer than 2 videos could be scored ({len(failures)} failed)",
-            file=sys.stderr,
-        )
+        print(f"error: fewer than 2 videos could be scored ({len(failures)} failed)", file=sys.stderr)
         return 2
     if args.split is not None:
         title += f", split {args.split} ({subset})"

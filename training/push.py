@@ -1,6 +1,6 @@
 """Publish a trained model directory on the Hugging Face Hub and print its registry entry.
 
-The directory is what ``training.train`` saved (``split_XX/best``): ``config.json`` (with the training
+The directory is what ``dvlta_metric_train.train`` saved (``split_XX/best``): ``config.json`` (with the training
 metadata and results), ``model.safetensors`` and the model card ``README.md`` that ``save_pretrained`` wrote
 from that metadata. This command
 
@@ -24,9 +24,9 @@ a bad directory or repository id, 1 when the Hub or the network refused the uplo
 
 Command line::
 
-    python -m training.push --dir runs/konvid/split_00/best --repo your-org/dvlta-vqa-konvid \\
+    python -m dvlta_metric_train.push --dir runs/konvid/split_00/best --repo your-org/dvlta-vqa-konvid \\
         --registry-name dvlta-vqa-konvid --dry-run
-    python -m training.push --dir runs/konvid/split_00/best --repo your-org/dvlta-vqa-konvid \\
+    python -m dvlta_metric_train.push --dir runs/konvid/split_00/best --repo your-org/dvlta-vqa-konvid \\
         --registry-name dvlta-vqa-konvid
 """
 
@@ -135,13 +135,13 @@ def check_directory(directory: str | Path) -> dict[str, Any]:
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(
-            f"{directory} is not a folder; push the folder training.train saved (split_XX/best) "
+            f"{directory} is not a folder; push the folder dvlta_metric_train.train saved (split_XX/best) "
             "or one written by model.save_pretrained"
         )
     missing = [f for f in UPLOADED_FILES if not (directory / f).is_file()]
     if missing:
         raise FileNotFoundError(
-            f"{directory} lacks {missing}; push the folder training.train saved (split_XX/best) "
+            f"{directory} lacks {missing}; push the folder dvlta_metric_train.train saved (split_XX/best) "
             "or one written by model.save_pretrained"
         )
     _, metadata = read_config(directory / CONFIG_NAME)
@@ -308,10 +308,7 @@ def upload(
             CommitOperationAdd(path_in_repo=CARD_NAME, path_or_fileobj=card.encode("utf-8")),
         ]
         info = api.create_commit(
-            repo_id=final_id,
-            operations=operations,
-            commit_message=prepared.commit_message,
-            repo_type="model",
+            repo_id=final_id, operations=operations, commit_message=prepared.commit_message, repo_type="model"
         )
     except NETWORK_ERRORS as err:
         raise PushError(f"the upload to {repo_id} failed: {type(err).__name__}: {err}") from err
@@ -328,19 +325,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         0 on success, 2 for a bad directory or repository id, 1 when the Hub or the network refused the upload.
     """
     p = argparse.ArgumentParser(
-        prog="python -m training.push",
-        description="Publish a trained model on the Hub.",
+        prog="python -m dvlta_metric_train.push", description="Publish a trained model on the Hub."
     )
-    p.add_argument(
-        "--dir",
-        required=True,
-        help="the model directory (e.g. runs/konvid/split_00/best)",
-    )
+    p.add_argument("--dir", required=True, help="the model directory (e.g. runs/konvid/split_00/best)")
     p.add_argument("--repo", required=True, help="Hub repository org/name (created if needed)")
-    p.add_argument(
-        "--registry-name",
-        help="registry entry these weights are for, e.g. dvlta-vqa-konvid",
-    )
+    p.add_argument("--registry-name", help="registry entry these weights are for, e.g. dvlta-vqa-konvid")
     p.add_argument("--private", action="store_true", help="create the repository as private")
     p.add_argument("--token", help="Hub token (default: hf auth login / HF_TOKEN)")
     p.add_argument("--message", help="commit message")

@@ -45,19 +45,14 @@ class Split:
 
     def to_dict(self) -> dict[str, object]:
         """JSON-friendly description (sizes and seed; the rows themselves are re-derivable)."""
-        return {
-            "index": self.index,
-            "seed": self.seed,
-            "train": len(self.train),
-            "test": len(self.test),
-        }
+        return {"index": self.index, "seed": self.seed, "train": len(self.train), "test": len(self.test)}
 
 
 def paths_digest(paths: Sequence[str]) -> str:
     """SHA-256 of a list of video paths, in order: recognises a split's test rows in another label file.
 
     A trained model records the digest of its split's test paths (``metadata["split"]["test_paths_sha256"]``),
-    so that ``training.evaluate --split I`` can refuse a label file whose split ``I`` has other test videos
+    so that ``dvlta_metric_train.evaluate --split I`` can refuse a label file whose split ``I`` has other test videos
     (reordered, extended or edited rows would put training videos among them).
 
     Args:
@@ -105,9 +100,7 @@ def random_split(n: int, index: int, train_fraction: float = PAPER_TRAIN_FRACTIO
 
 
 def random_splits(
-    n: int,
-    num_splits: int = PAPER_NUM_SPLITS,
-    train_fraction: float = PAPER_TRAIN_FRACTION,
+    n: int, num_splits: int = PAPER_NUM_SPLITS, train_fraction: float = PAPER_TRAIN_FRACTION
 ) -> list[Split]:
     """The first ``num_splits`` random splits of ``n`` rows (the paper uses 10)."""
     return [random_split(n, i, train_fraction) for i in range(num_splits)]

@@ -1,8 +1,8 @@
 """Train DVLTA-VQA from a feature cache: the paper's 10 random splits, or cross-dataset.
 
 Only the trainable parts learn (CLIP adapter, Temporal Context Module, fragment head, text adapter; see
-:func:`training.cached.trainable_modules`); the frozen backbones' outputs come from the cache built by
-:mod:`training.features`, so no video is decoded here.
+:func:`dvlta_metric_train.cached.trainable_modules`); the frozen backbones' outputs come from the cache built by
+:mod:`dvlta_metric_train.features`, so no video is decoded here.
 
 Recipe (paper section III-F / IV-C; warm-up and cosine decay from FAST-VQA): loss ``1 - PLCC`` over the
 batch (``--rank-weight 0.3`` adds FAST-VQA's rank loss), AdamW with lr 1e-3 and weight decay 0.05, linear
@@ -27,22 +27,25 @@ so a resumed run gives the same result as an uninterrupted one).
 Several GPUs or nodes: launch with ``torchrun`` (DDP over ``torch.distributed``: nccl on GPUs, gloo on CPUs).
 ``--batch-size`` stays the global batch; each of the ``N`` processes takes ``batch / N`` videos of every
 step, the predictions are gathered so the PLCC loss is over the whole global batch, and batch norms use
-global-batch statistics (:mod:`training.distributed`), so the loss curve matches one process.
+global-batch statistics (:mod:`dvlta_metric_train.distributed`), so the loss curve matches one process.
+
+This module runs the jobs (:func:`main`) and each job's phases (:func:`run_job`: set up, resume, train one
+epoch, evaluate, keep the selected epoch, checkpoint); the settings and command line are in
+:mod:`dvlta_metric_train.params`, the jobs and their identity in :mod:`dvlta_metric_train.jobs`, the optimiser
+and its schedule in :mod:`dvlta_metric_train.scheduler`.
 
 Command lines::
 
-    python -m training.train --cache cache/konvid --out runs/konvid                     # 10 random splits
-    python -m training.train --cache cache/konvid --out runs/konvid --split 0 --split 1  # some splits
-    python -m training.train --cache cache/konvid --test-cache cache/livevqc --test-cache cache/ytugc \\
-        --out runs/konvid-cross                                                         # cross-dataset
-    torchrun --nproc_per_node 4 -m training.train --cache cache/konvid --out runs/konvid --device cuda
+    python -m dvlta_metric_train.train --cache cache/konvid --out runs/konvid  # 10 random splits
+    python -m dvlta_metric_train.train --cache cache/konvid --out runs/konvid --split 0 --split 1  # some splits
+    python -m dvlta_metric_train.train --cache cache/konvid --test-cache cache/livevqc --test-cache cache/ytugc \\
+        --out runs/konvid-cross  # cross-dataset
+    torchrun --nproc_per_node 4 -m dvlta_metric_train.train --cache cache/konvid --out runs/konvid --device cuda
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
-import hashlib
 import json
 import math
 import sys
@@ -63,25 +66,16 @@ from dvlta_metric.loss import quality_loss
 from dvlta_metric.model import DVLTAVQA
 
 from . import distributed as dd
-from .cached import (
-    CachedForward,
-    CachedVideos,
-    predict_cached,
-    to_device,
-    trainable_modules,
-)
-from .features import FeatureCache, write_json_atomic
+from .cache import FeatureCache
+from .cached import CachedForward, CachedVideos, predict_cached, to_device, trainable_modules
+from .files import save_torch_atomic, write_json_atomic
+from .jobs import RESULT_NAME, Job, check_out_dir, check_same_run, make_jobs, run_identity, summarise
 from .metrics import METRIC_NAMES, all_metrics
-from .splits import (
-    PAPER_NUM_SPLITS,
-    PAPER_TRAIN_FRACTION,
-    cross_dataset,
-    paths_digest,
-    random_split,
-)
+from .params import TrainSettings, build_parser
+from .scheduler import make_optimizer
+from .splits import PAPER_NUM_SPLITS, PAPER_TRAIN_FRACTION
 
 CHECKPOINT_NAME = "last.pt"
-RESULT_NAME = "result.json"
 HISTORY_NAME = "history.json"
 SUMMARY_NAME = "summary.json"
 BEST_DIR = "best"
@@ -94,97 +88,13 @@ PAPER_RESULTS: dict[str, dict[str, float]] = {
 """Table II of the paper (median over 10 random 80/20 splits)."""
 
 
-@dataclass
-class TrainSettings:
-    """Hyper-parameters of one training run.
-
-    Attributes:
-        epochs: Training epochs.
-        batch_size: Global batch (videos per optimizer step, over all processes).
-        lr: Peak learning rate of AdamW.
-        weight_decay: AdamW weight decay.
-        warmup_epochs: Linear warm-up length, in epochs (fractions allowed).
-        rank_weight: Weight of FAST-VQA's rank loss added to ``1 - PLCC`` (0: the paper's loss).
-        seed: Seed of the data order and of each video's fragment sample cycle.
-        select: ``"best"`` (test SROCC) or ``"last"`` epoch is saved.
-        eval_batch_size: Videos per forward in evaluation.
-        num_workers: DataLoader workers.
-        save_fp16: Store the saved model's weights in float16.
-        license: Licence written into the saved model's card (``None``: the card's default). Trained weights
-            inherit terms from the datasets and upstream checkpoints; check them before publishing.
-    """
-
-    epochs: int = 30
-    batch_size: int = 16
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    warmup_epochs: float = 2.5
-    rank_weight: float = 0.0
-    seed: int = 0
-    select: str = "best"
-    eval_batch_size: int = 16
-    num_workers: int = 0
-    save_fp16: bool = False
-    license: str | None = None
-
-    def __post_init__(self) -> None:
-        checks = [
-            (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
-            (self.batch_size >= 2, f"--batch-size must be at least 2 (a correlation loss), got {self.batch_size}"),
-            (math.isfinite(self.lr) and self.lr > 0, f"--lr must be a positive number, got {self.lr}"),
-            (math.isfinite(self.weight_decay) and self.weight_decay >= 0,
-             f"--weight-decay must be 0 or more, got {self.weight_decay}"),
-            (math.isfinite(self.warmup_epochs) and self.warmup_epochs >= 0,
-             f"--warmup-epochs must be 0 or more, got {self.warmup_epochs}"),
-            (math.isfinite(self.rank_weight) and self.rank_weight >= 0,
-             f"--rank-weight must be 0 or more, got {self.rank_weight}"),
-            (self.select in ("best", "last"), f"select must be 'best' or 'last', got {self.select!r}"),
-            (self.eval_batch_size >= 1, f"--eval-batch-size must be at least 1, got {self.eval_batch_size}"),
-            (self.num_workers >= 0, f"--num-workers must be 0 or more, got {self.num_workers}"),
-        ]  # fmt: skip
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
-
-
-@dataclass
-class Job:
-    """One training run: training rows of one cache and the test sets.
-
-    Attributes:
-        name: Output folder name (``split_00``, ``cross``).
-        train_cache: Cache of the training dataset.
-        train_rows: Its training rows.
-        tests: ``{test name: (cache, rows)}``.
-        info: Split description for metadata.
-        missing: Rows dropped because they are not in a cache.
-    """
-
-    name: str
-    train_cache: FeatureCache
-    train_rows: list[int]
-    tests: dict[str, tuple[FeatureCache, list[int]]]
-    info: dict[str, Any]
-    missing: dict[str, int] = field(default_factory=dict)
-
-
-def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
-    """Learning-rate factor: linear warm-up ``(step + 1) / warmup`` then cosine decay to 0."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
 def _log(info: dd.DistInfo, text: str) -> None:
     if info.is_main:
         print(text, flush=True)
 
 
 def _evaluate(
-    model: DVLTAVQA,
-    tests: dict[str, tuple[FeatureCache, list[int]]],
-    settings: TrainSettings,
+    model: DVLTAVQA, tests: dict[str, tuple[FeatureCache, list[int]]], settings: TrainSettings
 ) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray]]:
     results: dict[str, dict[str, Any]] = {}
     preds: dict[str, np.ndarray] = {}
@@ -203,9 +113,7 @@ def _selection_score(results: dict[str, dict[str, Any]]) -> float:
 
 
 def _write_predictions(
-    directory: Path,
-    tests: dict[str, tuple[FeatureCache, list[int]]],
-    preds: dict[str, np.ndarray],
+    directory: Path, tests: dict[str, tuple[FeatureCache, list[int]]], preds: dict[str, np.ndarray]
 ) -> None:
     for name, (cache, rows) in tests.items():
         path = directory / f"predictions_{_safe(name)}.csv"
@@ -243,106 +151,189 @@ def train_sampler(
     return DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True)
 
 
-RESUME_FREE_SETTINGS = ("num_workers", "save_fp16", "license")
-"""Settings that may change between an interrupted run and its resumption: they change the speed or how the
-saved model is stored and labelled, not the training or its results."""
+@dataclass
+class Progress:
+    """Where a job stands, kept in its checkpoint.
+
+    Attributes:
+        start_epoch: The next epoch to train (0-based; the number of epochs done).
+        best: ``{"score", "epoch", "results"}`` of the selected epoch so far.
+        history: ``{"step_loss": [...], "epochs": [...]}``.
+    """
+
+    start_epoch: int = 0
+    best: dict[str, Any] = field(default_factory=lambda: {"score": -math.inf, "epoch": None, "results": None})
+    history: dict[str, Any] = field(default_factory=lambda: {"step_loss": [], "epochs": []})
 
 
-def run_identity(job: Job, model_name: str, settings: TrainSettings) -> dict[str, Any]:
-    """What a job's results depend on, stored with its checkpoint and result to check a resumed run against.
+def finished_result(job: Job, directory: Path, identity: dict[str, Any], info: dd.DistInfo) -> dict[str, Any] | None:
+    """The ``result.json`` of a job already done (checked to be the same run), or ``None``.
 
-    Args:
-        job: The job.
-        model_name: The initial model.
-        settings: Hyper-parameters.
+    Raises:
+        ValueError: If it was written by a run with other settings (see :func:`check_same_run`).
+    """
+    path = directory / RESULT_NAME
+    if not path.is_file():
+        return None
+    done: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    check_same_run(path, done.get("run"), identity)
+    _log(info, f"{job.name}: already done ({path}); skipping")
+    return done
+
+
+def prepare_model(job: Job, model_name: str, device: torch.device) -> tuple[DVLTAVQA, CachedForward]:
+    """The initial model, checked against the job's caches, with only its trainable parts learning.
+
+    Batch norms of the trainable parts are converted to global-batch ones for torchrun (same state dict keys).
 
     Returns:
-        JSON-friendly ``{"model", "split", "settings", "rows"}``; ``rows`` is a SHA-256 of the training and
-        test rows, so a feature cache that gained or lost videos since the run began is noticed.
-    """
-    rows = {"train": job.train_rows, "tests": {n: r for n, (_, r) in sorted(job.tests.items())}}
-    digest = hashlib.sha256(json.dumps(rows, sort_keys=True).encode("utf-8")).hexdigest()
-    kept = {k: v for k, v in asdict(settings).items() if k not in RESUME_FREE_SETTINGS}
-    return json.loads(json.dumps({"model": model_name, "split": job.info, "settings": kept, "rows": digest}))
-
-
-def check_same_run(path: Path, stored: dict[str, Any] | None, current: dict[str, Any]) -> None:
-    """Refuse to resume (or to reuse a finished result) under a different split, model or settings.
-
-    Args:
-        path: The checkpoint or ``result.json`` the stored identity came from (named in the error).
-        stored: Its :func:`run_identity` (``None`` for files written before it was recorded: not checked).
-        current: This command's :func:`run_identity`.
+        ``(model, net)``: the model, and the :class:`CachedForward` over it that trains.
 
     Raises:
-        ValueError: Naming every differing field, and what to do.
+        ValueError: If a cache was computed with other frozen backbones.
     """
-    if stored is None or stored == current:
-        return
-    diffs = []
-    for key in ("model", "split", "settings"):
-        old, new = stored.get(key), current.get(key)
-        if isinstance(old, dict) and isinstance(new, dict):
-            diffs += [
-                f"{key}.{k}: {old.get(k)!r} then, {new.get(k)!r} now"
-                for k in sorted(set(old) | set(new))
-                if old.get(k) != new.get(k)
-            ]
-        elif old != new:
-            diffs.append(f"{key}: {old!r} then, {new!r} now")
-    if stored.get("rows") != current.get("rows") and not diffs:
-        diffs.append("the training or test rows (the feature cache gained or lost videos)")
-    raise ValueError(
-        f"{path} belongs to a run with other settings ({'; '.join(diffs)}); rerun with the same settings to "
-        "resume it, or give another --out (or delete that folder) to start again"
+    model = dvlta_metric.create(model_name, device=device)
+    job.train_cache.check_model(model)
+    for cache, _ in job.tests.values():
+        cache.check_model(model)
+    model.requires_grad_(False)
+    for part in trainable_modules(model).values():
+        dd.convert_batchnorm(part)
+    net = CachedForward(model)
+    net.requires_grad_(True)
+    net.to(device)
+    return model, net
+
+
+def make_loader(job: Job, settings: TrainSettings, info: dd.DistInfo) -> DataLoader[dict[str, torch.Tensor]]:
+    """This process's share of the training videos: ``batch_size / world_size`` per step (see :func:`train_sampler`).
+
+    Raises:
+        ValueError: If the batch does not divide among the processes, or the videos do not fill one batch.
+    """
+    world = info.world_size
+    if settings.batch_size % world:
+        raise ValueError(f"--batch-size {settings.batch_size} is not divisible by the {world} processes")
+    train_set = CachedVideos(job.train_cache, job.train_rows, train=True, seed=settings.seed)
+    loader = DataLoader(
+        train_set,
+        batch_size=settings.batch_size // world,
+        sampler=train_sampler(train_set, world, info.rank, settings.seed),
+        drop_last=True,
+        num_workers=settings.num_workers,
+        persistent_workers=False,
     )
+    if len(loader) < 1:
+        raise ValueError(
+            f"{len(job.train_rows)} training videos do not fill one batch of {settings.batch_size}; lower --batch-size"
+        )
+    return loader
 
 
-def _shared(identity: dict[str, Any]) -> dict[str, Any]:
-    """The part of a :func:`run_identity` that every job of one ``--out`` folder shares."""
-    split = identity.get("split") or {}
-    return {
-        "model": identity.get("model"),
-        "settings": identity.get("settings"),
-        "protocol": split.get("protocol"),
-        "train_fraction": split.get("train_fraction"),
-    }
+def wrap_ddp(net: torch.nn.Module, info: dd.DistInfo) -> torch.nn.Module:
+    """``net`` under :class:`DistributedDataParallel` when several processes run, else ``net`` itself."""
+    if info.world_size == 1:
+        return net
+    device_ids = [info.device.index] if info.device.type == "cuda" else None
+    return DistributedDataParallel(net, device_ids=device_ids, broadcast_buffers=False)
 
 
-def check_out_dir(out: Path, identities: Sequence[dict[str, Any]]) -> None:
-    """Refuse an ``--out`` folder holding jobs run with another model, protocol or settings.
+def resume(
+    path: Path,
+    identity: dict[str, Any],
+    net: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+) -> Progress | None:
+    """Load the checkpoint ``path`` (if there is one) into ``net``, the optimizer, the scheduler and torch's RNG.
 
-    ``summary.json`` takes its median over every job in the folder, so they must all be runs of one recipe
-    (a job of this command is checked in full by :func:`run_job`).
-
-    Args:
-        out: The run's output folder.
-        identities: This command's jobs' :func:`run_identity`.
+    Returns:
+        Where the interrupted run stood, or ``None`` when there is no checkpoint.
 
     Raises:
-        ValueError: Naming the first job of the folder that differs, and what to do.
+        ValueError: If the checkpoint belongs to a run with other settings (see :func:`check_same_run`).
     """
-    if not identities or not out.is_dir():
-        return
-    wanted = _shared(identities[0])
-    for path in sorted(out.glob(f"*/{RESULT_NAME}")):
-        stored = json.loads(path.read_text(encoding="utf-8")).get("run")
-        if stored is not None and _shared(stored) != wanted:
-            diffs = [k for k in wanted if _shared(stored)[k] != wanted[k]]
-            raise ValueError(
-                f"{path} was trained with different values of {', '.join(diffs)}, and summary.json takes the "
-                f"median over every job in {out}: give another --out, or rerun with that job's settings"
-            )
+    if not path.is_file():
+        return None
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    check_same_run(path, ckpt.get("run"), identity)
+    net.load_state_dict(ckpt["trainable"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    torch.set_rng_state(ckpt["rng"]["torch"])
+    return Progress(int(ckpt["epoch"]), ckpt["best"], ckpt["history"])
+
+
+def train_one_epoch(
+    ddp: torch.nn.Module,
+    loader: DataLoader[dict[str, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    epoch: int,
+    rank_weight: float,
+    device: torch.device,
+) -> list[float]:
+    """One epoch over ``loader``: the loss over each global batch (gathered from every process), one step each.
+
+    Args:
+        ddp: The trained network (under DDP when several processes run).
+        loader: From :func:`make_loader`; its sampler and dataset are set to ``epoch``.
+        optimizer: The optimizer.
+        scheduler: Stepped after every optimizer step.
+        epoch: The epoch (0-based): fixes the data order and each video's training sample.
+        rank_weight: Weight of the rank loss added to ``1 - PLCC``.
+        device: Where the batches go.
+
+    Returns:
+        The loss of each step.
+    """
+    loader.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
+    loader.dataset.set_epoch(epoch)  # type: ignore[attr-defined]
+    ddp.train()
+    losses = []
+    for batch in loader:
+        batch = to_device(batch, device)
+        scores, _ = ddp(batch)
+        pred = dd.gather_with_grad(scores)
+        mos = dd.gather(batch["mos"])
+        loss = quality_loss(pred, mos, rank_weight)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
+def save_checkpoint(
+    path: Path,
+    progress: Progress,
+    net: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    job_info: dict[str, Any],
+    settings: TrainSettings,
+    identity: dict[str, Any],
+) -> None:
+    """Write ``last.pt`` (atomically) after epoch ``progress.start_epoch``, and ``history.json`` beside it."""
+    ckpt = {
+        "epoch": progress.start_epoch,
+        "trainable": net.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "best": progress.best,
+        "history": progress.history,
+        "rng": {"torch": torch.get_rng_state()},
+        "job": job_info,
+        "settings": asdict(settings),
+        "run": identity,
+    }
+    save_torch_atomic(ckpt, path)
+    write_json_atomic(path.parent / HISTORY_NAME, progress.history)
 
 
 def run_job(
-    job: Job,
-    model_name: str,
-    out: Path,
-    settings: TrainSettings,
-    info: dd.DistInfo,
-    *,
-    stop_after: int | None = None,
+    job: Job, model_name: str, out: Path, settings: TrainSettings, info: dd.DistInfo, *, stop_after: int | None = None
 ) -> dict[str, Any] | None:
     """Train one split (or the cross-dataset run), resuming from its checkpoint if there is one.
 
@@ -359,112 +350,40 @@ def run_job(
     """
     directory = out / job.name
     identity = run_identity(job, model_name, settings)
-    if (directory / RESULT_NAME).is_file():
-        done = json.loads((directory / RESULT_NAME).read_text(encoding="utf-8"))
-        check_same_run(directory / RESULT_NAME, done.get("run"), identity)
-        _log(info, f"{job.name}: already done ({directory / RESULT_NAME}); skipping")
+    done = finished_result(job, directory, identity, info)
+    if done is not None:
         return done
     if info.is_main:
         directory.mkdir(parents=True, exist_ok=True)
     dd.barrier()
 
-    model = dvlta_metric.create(model_name, device=info.device)
-    job.train_cache.check_model(model)
-    for cache, _ in job.tests.values():
-        cache.check_model(model)
-    model.requires_grad_(False)
-    for part in trainable_modules(model).values():
-        dd.convert_batchnorm(part)  # batch norms over the global batch under torchrun (same state dict keys)
-    net = CachedForward(model)
-    net.requires_grad_(True)
-    net.to(info.device)
-    params = [p for p in net.parameters() if p.requires_grad]
-
-    world = info.world_size
-    if settings.batch_size % world:
-        raise ValueError(f"--batch-size {settings.batch_size} is not divisible by the {world} processes")
-    per_rank = settings.batch_size // world
-    train_set = CachedVideos(job.train_cache, job.train_rows, train=True, seed=settings.seed)
-    sampler = train_sampler(train_set, world, info.rank, settings.seed)
-    loader = DataLoader(
-        train_set,
-        batch_size=per_rank,
-        sampler=sampler,
-        drop_last=True,
-        num_workers=settings.num_workers,
-        persistent_workers=False,
-    )
-    steps_per_epoch = len(loader)
-    if steps_per_epoch < 1:
-        raise ValueError(
-            f"{len(job.train_rows)} training videos do not fill one batch of {settings.batch_size}; lower --batch-size"
-        )
-    total_steps = steps_per_epoch * settings.epochs
-    warmup_steps = max(1, round(settings.warmup_epochs * steps_per_epoch)) if settings.warmup_epochs > 0 else 0
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: warmup_cosine(step, warmup_steps, total_steps)
-    )
-    ddp: torch.nn.Module = net
-    if world > 1:
-        ddp = DistributedDataParallel(
-            net,
-            device_ids=[info.device.index] if info.device.type == "cuda" else None,
-            broadcast_buffers=False,
-        )
-
-    start_epoch = 0
-    best: dict[str, Any] = {"score": -math.inf, "epoch": None, "results": None}
-    history: dict[str, Any] = {"step_loss": [], "epochs": []}
+    model, net = prepare_model(job, model_name, info.device)
+    loader = make_loader(job, settings, info)
+    optimizer, scheduler = make_optimizer(net, settings, len(loader))
+    ddp = wrap_ddp(net, info)
     ckpt_path = directory / CHECKPOINT_NAME
-    if ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        check_same_run(ckpt_path, ckpt.get("run"), identity)
-        net.load_state_dict(ckpt["trainable"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        start_epoch = int(ckpt["epoch"])
-        best = ckpt["best"]
-        history = ckpt["history"]
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        _log(info, f"{job.name}: resuming at epoch {start_epoch + 1} from {ckpt_path}")
+    progress = resume(ckpt_path, identity, net, optimizer, scheduler)
+    if progress is None:
+        progress = Progress()
+    else:
+        _log(info, f"{job.name}: resuming at epoch {progress.start_epoch + 1} from {ckpt_path}")
 
     _log(
         info,
         f"{job.name}: {len(job.train_rows)} training videos, "
         + ", ".join(f"{n}: {len(r)} test videos" for n, (_, r) in job.tests.items())
-        + f"; {steps_per_epoch} steps/epoch on {world} process(es)",
+        + f"; {len(loader)} steps/epoch on {info.world_size} process(es)",
     )
-    for epochs_run, epoch in enumerate(range(start_epoch, settings.epochs)):
+    for epochs_run, epoch in enumerate(range(progress.start_epoch, settings.epochs)):
         if stop_after is not None and epochs_run >= stop_after:
             return None
         t0 = time.perf_counter()
-        sampler.set_epoch(epoch)
-        train_set.set_epoch(epoch)
-        net.train()
-        losses = []
-        for batch in loader:
-            batch = to_device(batch, info.device)
-            scores, _ = ddp(batch)
-            pred = dd.gather_with_grad(scores)
-            mos = dd.gather(batch["mos"])
-            loss = quality_loss(pred, mos, settings.rank_weight)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            losses.append(float(loss.detach()))
-        history["step_loss"].extend(losses)
+        losses = train_one_epoch(ddp, loader, optimizer, scheduler, epoch, settings.rank_weight, info.device)
+        progress.history["step_loss"].extend(losses)
         results, preds = _evaluate(model, job.tests, settings)
-        score = _selection_score(results)
         lr = optimizer.param_groups[0]["lr"]
-        history["epochs"].append(
-            {
-                "epoch": epoch + 1,
-                "loss": float(np.mean(losses)),
-                "lr": lr,
-                "results": results,
-            }
+        progress.history["epochs"].append(
+            {"epoch": epoch + 1, "loss": float(np.mean(losses)), "lr": lr, "results": results}
         )
         summary = " | ".join(
             f"{n}: " + " ".join(f"{m.upper()} {r[m]:.4f}" for m in METRIC_NAMES) for n, r in results.items()
@@ -474,42 +393,47 @@ def run_job(
             f"{job.name} epoch {epoch + 1}/{settings.epochs} loss {np.mean(losses):.4f} lr {lr:.2e} "
             f"({time.perf_counter() - t0:.1f}s) | {summary}",
         )
+        score = _selection_score(results)
         is_last = epoch + 1 == settings.epochs
-        if (settings.select == "best" and score > best["score"]) or (settings.select == "last" and is_last):
-            best = {"score": score, "epoch": epoch + 1, "results": results}
+        if (settings.select == "best" and score > progress.best["score"]) or (settings.select == "last" and is_last):
+            progress.best = {"score": score, "epoch": epoch + 1, "results": results}
             if info.is_main:
-                model.eval()
-                model.save_pretrained(
-                    directory / BEST_DIR,
-                    fp16=settings.save_fp16,
-                    metadata=_metadata(job, model_name, settings, epoch + 1, results),
-                )
-                _write_predictions(directory, job.tests, preds)
+                save_selected(model, directory, job, model_name, settings, epoch + 1, results, preds)
+        progress.start_epoch = epoch + 1
         if info.is_main:
-            ckpt = {
-                "epoch": epoch + 1,
-                "trainable": net.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "best": best,
-                "history": history,
-                "rng": {"torch": torch.get_rng_state()},
-                "job": job.info,
-                "settings": asdict(settings),
-                "run": identity,
-            }
-            tmp = ckpt_path.with_name(CHECKPOINT_NAME + ".tmp")
-            torch.save(ckpt, tmp)
-            tmp.replace(ckpt_path)
-            write_json_atomic(directory / HISTORY_NAME, history)
+            save_checkpoint(ckpt_path, progress, net, optimizer, scheduler, job.info, settings, identity)
         dd.barrier()
+    return finish(job, directory, settings, progress, identity, info)
 
+
+def save_selected(
+    model: DVLTAVQA,
+    directory: Path,
+    job: Job,
+    model_name: str,
+    settings: TrainSettings,
+    epoch: int,
+    results: dict[str, dict[str, Any]],
+    preds: dict[str, np.ndarray],
+) -> None:
+    """Save the selected epoch's model (``best/``, with its metadata) and its test predictions."""
+    model.eval()
+    model.save_pretrained(
+        directory / BEST_DIR, fp16=settings.save_fp16, metadata=_metadata(job, model_name, settings, epoch, results)
+    )
+    _write_predictions(directory, job.tests, preds)
+
+
+def finish(
+    job: Job, directory: Path, settings: TrainSettings, progress: Progress, identity: dict[str, Any], info: dd.DistInfo
+) -> dict[str, Any]:
+    """The job's result (the selected epoch's metrics), written to ``result.json`` by the main process."""
     result = {
         "job": job.name,
         "split": job.info,
-        "selected_epoch": best["epoch"],
+        "selected_epoch": progress.best["epoch"],
         "select": settings.select,
-        "results": best["results"],
+        "results": progress.best["results"],
         "missing": job.missing,
         "run": identity,
     }
@@ -520,11 +444,7 @@ def run_job(
 
 
 def _metadata(
-    job: Job,
-    model_name: str,
-    settings: TrainSettings,
-    epoch: int,
-    results: dict[str, dict[str, Any]],
+    job: Job, model_name: str, settings: TrainSettings, epoch: int, results: dict[str, dict[str, Any]]
 ) -> dict[str, Any]:
     init: dict[str, Any] = {"model": model_name}
     if model_name.startswith("local-dir:"):
@@ -543,184 +463,9 @@ def _metadata(
         "selected_by": "test SROCC (best epoch)" if settings.select == "best" else "last epoch",
         "training": asdict(settings),
         "init": init,
-        "feature_cache": {
-            "dir": str(job.train_cache.directory),
-            **job.train_cache.index["settings"],
-        },
+        "feature_cache": {"dir": str(job.train_cache.directory), **job.train_cache.index["settings"]},
         **({"license": settings.license} if settings.license else {}),
     }
-
-
-def make_jobs(
-    train_cache: FeatureCache,
-    test_caches: Sequence[FeatureCache],
-    splits: Sequence[int],
-    train_fraction: float,
-) -> list[Job]:
-    """The jobs of a run: one per random split, or one cross-dataset job when test caches are given."""
-    available = set(train_cache.available_rows())
-    if not available:
-        raise ValueError(f"the feature cache {train_cache.directory} holds no video yet; run training.features")
-    if test_caches:
-        names = [train_cache.name] + [c.name for c in test_caches]
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            raise ValueError(
-                f"the training cache and the test caches must be different datasets, but {repeated} names more "
-                "than one (a cache is named after its dataset, or its CSV file): give each test dataset once, "
-                "and name CSV files apart"
-            )
-        desc = cross_dataset(train_cache.name, [c.name for c in test_caches])
-        tests = {}
-        for cache in test_caches:
-            rows = cache.available_rows()
-            if len(rows) < 2:
-                raise ValueError(
-                    f"the test cache {cache.directory} holds {len(rows)} video(s); the test metrics need at least 2"
-                )
-            tests[cache.name] = (cache, rows)
-        missing = {train_cache.name: len(train_cache) - len(available)}
-        missing.update({c.name: len(c) - len(tests[c.name][1]) for c in test_caches})
-        return [Job("cross", train_cache, sorted(available), tests, desc, missing)]
-    jobs = []
-    for index in splits:
-        split = random_split(len(train_cache), index, train_fraction)
-        train = [r for r in split.train if r in available]
-        test = [r for r in split.test if r in available]
-        if len(test) < 2:
-            raise ValueError(
-                f"split {index}: {len(test)} of its {len(split.test)} test videos are in the cache "
-                f"{train_cache.directory}; "
-                "the test metrics need at least 2: cache more videos or lower --train-fraction"
-            )
-        info = {
-            "protocol": "random",
-            **split.to_dict(),
-            "train_fraction": train_fraction,
-            "test_paths_sha256": paths_digest([train_cache.path(r) for r in split.test]),
-        }
-        missing = {
-            "train": len(split.train) - len(train),
-            "test": len(split.test) - len(test),
-        }
-        jobs.append(
-            Job(
-                f"split_{index:02d}",
-                train_cache,
-                train,
-                {train_cache.name: (train_cache, test)},
-                info,
-                missing,
-            )
-        )
-    return jobs
-
-
-def summarise(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Median (and mean, std) over splits of each test set's metrics."""
-    names = sorted({n for r in results for n in (r.get("results") or {})})
-    out: dict[str, Any] = {}
-    for name in names:
-        rows = [r["results"][name] for r in results if r.get("results") and name in r["results"]]
-        out[name] = {
-            m: {
-                "median": float(np.median([x[m] for x in rows])),
-                "mean": float(np.mean([x[m] for x in rows])),
-                "std": float(np.std([x[m] for x in rows])),
-            }
-            for m in METRIC_NAMES
-        }
-        out[name]["splits"] = len(rows)
-    return out
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The command line of ``python -m training.train``."""
-    d = TrainSettings()
-    p = argparse.ArgumentParser(
-        prog="python -m training.train",
-        description="Train DVLTA-VQA from a feature cache.",
-    )
-    p.add_argument(
-        "--cache",
-        required=True,
-        help="feature cache of the training dataset (training.features)",
-    )
-    p.add_argument(
-        "--test-cache",
-        action="append",
-        default=[],
-        help="cross-dataset: a test dataset's cache (repeat)",
-    )
-    p.add_argument("--out", required=True, help="output folder (rerun the same command to resume)")
-    p.add_argument("--model", help="initial model (default: the one the cache was built with)")
-    p.add_argument(
-        "--splits",
-        type=int,
-        help=f"random splits 0..N-1 (default {PAPER_NUM_SPLITS})",
-    )
-    p.add_argument(
-        "--split",
-        type=int,
-        action="append",
-        help="run only this split (repeat for several)",
-    )
-    p.add_argument(
-        "--train-fraction", type=float, help=f"random splits' training share (default {PAPER_TRAIN_FRACTION})"
-    )
-    p.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
-    p.add_argument(
-        "--batch-size",
-        type=int,
-        default=d.batch_size,
-        help=f"global batch (default {d.batch_size})",
-    )
-    p.add_argument("--lr", type=float, default=d.lr, help=f"default {d.lr}")
-    p.add_argument(
-        "--weight-decay",
-        type=float,
-        default=d.weight_decay,
-        help=f"default {d.weight_decay}",
-    )
-    p.add_argument(
-        "--warmup-epochs",
-        type=float,
-        default=d.warmup_epochs,
-        help=f"default {d.warmup_epochs}",
-    )
-    p.add_argument(
-        "--rank-weight",
-        type=float,
-        default=d.rank_weight,
-        help="rank loss weight (default 0)",
-    )
-    p.add_argument("--seed", type=int, default=d.seed, help=f"default {d.seed}")
-    p.add_argument(
-        "--select",
-        choices=["best", "last"],
-        default=d.select,
-        help="epoch to save (default best)",
-    )
-    p.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size)
-    p.add_argument(
-        "--num-workers",
-        type=int,
-        default=d.num_workers,
-        help="DataLoader workers (default 0)",
-    )
-    p.add_argument("--save-fp16", action="store_true", help="store the saved model in float16")
-    p.add_argument("--license", help="licence for the saved model's card (e.g. cc-by-4.0)")
-    p.add_argument(
-        "--device",
-        help="cpu, cuda (default: cuda when available; cuda:LOCAL_RANK under torchrun)",
-    )
-    p.add_argument("--threads", type=int, help="torch CPU threads per process")
-    p.add_argument(
-        "--stop-after",
-        type=int,
-        help="stop after this many epochs (resume later with the same command)",
-    )
-    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -771,10 +516,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"error: {job.name}: {err}", file=sys.stderr)
                 return 2
             if result is None:
-                _log(
-                    info,
-                    f"{job.name}: stopped after {args.stop_after} epoch(s); rerun the command to resume",
-                )
+                _log(info, f"{job.name}: stopped after {args.stop_after} epoch(s); rerun the command to resume")
                 return 3
             results.append(result)
         if info.is_main:
