@@ -76,8 +76,16 @@ def branch_dtypes(precision: str, device_type: str) -> dict[str, torch.dtype | N
     return dtypes
 
 
+BRANCH_CLASSES: dict[str, type[Branch]] = {
+    "bvfe": BasicVisualFeatureExtraction,
+    "tcm": TemporalContextModule,
+    "vbtc": VideoBasedTemporalCLIP,
+}
+"""The branch class of each name ``config.branches`` may hold (their ``view`` says which view each reads)."""
+
+
 def build_branch(name: str, config: ModelConfig) -> Branch:
-    """The branch called ``name`` (a key of ``config.branches``), built from the model configuration.
+    """The branch called ``name`` (a key of :data:`BRANCH_CLASSES`), built from the model configuration.
 
     Raises:
         ValueError: For an unknown branch name.
@@ -103,7 +111,7 @@ def build_branch(name: str, config: ModelConfig) -> Branch:
             adapter_reduction=config.clip_adapter_reduction,
             adapter_ratio=config.clip_adapter_ratio,
         )
-    raise ValueError(f"unknown branch {name!r}; expected 'bvfe', 'tcm' or 'vbtc'")
+    raise ValueError(f"unknown branch {name!r}; expected one of {sorted(BRANCH_CLASSES)}")
 
 
 @dataclass
@@ -465,19 +473,24 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
             ) from None
 
     # ------------------------------------------------------------------ branches and head
-    def encode(self, views: dict[str, torch.Tensor], precision: str | None = None) -> dict[str, torch.Tensor]:
+    def encode(
+        self, views: dict[str, torch.Tensor], precision: str | None = None, names: Sequence[str] | None = None
+    ) -> dict[str, torch.Tensor]:
         """Each branch's frozen encoder on its view (the part the feature cache stores).
 
         Args:
             views: ``{"fragments": (B, K, 3, L, S, S), "frames": (B, T, 3, S, S)}`` (stacked
                 :meth:`make_views` outputs).
             precision: Autocast setting of the encoders (:func:`branch_dtypes`); the model's own if ``None``.
+            names: Encode only these branches (default: all).
 
         Returns:
             ``{branch name: (B, ...)}`` encoded views.
         """
         encoded: dict[str, torch.Tensor] = {}
         for name, branch in self.branches.items():
+            if names is not None and name not in names:
+                continue
             with self.branch_autocast(name, precision):
                 encoded[name] = branch.encode(views[branch.view])
         return encoded

@@ -48,12 +48,12 @@ def test_vificlip_and_fastvqa_convert_strictly(
     model = dvlta_metric.create(f"local-dir:{tmp_path / 'init'}", device="cpu")
     vifi: dict[str, torch.Tensor] = sources["vifi_state"]  # type: ignore[assignment]
     openai: dict[str, torch.Tensor] = sources["openai_state"]  # type: ignore[assignment]
-    visual = model.temporal_clip.visual.state_dict()
+    visual = model.branches["vbtc"].encoder.state_dict()
     assert visual.keys() == {k[len("visual.") :] for k in vifi if k.startswith("visual.")}
     for key, value in visual.items():
         assert torch.equal(value, vifi["visual." + key]), key
     swin: dict[str, torch.Tensor] = sources["swin_state"]  # type: ignore[assignment]
-    backbone = model.basic_visual.backbone.state_dict()
+    backbone = model.branches["bvfe"].encoder.state_dict()
     assert backbone.keys() == swin.keys()
     assert all(torch.equal(backbone[k], swin[k]) for k in swin)
     # prompts: ViFi-CLIP's text tower with OpenAI's token embedding
@@ -84,7 +84,7 @@ def test_openai_clip_alone(sources: dict, tmp_path: Path) -> None:
     assert rc == 0
     model = dvlta_metric.create(f"local-dir:{tmp_path / 'init'}", device="cpu")
     openai: dict[str, torch.Tensor] = sources["openai_state"]  # type: ignore[assignment]
-    assert torch.equal(model.temporal_clip.visual.conv1.weight, openai["visual.conv1.weight"])
+    assert torch.equal(model.branches["vbtc"].encoder.conv1.weight, openai["visual.conv1.weight"])
     assert torch.allclose(model.prompt_embeddings, _expected_prompts(openai), atol=1e-6)
 
 

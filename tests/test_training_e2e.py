@@ -170,14 +170,12 @@ def test_feature_cache_layout_size_and_resume(run: dict[str, Path], capsys: pyte
     cache.check_model(model)
     arrays = cache.arrays(0)
     cfg = model.config
-    assert arrays["fragments_train"].shape == (2, 128, 4, 7, 7) and arrays["fragments_eval"].shape == (2, 128, 4, 7, 7)
-    assert arrays["frames"].shape == (4, 3, 224, 224) and arrays["clip"].shape == (
-        4,
-        64,
-    )
-    assert isinstance(arrays["frames"], np.memmap) and arrays["frames"].dtype == np.float32
-    assert -1e-5 < float(arrays["frames"].min()) and float(arrays["frames"].max()) < 1 + 1e-5
-    assert not np.allclose(arrays["fragments_train"][0], arrays["fragments_train"][1])  # two augmented samples
+    assert arrays["bvfe_train"].shape == (2, 128, 4, 7, 7) and arrays["bvfe"].shape == (2, 128, 4, 7, 7)
+    assert arrays["tcm"].shape == (4, 3, 224, 224) and arrays["vbtc"].shape == (4, 64)
+    assert isinstance(arrays["tcm"], np.memmap) and arrays["tcm"].dtype == np.float32
+    frame_view = model.make_views(read_video(run["csv"].parent / cache.path(0), select=model.needed_frames))["frames"]
+    assert np.array_equal(arrays["tcm"], frame_view.numpy())  # the TCM's encoded view is the view itself
+    assert not np.allclose(arrays["bvfe_train"][0], arrays["bvfe_train"][1])  # two augmented samples
     expected = cache_bytes_per_video(cfg, 2, "float32")
     meta = json.loads((cache.video_dir(0) / "meta.json").read_text())
     for name, size in meta["bytes"].items():
@@ -226,7 +224,7 @@ def test_features_report_missing_videos_first(run: dict[str, Path], capsys: pyte
     assert "0 failed, 1 skipped as missing, 0 as unreadable" in capsys.readouterr().out
     cache = FeatureCache(run["root"] / "small_cache")
     assert cache.available_rows() == [0, 1, 2] and cache.index["settings"]["dtype"] == "float16"
-    assert cache.arrays(0)["fragments_train"].dtype == np.float16
+    assert cache.arrays(0)["bvfe_train"].dtype == np.float16
 
 
 def test_cross_dataset_training(run: dict[str, Path]) -> None:
@@ -349,27 +347,25 @@ def test_torchrun_two_processes_match_one(run: dict[str, Path]) -> None:
 
 
 def test_training_views_decode_exactly_the_frames_make_views_draws() -> None:
-    """The frames decoded for a training sample are those ``make_views`` picks in training mode."""
+    """The frames decoded for a training sample are those ``make_views`` picks with the sample's generator."""
     from dvlta_metric.decoded import DecodedVideo
-    from dvlta_metric_train.features import _train_clip, sample_seed
+    from dvlta_metric.views import frames_to_decode
+    from dvlta_metric_train.features import sample_generator
 
-    torch.manual_seed(0)
     model = dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="cpu")
-    video = (torch.rand(40, 3, 64, 80) * 255).to(torch.uint8)
+    video = (torch.rand(40, 3, 64, 80, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
     starts = set()
     for s in range(12):
-        seed = sample_seed(7, s)
-        idx = _train_clip(40, model.config, seed)
-        keep = sorted(set(idx.flatten().tolist()) | set(range(5, 40, 10)))  # + the frame view's frames
+        idx = model.view_indices(40, train=True, generator=sample_generator(7, s))
+        keep = frames_to_decode(idx)
         decoded = DecodedVideo(video[keep], torch.tensor(keep), 40)
-        model.train()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            views = model.make_views(decoded)  # raises if it needs a frame that was not decoded
-        model.eval()
+        views = model.make_views(decoded, train=True, generator=sample_generator(7, s))  # raises if a frame is missing
+        whole = model.make_views(video, train=True, generator=sample_generator(7, s))
         assert views["fragments"].shape == (1, 3, 8, 224, 224)
-        starts.add(int(idx[0, 0]))
+        assert all(torch.equal(views[k], whole[k]) for k in whole)  # decoding only those frames changes nothing
+        starts.add(int(idx["fragments"][0, 0]))
     assert len(starts) > 3  # the clip position really is random
+    assert not model.training  # no mode switching needed
 
 
 def test_decoding_passes_hold_a_bounded_number_of_frames() -> None:
@@ -405,8 +401,8 @@ def test_half_precision_feature_cache_stays_close_to_float32(
     by_path = {full.path(r): r for r in range(len(full))}
     for row in range(len(half)):
         a, b = half.arrays(row), full.arrays(by_path[half.path(row)])
-        assert np.array_equal(a["frames"], b["frames"])  # raw frames, no model involved
-        for name in ("fragments_eval", "fragments_train", "clip"):
+        assert np.array_equal(a["tcm"], b["tcm"])  # the frame view itself, no encoder involved
+        for name in ("bvfe", "bvfe_train", "vbtc"):
             rel = np.linalg.norm(a[name] - b[name]) / np.linalg.norm(b[name])
             assert 0 < rel < 3e-3, name  # computed in float16, so close but not equal
     capsys.readouterr()

@@ -51,10 +51,10 @@ def test_damaged_files_are_named_left_out_and_recomputed(
 ) -> None:
     cache = FeatureCache(cache_copy)
     before = {row: {k: np.array(v) for k, v in cache.arrays(row).items()} for row in range(3)}
-    truncated = cache.video_dir(0) / "clip.npy"
+    truncated = cache.video_dir(0) / "vbtc.npy"
     os.truncate(truncated, 100)
-    (cache.video_dir(1) / "fragments_eval.npy").unlink()
-    header = cache.video_dir(2) / "frames.npy"  # same size, garbage where the .npy header was
+    (cache.video_dir(1) / "bvfe.npy").unlink()
+    header = cache.video_dir(2) / "tcm.npy"  # same size, garbage where the .npy header was
     data = bytearray(header.read_bytes())
     data[:16] = b"x" * 16
     header.write_bytes(bytes(data))
@@ -64,18 +64,18 @@ def test_damaged_files_are_named_left_out_and_recomputed(
     assert str(truncated) in str(record[0].message)
     assert set(cache.damaged()) == {0, 1, 2}
     # reading one anyway (arrays() checks only what loading tells: it runs for every training sample)
-    with pytest.raises(ValueError, match=r"cannot read .*clip.npy \(ValueError: EOF") as info:
+    with pytest.raises(ValueError, match=r"cannot read .*vbtc.npy \(ValueError: EOF") as info:
         cache.arrays(0)
     assert str(truncated) in str(info.value) and "rerun python -m dvlta_metric_train.features" in str(info.value)
-    with pytest.raises(ValueError, match=r"cannot read .*fragments_eval.npy \(FileNotFoundError"):
+    with pytest.raises(ValueError, match=r"cannot read .*bvfe.npy \(FileNotFoundError"):
         cache.arrays(1)
-    with pytest.raises(ValueError, match=r"cannot read .*frames.npy"):
+    with pytest.raises(ValueError, match=r"cannot read .*tcm.npy"):
         cache.arrays(2)
 
     assert features.main(_args(built, cache_copy)) == 0
     out = capsys.readouterr().out
     assert "3 videos cached, 0 already there" in out and "3 of the videos cached were recomputed" in out
-    assert "clip.npy has 100 bytes" in out
+    assert "vbtc.npy has 100 bytes" in out
     assert cache.available_rows() == [0, 1, 2]
     for row in range(3):
         after = cache.arrays(row)
@@ -104,7 +104,7 @@ def test_temporary_folders_of_dead_processes_are_removed(
     try:
         for name in names:
             (cache_copy / "videos" / name).mkdir()
-            (cache_copy / "videos" / name / "clip.npy").write_bytes(b"partial")
+            (cache_copy / "videos" / name / "vbtc.npy").write_bytes(b"partial")
         assert features.main(_args(built, cache_copy)) == 0
     finally:
         alive.kill()
@@ -169,7 +169,7 @@ def test_a_model_saved_in_float16_is_accepted_with_a_warning(
     # other backbones are still refused
     other = dvlta_metric.create(f"local-dir:{fp16_dir}", device="cpu")
     with torch.no_grad():
-        next(other.basic_visual.backbone.parameters()).add_(0.01)
+        next(other.branches["bvfe"].encoder.parameters()).add_(0.01)
     with pytest.raises(ValueError, match="backbones_sha256 differ") as info:
         cache.check_model(other)
     assert "predates" not in str(info.value)

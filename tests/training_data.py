@@ -168,7 +168,7 @@ def make_swin_state(
     import dvlta_metric
 
     torch.manual_seed(seed)
-    backbone = dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="cpu").basic_visual.backbone
+    backbone = dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="cpu").branches["bvfe"].encoder
     with torch.no_grad():
         for p in backbone.parameters():
             p.add_(0.01 * torch.randn_like(p))

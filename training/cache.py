@@ -1,27 +1,26 @@
 """The feature cache's format and its reader: what :mod:`dvlta_metric_train.features` writes and training reads.
 
 Both backbones of DVLTA-VQA are frozen (the FAST-VQA-B Swin3D of the fragment branch and the CLIP image
-encoder), so their outputs are computed once per video and training never decodes video. Per video the
-cache holds, each as one ``.npy`` file opened with ``numpy.load(mmap_mode="r")``:
+encoder), so their outputs are computed once per video and training never decodes video. The cache stores,
+for each branch of the model, what its frozen part gives (``branch.encode`` of the
+:class:`~dvlta_metric.branches.base.Branch` seam, through ``model.encode``), each as one ``.npy`` file opened
+with ``numpy.load(mmap_mode="r")``:
 
-``fragments_train`` ``(K, C, t, h, w)``
-    Swin backbone features of ``K`` augmented training samples. Each is literally ``model.train()`` then
-    ``model.make_views(video)``: one clip at a random position with random fragment offsets
-    (``fragment_clip_indices(train=True)``), with torch's global CPU generator seeded by
-    :func:`dvlta_metric_train.features.sample_seed` (from ``--seed``, the video's path and the sample number),
-    so the cache is reproducible and independent of the order or sharding of the videos. Training uses one
-    sample per video and epoch. ``(768, 16, 7, 7)`` per sample for the paper's model.
-``fragments_eval`` ``(num_clips, C, t, h, w)``
-    Swin features of exactly the inference view (``model.eval()``; ``make_views`` with its seeded offsets
-    and ``num_clips`` clips), so a trained model evaluated from the cache scores as it does on the video file.
-``frames`` ``(T, 3, S, S)``
-    The inference frame view (short side resized, centre-cropped) that the Temporal Context Module trains
-    on, stored **before normalisation** (``make_views(...)["frames"] * std + mean``, values in ``[0, 1]``;
-    the trainer normalises again with the config's mean/std). Stored in the cache dtype, not uint8: float16
-    keeps ``[0, 1]`` values to within 2.4e-4, uint8 would round to 2e-3, and the resize makes values that
-    are not multiples of 1/255 anyway. The frame view is deterministic, so training and evaluation share it.
-``clip`` ``(T, D)``
-    CLIP frame embeddings ``z_t`` of the (normalised) frame view, as ``temporal_clip.frame_embeddings``.
+``<branch>`` (``bvfe``, ``tcm``, ``vbtc``)
+    The encoded *inference* view, exactly as ``model(video)`` computes it (``make_views(train=False)``):
+    ``bvfe`` ``(num_clips, C, t, h, w)`` Swin features, ``tcm`` ``(T, 3, S, S)`` the normalised frame view
+    itself (the TCM has no frozen part), ``vbtc`` ``(T, D)`` CLIP frame embeddings ``z_t``. So a trained model
+    evaluated from the cache scores as it does on the video file.
+``<branch>_train`` ``(K, ...)``
+    For branches whose view training draws at random (:data:`~dvlta_metric.views.RANDOM_IN_TRAINING`: the
+    fragment view), the encoded views of ``K`` training samples, one clip each. Sample ``s`` is
+    ``make_views(video, train=True, generator=g)`` with ``g`` seeded by
+    :func:`dvlta_metric_train.features.sample_generator` (from ``--seed``, the video's path and ``s``), so
+    the cache is reproducible and independent of the order or sharding of the videos. Training uses one
+    sample per video and epoch. ``(1, 768, 16, 7, 7)`` per sample for the paper's model.
+
+Arrays are stored in the cache dtype (float16 by default): the encoded frame view is not a multiple of 1/255
+after the resize anyway.
 
 Arrays of branches the model does not have are not stored. A ``meta.json`` is written last, with the size
 in bytes of each ``.npy`` file (``"bytes"``); each video's folder is written under a temporary name
@@ -49,8 +48,8 @@ the cache equal ``model(video_file)`` to about 1e-7 (float32 rounding); with flo
 1e-4 (5e-5 measured on the tiny test model), far below what moves SROCC or PLCC.
 
 **Size per video** for the paper's model (``dvlta-vqa``: Swin-T features ``768 x 16 x 7 x 7``, 4 inference
-clips, 8 frames at 224, ViT-B/16 embeddings of 512) with ``K = 8`` samples in float16:
-9,633,792 (train) + 4,816,896 (eval) + 2,408,448 (frames) + 8,192 (clip) = 16,867,328 bytes = 16.1 MiB,
+clips, 8 frames at 224, ViT-B/16 embeddings of 512) with ``K = 8`` samples in float16: 9,633,792
+(``bvfe_train``) + 4,816,896 (``bvfe``) + 2,408,448 (``tcm``) + 8,192 (``vbtc``) = 16,867,328 bytes = 16.1 MiB,
 so about 18.9 GiB for KoNViD-1k (1200 videos), 9.2 GiB for LIVE-VQC (585) and 18.0 GiB for YouTube-UGC
 (1147). Each training sample is 1.15 MiB (:func:`cache_bytes_per_video` computes this for any config).
 """
@@ -72,11 +71,12 @@ import torch
 
 import dvlta_metric
 from dvlta_metric.config import ModelConfig
-from dvlta_metric.model import DVLTAVQA
+from dvlta_metric.model import BRANCH_CLASSES, DVLTAVQA
+from dvlta_metric.views import RANDOM_IN_TRAINING
 
 from .files import jsonable
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: arrays named by branch, the encoded views of the Branch seam
 INDEX_NAME = "index.json"
 VIDEOS_DIR = "videos"
 ERRORS_DIR = "errors"
@@ -86,38 +86,35 @@ FP16_SHA_KEY = "backbones_sha256_fp16"
 
 
 # ------------------------------------------------------------------------------------------------ layout
-def arrays_for(config: ModelConfig) -> tuple[str, ...]:
-    """Names of the cached arrays a model with this configuration needs."""
-    names: list[str] = []
-    if "bvfe" in config.branches:
-        names += ["fragments_train", "fragments_eval"]
-    if "tcm" in config.branches:
-        names.append("frames")
-    if "vbtc" in config.branches:
-        names.append("clip")
-    return tuple(names)
+def sampled_branches(config: ModelConfig) -> tuple[str, ...]:
+    """The branches whose view training draws at random: the cache stores ``K`` training samples of them."""
+    return tuple(name for name in config.branches if BRANCH_CLASSES[name].view in RANDOM_IN_TRAINING)
 
 
 def array_shapes(config: ModelConfig, samples: int) -> dict[str, tuple[int, ...]]:
-    """Shape of each cached array for one video.
+    """Shape of each cached array for one video: ``<branch>`` and, for :func:`sampled_branches`, ``<branch>_train``.
 
     Args:
         config: Model configuration.
         samples: ``K``, augmented training samples per video.
 
     Returns:
-        ``{name: shape}`` for :func:`arrays_for`.
+        ``{name: shape}`` in ``config.branches`` order.
     """
     swin, frag, frame = config.swin, config.fragment_view, config.frame_view
     side = frag.size // (swin.patch_size[1] * 2 ** (len(swin.depths) - 1))
-    feat = (swin.num_features, frag.clip_len // swin.patch_size[0], side, side)
-    shapes = {
-        "fragments_train": (samples, *feat),
-        "fragments_eval": (frag.num_clips, *feat),
-        "frames": (frame.num_frames, 3, frame.crop, frame.crop),
-        "clip": (frame.num_frames, config.embed_dim),
+    per_clip = (swin.num_features, frag.clip_len // swin.patch_size[0], side, side)
+    encoded = {
+        "bvfe": (frag.num_clips, *per_clip),
+        "tcm": (frame.num_frames, 3, frame.crop, frame.crop),
+        "vbtc": (frame.num_frames, config.embed_dim),
     }
-    return {name: shapes[name] for name in arrays_for(config)}
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name in config.branches:
+        shapes[name] = encoded[name]
+        if name in sampled_branches(config):
+            shapes[f"{name}_train"] = (samples, *encoded[name][1:])
+    return shapes
 
 
 def cache_bytes_per_video(config: ModelConfig, samples: int = 8, dtype: str = "float16") -> dict[str, int]:
@@ -144,7 +141,7 @@ def video_key(path: str) -> str:
 
 
 def backbones_sha256(model: DVLTAVQA, *, round_fp16: bool = False) -> str:
-    """SHA-256 of the frozen backbones' state (the Swin3D of the fragment branch and the CLIP image encoder).
+    """SHA-256 of the frozen encoders' state (each branch's ``encoder``: the Swin3D and the CLIP image tower).
 
     Args:
         model: The model.
@@ -155,12 +152,8 @@ def backbones_sha256(model: DVLTAVQA, *, round_fp16: bool = False) -> str:
         The hex digest (of the float32 values, with each tensor's name and shape).
     """
     digest = hashlib.sha256()
-    modules: list[tuple[str, torch.nn.Module]] = []
-    if model.basic_visual is not None:
-        modules.append(("swin", model.basic_visual.backbone))
-    if model.temporal_clip is not None:
-        modules.append(("clip", model.temporal_clip.visual))
-    for prefix, module in modules:
+    encoders = [(name, branch.encoder) for name, branch in model.branches.items() if branch.encoder is not None]
+    for prefix, module in encoders:
         for key, value in sorted(module.state_dict().items()):
             digest.update(f"{prefix}.{key}:{tuple(value.shape)}".encode())
             value = value.detach().to("cpu")
@@ -260,7 +253,10 @@ class FeatureCache:
             )
         self.index: dict[str, Any] = json.loads(index.read_text(encoding="utf-8"))
         if self.index.get("version") != CACHE_VERSION:
-            raise ValueError(f"{index}: cache version {self.index.get('version')} != {CACHE_VERSION}; rebuild it")
+            raise ValueError(
+                f"{index}: cache version {self.index.get('version')} != {CACHE_VERSION} (this version stores each "
+                "branch's encoded view); rebuild it with python -m dvlta_metric_train.features into a new folder"
+            )
         self.entries: list[dict[str, Any]] = self.index["entries"]
         self.samples: int = int(self.index["settings"]["samples"])
         self.arrays_names: tuple[str, ...] = tuple(self.index["arrays"])
@@ -268,6 +264,11 @@ class FeatureCache:
             name: tuple(self.index["shapes"][name]) for name in self.arrays_names
         }
         self.dtype: Any = DTYPES[self.index["settings"]["dtype"]]
+
+    @property
+    def branches(self) -> tuple[str, ...]:
+        """The branches whose encoded views the cache holds, in the model's order."""
+        return tuple(self.index["fingerprint"]["branches"])
 
     @property
     def name(self) -> str:

@@ -1,14 +1,9 @@
-"""The model's forward pass from cached backbone features, and a PyTorch dataset over a feature cache.
+"""The model's forward pass from cached encoder outputs, and a PyTorch dataset over a feature cache.
 
-Training and cached evaluation run only what sits after the frozen backbones:
-
-* ``F_bvfe = model.basic_visual.pool_head(fragment_features, K)`` (the fragment head, trained),
-* ``F_tcm = model.temporal_context(normalise(frames).transpose(1, 2))`` (the Temporal Context Module, trained
-  from scratch on the frame view's pixels),
-* ``F_vbtc = model.temporal_clip.from_frame_embeddings(z)`` (the CLIP adapter, trained),
-
-stacked in ``model.branches`` order and scored by ``model.score_features`` (text adapter, trained; fusion and
-prompt head). On features of the inference views this is exactly what ``model(video)`` computes.
+Training and cached evaluation run only what sits after the frozen encoders: each branch's trained
+``head`` (the :class:`~dvlta_metric.branches.base.Branch` seam) on its cached ``encode`` output, stacked in
+``model.branches`` order by ``model.branch_features``, then ``model.score_features`` (text adapter, trained;
+fusion and prompt head). On the cached inference views this is exactly what ``model(video)`` computes.
 """
 
 from __future__ import annotations
@@ -20,31 +15,25 @@ import torch
 from torch import nn
 
 from dvlta_metric.model import DVLTAVQA
-from dvlta_metric.views import normalize
 
 from .cache import FeatureCache
 
 
 def trainable_modules(model: DVLTAVQA) -> dict[str, nn.Module]:
-    """The parts of DVLTA-VQA that train (the backbones stay frozen).
+    """The parts of DVLTA-VQA that train: every child of each branch but its frozen ``encoder``, and the text
+    adapter.
 
     Returns:
-        ``{"clip_adapter", "temporal_context", "fragment_head", "text_adapter"}``, those the model has.
+        ``{"<branch>_<child>": module, ..., "text_adapter": module}``, for the parts the model has.
     """
-    parts: dict[str, nn.Module] = {}
-    if model.temporal_clip is not None and model.temporal_clip.adapter is not None:
-        parts["clip_adapter"] = model.temporal_clip.adapter
-    if model.temporal_context is not None:
-        parts["temporal_context"] = model.temporal_context
-    if model.basic_visual is not None:
-        parts["fragment_head"] = model.basic_visual.head
+    parts = {f"{name}_{child}": module for name, b in model.branches.items() for child, module in b.trainable().items()}
     if model.text_adapter is not None:
         parts["text_adapter"] = model.text_adapter
     return parts
 
 
 class CachedForward(nn.Module):
-    """Scores from cached features; its parameters are exactly the trainable parts of ``model``.
+    """Scores from cached encoder outputs; its parameters are exactly the trainable parts of ``model``.
 
     The model itself is held outside the module tree, so that DDP only sees (and syncs) the trained
     parameters, not the frozen backbones.
@@ -67,25 +56,13 @@ class CachedForward(nn.Module):
         """``(scores, fusion weights)`` of a batch from :class:`CachedVideos`.
 
         Args:
-            batch: ``fragments`` ``(B, K, C, t, h, w)``, ``frames`` ``(B, T, 3, S, S)`` in ``[0, 1]``,
-                ``clip`` ``(B, T, D)``, for the branches the model has.
+            batch: ``{branch name: (B, ...)}`` encoded views (e.g. ``bvfe`` ``(B, K, C, t, h, w)``, ``tcm``
+                ``(B, T, 3, S, S)``, ``vbtc`` ``(B, T, D)``).
 
         Returns:
             ``(B,)`` scores and ``(B, n_branches)`` weights.
         """
-        model = self.model
-        feats: dict[str, torch.Tensor] = {}
-        if model.basic_visual is not None:
-            frag = batch["fragments"]
-            feats["bvfe"] = model.basic_visual.pool_head(frag.flatten(0, 1), frag.shape[1])
-        if model.temporal_context is not None:
-            fv = model.config.frame_view
-            frames = normalize(batch["frames"], fv.mean, fv.std)
-            feats["tcm"] = model.temporal_context(frames.transpose(1, 2))
-        if model.temporal_clip is not None:
-            feats["vbtc"] = model.temporal_clip.from_frame_embeddings(batch["clip"])
-        features = torch.stack([feats[name] for name in model.branches], dim=1)
-        return model.score_features(features)
+        return self.model.score_features(self.model.branch_features(batch))
 
 
 def sample_offset(seed: int, row: int, samples: int) -> int:
@@ -128,17 +105,13 @@ class CachedVideos(torch.utils.data.Dataset):
             "mos": torch.tensor(self.cache.mos(row), dtype=torch.float32),
             "row": torch.tensor(row, dtype=torch.long),
         }
-        if "fragments_train" in arrays:
-            if self.train:
+        for name in self.cache.branches:
+            if self.train and f"{name}_train" in arrays:
                 k = (sample_offset(self.seed, row, self.cache.samples) + self.epoch) % self.cache.samples
-                frag = arrays["fragments_train"][k : k + 1]
+                encoded = arrays[f"{name}_train"][k : k + 1]
             else:
-                frag = arrays["fragments_eval"]
-            item["fragments"] = torch.from_numpy(np.array(frag, dtype=np.float32))
-        if "frames" in arrays:
-            item["frames"] = torch.from_numpy(np.array(arrays["frames"], dtype=np.float32))
-        if "clip" in arrays:
-            item["clip"] = torch.from_numpy(np.array(arrays["clip"], dtype=np.float32))
+                encoded = arrays[name]
+            item[name] = torch.from_numpy(np.array(encoded, dtype=np.float32))
         return item
 
 

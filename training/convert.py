@@ -302,7 +302,7 @@ def convert(
         raise ConvertError(
             "ViFi-CLIP checkpoints have no token_embedding: give OpenAI CLIP too (--openai-clip hub or a file)"
         )
-    if model.basic_visual is not None and fastvqa is None:
+    if "bvfe" in model.branches and fastvqa is None:
         raise ConvertError(f"{cfg.name} has the fragment branch: give the FAST-VQA-B checkpoint with --fastvqa")
 
     clip = build_clip(cfg.clip_vision, cfg.clip_text, cfg.embed_dim)
@@ -338,16 +338,16 @@ def convert(
     prompts = [cfg.prompts.fusion, cfg.prompts.positive, cfg.prompts.negative]
     embeddings = encode_prompts(clip, prompts, cfg.clip_text.context_length)
     with torch.no_grad():
-        if model.temporal_clip is not None:
-            model.temporal_clip.visual.load_state_dict(clip.visual.state_dict(), strict=True)
+        if "vbtc" in model.branches:
+            model.branches["vbtc"].encoder.load_state_dict(clip.visual.state_dict(), strict=True)
         prompts_buffer = model.get_buffer("prompt_embeddings")
         prompts_buffer.copy_(embeddings.to(prompts_buffer))
 
-    if model.basic_visual is not None and fastvqa is not None:
+    if "bvfe" in model.branches and fastvqa is not None:
         fast_path = Path(fastvqa)
         fast_obj, fast_how = load_checkpoint(fast_path, allow_pickle=allow_pickle)
         swin_state, dropped = fastvqa_to_swin(_state_dict(fast_obj, ("state_dict", "model"), f"FAST-VQA {fast_path}"))
-        backbone = model.basic_visual.backbone
+        backbone = model.branches["bvfe"].encoder
         _check_keys(swin_state, set(backbone.state_dict()), f"FAST-VQA {fast_path}", set())
         load_weights_strict(backbone, swin_state, source=str(fast_path))
         sources["fastvqa"] = _source(

@@ -1,9 +1,10 @@
 """Build the feature cache: decode every video once and store what the frozen backbones make of it.
 
 The format, and the reader training uses, are in :mod:`dvlta_metric_train.cache`. Here: the views of each
-video (the inference views, and ``K`` training samples drawn with torch's global CPU generator seeded by
-:func:`sample_seed`), the backbones' outputs, and writing each video's folder under a temporary name that is
-renamed into place (:func:`remove_stale_temporaries` clears those of killed runs).
+video (the inference views, and ``K`` training samples, each drawn from its own generator,
+:func:`sample_generator`), their encoding by the frozen part of each branch (``model.encode``), and writing
+each video's folder under a temporary name that is renamed into place (:func:`remove_stale_temporaries`
+clears those of killed runs).
 
 Decoding holds at most ``--max-frames`` decoded frames per read (the inference view alone needs
 ``num_clips * clip_len + T`` = 136 for the paper's model), and ``--workers`` reads run ahead of the model.
@@ -24,7 +25,6 @@ import re
 import shutil
 import socket
 import sys
-import threading
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -38,7 +38,7 @@ import dvlta_metric
 from dvlta_metric.config import ModelConfig
 from dvlta_metric.decoded import DecodedVideo
 from dvlta_metric.model import DVLTAVQA, branch_dtypes
-from dvlta_metric.views import fragment_clip_indices, segment_centre_indices
+from dvlta_metric.views import frames_to_decode
 
 from .cache import (
     CACHE_VERSION,
@@ -49,10 +49,10 @@ from .cache import (
     META_NAME,
     VIDEOS_DIR,
     array_shapes,
-    arrays_for,
     backbone_fingerprint,
     backbones_sha256,
     cache_bytes_per_video,
+    sampled_branches,
     video_key,
     video_problem,
 )
@@ -149,9 +149,10 @@ def plan_reads(config: ModelConfig, samples: int, max_frames: int) -> list[tuple
         ``[(eval_views, sample indices), ...]``; the first pass has the inference views.
     """
     frag = config.fragment_view
-    eval_cost = (frag.num_clips * frag.clip_len if "bvfe" in config.branches else 0) + config.frame_view.num_frames
+    sampled = bool(sampled_branches(config))
+    eval_cost = (frag.num_clips * frag.clip_len if sampled else 0) + config.frame_view.num_frames
     per_sample = frag.clip_len
-    k = samples if "bvfe" in config.branches else 0
+    k = samples if sampled else 0
     reads: list[tuple[bool, list[int]]] = [(True, [])]
     used = eval_cost
     for s in range(k):
@@ -163,40 +164,20 @@ def plan_reads(config: ModelConfig, samples: int, max_frames: int) -> list[tuple
     return [(e, tuple(s)) for e, s in reads]
 
 
-_GLOBAL_RNG = threading.Lock()  # only one thread at a time seeds and draws from torch's global generator
-
-
-def sample_seed(video_seed_: int, sample: int) -> int:
-    """Seed of training sample ``sample`` of a video (seeds the global CPU generator around ``make_views``)."""
+def sample_generator(video_seed_: int, sample: int) -> torch.Generator:
+    """The generator of training sample ``sample`` of a video: it draws the sample's clip and patch offsets."""
     state = np.random.SeedSequence([video_seed_, sample]).generate_state(2, dtype=np.uint32)
-    return (int(state[0]) << 31) ^ int(state[1])
-
-
-def _train_clip(num_frames: int, config: ModelConfig, seed: int) -> torch.Tensor:
-    """Frame indices of the clip ``make_views`` draws in training mode after ``torch.manual_seed(seed)``.
-
-    Uses its own generator seeded the same way (same algorithm, same draws), never the global one: this runs
-    in the decoding threads while the main thread seeds the global generator for ``make_views``.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    return fragment_clip_indices(num_frames, config.fragment_view, train=True, generator=gen)
+    return torch.Generator().manual_seed((int(state[0]) << 31) ^ int(state[1]))
 
 
 def _decode(model: DVLTAVQA, path: Path, read: _Read, seed: int) -> DecodedVideo:
     from dvlta_metric.video_io import read_video
 
-    cfg = model.config
-
     def select(num_frames: int) -> list[int]:
-        needed: set[int] = set()
-        if read.eval_views:
-            needed.update(model.needed_frames(num_frames))
-        if read.samples:
-            if model.uses_frames:  # make_views also cuts the frame view
-                needed.update(segment_centre_indices(num_frames, cfg.frame_view).tolist())
-            for s in read.samples:
-                needed.update(_train_clip(num_frames, cfg, sample_seed(seed, s)).flatten().tolist())
-        return sorted(needed)
+        indices = [model.view_indices(num_frames)] if read.eval_views else []
+        for s in read.samples:  # the same draws as features_of_read makes: a fresh generator per sample
+            indices.append(model.view_indices(num_frames, train=True, generator=sample_generator(seed, s)))
+        return sorted({i for views in indices for i in frames_to_decode(views)})
 
     return read_video(path, select=select)
 
@@ -205,51 +186,33 @@ def _decode(model: DVLTAVQA, path: Path, read: _Read, seed: int) -> DecodedVideo
 def features_of_read(
     model: DVLTAVQA, decoded: DecodedVideo, read: _Read, seed: int, precision: str = "fp32"
 ) -> dict[str, torch.Tensor]:
-    """The cached arrays one decoding pass contributes (float32, on the CPU).
+    """The cached arrays one decoding pass contributes (float32, on the CPU): ``model.encode`` of its views.
 
-    Views always come from ``model.make_views``: in eval mode for the inference views; in training mode,
-    with the global CPU generator seeded by :func:`sample_seed`, for each training sample.
+    The inference views are ``model.make_views(decoded, train=False)``; training sample ``s`` is
+    ``model.make_views(decoded, train=True, generator=sample_generator(seed, s))``, encoded for the
+    :func:`~dvlta_metric_train.cache.sampled_branches` only.
 
     Args:
-        model: The model (left in eval mode).
+        model: The model.
         decoded: The frames of the pass.
         read: Which views the pass is for.
         seed: The video's seed (:func:`video_seed`).
         precision: How the frozen backbones compute (see :func:`build_cache`).
 
     Returns:
-        Some of ``fragments_eval``, ``frames``, ``clip`` (eval pass) and ``fragments_train:<s>`` per sample.
+        ``<branch>`` arrays (eval pass) and ``<branch>_train:<s>`` per sample.
     """
-    cfg = model.config
     out: dict[str, torch.Tensor] = {}
-    if read.samples and model.basic_visual is not None:
-        clips = []
-        model.train()
-        try:
-            for s in read.samples:
-                with _GLOBAL_RNG, torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(sample_seed(seed, s))
-                    clips.append(model.make_views(decoded)["fragments"])
-        finally:
-            model.eval()
-        with model.branch_autocast("bvfe", precision):
-            feats = model.basic_visual.backbone_features(torch.cat(clips)).float()
-        for s, f in zip(read.samples, feats):
-            out[f"fragments_train:{s}"] = f[None]
-    model.eval()
+    sampled = sampled_branches(model.config)
+    if read.samples and sampled:
+        views = [model.make_views(decoded, train=True, generator=sample_generator(seed, s)) for s in read.samples]
+        batch = {k: torch.stack([v[k] for v in views]) for k in views[0]}
+        for name, encoded in model.encode(batch, precision, names=sampled).items():
+            out.update({f"{name}_train:{s}": e for s, e in zip(read.samples, encoded)})
     if read.eval_views:
-        views = model.make_views(decoded)  # exactly the inference views
-        if model.basic_visual is not None:
-            with model.branch_autocast("bvfe", precision):
-                out["fragments_eval"] = model.basic_visual.backbone_features(views["fragments"]).float()
-        if model.temporal_clip is not None:
-            with model.branch_autocast("vbtc", precision):
-                out["clip"] = model.temporal_clip.frame_embeddings(views["frames"][None])[0].float()
-        if model.temporal_context is not None:
-            fv = cfg.frame_view
-            mean = torch.tensor(fv.mean, dtype=views["frames"].dtype, device=views["frames"].device)[:, None, None]
-            std = torch.tensor(fv.std, dtype=views["frames"].dtype, device=views["frames"].device)[:, None, None]
-            out["frames"] = views["frames"] * std + mean  # un-normalised: values in [0, 1]
+        views = model.make_views(decoded, train=False)  # exactly the inference views
+        encoded = model.encode({k: v[None] for k, v in views.items()}, precision)
+        out.update({name: e[0] for name, e in encoded.items()})
     return {k: v.float().cpu() for k, v in out.items()}
 
 
@@ -281,7 +244,7 @@ def _index_document(model_name: str, model: DVLTAVQA, data: VQADataset, settings
             "fingerprint": backbone_fingerprint(model),
             FP16_SHA_KEY: backbones_sha256(model, round_fp16=True),
             "settings": settings,
-            "arrays": list(arrays_for(model.config)),
+            "arrays": list(array_shapes(model.config, settings["samples"])),
             "shapes": {k: list(v) for k, v in array_shapes(model.config, settings["samples"]).items()},
             "dataset": {"name": data.name, "root": str(data.root), "labels": str(data.labels), "rows": len(data)},
             "entries": [
@@ -440,9 +403,8 @@ def build_cache(
 
 def _assemble(parts: dict[str, torch.Tensor], samples: int) -> dict[str, torch.Tensor]:
     arrays = {k: v for k, v in parts.items() if ":" not in k}
-    train = [parts[f"fragments_train:{s}"] for s in range(samples) if f"fragments_train:{s}" in parts]
-    if train:
-        arrays["fragments_train"] = torch.cat(train)
+    for name in {k.partition(":")[0] for k in parts if ":" in k}:
+        arrays[name] = torch.cat([parts[f"{name}:{s}"] for s in range(samples) if f"{name}:{s}" in parts])
     return arrays
 
 

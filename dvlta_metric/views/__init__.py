@@ -9,6 +9,7 @@ from .fragments import (
 from .frames import center_crop, frame_view, resize_short_side
 from .normalize import normalize, to_unit_float
 from .temporal import (
+    RANDOM_IN_TRAINING,
     fragment_clip_indices,
     frames_to_decode,
     segment_centre_indices,
@@ -16,6 +17,7 @@ from .temporal import (
 )
 
 __all__ = [
+    "RANDOM_IN_TRAINING",
     "center_crop",
     "extract_fragments",
     "fragment_clip_indices",

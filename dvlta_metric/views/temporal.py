@@ -13,6 +13,10 @@ import torch
 
 from ..config import FragmentViewConfig, FrameViewConfig
 
+RANDOM_IN_TRAINING: frozenset[str] = frozenset({"fragments"})
+"""The views that training draws at random (the fragment view's clip and patch offsets, FAST-VQA's training
+sampling); the frame view is the same in training and at inference."""
+
 
 def fragment_clip_indices(
     num_frames: int,
