@@ -1,25 +1,30 @@
 """dvlta-metric: DVLTA-VQA blind video quality assessment as a PyTorch metric.
 
+The public names are exported here; modules whose names start with ``_`` are plumbing (as timm's
+``_factory``, ``_hub``, ``_registry``) and may change without notice.
+
 >>> import dvlta_metric
 >>> model = dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="cpu")
 >>> score = model(video)  # (T, 3, H, W) in [0, 1] -> 0-d score in (0, 1), higher is better
 """
 
-from .allocator import tune_allocator
-from .batch import FileResult, score_files
-from .config import ModelConfig
-from .decoded import DecodedVideo
-from .errors import CheckpointError, WeightsNotFoundError
-from .factory import create
-from .loss import plcc_loss, quality_loss, rank_loss
-from .model import DVLTAVQA, Explanation
-from .registry import (
+from ._allocator import tune_allocator
+from ._checkpoint import PretrainedMixin
+from ._factory import create
+from ._registry import (
+    ModelInfo,
     WeightSource,
     get_model_config,
     list_models,
     model_info,
     register_model,
 )
+from .batch import FileResult, score_files
+from .config import ModelConfig
+from .decoded import DecodedVideo
+from .errors import CheckpointError, WeightsNotFoundError, WeightsUnavailableError
+from .loss import plcc_loss, quality_loss, rank_loss
+from .model import DVLTAVQA, Explanation
 from .version import __version__
 from .video_io import VIDEO_EXTENSIONS, find_videos, read_video
 
@@ -30,9 +35,12 @@ __all__ = [
     "DecodedVideo",
     "Explanation",
     "FileResult",
+    "ModelInfo",
     "ModelConfig",
+    "PretrainedMixin",
     "WeightSource",
     "WeightsNotFoundError",
+    "WeightsUnavailableError",
     "__version__",
     "create",
     "find_videos",

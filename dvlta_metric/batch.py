@@ -28,9 +28,9 @@ from typing import Protocol, cast
 
 import torch
 
+from ._inputs import check_video
 from .config import ModelConfig
 from .decoded import DecodedVideo
-from .inputs import check_video
 
 __all__ = ["FileResult", "VideoScorer", "score_files"]
 

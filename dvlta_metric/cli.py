@@ -22,13 +22,13 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import IO
 
-from .allocator import tune_allocator
+from ._allocator import tune_allocator
+from ._checkpoint import WEIGHTS_NAME
+from ._factory import create, parse_model_name
+from ._hub import sha256_of
+from ._registry import list_models, model_info
 from .batch import FileResult
-from .checkpoint import WEIGHTS_NAME
 from .errors import WeightsUnavailableError
-from .factory import create, parse_model_name
-from .hub import sha256_of
-from .registry import list_models, model_info
 from .version import __version__
 from .video_io import find_videos
 
@@ -273,7 +273,7 @@ def weights_label(model: str, *, random_weights: bool, precision: str, seed: int
     such as ``dvlta-vqa-konvid`` is recorded as ``dvlta-vqa.konvid``).
 
     Args:
-        model: The ``--model`` argument, a name :func:`~dvlta_metric.factory.parse_model_name` accepts.
+        model: The ``--model`` argument, a name :func:`~dvlta_metric._factory.parse_model_name` accepts.
         random_weights: ``--random-weights``.
         precision: ``--precision``.
         seed: ``--seed``.

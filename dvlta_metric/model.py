@@ -3,7 +3,7 @@
 ``DVLTAVQA`` is the ``torch.nn.Module`` that :func:`dvlta_metric.create` returns. It takes decoded videos
 (tensors) and gives one quality score in ``(0, 1)`` per video, higher is better. Its branches sit in one
 ``nn.ModuleDict`` (:attr:`DVLTAVQA.branches`), each cut along the :class:`~dvlta_metric.branches.base.Branch`
-seam; reading files (:mod:`~dvlta_metric.video_io`), checking inputs (:mod:`~dvlta_metric.inputs`) and scoring
+seam; reading files (:mod:`~dvlta_metric.video_io`), checking inputs (:mod:`~dvlta_metric._inputs`) and scoring
 many files (:mod:`~dvlta_metric.batch`) live below this module and are only called from it.
 """
 
@@ -18,17 +18,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._checkpoint import PretrainedMixin
+from ._inputs import load_videos
 from .batch import FileResult, score_files
 from .branches.base import Branch
 from .branches.basic_visual import BasicVisualFeatureExtraction
 from .branches.swin3d import SwinTransformer3D, check_attention_kernel, clear_shape_caches
 from .branches.temporal_clip import VideoBasedTemporalCLIP
 from .branches.temporal_context import TemporalContextModule
-from .checkpoint import PretrainedMixin
 from .config import ModelConfig
 from .decoded import DecodedVideo
 from .fusion import PromptQualityHead, TextAdapter, TextGuidedFusion
-from .inputs import load_videos
 from .video_io import read_video
 from .views import fragment_view, frame_view, frames_to_decode, view_indices
 

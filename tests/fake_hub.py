@@ -13,9 +13,9 @@ from safetensors.torch import save_file
 
 import dvlta_metric
 from dvlta_metric import DVLTAVQA, registry
-from dvlta_metric.clip_towers import build_clip
+from dvlta_metric._clip_towers import build_clip
+from dvlta_metric._zeroshot import OPENAI_CLIP_SAFETENSORS, openai_clip_repo
 from dvlta_metric.config import CLIPTextConfig, CLIPVisionConfig
-from dvlta_metric.zeroshot import OPENAI_CLIP_SAFETENSORS, openai_clip_repo
 
 
 def lay_out_repo(

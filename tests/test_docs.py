@@ -45,8 +45,8 @@ import torch
 from video_files import write_clip
 
 import dvlta_metric
+import dvlta_metric._registry
 import dvlta_metric.cli
-import dvlta_metric.registry
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
@@ -135,8 +135,8 @@ def docs_workdir(example_files: Path, tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setattr(dvlta_metric, "create", _substitute_create)
     monkeypatch.setattr(dvlta_metric.cli, "create", _substitute_create)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(dvlta_metric.registry, "_REGISTRY", dict(dvlta_metric.registry._REGISTRY))
-    monkeypatch.setattr(dvlta_metric.registry, "_ALIASES", dict(dvlta_metric.registry._ALIASES))
+    monkeypatch.setattr(dvlta_metric._registry, "_REGISTRY", dict(dvlta_metric._registry._REGISTRY))
+    monkeypatch.setattr(dvlta_metric._registry, "_ALIASES", dict(dvlta_metric._registry._ALIASES))
     return tmp_path
 
 
@@ -318,20 +318,20 @@ def test_api_reference_documents_every_public_name(site: Path) -> None:
     assert not missing, f"not in the API reference: {missing}"
     modules = [
         "config",
-        "registry",
-        "hub",
-        "checkpoint",
+        "_registry",
+        "_hub",
+        "_checkpoint",
         "video_io",
         "batch",
         "views",
         "fusion",
-        "factory",
+        "_factory",
         "model",
     ]
     modules += [f"branches.{p.stem}" for p in (REPO / "dvlta_metric" / "branches").glob("*.py") if p.stem != "__init__"]
     for module in modules:
         prefix = f"dvlta_metric.{module}"
-        assert any(i == prefix or i.startswith(prefix + ".") for i in ids) or module in ("factory", "model"), module
+        assert any(i == prefix or i.startswith(prefix + ".") for i in ids) or module in ("_factory", "model"), module
     for module in [m for m in modules if m.startswith("branches.")]:
         tree = ast.parse((REPO / "dvlta_metric" / (module.replace(".", "/") + ".py")).read_text(encoding="utf-8"))
         classes = [n.name for n in tree.body if isinstance(n, ast.ClassDef) and not n.name.startswith("_")]

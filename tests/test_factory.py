@@ -12,10 +12,10 @@ from fake_hub import keep_registry, lay_out_repo, offline_hub_cache, save_tiny
 
 import dvlta_metric
 from dvlta_metric import DVLTAVQA, CheckpointError, WeightsNotFoundError
+from dvlta_metric._factory import ModelName, available_devices, parse_model_name, resolve_device
+from dvlta_metric._hub import sha256_of
+from dvlta_metric._registry import WeightSource, register_model
 from dvlta_metric.errors import WeightsUnavailableError
-from dvlta_metric.factory import ModelName, available_devices, parse_model_name, resolve_device
-from dvlta_metric.hub import sha256_of
-from dvlta_metric.registry import WeightSource, register_model
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from fake_hub import lay_out_repo, offline_hub_cache, save_tiny
 
 import dvlta_metric
 from dvlta_metric import DVLTAVQA, CheckpointError, WeightsNotFoundError
-from dvlta_metric.hub import check_revision, hub_directory, sha256_of, verify_sha256
+from dvlta_metric._hub import check_revision, hub_directory, sha256_of, verify_sha256
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,8 +11,8 @@ from open_clip.transformer import ResidualAttentionBlock
 from torch import nn
 
 import dvlta_metric
+from dvlta_metric._clip_towers import encode_images
 from dvlta_metric.branches.swin3d import PatchMerging, SwinTransformerBlock3D
-from dvlta_metric.clip_towers import encode_images
 from dvlta_metric.model import DVLTAVQA, branch_dtypes
 
 VideoFactory = Callable[..., torch.Tensor]

@@ -7,7 +7,7 @@ import pytest
 from fake_hub import keep_registry
 
 import dvlta_metric
-from dvlta_metric.registry import WeightSource, register_model
+from dvlta_metric._registry import WeightSource, register_model
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ import torch
 from training_data import tiny_config, write_fastvqa, write_openai_clip, write_vificlip
 
 import dvlta_metric
-from dvlta_metric.checkpoint import read_config
-from dvlta_metric.clip_towers import build_clip, encode_prompts
+from dvlta_metric._checkpoint import read_config
+from dvlta_metric._clip_towers import build_clip, encode_prompts
 from dvlta_metric_train import convert
 
 FIRST_SWIN_KEY = "fragments_backbone.layers.0.blocks.0.attn.qkv.weight"

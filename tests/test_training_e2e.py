@@ -21,7 +21,7 @@ import torch
 from training_data import make_quality_dataset
 
 import dvlta_metric
-from dvlta_metric.checkpoint import read_config
+from dvlta_metric._checkpoint import read_config
 from dvlta_metric.video_io import read_video
 from dvlta_metric_train import convert, evaluate, features, train
 from dvlta_metric_train.cache import FeatureCache, cache_bytes_per_video

@@ -13,9 +13,9 @@ import torch
 from fake_hub import lay_out_repo
 
 import dvlta_metric
-from dvlta_metric import registry
-from dvlta_metric.hub import sha256_of
-from dvlta_metric.registry import WeightSource
+from dvlta_metric import _registry as registry
+from dvlta_metric._hub import sha256_of
+from dvlta_metric._registry import WeightSource
 from dvlta_metric_train import push
 
 COMMIT = "c0ffee" + "0" * 34

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from dvlta_metric._inputs import MAX_ASPECT_RATIO, check_video
 from dvlta_metric.config import FragmentViewConfig, FrameViewConfig
-from dvlta_metric.inputs import MAX_ASPECT_RATIO, check_video
 from dvlta_metric.views import (
     center_crop,
     extract_fragments,

@@ -11,10 +11,10 @@ from fake_hub import SMALL_CLIP, keep_registry, offline_hub_cache, write_small_c
 
 import dvlta_metric
 from dvlta_metric import CheckpointError, WeightsNotFoundError
-from dvlta_metric.clip_towers import encode_prompts
-from dvlta_metric.hub import sha256_of
-from dvlta_metric.registry import WeightSource, register_model
-from dvlta_metric.zeroshot import CLIP_TOWER, OPENAI_CLIP_SAFETENSORS, load_clip_weights, openai_clip_repo
+from dvlta_metric._clip_towers import encode_prompts
+from dvlta_metric._hub import sha256_of
+from dvlta_metric._registry import WeightSource, register_model
+from dvlta_metric._zeroshot import CLIP_TOWER, OPENAI_CLIP_SAFETENSORS, load_clip_weights, openai_clip_repo
 
 
 @pytest.fixture

@@ -115,7 +115,7 @@ def tiny_config():
 
 def make_clip_state(seed: int) -> dict[str, torch.Tensor]:
     """State dict of a tiny open_clip ``CLIP`` (OpenAI key layout) with seeded random weights."""
-    from dvlta_metric.clip_towers import build_clip
+    from dvlta_metric._clip_towers import build_clip
 
     cfg = tiny_config()
     torch.manual_seed(seed)

@@ -55,10 +55,10 @@ from typing import Any
 import torch
 
 import dvlta_metric
-from dvlta_metric.checkpoint import load_weights_strict
-from dvlta_metric.clip_towers import build_clip, encode_prompts
+from dvlta_metric._checkpoint import load_weights_strict
+from dvlta_metric._clip_towers import build_clip, encode_prompts
+from dvlta_metric._hub import sha256_of
 from dvlta_metric.errors import CheckpointError, WeightsNotFoundError
-from dvlta_metric.hub import sha256_of
 from dvlta_metric.model import DVLTAVQA
 
 OPENAI_CLIP_FILE = "open_clip_model.safetensors"
@@ -255,8 +255,8 @@ def _openai_clip_file(spec: str, cache_dir: str | None) -> Path:
     """``"hub"`` -> the open_clip safetensors of OpenAI ViT-B/16 from the Hub; otherwise a local path."""
     if spec != "hub":
         return Path(spec)
-    from dvlta_metric.hub import hub_download
-    from dvlta_metric.zeroshot import openai_clip_repo
+    from dvlta_metric._hub import hub_download
+    from dvlta_metric._zeroshot import openai_clip_repo
 
     return hub_download(openai_clip_repo(), OPENAI_CLIP_FILE, cache_dir=cache_dir)
 

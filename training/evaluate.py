@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 import dvlta_metric
-from dvlta_metric.checkpoint import read_config
+from dvlta_metric._checkpoint import read_config
 from dvlta_metric.model import DVLTAVQA
 
 from .cache import FeatureCache

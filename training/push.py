@@ -10,7 +10,7 @@ from that metadata. This command
 2. renders the model card for the upload with the repository id in its usage example (the placeholder
    ``hf-hub:ORG/NAME``, or the ``hf-hub:`` id of an earlier push); the local ``README.md`` is not modified,
 3. ``HfApi.create_repo`` (``exist_ok``) and ``HfApi.create_commit`` of those three files,
-4. prints the entry to add to ``dvlta_metric/registry.py``: the repository, the revision (the commit hash
+4. prints the entry to add to ``dvlta_metric/_registry.py``: the repository, the revision (the commit hash
    the upload returned, so the registry pins exactly these bytes) and the SHA-256 of ``model.safetensors``
    (checked after every download)::
 
@@ -45,8 +45,8 @@ from huggingface_hub import CommitOperationAdd, HfApi
 from huggingface_hub import errors as hf_errors
 
 import dvlta_metric
-from dvlta_metric.checkpoint import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, read_config
-from dvlta_metric.hub import check_repo_id, sha256_of
+from dvlta_metric._checkpoint import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, read_config
+from dvlta_metric._hub import check_repo_id, sha256_of
 
 UPLOADED_FILES: tuple[str, ...] = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME)
 CARD_PLACEHOLDER = "hf-hub:ORG/NAME"
@@ -98,12 +98,12 @@ class Published:
     url: str = ""
 
     def weight_source(self) -> str:
-        """The ``WeightSource(...)`` expression for ``dvlta_metric/registry.py``."""
+        """The ``WeightSource(...)`` expression for ``dvlta_metric/_registry.py``."""
         return f'WeightSource("hub", repo_id="{self.repo_id}", revision="{self.revision}", sha256="{self.sha256}")'
 
 
 def registry_snippet(published: Published, name: str | None = None) -> str:
-    """Text telling where the entry goes in ``dvlta_metric/registry.py``.
+    """Text telling where the entry goes in ``dvlta_metric/_registry.py``.
 
     Args:
         published: The upload.
@@ -111,7 +111,7 @@ def registry_snippet(published: Published, name: str | None = None) -> str:
     """
     target = f"the entry {name!r}" if name else "the model's entry"
     return (
-        f"Add to dvlta_metric/registry.py ({target}: replace its WeightSource):\n"
+        f"Add to dvlta_metric/_registry.py ({target}: replace its WeightSource):\n"
         f"    {published.weight_source()}\n"
         f"Users then get these exact weights with dvlta_metric.create({(name or 'NAME')!r}); "
         f"until then: dvlta_metric.create('hf-hub:{published.repo_id}@{published.revision}')"

@@ -61,7 +61,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 import dvlta_metric
-from dvlta_metric.checkpoint import read_config
+from dvlta_metric._checkpoint import read_config
 from dvlta_metric.loss import quality_loss
 from dvlta_metric.model import DVLTAVQA
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..clip_towers import build_vision_tower, encode_images
+from .._clip_towers import build_vision_tower, encode_images
 from ..config import CLIPVisionConfig
 from .base import Branch
 

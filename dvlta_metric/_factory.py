@@ -1,7 +1,7 @@
 """``create()``: the one function users call to get a model, from a registry name, the Hub or a folder.
 
 It asks each part once: the name resolves to a model directory (a registry entry's or ``hf-hub:`` repository's
-Hub snapshot, or a ``local-dir:`` folder), :meth:`~dvlta_metric.checkpoint.PretrainedMixin.from_pretrained` reads
+Hub snapshot, or a ``local-dir:`` folder), :meth:`~dvlta_metric._checkpoint.PretrainedMixin.from_pretrained` reads
 and loads it, and the model is placed on its device.
 """
 
@@ -16,12 +16,12 @@ from typing import Any, Literal
 
 import torch
 
-from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, read_config
+from ._checkpoint import CONFIG_NAME, WEIGHTS_NAME, read_config
+from ._hub import check_repo_id, check_revision, hub_directory, verify_sha256
+from ._registry import LOADABLE_KINDS, ModelInfo, WeightSource, check_openai_clip_config, list_models, model_info
 from .config import ModelConfig, config_differences
 from .errors import CheckpointError, WeightsNotFoundError, WeightsUnavailableError
-from .hub import check_repo_id, check_revision, hub_directory, verify_sha256
 from .model import DVLTAVQA
-from .registry import LOADABLE_KINDS, ModelInfo, WeightSource, check_openai_clip_config, list_models, model_info
 
 HF_HUB_PREFIX = "hf-hub:"
 LOCAL_DIR_PREFIX = "local-dir:"
@@ -307,7 +307,7 @@ def create(
         else:
             model = DVLTAVQA(config, as_loss=as_loss)
     if clip is not None:
-        from .zeroshot import load_clip_weights
+        from ._zeroshot import load_clip_weights
 
         load_clip_weights(model, cache_dir=cache_dir, revision=revision or clip.revision, sha256=clip.sha256)
     model.set_precision(precision)

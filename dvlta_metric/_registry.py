@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal, get_args
 
+from ._hub import check_repo_id, check_revision
 from .config import (
     OPENAI_CLIP_MEAN,
     OPENAI_CLIP_STD,
@@ -26,7 +27,6 @@ from .config import (
     SwinConfig,
     TemporalContextConfig,
 )
-from .hub import check_repo_id, check_revision
 
 WeightKind = Literal["hub", "unpublished", "random", "openai-clip"]
 WEIGHT_KINDS: tuple[str, ...] = get_args(WeightKind)

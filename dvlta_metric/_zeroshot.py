@@ -15,10 +15,10 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from .checkpoint import load_weights_strict, read_weights
-from .clip_towers import build_clip, encode_prompts
+from ._checkpoint import load_weights_strict, read_weights
+from ._clip_towers import build_clip, encode_prompts
+from ._hub import hub_download, verify_sha256
 from .config import ModelConfig
-from .hub import hub_download, verify_sha256
 
 OPENAI_CLIP_SAFETENSORS = "open_clip_model.safetensors"
 CLIP_TOWER = "branches.vbtc.encoder"

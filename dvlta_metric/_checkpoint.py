@@ -16,9 +16,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ._model_card import model_card
 from .config import ModelConfig
 from .errors import CheckpointError, WeightsNotFoundError
-from .model_card import model_card
 from .version import __version__
 
 ARCHITECTURE = "dvlta-vqa"
