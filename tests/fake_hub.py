@@ -12,7 +12,8 @@ import torch
 from safetensors.torch import save_file
 
 import dvlta_metric
-from dvlta_metric import DVLTAVQA, registry
+from dvlta_metric import DVLTAVQA
+from dvlta_metric import _registry as registry
 from dvlta_metric._clip_towers import build_clip
 from dvlta_metric._zeroshot import OPENAI_CLIP_SAFETENSORS, openai_clip_repo
 from dvlta_metric.config import CLIPTextConfig, CLIPVisionConfig

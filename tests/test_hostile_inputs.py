@@ -1,0 +1,116 @@
+"""The adversarial corpus: hostile files the tests make themselves, and what scoring each must give.
+
+Every case is one line in :data:`FILES`: a name, a function that writes the hostile file into a temporary
+folder (given a good clip to start from), and what :func:`dvlta_metric.score_files` must report for it: an
+error row whose message matches a pattern, or a score (with a warning pattern, if any). A case must finish
+within :data:`DEADLINE_S` seconds, so a hang fails the test instead of stalling the suite. Add a new
+failure mode as one more line; no binary fixtures are committed.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from video_files import write_clip
+
+import dvlta_metric
+
+DEADLINE_S = 60.0
+"""Longest a hostile case may take (the tiny model scores a good clip in well under a second)."""
+
+
+@dataclass(frozen=True)
+class Hostile:
+    """One hostile file and the verdict scoring must give it.
+
+    Attributes:
+        name: The test id.
+        make: ``make(folder, good_clip) -> path`` writes the file.
+        error: Pattern the result's ``error`` must match; ``None`` when the file must be scored.
+        warning: Pattern the result's ``warning`` must match when it is scored (``None``: no check).
+    """
+
+    name: str
+    make: Callable[[Path, Path], Path]
+    error: str | None
+    warning: str | None = None
+
+
+def _bytes(name: str, data: Callable[[bytes], bytes]) -> Callable[[Path, Path], Path]:
+    """A maker writing ``data(bytes of the good clip)`` as ``name``."""
+
+    def make(folder: Path, good: Path) -> Path:
+        path = folder / name
+        path.write_bytes(data(good.read_bytes()))
+        return path
+
+    return make
+
+
+def _flip(data: bytes, start: float, count: int, seed: int = 0) -> bytes:
+    """``data`` with ``count`` random bits flipped after ``start`` (a fraction of the length)."""
+    rng = np.random.default_rng(seed)
+    out = bytearray(data)
+    for pos in rng.integers(int(len(out) * start), len(out), count):
+        out[pos] ^= 1 << int(rng.integers(8))
+    return bytes(out)
+
+
+FILES: list[Hostile] = [
+    Hostile("empty", _bytes("empty.mp4", lambda _: b""), r"empty"),
+    Hostile(
+        "random bytes",
+        _bytes("noise.mp4", lambda d: np.random.default_rng(0).bytes(len(d))),
+        r"not a video file FFmpeg can read",
+    ),
+    Hostile(
+        "text named .mp4",
+        _bytes("notes.mp4", lambda _: b"this is not a video\n" * 40),
+        r"not a video file FFmpeg can read",
+    ),
+    Hostile("cut after the header", _bytes("cut.mp4", lambda d: d[:64]), r"not a video file FFmpeg can read"),
+    Hostile("bits flipped in the frames", _bytes("flipped.mp4", lambda d: _flip(d, 0.5, 64)), r"damaged"),
+]
+"""The corpus: one line per failure mode."""
+
+
+@pytest.fixture(scope="module")
+def good_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_clip(tmp_path_factory.mktemp("good") / "good.mp4", frames=24, noise=True)
+
+
+def score_within_deadline(model: dvlta_metric.DVLTAVQA, path: Path) -> dvlta_metric.FileResult:
+    """Score one file in a thread; fail the test if it takes longer than :data:`DEADLINE_S`."""
+    out: list[dvlta_metric.FileResult | BaseException] = []
+
+    def run() -> None:
+        try:
+            out.extend(model.score_files([path], num_workers=0, progress=False))
+        except BaseException as err:  # reported below, in the test's thread
+            out.append(err)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(DEADLINE_S)
+    if worker.is_alive():
+        pytest.fail(f"scoring {path.name} did not finish within {DEADLINE_S:.0f} s")
+    if isinstance(out[0], BaseException):
+        raise out[0]
+    return out[0]
+
+
+@pytest.mark.parametrize("case", FILES, ids=lambda c: c.name)
+def test_a_hostile_file_is_a_row_not_a_crash(case: Hostile, tmp_path: Path, good_clip: Path, tiny_model) -> None:
+    result = score_within_deadline(tiny_model, case.make(tmp_path, good_clip))
+    if case.error is not None:
+        assert result.score is None and result.error and re.search(case.error, result.error), result.error
+    else:
+        assert result.error is None and result.score is not None and 0 < result.score < 1, result
+        if case.warning is not None:
+            assert result.warning and re.search(case.warning, result.warning), result
