@@ -294,7 +294,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         return calls
 
     branch_calls = batch_branch_calls(batch_views)
-    features = model.branch_features(batch_views)
+    features = model.branch_features(model.encode(batch_views))
     branch_calls["fusion + score"] = lambda: model.score_features(features)
 
     def count(fn: Callable[[], Any]) -> int:  # FLOPs are counted through sdpa: FlexAttention runs under no counter
@@ -343,7 +343,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             torch.cuda.reset_peak_memory_stats(device)
 
         def call(batch: dict[str, torch.Tensor] = batch) -> Any:
-            return model.score_features(model.branch_features(batch))
+            return model.score_features(model.branch_features(model.encode(batch)))
 
         seconds, _ = timed(call, device, max(1, reps // 2 + 1))
         entry = {
@@ -362,7 +362,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         bs = max(args.batch_sizes)
         batch = {k: v.expand(bs, *v.shape[1:]).contiguous() for k, v in batch_views.items()}
         result["profile"] = profile_ops(
-            lambda: model.score_features(model.branch_features(batch)), device, bs, top=args.profile_top
+            lambda: model.score_features(model.branch_features(model.encode(batch))), device, bs, top=args.profile_top
         )
 
     # score_files: decoding in workers overlapped with compute, vs decoding alone with the same workers

@@ -233,7 +233,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         calls["temporal context"] = lambda: model.branches["tcm"](views["frames"].transpose(1, 2))
     if "vbtc" in model.branches:
         calls["temporal CLIP"] = lambda: model.branches["vbtc"](views["frames"])
-    features = model.branch_features(views)
+    features = model.branch_features(model.encode(views))
     calls["fusion + score"] = lambda: model.score_features(features)
 
     peak, bandwidth, exp_rate = args.peak_tflops * 1e12, args.bandwidth_tbs * 1e12, args.exp_rate_t * 1e12

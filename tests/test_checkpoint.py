@@ -3,7 +3,6 @@ nothing, and weights that do not fit."""
 
 from __future__ import annotations
 
-import ast
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -61,22 +60,6 @@ def test_the_mixin_needs_a_module(saved_tiny: tuple[Path, DVLTAVQA], tmp_path: P
     with pytest.raises(TypeError, match="needs a torch.nn.Module subclass, got NotAModule"):
         NotAModule.from_pretrained(directory)
     assert not (tmp_path / "x").exists()
-
-
-OWNED_BELOW_THE_MODEL = ("checkpoint", "hub", "registry", "model_card", "zeroshot", "errors", "config")
-
-
-@pytest.mark.parametrize("module", OWNED_BELOW_THE_MODEL)
-def test_persistence_modules_do_not_import_the_model(module: str) -> None:
-    """``model -> checkpoint -> model`` was an import circle: the modules below the model never import it."""
-    tree = ast.parse((REPO_ROOT / "dvlta_metric" / f"{module}.py").read_text())
-    imported = {
-        (node.module or "") if isinstance(node, ast.ImportFrom) else alias.name
-        for node in ast.walk(tree)
-        if isinstance(node, (ast.Import, ast.ImportFrom))
-        for alias in node.names
-    }
-    assert not imported & {"model", "factory", "dvlta_metric.model", "dvlta_metric._factory"}, imported
 
 
 def test_round_trip_bit_identical(saved_tiny: tuple[Path, DVLTAVQA], video_factory: Callable) -> None:
