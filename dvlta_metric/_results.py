@@ -444,10 +444,22 @@ def _check_cut_row(line: str, path: Path) -> None:
     try:
         json.loads(line)
     except ValueError:
-        if line.startswith(_JSON_ROW_START) or _JSON_ROW_START.startswith(line):
+        if _starts_like_a_row(line):
             return  # the beginning of a row: an interrupted write
         raise RefusedOutputError(_foreign(path, f"its last line ({_shorten(line)!r}) is not JSON")) from None
     _json_row(line, 0, path)  # a whole row but its newline: dropped and scored again, like any cut row
+
+
+def _starts_like_a_row(line: str) -> bool:
+    """Whether ``line`` is the beginning of a row as this tool writes it: ``{"path": "...", "score": ...``."""
+    if not line.startswith(_JSON_ROW_START):
+        return _JSON_ROW_START.startswith(line)
+    try:
+        _, end = json.JSONDecoder().raw_decode(line, len(_JSON_ROW_START))
+    except ValueError:
+        return True  # cut inside the path
+    rest, then = line[end:], ', "score": '
+    return rest.startswith(then) or then.startswith(rest)
 
 
 def _shorten(text: str, limit: int = 80) -> str:
