@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
         "score",
         help="score video files",
         description="Score video files; directories are searched recursively for video files.",
-        epilog="Exit status: 0 all files scored, 1 some files failed, 2 bad usage, 130 interrupted.",
+        epilog="Exit status: 0 all files scored, 1 some files failed, 2 bad usage (also an --output file that is not "
+        "a results file, or is locked by another run), 74 results could not be written (a full disk), 130 interrupted.",
     )
     score.add_argument("paths", nargs="+", metavar="PATH", help="video files or directories")
     score.add_argument(
