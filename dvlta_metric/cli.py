@@ -3,39 +3,50 @@
 ``dvlta-metric score PATH...`` scores video files and directories (searched recursively);
 ``dvlta-metric list`` shows the registered models. Exit status: 0 when every file was scored, 1 when some
 files failed (each is named on stderr with its reason), 2 for bad usage (bad arguments, unknown model or
-device, nothing to score, a model that cannot be created), 130 when interrupted.
+device, nothing to score, a model that cannot be created, an ``--output`` file that is not a results file or
+is locked by another run), 74 when results cannot be written (a full disk), 130 when interrupted.
 
-With ``--output FILE`` each result is appended to ``FILE`` and flushed as soon as it is ready, and a
-re-run with the same ``FILE`` skips the files already listed there, so an interrupted run loses nothing
-and resumes where it stopped.
+With ``--output FILE`` each result is appended to ``FILE`` as soon as it is ready, and a re-run with the same
+``FILE`` skips the files already listed there, so an interrupted run loses nothing and resumes where it
+stopped; :mod:`dvlta_metric._results` handles the file (lock, checks, repair, writes).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import json
 import os
+import re
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import IO
 
 from ._allocator import tune_allocator
-from ._checkpoint import WEIGHTS_NAME
+from ._checkpoint import CONFIG_NAME, WEIGHTS_NAME, read_config
 from ._factory import create, parse_model_name
 from ._hub import sha256_of
 from ._registry import list_models, model_info
+from ._results import (
+    BASE_COLUMNS,
+    JSON_SUFFIXES,
+    OUTPUT_ERRORS,
+    OutputWriteError,
+    Previous,
+    RefusedOutputError,
+    ResultsFile,
+    csv_line,
+    finite_or_error,
+    resume_key,
+)
 from .batch import FileResult
 from .errors import WeightsUnavailableError
+from .model import DVLTAVQA
 from .version import __version__
 from .video_io import find_videos
 
-BASE_COLUMNS = ["path", "score", "model", "weights", "error", "warning", "seconds"]
-"""Columns of every output row; ``--explain`` adds ``weight_<branch>`` columns. ``weights`` says where the
-weights came from and the precision (see :func:`weights_label`), so that a resumed file holds the scores of
-one model."""
+EXIT_WRITE_ERROR = 74
+"""Exit status when results cannot be written (a full disk, a file size limit): ``EX_IOERR`` of sysexits.h."""
 
 
 class UsageError(Exception):
@@ -55,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
         "score",
         help="score video files",
         description="Score video files; directories are searched recursively for video files.",
-        epilog="Exit status: 0 all files scored, 1 some files failed, 2 bad usage, 130 interrupted.",
+        epilog="Exit status: 0 all files scored, 1 some files failed, 2 bad usage (also an --output file that is not "
+        "a results file, or is locked by another run), 74 results could not be written (a full disk), 130 interrupted.",
     )
     score.add_argument("paths", nargs="+", metavar="PATH", help="video files or directories")
     score.add_argument(
@@ -145,9 +157,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exit_.code if isinstance(exit_.code, int) else 2
     try:
         return int(args.run(args))
-    except UsageError as err:
-        print(f"dvlta-metric: error: {err}", file=sys.stderr)
+    except (UsageError, RefusedOutputError) as err:
+        print(f"dvlta-metric: error: {terminal_text(str(err))}", file=sys.stderr)
         return 2
+    except OutputWriteError as err:  # the CSV header of a new --output file, or stdout
+        print(f"dvlta-metric: error: {terminal_text(str(err))}", file=sys.stderr)
+        return EXIT_WRITE_ERROR
     except KeyboardInterrupt:  # before scoring began (finding files, loading the model): nothing to resume
         print("\ndvlta-metric: interrupted", file=sys.stderr)
         return 130
@@ -166,7 +181,7 @@ def _list(args: argparse.Namespace) -> int:
         for name in list_models()
     ]
     if args.format == "json":
-        print(json.dumps(rows, indent=2))
+        _write_stdout(json.dumps(rows, indent=2) + "\n")
     else:
         _print_table(rows, ["name", "weights", "description"])
     return 0
@@ -184,16 +199,78 @@ def _score(args: argparse.Namespace) -> int:
     if not files:
         raise UsageError(f"no video files found in {', '.join(args.paths)}")
     fmt = _output_format(args.format, args.output)
-    if args.output:
-        _check_output(args.output)
-    done = _read_previous(args.output, fmt) if args.output else {}
-    todo = [f for f in files if _key(f) not in done]
-    failed = sum(1 for f in files if _key(f) in done and done[_key(f)].get("error"))
+    if args.output is None:
+        return _score_files(args, files, fmt, None, Previous())
+    _check_output(args.output)
+    with ResultsFile.open(args.output, fmt) as results:  # locked until the run ends
+        return _score_files(args, files, fmt, results, results.read())
+
+
+def _score_files(
+    args: argparse.Namespace, files: list[str], fmt: str, results: ResultsFile | None, previous: Previous
+) -> int:
+    """Score the files not in ``previous`` into ``results`` (or stdout); returns the exit status."""
+    keys = [resume_key(f) for f in files]
+    todo = [f for f, key in zip(files, keys) if key not in previous.keys]
+    failed = sum(1 for key in keys if key in previous.failed)
+    weights = weights_label(args.model, random_weights=args.random_weights, precision=args.precision, seed=args.seed)
+    name = _model_name(args.model)
+    _check_same_model(args.output, previous, name, weights)  # also when nothing is left to score
     if args.output and len(todo) < len(files):
         _note(f"dvlta-metric: {len(files) - len(todo)} of {len(files)} files are already in {args.output}")
+    if not todo and (name is not None or not previous.keys):
+        return 1 if failed else 0
+    model = _create(args)
+    _check_same_model(args.output, previous, model.config.name, weights)
     if not todo:
         return 1 if failed else 0
+    columns = BASE_COLUMNS + ([f"weight_{b}" for b in model.branches] if args.explain else [])
+    if args.explain and previous.header is not None:
+        lacking = [c for c in columns if c.startswith("weight_") and c not in previous.header]
+        if lacking:
+            raise UsageError(
+                f"--explain adds the columns {lacking}, which {args.output} lacks (it was written without "
+                "--explain): use another --output file, or drop --explain"
+            )
+    written = 0
+    try:
+        sink = _Sink(fmt, results, columns, previous.header, extra={"weights": weights})
+        try:
+            scored = model.score_files(
+                todo,
+                batch_size=args.batch_size,
+                num_workers=args.workers,
+                progress=not args.no_progress,
+                explain=args.explain,
+            )
+            for result in scored:
+                result = finite_or_error(result)
+                sink.add(result)
+                written += 1
+                if result.error:
+                    failed += 1
+                    _note(f"dvlta-metric: failed: {result.path}: {_without_path(result.error, result.path)}")
+                elif result.warning:
+                    _note(f"dvlta-metric: warning: {result.path}: {result.warning}")
+        finally:
+            sink.close()
+    except KeyboardInterrupt:
+        where = f" to {args.output}; run the same command again to resume" if args.output else ""
+        _note(f"\ndvlta-metric: interrupted after {written} of {len(todo)} files{where}")
+        return 130
+    except OutputWriteError as err:
+        kept = (
+            f"; the {written} rows written before are kept: make room, then run the same command again to resume"
+            if args.output
+            else ""
+        )
+        _note(f"dvlta-metric: error: {err}{kept}")
+        return EXIT_WRITE_ERROR
+    return 1 if failed else 0
 
+
+def _create(args: argparse.Namespace) -> DVLTAVQA:
+    """The model the arguments ask for, ready to score."""
     try:
         model = create(
             args.model, pretrained=not args.random_weights, device=args.device, precision=args.precision, seed=args.seed
@@ -210,51 +287,34 @@ def _score(args: argparse.Namespace) -> int:
         model.compile_branches()
     if model.device.type == "cpu":
         tune_allocator()  # this process only scores: keep activations' memory instead of re-faulting it
-    others = {str(row.get("model")) for row in done.values()} - {model.config.name}
+    return model
+
+
+def _model_name(model: str) -> str | None:
+    """The configuration name of ``--model`` when it is known without building the model (``None`` for a Hub
+    repository, whose ``config.json`` may have to be downloaded, or an unreadable folder)."""
+    parsed = parse_model_name(model)
+    try:
+        if parsed.kind == "registry":
+            return model_info(parsed.target).config.name
+        if parsed.kind == "local-dir":
+            return read_config(Path(parsed.target) / CONFIG_NAME)[0].name
+    except (ValueError, OSError):  # create() reports it
+        return None
+    return None
+
+
+def _check_same_model(output: Path | None, previous: Previous, name: str | None, weights: str) -> None:
+    """Refuse to add rows of another model or other weights to a results file."""
+    others = previous.models - {name} if name is not None else set()
     if others:
-        raise UsageError(
-            f"{args.output} holds scores of model {min(others)!r}, not {model.config.name!r}: use another --output file"
-        )
-    weights = weights_label(args.model, random_weights=args.random_weights, precision=args.precision, seed=args.seed)
-    other_weights = {str(row["weights"]) for row in done.values() if row.get("weights")} - {weights}
+        raise UsageError(f"{output} holds scores of model {min(others)!r}, not {name!r}: use another --output file")
+    other_weights = previous.weights - {weights}
     if other_weights:
         raise UsageError(
-            f"{args.output} holds scores made with weights {min(other_weights)!r}, not {weights!r}: use another "
+            f"{output} holds scores made with weights {min(other_weights)!r}, not {weights!r}: use another "
             "--output file"
         )
-    columns = BASE_COLUMNS + ([f"weight_{b}" for b in model.branches] if args.explain else [])
-    if args.explain and fmt == "csv" and args.output and done:
-        header = _csv_header(args.output)
-        if not set(columns) <= set(header):
-            raise UsageError(
-                f"--explain adds the columns {[c for c in columns if c not in header]}, which {args.output} lacks "
-                "(it was written without --explain): use another --output file, or drop --explain"
-            )
-    sink = _Sink(fmt, args.output, columns, extra={"weights": weights})
-    written = 0
-    try:
-        results = model.score_files(
-            todo,
-            batch_size=args.batch_size,
-            num_workers=args.workers,
-            progress=not args.no_progress,
-            explain=args.explain,
-        )
-        for result in results:
-            sink.add(result)
-            written += 1
-            if result.error:
-                failed += 1
-                _note(f"dvlta-metric: failed: {result.path}: {_without_path(result.error, result.path)}")
-            elif result.warning:
-                _note(f"dvlta-metric: warning: {result.path}: {result.warning}")
-    except KeyboardInterrupt:
-        where = f" to {args.output}; run the same command again to resume" if args.output else ""
-        print(f"\ndvlta-metric: interrupted after {written} of {len(todo)} files{where}", file=sys.stderr)
-        return 130
-    finally:
-        sink.close()
-    return 1 if failed else 0
 
 
 def _whole(text: str) -> int:
@@ -292,11 +352,6 @@ def weights_label(model: str, *, random_weights: bool, precision: str, seed: int
     return f"{parsed.target if parsed.kind == 'registry' else model}, {precision}"
 
 
-def _csv_header(path: Path) -> list[str]:
-    with path.open(newline="", encoding="utf-8", errors=OUTPUT_ERRORS) as fh:
-        return next(csv.reader(fh), [])
-
-
 def _positive(text: str) -> int:
     value = _whole(text)
     if value < 1:
@@ -312,21 +367,16 @@ def _non_negative(text: str) -> int:
 
 
 def _note(message: str) -> None:
-    """Print to stderr without breaking the progress bar."""
+    """Print to stderr without breaking the progress bar; file names are escaped (:func:`terminal_text`)."""
     from tqdm.auto import tqdm
 
-    tqdm.write(message, file=sys.stderr)
+    tqdm.write(terminal_text(message), file=sys.stderr)
 
 
 def _without_path(error: str, path: str) -> str:
     """``"ValueError: a.mp4: bad"`` -> ``"ValueError: bad"`` (the path is printed once already)."""
     kind, sep, message = error.partition(": ")
     return f"{kind}{sep}{message.removeprefix(f'{path}: ')}"
-
-
-def _key(path: str | os.PathLike[str]) -> str:
-    """How a file is recognised in an earlier output."""
-    return os.path.normcase(os.path.abspath(path))
 
 
 def _output_format(fmt: str | None, output: Path | None) -> str:
@@ -336,15 +386,7 @@ def _output_format(fmt: str | None, output: Path | None) -> str:
         raise UsageError("--output writes csv or json (JSON Lines); the table format is for the terminal")
     if fmt:
         return fmt
-    return "json" if output.suffix.lower() in {".json", ".jsonl", ".ndjson"} else "csv"
-
-
-OUTPUT_ERRORS = "surrogateescape"
-"""How ``--output`` files encode file names that are not valid UTF-8: their bytes are kept as they are, so
-such a file gets its row and is recognised again on resume (in JSON it is a ``\\udcXX`` escape)."""
-
-RESUME_COLUMNS = ("path", "score", "model", "error")
-"""Columns a CSV ``--output`` file must have for new rows to be appended to it."""
+    return "json" if output.suffix.lower() in JSON_SUFFIXES else "csv"
 
 
 def _check_output(output: Path) -> None:
@@ -359,107 +401,53 @@ def _check_output(output: Path) -> None:
         raise UsageError(f"--output {output}: {target} is not writable")
 
 
-def _read_previous(output: Path, fmt: str) -> dict[str, dict[str, object]]:
-    """Rows already in ``output`` by file key; a partly written last line is cut off first.
-
-    A file holding only blank lines is emptied (it is written anew); a CSV whose header lacks
-    :data:`RESUME_COLUMNS` is refused, since rows appended under it would lose their scores.
-    """
-    if not output.exists() or output.stat().st_size == 0:
-        return {}
-    with output.open("rb") as fh:
-        blank = not any(line.strip() for line in fh)  # stops at the first line with content
-    if blank:
-        output.write_bytes(b"")
-        return {}
-    _drop_partial_line(output)
-    try:
-        with output.open(newline="", encoding="utf-8", errors=OUTPUT_ERRORS) as fh:
-            if fmt == "csv":
-                reader = csv.DictReader(fh)
-                lacking = [c for c in RESUME_COLUMNS if c not in (reader.fieldnames or [])]
-                if lacking:
-                    looks_json = output.suffix.lower() in {".json", ".jsonl", ".ndjson"}
-                    why = (
-                        "the file name says JSON Lines: drop --format csv, or use another --output file"
-                        if looks_json
-                        else "it is not a CSV file written by dvlta-metric: use another --output file"
-                    )
-                    raise UsageError(
-                        f"cannot resume from {output}: its CSV header {reader.fieldnames} lacks {lacking}; {why}"
-                    )
-                rows = list(reader)
-            else:
-                rows = [json.loads(line) for line in fh if line.strip()]
-    except (ValueError, csv.Error) as err:
-        raise UsageError(f"cannot resume from {output}: it is not a {fmt} file from this tool ({err})") from None
-    if rows and not all(isinstance(r, dict) and "path" in r for r in rows):
-        raise UsageError(f"cannot resume from {output}: its rows have no 'path'")
-    return {_key(str(r["path"])): r for r in rows}
-
-
-def _drop_partial_line(path: Path) -> None:
-    """Cut a last line that an interrupted writer left without its newline."""
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        with path.open("r+b") as fh:
-            fh.truncate(data.rfind(b"\n") + 1)
-
-
 class _Sink:
-    """Where results go: appended to ``--output`` one by one, or printed to stdout."""
+    """Where results go: appended to the ``--output`` file one by one, or printed to stdout."""
 
     def __init__(
-        self, fmt: str, output: Path | None, columns: list[str], extra: dict[str, object] | None = None
+        self,
+        fmt: str,
+        results: ResultsFile | None,
+        columns: list[str],
+        header: list[str] | None = None,
+        extra: dict[str, object] | None = None,
     ) -> None:
-        self.fmt, self.output, self.columns, self.extra = fmt, output, columns, dict(extra or {})
+        self.fmt, self.results, self.columns, self.extra = fmt, results, columns, dict(extra or {})
         self.rows: list[dict[str, object]] = []
-        self.fh: IO[str] | None = None
-        self.csv: csv.DictWriter[str] | None = None
-        if output is not None:
-            fresh = not output.exists() or output.stat().st_size == 0
-            if fmt == "csv" and not fresh:
-                with output.open(newline="", encoding="utf-8", errors=OUTPUT_ERRORS) as fh:
-                    self.columns = next(csv.reader(fh))  # keep the file's own header
-            try:
-                output.parent.mkdir(parents=True, exist_ok=True)
-                self.fh = output.open("a", newline="", encoding="utf-8", errors=OUTPUT_ERRORS)
-            except OSError as err:
-                raise UsageError(f"cannot write --output {output}: {err.strerror or err}") from None
-            if fmt == "csv":
-                self._csv_writer(self.fh, header=fresh)
+        if results is not None:
+            results.start(columns, header)
+            self.columns = results.columns
         elif fmt == "csv":
-            self._csv_writer(sys.stdout, header=True)
-
-    def _csv_writer(self, fh: IO[str], header: bool) -> None:
-        self.csv = csv.DictWriter(fh, self.columns, extrasaction="ignore", lineterminator="\n")
-        if header:
-            self.csv.writeheader()
-            fh.flush()
+            _write_stdout(self._csv(dict(zip(columns, columns))))
 
     def add(self, result: FileResult) -> None:
+        """Write or keep one result (its numbers must be finite: see :func:`finite_or_error`)."""
         row = result.to_dict()
         row = {**{k: v for k, v in row.items() if k not in self.extra}, **self.extra}
+        row["realpath"] = os.path.realpath(result.path)
         row = {k: row[k] for k in [*BASE_COLUMNS, *row] if k in row}  # the columns' order, then the rest
-        if self.csv is not None:
-            self.csv.writerow({k: "" if v is None else v for k, v in row.items()})
-            (self.fh or sys.stdout).flush()
-        elif self.fh is not None:
-            self.fh.write(json.dumps(row) + "\n")
-            self.fh.flush()
+        if self.results is not None:
+            self.results.append(row)
+        elif self.fmt == "csv":
+            _write_stdout(self._csv(row))
         else:
             self.rows.append(row)
 
+    def _csv(self, row: dict[str, object]) -> str:
+        """A CSV line for stdout; on a terminal, names are escaped (:func:`terminal_text`) as ``ls`` does."""
+        if sys.stdout.isatty():
+            row = {k: terminal_text(v) if isinstance(v, str) else v for k, v in row.items()}
+        return csv_line(self.columns, row)
+
     def close(self) -> None:
-        if self.fh is not None:
-            self.fh.close()
-        elif self.fmt == "json":
-            print(json.dumps(self.rows, indent=2))
+        """Print what is printed at the end: the JSON array or the table."""
+        if self.results is not None:
+            return
+        if self.fmt == "json":
+            _write_stdout(json.dumps(self.rows, indent=2, allow_nan=False) + "\n")
         elif self.fmt == "table" and self.rows:
-            _print_table(
-                [_table_row(r) for r in self.rows],
-                [c for c in self.columns if c not in {"weights", "warning", "seconds", "error"}] + ["error"],
-            )
+            hidden = {"weights", "warning", "seconds", "error", "realpath"}
+            _print_table([_table_row(r) for r in self.rows], [c for c in self.columns if c not in hidden] + ["error"])
 
 
 def _table_row(row: dict[str, object]) -> dict[str, object]:
@@ -473,10 +461,61 @@ def _table_row(row: dict[str, object]) -> dict[str, object]:
 
 
 def _print_table(rows: Iterable[dict[str, object]], columns: list[str]) -> None:
-    """Print rows as left-aligned columns with a header."""
+    """Print rows as left-aligned columns with a header, every cell escaped for the terminal."""
     cells = [[str(c).upper() for c in columns]] + [
-        ["" if r.get(c) is None else str(r[c]) for c in columns] for r in rows
+        [terminal_text("" if r.get(c) is None else str(r[c])) for c in columns] for r in rows
     ]
     widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
     for line in cells:
-        print("  ".join(text.ljust(w) for text, w in zip(line, widths)).rstrip())
+        _write_stdout("  ".join(text.ljust(w) for text, w in zip(line, widths)).rstrip() + "\n")
+
+
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]")
+"""What :func:`terminal_text` escapes: control characters (C0, DEL, C1), line and paragraph separators,
+bidirectional text controls, and surrogates (the bytes of file names that are not valid UTF-8)."""
+
+
+def terminal_text(text: str) -> str:
+    """``text`` safe to print on a terminal: characters that could move the cursor, end or reorder a line, or
+    that cannot be encoded, are written as escapes.
+
+    A control character becomes ``\\xNN`` (ESC is ``\\x1b``, a newline ``\\x0a``); a byte of a file name that is
+    not valid UTF-8 (a ``surrogateescape`` surrogate) becomes ``\\xNN`` with that byte's value; bidirectional
+    controls and other surrogates become ``\\uNNNN``. Other text, backslashes included, is kept.
+
+    Args:
+        text: A file name, a message.
+
+    Returns:
+        The escaped text.
+    """
+    return _UNSAFE.sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if 0xDC80 <= code <= 0xDCFF:
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def _write_stdout(text: str) -> None:
+    """Write to stdout; text the stream's encoding cannot hold goes out as its bytes (a non-UTF-8 file name in
+    CSV, as in ``--output`` files), or escaped. A write error other than a closed pipe is an
+    :class:`OutputWriteError`."""
+    try:
+        try:
+            sys.stdout.write(text)
+        except UnicodeEncodeError:
+            encoding = sys.stdout.encoding or "utf-8"
+            try:
+                data = text.encode(encoding, OUTPUT_ERRORS)
+            except UnicodeEncodeError:
+                data = text.encode(encoding, "backslashreplace")
+            sys.stdout.flush()
+            sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as err:
+        raise OutputWriteError(f"cannot write to stdout: {err.strerror or err}") from None

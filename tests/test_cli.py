@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import csv
+import errno
+import hashlib
 import io
 import json
+import math
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -15,8 +19,10 @@ import pytest
 import torch
 from video_files import Clips, make_clips
 
+import dvlta_metric._results
 import dvlta_metric.batch
-from dvlta_metric.cli import main, weights_label
+from dvlta_metric.batch import FileResult
+from dvlta_metric.cli import EXIT_WRITE_ERROR, main, terminal_text, weights_label
 
 TINY = ["--model", "dvlta-vqa-tiny", "--random-weights", "--device", "cpu", "--no-progress"]
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -339,3 +345,308 @@ def test_an_interrupt_while_loading_the_model_exits_130(capsys, monkeypatch, cli
     monkeypatch.setattr(dvlta_metric.cli, "create", interrupted)
     code, _, err = run(capsys, "score", clips.single, *TINY)
     assert code == 130 and "interrupted" in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------------------------------------- the results file
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONPATH": str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+
+
+PAUSED_RUN = """
+import pathlib, sys, time
+import dvlta_metric.batch, dvlta_metric.model
+from dvlta_metric.cli import main
+real = dvlta_metric.batch.score_files
+ready, go = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+def paused(*args, **kwargs):
+    for i, result in enumerate(real(*args, **kwargs)):
+        if i == 1:  # one row written, the lock held: wait for the test
+            ready.touch()
+            while not go.exists():
+                time.sleep(0.05)
+        yield result
+dvlta_metric.model.score_files = paused
+sys.exit(main(sys.argv[3:]))
+"""
+"""A real ``dvlta-metric score`` process that stops after its first row until the file ``go`` exists."""
+
+
+def test_a_second_run_on_the_same_output_exits_2_and_the_first_writes_every_file_once(
+    tmp_path: Path, clips: Clips
+) -> None:
+    files = [str(f) for f in (clips.landscape, clips.single, clips.odd, clips.portrait)]
+    out = tmp_path / "scores.csv"
+    ready, go = tmp_path / "ready", tmp_path / "go"
+    argv = ["score", *files, "--output", str(out), *TINY]
+    first = subprocess.Popen(
+        [sys.executable, "-c", PAUSED_RUN, str(ready), str(go), *argv],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while not ready.exists():
+            assert first.poll() is None, first.communicate()
+            assert time.monotonic() < deadline, "the first run never started scoring"
+            time.sleep(0.05)
+        before = _sha256(out)
+        second = subprocess.run(
+            [sys.executable, "-m", "dvlta_metric", *argv],
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+        assert second.returncode == 2, second.stderr
+        assert f"--output {out} is locked by another dvlta-metric run" in second.stderr
+        assert "Traceback" not in second.stderr
+        assert _sha256(out) == before, "the second run wrote to the file"
+    finally:
+        go.touch()
+        _, err = first.communicate(timeout=180)
+    assert first.returncode == 0, err
+    rows = _rows(out, "csv")
+    assert Counter(r["path"] for r in rows) == Counter(files), "every file exactly once, one header"
+
+
+def test_the_lock_is_released_after_a_run_and_a_created_file_left_empty_is_removed(
+    capsys, tmp_path: Path, clips: Clips
+) -> None:
+    out = tmp_path / "new" / "scores.csv"
+    code, _, err = run(capsys, "score", clips.single, "--output", out, "--model", "no-such-model", "--random-weights")
+    assert code == 2 and not out.exists(), "a refused run leaves no empty file behind"
+    code, _, _ = run(capsys, "score", clips.single, "--output", out, "--model", "dvlta-vqa", *TINY[3:])
+    assert code == 2 and not out.exists(), "a model that cannot be created: no empty file either"
+    for _ in range(2):  # the second run finds the lock free again
+        code, _, err = run(capsys, "score", clips.single, "--output", out, *TINY)
+        assert code == 0, err
+    assert [r["path"] for r in _rows(out, "csv")] == [str(clips.single)]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX file names")
+def test_resume_is_keyed_on_the_real_path(capsys, tmp_path: Path, clips: Clips, monkeypatch) -> None:
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    (videos / "a.mp4").write_bytes(clips.single.read_bytes())
+    (tmp_path / "link").symlink_to(videos)
+    (tmp_path / "elsewhere").mkdir()
+    out = tmp_path / "scores.jsonl"
+    monkeypatch.chdir(videos)
+    code, _, _ = run(capsys, "score", "a.mp4", "--output", out, *TINY)
+    assert code == 0
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    for name in ["../videos/a.mp4", str(videos / "a.mp4"), str(tmp_path / "link" / "a.mp4"), "../link"]:
+        code, _, err = run(capsys, "score", name, "--output", out, *TINY)
+        assert code == 0 and "1 of 1 files are already in" in err, name
+    (row,) = _rows(out, "json")
+    assert row["path"] == "a.mp4", "the path is written as given"
+    assert row["realpath"] == os.path.realpath(videos / "a.mp4")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a newline in a file name")
+def test_repair_cuts_a_record_whose_quoted_path_holds_a_newline(capsys, tmp_path: Path, clips: Clips) -> None:
+    files = [tmp_path / "two\nlines.mp4", tmp_path / "b.mp4", tmp_path / "new\nline.mp4"]
+    for f in files:
+        f.write_bytes(clips.single.read_bytes())
+    out = tmp_path / "scores.csv"
+    code, _, _ = run(capsys, "score", *files[:2], "--output", out, *TINY)
+    assert code == 0
+    first = _rows(out, "csv")
+    assert [r["path"] for r in first] == [str(f) for f in files[:2]]
+    with out.open("a") as fh:  # an interrupted writer stopped just after the newline inside a quoted path
+        fh.write(f'"{tmp_path}/new\n')
+    code, _, _ = run(capsys, "score", *files, "--output", out, *TINY)
+    assert code == 0
+    rows = _rows(out, "csv")
+    assert Counter(r["path"] for r in rows) == Counter(str(f) for f in files) and rows[:2] == first
+    # cut in the middle of the row, after the newline inside its quotes: the whole record goes
+    data = out.read_bytes()
+    out.write_bytes(data[: data.rindex(b"line.mp4") + 4])
+    code, _, err = run(capsys, "score", *files, "--output", out, *TINY)
+    assert code == 0 and "2 of 3 files are already in" in err
+    assert Counter(r["path"] for r in _rows(out, "csv")) == Counter(str(f) for f in files)
+
+
+@pytest.mark.parametrize("cut", [5, 20])
+def test_a_header_cut_short_is_written_anew(capsys, tmp_path: Path, clips: Clips, cut: int) -> None:
+    out = tmp_path / "scores.csv"
+    out.write_text(",".join(dvlta_metric._results.BASE_COLUMNS)[:cut])
+    code, _, err = run(capsys, "score", clips.single, "--output", out, *TINY)
+    assert code == 0, err
+    assert [r["path"] for r in _rows(out, "csv")] == [str(clips.single)]
+
+
+def test_a_complete_output_still_refuses_another_model_or_other_weights(capsys, tmp_path: Path, clips: Clips) -> None:
+    out = tmp_path / "scores.csv"
+    code, _, _ = run(capsys, "score", clips.single, "--output", out, *TINY)
+    assert code == 0
+    before = _sha256(out)
+    other_model = ["--model", "dvlta-vqa", *TINY[2:]]
+    code, _, err = run(capsys, "score", clips.single, "--output", out, *other_model)
+    assert code == 2 and "holds scores of model 'dvlta-vqa-tiny', not 'dvlta-vqa'" in err
+    code, _, err = run(capsys, "score", clips.single, "--output", out, *TINY, "--seed", "1")
+    assert code == 2 and "holds scores made with weights 'random (seed 0), fp32'" in err
+    assert _sha256(out) == before
+
+
+def test_a_write_error_keeps_the_rows_before_and_exits_74(capsys, tmp_path: Path, clips: Clips, monkeypatch) -> None:
+    files = [clips.landscape, clips.single, clips.odd]
+    out = tmp_path / "scores.csv"
+    writes = []
+
+    class FullDisk:  # the module's view of os: the third write (header, row, row) finds the disk full
+        def __getattr__(self, name: str) -> object:
+            return getattr(os, name)
+
+        @staticmethod
+        def write(fd: int, data: bytes) -> int:
+            writes.append(data)
+            if len(writes) == 3:
+                os.write(fd, bytes(data)[:10])  # part of the row made it to the disk
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return os.write(fd, data)
+
+    monkeypatch.setattr(dvlta_metric._results, "os", FullDisk())
+    code, _, err = run(capsys, "score", *files, "--output", out, *TINY)
+    assert code == EXIT_WRITE_ERROR == 74
+    assert f"cannot write to {out}: No space left on device (ENOSPC)" in err and "Traceback" not in err
+    assert "the 1 rows written before are kept" in err
+    assert out.read_bytes().endswith(b"\n"), "no half row left behind"
+    assert [r["path"] for r in _rows(out, "csv")] == [str(clips.landscape)]
+    monkeypatch.undo()
+    code, _, _ = run(capsys, "score", *files, "--output", out, *TINY)
+    assert code == 0 and Counter(r["path"] for r in _rows(out, "csv")) == Counter(str(f) for f in files)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_FSIZE is POSIX")
+def test_a_file_size_limit_is_a_write_error_not_a_traceback(tmp_path: Path, clips: Clips) -> None:
+    files = [str(clips.landscape), str(clips.single), str(clips.odd)]
+    out = tmp_path / "scores.jsonl"
+    limit = 600  # the first row is about 350 bytes, two are more
+    script = (
+        "import resource, sys\n"
+        f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))\n"
+        "from dvlta_metric.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script, "score", *files, "--output", str(out), *TINY],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert proc.returncode == 74, proc.stderr
+    assert "File too large (EFBIG)" in proc.stderr and "Traceback" not in proc.stderr
+    rows = _rows(out, "json")
+    assert 1 <= len(rows) < 3 and [r["path"] for r in rows] == files[: len(rows)]
+
+
+# ---------------------------------------------------------------------------------------------- odd names
+class _Terminal(io.TextIOWrapper):
+    def isatty(self) -> bool:
+        return True
+
+
+def _stdout(monkeypatch, terminal: bool = False) -> io.BytesIO:
+    """Replace stdout by what a UTF-8 locale gives (strict encoding); returns the bytes written."""
+    raw = io.BytesIO()
+    stream = (_Terminal if terminal else io.TextIOWrapper)(raw, encoding="utf-8", errors="strict", newline="")
+    monkeypatch.setattr(sys, "stdout", stream)
+    return raw
+
+
+@pytest.fixture
+def odd_names(tmp_path: Path, clips: Clips) -> list[Path]:
+    if sys.platform in ("win32", "darwin"):
+        pytest.skip("needs a file system that allows any bytes in names")
+    latin1 = Path(os.fsdecode(bytes(tmp_path) + b"/caf\xe9.mp4"))
+    latin1.write_bytes(clips.single.read_bytes())
+    hostile = tmp_path / "x\x1b[2K\rOK.mp4"  # clears the line and starts it again: would hide the failure
+    hostile.write_bytes(b"not a video\n" * 10)
+    return [latin1, hostile]
+
+
+@pytest.mark.parametrize("fmt", ["table", "csv", "json"])
+def test_odd_file_names_on_stdout(capsys, monkeypatch, odd_names: list[Path], fmt: str) -> None:
+    raw = _stdout(monkeypatch)
+    code = main(["score", *map(str, odd_names), "--format", fmt, *TINY])
+    sys.stdout.flush()
+    err = capsys.readouterr().err
+    out = raw.getvalue()
+    assert code == 1, err
+    assert "\x1b" not in err and "\r" not in err and "Traceback" not in err
+    assert "failed: " + terminal_text(str(odd_names[1])) in err and "x\\x1b[2K\\x0dOK.mp4" in err
+    if fmt == "table":
+        assert b"\x1b" not in out and b"\r" not in out
+        assert b"caf\\xe9.mp4" in out and b"x\\x1b[2K\\x0dOK.mp4" in out
+    elif fmt == "csv":  # the names' bytes, as in --output files
+        rows = list(csv.DictReader(io.StringIO(out.decode("utf-8", "surrogateescape"), newline="")))
+        assert [r["path"] for r in rows] == list(map(str, odd_names))
+    else:
+        assert [r["path"] for r in json.loads(out)] == list(map(str, odd_names))
+
+
+def test_csv_on_a_terminal_escapes_names(monkeypatch, capsys, odd_names: list[Path]) -> None:
+    raw = _stdout(monkeypatch, terminal=True)
+    code = main(["score", *map(str, odd_names), "--format", "csv", *TINY])
+    sys.stdout.flush()
+    assert code == 1
+    assert b"\x1b" not in raw.getvalue() and b"caf\\xe9.mp4" in raw.getvalue()
+
+
+def test_terminal_text() -> None:
+    assert terminal_text("a\x1b[31mb\r\n\x7f\x9b") == "a\\x1b[31mb\\x0d\\x0a\\x7f\\x9b"
+    assert terminal_text("caf\udce9 \u202eevil\u2066") == "caf\\xe9 \\u202eevil\\u2066"
+    assert terminal_text("C:\\videos\\été 東京.mp4") == "C:\\videos\\été 東京.mp4"
+
+
+# ---------------------------------------------------------------------------------------------- non-finite scores
+@pytest.mark.parametrize("output", [None, "scores.jsonl", "scores.csv"])
+def test_a_non_finite_score_is_an_error_row_and_json_stays_strict(
+    capsys, tmp_path: Path, clips: Clips, monkeypatch, output: str | None
+) -> None:
+    def broken(model, paths, **kwargs):
+        for value, path in zip([math.nan, math.inf, 0.5], paths):
+            yield FileResult(str(path), value, model="dvlta-vqa-tiny", weights={"bvfe": 0.1} if value else None)
+
+    monkeypatch.setattr(dvlta_metric.model, "score_files", broken)
+    files = [clips.landscape, clips.single, clips.odd]
+    where = ["--output", tmp_path / output] if output else ["--format", "json"]
+    code, out, err = run(capsys, "score", *files, *where, *TINY)
+    assert code == 1
+    assert "non-finite result (score = nan" in err and "non-finite result (score = inf" in err
+
+    def strict(constant: str) -> None:
+        raise AssertionError(f"not strict JSON: {constant}")
+
+    if output is None:
+        rows = json.loads(out, parse_constant=strict)
+    elif output.endswith(".jsonl"):
+        rows = [json.loads(line, parse_constant=strict) for line in (tmp_path / output).read_text().splitlines()]
+    else:
+        rows = [{**r, "score": float(r["score"]) if r["score"] else None} for r in _rows(tmp_path / output, "csv")]
+    assert [r["score"] for r in rows] == [None, None, 0.5]
+    assert all("non-finite" in r["error"] for r in rows[:2])
+
+
+def test_odd_file_names_in_a_csv_output_resume(capsys, tmp_path: Path, odd_names: list[Path]) -> None:
+    out = tmp_path / "scores.csv"
+    code, _, _ = run(capsys, "score", *odd_names, "--output", out, *TINY)
+    assert code == 1
+    with out.open(newline="", errors="surrogateescape") as fh:
+        assert [r["path"] for r in csv.DictReader(fh)] == list(map(str, odd_names)), "a lone \\r is quoted"
+    code, _, err = run(capsys, "score", *odd_names, "--output", out, *TINY)
+    assert code == 1 and "2 of 2 files are already in" in err

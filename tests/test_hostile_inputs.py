@@ -5,10 +5,16 @@ folder (given a good clip to start from), and what :func:`dvlta_metric.score_fil
 error row whose message matches a pattern, or a score (with a warning pattern, if any). A case must finish
 within :data:`DEADLINE_S` seconds, so a hang fails the test instead of stalling the suite. Add a new
 failure mode as one more line; no binary fixtures are committed.
+
+:data:`OUTPUTS` is the same for the command line's ``--output`` file: files that are not results files of
+this tool, which ``dvlta-metric score --output`` must refuse (exit status 2, a message) with their bytes
+unchanged.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 import threading
 from collections.abc import Callable
@@ -20,6 +26,7 @@ import pytest
 from video_files import write_clip
 
 import dvlta_metric
+from dvlta_metric.cli import main
 
 DEADLINE_S = 60.0
 """Longest a hostile case may take (the tiny model scores a good clip in well under a second)."""
@@ -115,3 +122,71 @@ def test_a_hostile_file_is_a_row_not_a_crash(case: Hostile, tmp_path: Path, good
         assert result.error is None and result.score is not None and 0 < result.score < 1, result
         if case.warning is not None:
             assert result.warning and re.search(case.warning, result.warning), result
+
+
+# ---------------------------------------------------------------------------------------------- --output files
+def _text(name: str, text: str) -> Callable[[Path, Path], Path]:
+    """A maker writing ``text`` as ``name``."""
+    return _bytes(name, lambda _: text.encode())
+
+
+def _fifo(folder: Path, good: Path) -> Path:
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs on this platform")
+    os.mkfifo(folder / "scores.csv")
+    return folder / "scores.csv"
+
+
+FOREIGN = r"not a results file written by dvlta-metric"
+OUTPUTS: list[Hostile] = [
+    Hostile("a video as csv", _bytes("scores.csv", lambda d: d), FOREIGN),
+    Hostile("a video as json lines", _bytes("scores.jsonl", lambda d: d), FOREIGN),
+    Hostile("a video named .mp4", _bytes("clip.mp4", lambda d: d), FOREIGN),
+    Hostile("json config, no final newline", _text("config.json", '{"name": "x", "fusion": "cosine"}'), FOREIGN),
+    Hostile("json config, pretty", _text("config.json", '{\n  "name": "x"\n}\n'), FOREIGN),
+    Hostile("MOS csv, no final newline", _text("mos.csv", "name,mos\na.mp4,3.2\nb.mp4,4.1"), FOREIGN),
+    Hostile("MOS csv", _text("mos.csv", "name,mos\na.mp4,3.2\n"), FOREIGN),
+    Hostile("MOS csv with a path column", _text("mos.csv", "path,mos\na.mp4,3.2"), FOREIGN),
+    Hostile("one header line, no newline", _text("mos.csv", "path,score,model,error"), FOREIGN),
+    Hostile("labels jsonl, no final newline", _text("labels.jsonl", '{"path": "a.mp4", "mos": 3.2}'), FOREIGN),
+    Hostile("labels jsonl, cut", _text("labels.jsonl", '{"path": "a.mp4", "mos": 3.'), FOREIGN),
+    Hostile(
+        "a results file with text after it",
+        _text("s.jsonl", '{"path": "a", "score": 0.5, "model": "m", "error": null}\nhello'),
+        FOREIGN,
+    ),  # fmt: skip
+    Hostile("a FIFO", _fifo, r"not a regular file"),
+]
+"""``--output`` files that must be refused with their bytes unchanged: one line per kind."""
+
+
+def within_deadline(call: Callable[[], int], what: str) -> int:
+    """Run ``call()`` in a thread; fail the test if it takes longer than :data:`DEADLINE_S`."""
+    out: list[int | BaseException] = []
+
+    def run() -> None:
+        try:
+            out.append(call())
+        except BaseException as err:  # reported below, in the test's thread
+            out.append(err)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(DEADLINE_S)
+    if worker.is_alive():
+        pytest.fail(f"{what} did not finish within {DEADLINE_S:.0f} s")
+    if isinstance(out[0], BaseException):
+        raise out[0]
+    return out[0]
+
+
+@pytest.mark.parametrize("case", OUTPUTS, ids=lambda c: c.name)
+def test_a_foreign_output_file_is_refused_unchanged(case: Hostile, tmp_path: Path, good_clip: Path, capsys) -> None:
+    output = case.make(tmp_path, good_clip)
+    digest = hashlib.sha256(output.read_bytes()).hexdigest() if output.is_file() else None
+    argv = ["score", str(good_clip), "--output", str(output), "--model", "dvlta-vqa-tiny", "--random-weights"]
+    code = within_deadline(lambda: main([*argv, "--device", "cpu", "--no-progress"]), f"--output {output.name}")
+    err = capsys.readouterr().err
+    assert code == 2 and case.error and re.search(case.error, err) and "Traceback" not in err, err
+    if digest is not None:
+        assert hashlib.sha256(output.read_bytes()).hexdigest() == digest, "the file was changed"
