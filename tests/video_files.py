@@ -337,6 +337,10 @@ is the file they name."""
 
 
 def write_reference_script(path: Path, kind: str, target: Path) -> Path:
-    """Write the :data:`REFERENCE_SCRIPTS` text ``kind``, naming ``target``, as ``path`` (e.g. ``x.mp4``)."""
-    path.write_text(REFERENCE_SCRIPTS[kind].format(target=target))
+    """Write the :data:`REFERENCE_SCRIPTS` text ``kind``, naming ``target``, as ``path`` (e.g. ``x.mp4``).
+
+    A target in the same folder is named relative to the script, as FFmpeg's concat demuxer accepts by
+    default (it refuses absolute paths unless ``safe=0``)."""
+    named = target.name if target.parent == path.parent else target
+    path.write_text(REFERENCE_SCRIPTS[kind].format(target=named))
     return path
