@@ -31,6 +31,7 @@ import torch
 from ._inputs import check_video
 from .config import ModelConfig
 from .decoded import DecodedVideo
+from .video_io import TransientError, _transient, read_limits
 
 __all__ = ["FileResult", "VideoScorer", "score_files"]
 
@@ -62,7 +63,9 @@ class FileResult:
     Attributes:
         path: The file, as given.
         score: Quality in ``(0, 1)``, higher is better; ``None`` when the file failed.
-        error: ``"<ExceptionType>: <message>"`` when the file failed, else ``None``.
+        error: ``"<ExceptionType>: <message>"`` when the file failed, else ``None``. It starts with
+            ``"TransientError: "`` when the machine ran short of memory or file descriptors (twice): that is
+            no verdict on the file, and scoring it again may succeed.
         model: Name of the model that scored it.
         weights: Fusion weight of each branch (``{"bvfe": ..., "tcm": ..., "vbtc": ...}``) when scoring was
             asked to explain, else ``None``.
@@ -140,23 +143,48 @@ def _describe(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}"
 
 
-def _read(model: VideoScorer, path: str) -> _Decoded:
+TRANSIENT_RETRIES = 1
+"""Times a file is decoded again after a transient failure (out of memory or file descriptors)."""
+
+
+def _read(model: VideoScorer, path: str, limits: tuple[float | None, float | None] = (None, None)) -> _Decoded:
     """Decode the frames ``model`` needs from one file and cut its views; never raises an ``Exception``.
 
     This runs in the worker threads, so only the branches run in the main thread; the decoded frames are
-    dropped as soon as the (much smaller) views exist.
+    dropped as soon as the (much smaller) views exist. ``limits`` are ``(max_megapixels, decode_timeout)``
+    (:func:`~dvlta_metric.video_io.read_limits`). A transient failure (``MemoryError``, ``ENOMEM``,
+    ``EAGAIN``, ``EMFILE``, ``ENFILE``) is tried again :data:`TRANSIENT_RETRIES` time(s), then reported as a
+    ``TransientError`` row, never as a verdict on the file.
     """
     start = time.perf_counter()
-    try:
-        video = model.read(path)
-        check_video(video.frames, name=path)
-        stream = _worker_stream(model.device)
-        with torch.no_grad(), torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
-            views = model.make_views(video)
-        ready = stream.record_event() if stream is not None else None
-        return _Decoded(path, views, None, time.perf_counter() - start, _warning(video), ready)
-    except Exception as err:
-        return _Decoded(path, None, _describe(err), time.perf_counter() - start)
+    tries = 0
+    while True:
+        tries += 1
+        try:
+            with read_limits(*limits):
+                video = model.read(path)
+            check_video(video.frames, name=path)
+            stream = _worker_stream(model.device)
+            with torch.no_grad(), torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
+                views = model.make_views(video)
+            ready = stream.record_event() if stream is not None else None
+            return _Decoded(path, views, None, time.perf_counter() - start, _warning(video), ready)
+        except Exception as err:
+            if not _transient(err):
+                return _Decoded(path, None, _describe(err), time.perf_counter() - start)
+            if tries > TRANSIENT_RETRIES:
+                return _Decoded(path, None, _describe_transient(path, err, tries), time.perf_counter() - start)
+
+
+def _describe_transient(path: str, err: BaseException, tries: int) -> str:
+    """The ``TransientError: ...`` row of a file that failed ``tries`` times for want of resources."""
+    if isinstance(err, TransientError):
+        return f"{TransientError.__name__}: {err} (failed {tries} times)"
+    return (
+        f"{TransientError.__name__}: {path}: failed {tries} times for want of resources on this machine "
+        f"({type(err).__name__}: {err or 'out of memory'}), not because of the file; score it again later, with "
+        "fewer workers, or with more memory"
+    )
 
 
 def _warning(video: DecodedVideo) -> str | None:
@@ -226,6 +254,8 @@ def score_files(
     progress: bool = True,
     explain: bool = False,
     prefetch: int | None = None,
+    max_megapixels: float | None = None,
+    decode_timeout: float | None = None,
 ) -> Iterator[FileResult]:
     """Score video files with ``model``, decoding in worker threads while the model runs.
 
@@ -246,6 +276,14 @@ def score_files(
         progress: Show a tqdm progress bar on stderr when stderr is a terminal (never in a log file).
         explain: Record each video's fusion weights in :attr:`FileResult.weights`.
         prefetch: Videos decoded ahead while the model runs (default ``max(batch_size, num_workers)``).
+        max_megapixels: Pixel budget of each file's decoding, in megapixels of RGB frames held at once
+            (default :data:`~dvlta_metric.video_io.DEFAULT_MAX_MEGAPIXELS`; see
+            :func:`~dvlta_metric.video_io.read_video`). A file over it gets a ``VideoLimitError`` row. Up to
+            ``num_workers + prefetch`` files may be decoded or waiting at once: peak memory is about
+            that many times 3 bytes times the budget, plus the model.
+        decode_timeout: Most seconds one file's decoding may take (default
+            :data:`~dvlta_metric.video_io.DEFAULT_DECODE_TIMEOUT_S`); a file over it gets a
+            ``VideoLimitError`` row.
 
     Returns:
         An iterator of :class:`FileResult`, one per path, in input order; each is yielded as soon as its
@@ -255,12 +293,16 @@ def score_files(
         TypeError: ``paths`` is a single path (a ``str`` or ``os.PathLike``) or not iterable, or holds
             something that is not a ``str`` / ``os.PathLike`` path; ``batch_size``, ``num_workers`` or
             ``prefetch`` is not an integer (``bool`` and ``float`` included).
-        ValueError: ``batch_size`` < 1, or ``num_workers`` or ``prefetch`` < 0.
+        ValueError: ``batch_size`` < 1, or ``num_workers`` or ``prefetch`` < 0; ``max_megapixels`` or
+            ``decode_timeout`` is not a positive number.
     """
     batch_size = _count("batch_size", batch_size, 1)
     num_workers = _count("num_workers", num_workers, 0)
     prefetch = max(batch_size, num_workers) if prefetch is None else _count("prefetch", prefetch, 0)
-    return _results(model, _names(paths), batch_size, num_workers, progress, explain, prefetch)
+    with read_limits(max_megapixels, decode_timeout):  # checks them now, not in the first worker
+        pass
+    limits = (max_megapixels, decode_timeout)
+    return _results(model, _names(paths), batch_size, num_workers, progress, explain, prefetch, limits)
 
 
 def _count(name: str, value: object, minimum: int) -> int:
@@ -298,6 +340,7 @@ def _results(
     progress: bool,
     explain: bool,
     prefetch: int,
+    limits: tuple[float | None, float | None],
 ) -> Iterator[FileResult]:
     """The generator behind :func:`score_files` (arguments already checked)."""
     from tqdm.auto import tqdm
@@ -311,14 +354,14 @@ def _results(
     def fill(limit: int) -> None:
         nonlocal submitted
         while pool is not None and submitted < len(names) and len(pending) < limit:
-            pending.append(pool.submit(_read, model, names[submitted]))
+            pending.append(pool.submit(_read, model, names[submitted], limits))
             submitted += 1
 
     try:
         for start in range(0, len(names), batch_size):
             group = names[start : start + batch_size]
             if pool is None:
-                jobs = [_read(model, path) for path in group]
+                jobs = [_read(model, path, limits) for path in group]
             else:
                 fill(max(len(group), prefetch))
                 jobs = [pending.popleft().result() for _ in group]

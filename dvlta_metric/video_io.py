@@ -43,17 +43,41 @@ Damaged files:
   is not a short tail, :func:`read_video` raises ``ValueError`` instead of returning garbage. (Damage
   that still parses as a valid bitstream is invisible to any decoder and cannot be caught.)
 
-Every problem with a file is raised as ``FileNotFoundError`` (no such file), ``PermissionError``, or
-``ValueError`` with a message that names the file and says what is wrong; PyAV's own exceptions never
-escape.
+Hostile files:
+
+* **Only video containers open, only from the local file.** FFmpeg is given a ``format_whitelist`` of
+  :data:`ALLOWED_FORMATS` (video containers, raw video streams and single PNG / JPEG pictures) and a
+  ``protocol_whitelist`` of ``file``: playlists and scripts that make FFmpeg open other files or URLs
+  (``ffconcat``, HLS / m3u8, DASH, SDP, ``image2`` patterns, ...) are refused whatever their extension,
+  before they are read. Paths that are not regular files (FIFOs, devices, sockets) are refused before
+  they are opened, so nothing can block waiting for a writer.
+* **Limits.** ``max_megapixels`` (default :data:`DEFAULT_MAX_MEGAPIXELS`) bounds the decoded RGB frames
+  held at once, checked from the stream's declared size before decoding and again on every decoded
+  frame; ``decode_timeout`` (default :data:`DEFAULT_DECODE_TIMEOUT_S` seconds) bounds the time spent on
+  one file. Going over either raises :class:`VideoLimitError`. :func:`read_limits` sets both for the
+  reads in a block of code (``model.read`` and :func:`~dvlta_metric.batch.score_files` use it).
+* **Failures of the machine are not verdicts on the file.** Running out of memory or of file descriptors
+  (``MemoryError``, ``ENOMEM``, ``EAGAIN``, ``EMFILE``, ``ENFILE``) while reading raises
+  :class:`TransientError` instead of calling the file corrupt.
+
+Every problem with a file is raised as ``FileNotFoundError`` (no such file), ``PermissionError``,
+:class:`TransientError` (an ``OSError``), or ``ValueError`` (:class:`VideoLimitError` is one) with a message
+that names the file and says what is wrong; PyAV's own exceptions never escape.
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
+import contextvars
+import errno
 import itertools
+import math
 import os
 import re
+import stat
+import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -66,7 +90,18 @@ from av.sidedata.sidedata import SideDataContainer
 
 from .decoded import DecodedVideo
 
-__all__ = ["VIDEO_EXTENSIONS", "FrameSelector", "find_videos", "read_video"]
+__all__ = [
+    "ALLOWED_FORMATS",
+    "DEFAULT_DECODE_TIMEOUT_S",
+    "DEFAULT_MAX_MEGAPIXELS",
+    "VIDEO_EXTENSIONS",
+    "FrameSelector",
+    "TransientError",
+    "VideoLimitError",
+    "find_videos",
+    "read_limits",
+    "read_video",
+]
 
 VIDEO_EXTENSIONS: frozenset[str] = frozenset(
     {
@@ -83,7 +118,143 @@ FrameSelector = Callable[[int], Sequence[int]]
 SEEK_MIN_GAP = 16
 """Seek only when it skips at least this many packets of decoding (a seek costs a decoder flush)."""
 
+ALLOWED_FORMATS: frozenset[str] = frozenset(
+    {
+        "asf", "avi", "dv", "flv", "h264", "hevc", "ivf", "m4v", "matroska", "mov", "mpeg", "mpegts",
+        "mpegvideo", "mxf", "nut", "ogg", "rm", "yuv4mpegpipe", "png_pipe", "jpeg_pipe",
+    }
+)  # fmt: skip
+"""FFmpeg demuxers :func:`read_video` opens: video containers (``mov`` is MP4 / MOV / 3GP, ``matroska`` is MKV /
+WebM, ``mpeg`` is MPEG-PS / VOB), raw H.264 / HEVC / MPEG-4 / MPEG-2 streams, Y4M, and single PNG / JPEG
+pictures. Every other format is refused before it is read, above all those that open other files or URLs
+(``concat``, ``hls``, ``dash``, ``sdp``, ``image2`` patterns, ...)."""
+
+DEFAULT_MAX_MEGAPIXELS = 1280.0
+"""Default pixel budget of one read, in megapixels of decoded RGB frames held at once (3 bytes a pixel, so
+about 3.8 GB): the 136 frames the full model needs of a DCI 4K (4096x2160) video fit."""
+
+DEFAULT_DECODE_TIMEOUT_S = 300.0
+"""Default limit, in seconds, on the time :func:`read_video` spends on one file (demuxing and decoding)."""
+
+TRANSIENT_ERRNOS = frozenset({errno.ENOMEM, errno.EAGAIN, errno.EMFILE, errno.ENFILE})
+"""``errno`` values that say the machine is short of something (memory, file descriptors), not that the file
+is bad: reading fails with :class:`TransientError` on them."""
+
 _TEXT_FORMATS = frozenset({"tty"})  # FFmpeg "reads" any .txt file as ANSI art
+
+# FFmpeg options of every open: only the allowed demuxers, only the local file (demuxers that open further
+# files or URLs, if one were allowed, would inherit both lists)
+_OPEN_OPTIONS = {"format_whitelist": ",".join(sorted(ALLOWED_FORMATS)), "protocol_whitelist": "file"}
+
+# what a refused format usually is, told by its first bytes (only for the error message)
+_SCRIPTS = (
+    (b"ffconcat", "an ffconcat script"),
+    (b"#EXTM3U", "an HLS playlist (m3u8)"),
+    (b"<?xml", "an XML document (a DASH manifest?)"),
+    (b"<MPD", "a DASH manifest"),
+    (b"v=0", "an SDP description"),
+)
+
+
+class VideoLimitError(ValueError):
+    """Reading a file went over a limit: the pixel budget (``max_megapixels``) or the time limit
+    (``decode_timeout``). The message says which, and how to raise it."""
+
+
+class TransientError(OSError):
+    """Reading failed for want of memory or file descriptors on this machine, not because of the file:
+    reading it again later may well succeed."""
+
+
+@dataclass(frozen=True)
+class _Limits:
+    """The limits of one read: pixels of decoded RGB held at once, and a deadline (``time.monotonic``)."""
+
+    max_pixels: float
+    max_megapixels: float
+    timeout: float
+    deadline: float
+
+    def check_time(self, name: str) -> None:
+        """Raise :class:`VideoLimitError` once the deadline has passed."""
+        if time.monotonic() > self.deadline:
+            raise VideoLimitError(
+                f"{name}: reading the video took longer than the decode time limit of {self.timeout:g} s; the "
+                "file is too slow to decode (or hostile). To allow more time: read_video(..., decode_timeout=S) "
+                "or score_files(..., decode_timeout=S)"
+            )
+
+    def check_pixels(self, name: str, pixels: int, what: str) -> None:
+        """Raise :class:`VideoLimitError` if holding ``pixels`` RGB pixels (``what``) exceeds the budget."""
+        if pixels > self.max_pixels:
+            raise VideoLimitError(
+                f"{name}: reading it would hold {what} ({pixels / 1e6:.0f} megapixels of RGB) at once, over the "
+                f"pixel budget of {self.max_megapixels:g} megapixels. To read it anyway, if the memory is there "
+                "(3 bytes a pixel): read_video(..., max_megapixels=N) or score_files(..., max_megapixels=N)"
+            )
+
+
+_LIMITS: contextvars.ContextVar[tuple[float, float]] = contextvars.ContextVar(
+    "dvlta_read_limits", default=(DEFAULT_MAX_MEGAPIXELS, DEFAULT_DECODE_TIMEOUT_S)
+)
+
+
+def _limit(name: str, value: object) -> float:
+    """A positive limit (``math.inf`` for none), checked."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive number (math.inf for no limit), got {value!r}")
+    return float(value)
+
+
+@contextlib.contextmanager
+def read_limits(max_megapixels: float | None = None, decode_timeout: float | None = None) -> Iterator[None]:
+    """Set the limits of every :func:`read_video` call in this block (this thread or task only).
+
+    ``model.read`` and the model's file calls read with the limits in effect;
+    :func:`~dvlta_metric.batch.score_files` uses this to pass its own.
+
+    Args:
+        max_megapixels: Pixel budget of one read (see :func:`read_video`); ``None`` keeps the current one.
+        decode_timeout: Time limit of one read in seconds; ``None`` keeps the current one.
+
+    Yields:
+        Nothing; the previous limits come back when the block ends.
+
+    Raises:
+        ValueError: A limit is not a positive number.
+    """
+    pixels, seconds = _LIMITS.get()
+    token = _LIMITS.set(
+        (
+            pixels if max_megapixels is None else _limit("max_megapixels", max_megapixels),
+            seconds if decode_timeout is None else _limit("decode_timeout", decode_timeout),
+        )
+    )
+    try:
+        yield
+    finally:
+        _LIMITS.reset(token)
+
+
+def _transient(err: BaseException) -> bool:
+    """Whether ``err`` is a shortage on this machine (memory, file descriptors) rather than a bad file."""
+    if isinstance(err, (MemoryError, TransientError)):
+        return True
+    code = getattr(err, "errno", None)
+    return isinstance(err, (OSError, av.error.FFmpegError)) and code in TRANSIENT_ERRNOS
+
+
+def _raise_if_transient(err: BaseException, name: str) -> None:
+    """Raise :class:`TransientError` for ``err`` if it is a shortage on this machine; else return."""
+    if isinstance(err, TransientError):
+        raise err
+    if _transient(err):
+        code = getattr(err, "errno", None)
+        reason = "out of memory" if isinstance(err, MemoryError) or code == errno.ENOMEM else os.strerror(code)
+        raise TransientError(
+            f"{name}: reading failed for want of resources on this machine ({reason}: {type(err).__name__}), not "
+            "because of the file; try again later, with fewer workers, or with more memory"
+        ) from err
 
 
 class _SeekFailed(Exception):
@@ -141,9 +312,11 @@ def find_videos(
 
     Directories are searched recursively for files whose extension is in ``extensions`` (case-insensitive);
     hidden files and directories (names starting with ``"."``) are skipped, and each directory's videos
-    come sorted by path. Paths that are not directories are kept as given, whatever their extension and
-    even if they do not exist (reading them then reports the problem). Duplicates are dropped, keeping the
-    first occurrence.
+    come sorted by path. Symbolic links to directories are followed, each directory searched once (a link
+    back to a directory being searched, a loop, is skipped with a warning); a directory that cannot be
+    listed (no permission) is skipped with a warning that names it. Paths that are not directories are
+    kept as given, whatever their extension and even if they do not exist (reading them then reports the
+    problem). Duplicates are dropped, keeping the first occurrence.
 
     Args:
         paths: One path or several.
@@ -156,6 +329,9 @@ def find_videos(
 
     Raises:
         TypeError: ``extensions`` is not a string or an iterable of strings.
+
+    Warns:
+        UserWarning: A directory could not be listed, or a symbolic link loops back to a directory above it.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -182,13 +358,50 @@ def find_videos(
         if not path.is_dir():
             add(path)
             continue
-        inside: list[Path] = []
-        for root, dirs, files in os.walk(path):
-            dirs[:] = [d for d in dirs if not d.startswith(".")]
-            inside.extend(Path(root) / f for f in files if not f.startswith(".") and Path(f).suffix.lower() in exts)
+        inside = [p for p in _walk(path) if p.suffix.lower() in exts]
         for p in sorted(inside):
             add(p)
     return found
+
+
+def _walk(top: Path) -> Iterator[Path]:
+    """The non-hidden files under ``top``, each directory once (links followed); warns about what it skips."""
+    searched: set[tuple[int, int]] = set()
+
+    def unreadable(err: OSError) -> None:
+        warnings.warn(
+            f"find_videos: skipped the directory {err.filename}: cannot list it ({err.strerror}); the videos in it "
+            "are not scored",
+            stacklevel=2,
+        )
+
+    for root, dirs, files in os.walk(top, onerror=unreadable, followlinks=True):
+        try:
+            st = os.stat(root)
+        except OSError as err:
+            unreadable(err)
+            dirs[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in searched:  # a second link to a directory searched already
+            dirs[:] = []
+            continue
+        searched.add((st.st_dev, st.st_ino))
+        here = os.path.realpath(root) + os.sep
+        kept = []
+        for d in sorted(dirs):  # sorted: which of two links to one directory is searched does not vary
+            sub = os.path.join(root, d)
+            if d.startswith("."):
+                continue
+            if os.path.islink(sub) and here.startswith(os.path.realpath(sub).rstrip(os.sep) + os.sep):
+                warnings.warn(
+                    f"find_videos: skipped {sub}: a symbolic link to {os.path.realpath(sub)}, a directory it is "
+                    "inside (a loop)",
+                    stacklevel=2,
+                )
+                continue
+            kept.append(d)
+        dirs[:] = kept
+        yield from (Path(root) / f for f in files if not f.startswith("."))
 
 
 def read_video(
@@ -196,6 +409,8 @@ def read_video(
     select: FrameSelector | None = None,
     *,
     threads: int = 0,
+    max_megapixels: float | None = None,
+    decode_timeout: float | None = None,
 ) -> DecodedVideo:
     """Decode a video file, converting to RGB only the frames ``select`` asks for.
 
@@ -208,6 +423,12 @@ def read_video(
             ``None`` decodes every frame. Indices are 0-based in presentation order; duplicates and order
             do not matter.
         threads: Decoder threads, 0 to :data:`MAX_DECODER_THREADS`; 0 lets FFmpeg choose.
+        max_megapixels: Pixel budget: the most decoded RGB the read may hold at once, in megapixels (the
+            selected frames times their size; 3 bytes a pixel). Checked from the stream's declared size
+            before decoding and on every decoded frame. ``None``: the limit in effect (:func:`read_limits`),
+            by default :data:`DEFAULT_MAX_MEGAPIXELS`; ``math.inf``: no limit.
+        decode_timeout: Most seconds the read may take. ``None``: the limit in effect (:func:`read_limits`),
+            by default :data:`DEFAULT_DECODE_TIMEOUT_S`; ``math.inf``: no limit.
 
     Returns:
         A :class:`~dvlta_metric.decoded.DecodedVideo` with the selected frames as ``(N, 3, H, W)`` uint8
@@ -222,9 +443,13 @@ def read_video(
     Raises:
         FileNotFoundError: The file does not exist.
         PermissionError: The file cannot be opened for reading.
-        ValueError: The path is a directory or an empty file; the file is not a video FFmpeg can read,
-            has no video stream (e.g. audio only) or no frames, is corrupt, or a needed frame cannot be
-            decoded; ``select`` returned indices outside ``[0, num_frames)``.
+        TransientError: Memory or file descriptors ran out while reading (not a verdict on the file).
+        VideoLimitError: The read would go over the pixel budget or took longer than the time limit.
+        ValueError: The path is a directory, a symbolic link loop, not a regular file (a FIFO, a device) or
+            an empty file; the file is not a video FFmpeg can read or a format outside
+            :data:`ALLOWED_FORMATS` (a playlist or script), has no video stream (e.g. audio only) or no
+            frames, is corrupt, or a needed frame cannot be decoded; ``select`` returned indices outside
+            ``[0, num_frames)``; a limit is not a positive number.
     """
     p = Path(path)
     name = str(path)
@@ -232,29 +457,59 @@ def read_video(
         raise ValueError(
             f"threads must be a whole number from 0 (FFmpeg chooses) to {MAX_DECODER_THREADS}, got {threads!r}"
         )
-    if not p.exists():
-        raise FileNotFoundError(f"{name}: no such file")
-    if p.is_dir():
-        raise ValueError(
-            f"{name}: is a directory, not a video file (to score the videos in it: "
-            "model.score_files(dvlta_metric.find_videos(path)), or dvlta-metric score DIR)"
-        )
-    if p.stat().st_size == 0:
-        raise ValueError(f"{name}: the file is empty (0 bytes)")
+    pixels, seconds = _LIMITS.get()
+    pixels = pixels if max_megapixels is None else _limit("max_megapixels", max_megapixels)
+    seconds = seconds if decode_timeout is None else _limit("decode_timeout", decode_timeout)
+    limits = _Limits(pixels * 1e6, pixels, seconds, time.monotonic() + seconds)
+    _check_file(p, name)
     try:
-        table, info = _scan(p, name)
+        table, info = _scan(p, name, limits)
         try:
-            return _decode_any(p, name, table, info, _needed(select, table.num_frames, name), threads)
+            needed = _needed(select, table.num_frames, name)
+            return _decode_any(p, name, table, info, needed, threads, limits)
         except _Truncated as cut:
             table = table.truncated_to(cut.frames)
             info = {**info, "truncated": True}
-            return _decode_any(p, name, table, info, _needed(select, table.num_frames, name), threads, shorten=False)
+            needed = _needed(select, table.num_frames, name)
+            return _decode_any(p, name, table, info, needed, threads, limits, shorten=False)
     except av.error.PermissionError:
         raise PermissionError(f"{name}: permission denied") from None
     except av.error.FileNotFoundError:
         raise FileNotFoundError(f"{name}: no such file") from None
-    except av.error.FFmpegError as err:
+    except (av.error.FFmpegError, MemoryError, OSError) as err:
+        _raise_if_transient(err, name)
+        if not isinstance(err, av.error.FFmpegError):
+            raise
         raise ValueError(f"{name}: cannot read the video: {_describe(err)}") from None
+
+
+def _check_file(p: Path, name: str) -> None:
+    """Refuse what is not a non-empty regular file, before anything opens it (a FIFO would block)."""
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{name}: no such file") from None
+    except PermissionError:
+        raise PermissionError(f"{name}: permission denied (cannot look up the file)") from None
+    except OSError as err:
+        _raise_if_transient(err, name)
+        if err.errno == errno.ELOOP:
+            raise ValueError(f"{name}: a loop of symbolic links, not a video file") from None
+        raise ValueError(f"{name}: cannot look up the file: {err.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ValueError(
+            f"{name}: is a directory, not a video file (to score the videos in it: "
+            "model.score_files(dvlta_metric.find_videos(path)), or dvlta-metric score DIR)"
+        )
+    if not stat.S_ISREG(st.st_mode):
+        kind = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device"}
+        what = kind.get(stat.S_IFMT(st.st_mode), "a block device" if stat.S_ISBLK(st.st_mode) else "a special file")
+        raise ValueError(
+            f"{name}: {what}, not a regular file; only video files stored on disk are read (save the stream to a "
+            "file first)"
+        )
+    if st.st_size == 0:
+        raise ValueError(f"{name}: the file is empty (0 bytes)")
 
 
 # ---------------------------------------------------------------------------------------------- internals
@@ -268,9 +523,15 @@ def _open(p: Path, name: str) -> tuple[av.container.InputContainer, av.video.str
     """Open the file and pick its main video stream (cover art does not count)."""
     try:
         # the file: protocol keeps names such as "a:b.mp4" from being taken for a URL scheme
-        container = av.open(f"file:{os.path.abspath(p)}", mode="r", metadata_errors="replace")
+        container = av.open(f"file:{os.path.abspath(p)}", mode="r", metadata_errors="replace", options=_OPEN_OPTIONS)
     except av.error.InvalidDataError:
         raise ValueError(f"{name}: not a video file FFmpeg can read (unknown format or corrupt header)") from None
+    except av.error.ArgumentError:  # EINVAL: the probed format is not on the whitelist
+        raise ValueError(
+            f"{name}: {_sniff(p)}, not a video container: formats that can make FFmpeg open other files or URLs "
+            "(concat scripts, HLS / DASH playlists, SDP, image sequences) and other non-video formats are refused; "
+            "allowed are video containers, raw video streams and single PNG / JPEG pictures"
+        ) from None
     fmt = container.format.name
     if fmt in _TEXT_FORMATS:
         container.close()
@@ -285,11 +546,23 @@ def _open(p: Path, name: str) -> tuple[av.container.InputContainer, av.video.str
     return container, videos[0]
 
 
-def _scan(p: Path, name: str) -> tuple[_FrameTable, dict[str, object]]:
+def _sniff(p: Path) -> str:
+    """What a file refused by the format whitelist looks like (for the error message)."""
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(64).lstrip(b"\xef\xbb\xbf \t\r\n")
+    except OSError:
+        return "a format outside the allowed list"
+    return next((what for magic, what in _SCRIPTS if head.startswith(magic)), "a format outside the allowed list")
+
+
+def _scan(p: Path, name: str, limits: _Limits) -> tuple[_FrameTable, dict[str, object]]:
     """Demux the video stream without decoding: frame count, pts table, keyframes, stream facts."""
     container, stream = _open(p, name)
     try:
         info = _stream_info(container, stream)
+        width, height = int(info["width"] or 0), int(info["height"] or 0)  # type: ignore[call-overload]
+        limits.check_pixels(name, width * height, f"one frame of {width}x{height}")
         time_base = stream.time_base
         if info["container"] == "mpegts" and all(p.stat().st_size % n for n in TS_PACKET_SIZES):
             info["truncated"] = True  # a transport stream cut in the middle of a packet
@@ -298,12 +571,14 @@ def _scan(p: Path, name: str) -> tuple[_FrameTable, dict[str, object]]:
         demux_error = None
         try:
             for packet in container.demux(stream):
+                limits.check_time(name)
                 if packet.size == 0 or packet.is_corrupt:
                     continue
                 present += 1
                 if not packet.is_discard:  # discarded: before the start of an edit list
                     packets.append((packet.pts, packet.dts, packet.is_keyframe))
         except av.error.FFmpegError as err:
+            _raise_if_transient(err, name)
             if not packets:
                 raise ValueError(f"{name}: the video data cannot be read: {_describe(err)}") from None
             demux_error = _describe(err)
@@ -459,18 +734,25 @@ def _decode_any(
     info: dict[str, object],
     needed: list[int],
     threads: int,
+    limits: _Limits,
     *,
     shorten: bool = True,
 ) -> DecodedVideo:
-    """:func:`_decode` with seeking, falling back to no seeking, then to counting frames in decode order."""
+    """:func:`_decode` with seeking, falling back to no seeking, then to counting frames in decode order.
+
+    The selected frames at the stream's declared size must fit the pixel budget before anything is decoded.
+    """
+    width, height = int(info["width"] or 0), int(info["height"] or 0)  # type: ignore[call-overload]
+    limits.check_pixels(name, len(needed) * width * height, f"{len(needed)} frames of {width}x{height}")
+    args = (p, name, table, info, needed, threads, limits)
     try:
         try:
-            return _decode(p, name, table, info, needed, threads, seek=table.pts is not None, shorten=shorten)
+            return _decode(*args, seek=table.pts is not None, shorten=shorten)
         except _SeekFailed:
-            return _decode(p, name, table, info, needed, threads, seek=False, shorten=shorten)
+            return _decode(*args, seek=False, shorten=shorten)
     except _NoPts:
         counted = _FrameTable(table.num_frames, None, demux_error=table.demux_error, packets=table.packets)
-        return _decode(p, name, counted, info, needed, threads, seek=False, shorten=shorten)
+        return _decode(p, name, counted, info, needed, threads, limits, seek=False, shorten=shorten)
 
 
 def _decode(
@@ -480,11 +762,15 @@ def _decode(
     info: dict[str, object],
     needed: list[int],
     threads: int,
+    limits: _Limits,
     *,
     seek: bool,
     shorten: bool,
 ) -> DecodedVideo:
     """One decoding pass (see the module docstring).
+
+    Every decoded frame is checked against the pixel budget (a stream may grow past its declared size), and
+    the time limit is checked before every packet.
 
     Raises:
         _SeekFailed: After a seek, timestamps did not match the table.
@@ -502,6 +788,7 @@ def _decode(
         raise
     want = set(needed)
     rgb: dict[int, np.ndarray] = {}
+    held = 0  # pixels in rgb
     first: av.VideoFrame | None = None
     decoded = matched = 0  # frames out of the decoder; those whose pts the table knows
     clean: set[int] = set()  # indices of the frames decoded without errors
@@ -526,11 +813,13 @@ def _decode(
                     packets = _seek(container, stream, table, k)
                     pos, floor, target_after_seek, last_key = table.key_pos[k] - 1, keys[k], target, k
                     seeks += 1
+            limits.check_time(name)
             try:
                 packet = next(packets)
             except StopIteration:
                 break
             except av.error.FFmpegError as err:  # damaged container: judge what was decoded so far
+                _raise_if_transient(err, name)
                 errors.append(_describe(err))
                 break
             if by_pts and packet.pts in table.decode_pos:
@@ -540,9 +829,12 @@ def _decode(
             try:
                 out = packet.decode()
             except av.error.FFmpegError as err:
+                _raise_if_transient(err, name)
                 errors.append(_describe(err))
                 continue
             for frame in out:
+                size = frame.width * frame.height
+                limits.check_pixels(name, size, f"a decoded frame of {frame.width}x{frame.height}")
                 if first is None:
                     first = frame
                 decoded += 1
@@ -571,7 +863,10 @@ def _decode(
                     continue
                 clean.add(index)
                 if index in want and index not in rgb:
+                    what = f"{len(rgb) + 1} decoded frames (the last {frame.width}x{frame.height})"
+                    limits.check_pixels(name, held + size, what)
                     rgb[index] = frame.to_ndarray(format="rgb24")
+                    held += size
     finally:
         container.close()
 
@@ -676,16 +971,17 @@ def _stack(needed: list[int], rgb: dict[int, np.ndarray], first: av.VideoFrame) 
     """``(N, 3, H, W)`` uint8 tensor of the needed frames in index order."""
     if not needed:
         return torch.empty((0, 3, first.height, first.width), dtype=torch.uint8)
-    sizes = {rgb[i].shape for i in needed}
-    if len(sizes) > 1:  # the resolution changes mid-stream: scale to the first needed frame's size
-        h, w = rgb[needed[0]].shape[:2]
-        for i in needed:
-            if rgb[i].shape[:2] != (h, w):
-                img = torch.from_numpy(rgb[i]).permute(2, 0, 1)[None].float()
-                img = torch.nn.functional.interpolate(img, size=(h, w), mode="bilinear", align_corners=False)
-                rgb[i] = img[0].round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
-    array = np.stack([rgb[i] for i in needed])
-    return torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()
+    # filled frame by frame, each decoded frame dropped once copied: the frames are held about once, not
+    # three times (the decoded arrays, a stacked copy and a channels-first copy)
+    h, w = rgb[needed[0]].shape[:2]
+    out = torch.empty((len(needed), 3, h, w), dtype=torch.uint8)
+    for slot, i in enumerate(needed):
+        img = torch.from_numpy(rgb.pop(i)).permute(2, 0, 1)
+        if img.shape[1:] != (h, w):  # the resolution changes mid-stream: scale to the first needed frame's size
+            img = torch.nn.functional.interpolate(img[None].float(), size=(h, w), mode="bilinear", align_corners=False)
+            img = img[0].round().clamp(0, 255).to(torch.uint8)
+        out[slot].copy_(img)
+    return out
 
 
 def _display_matrix(frame: av.VideoFrame) -> np.ndarray | None:

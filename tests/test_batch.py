@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 import threading
@@ -268,3 +269,57 @@ def test_hdr_file_scored_with_warning(tmp_path: Path, tiny_model) -> None:
     path = write_clip(tmp_path / "hdr.mp4", frames=8, width=64, height=48, color_trc=16)  # tagged PQ (HDR10)
     (result,) = tiny_model.score_files([path], progress=False)
     assert result.ok and result.warning and "HDR" in result.warning and "tone mapping" in result.warning
+
+
+# ---------------------------------------------------------------------------------------------- limits, transient
+class _ShortOnce:
+    """Wraps a model so that its first ``failures`` reads fail with ``error`` (memory or descriptors run out)."""
+
+    def __init__(self, model: object, error: BaseException, failures: int) -> None:
+        self._model, self._error, self.failures, self.reads = model, error, failures, 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._model, name)
+
+    def read(self, path: str) -> object:
+        self.reads += 1
+        if self.reads <= self.failures:
+            raise self._error
+        return self._model.read(path)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [MemoryError(), OSError(errno.ENOMEM, "Cannot allocate memory"), OSError(errno.EMFILE, "Too many open files")],
+    ids=["MemoryError", "ENOMEM", "EMFILE"],
+)
+def test_a_transient_failure_is_retried_once_then_marked_transient(clips: Clips, tiny_model, error: OSError) -> None:
+    """Running out of memory or file descriptors was written as a permanent "cannot read" verdict."""
+    once = _ShortOnce(tiny_model, error, failures=1)
+    (result,) = score_files(once, [clips.single], num_workers=0, progress=False)
+    assert result.ok and once.reads == 2
+    twice = _ShortOnce(tiny_model, error, failures=2)
+    (result,) = score_files(twice, [clips.single], num_workers=1, progress=False)
+    assert not result.ok and twice.reads == 2
+    assert result.error.startswith("TransientError: ") and "failed 2 times" in result.error, result.error
+    assert "not because of the file" in result.error
+
+
+def test_a_bad_file_is_not_retried(clips: Clips, tiny_model) -> None:
+    counting = _ShortOnce(tiny_model, MemoryError(), failures=0)
+    (result,) = score_files(counting, [clips.bad()[0]], num_workers=0, progress=False)
+    assert result.error.startswith(("ValueError: ", "FileNotFoundError: ")) and counting.reads == 1
+
+
+def test_limits_reach_the_reads_in_the_workers(clips: Clips, tiny_model) -> None:
+    for workers in (0, 2):
+        (big,) = score_files(tiny_model, [clips.landscape], num_workers=workers, progress=False, max_megapixels=0.1)
+        assert big.error.startswith("VideoLimitError: ") and "pixel budget of 0.1 megapixels" in big.error
+        (slow,) = score_files(tiny_model, [clips.landscape], num_workers=workers, progress=False, decode_timeout=1e-9)
+        assert slow.error.startswith("VideoLimitError: ") and "decode time limit of 1e-09 s" in slow.error
+    (ok,) = score_files(tiny_model, [clips.landscape], progress=False, max_megapixels=5, decode_timeout=60)
+    assert ok.ok
+    with pytest.raises(ValueError, match="max_megapixels must be a positive number"):
+        score_files(tiny_model, [clips.landscape], max_megapixels=-1)
+    with pytest.raises(ValueError, match="decode_timeout must be a positive number"):
+        score_files(tiny_model, [clips.landscape], decode_timeout=float("nan"))

@@ -16,14 +16,17 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pytest
-from video_files import write_clip
+from video_files import write_clip, write_pixel_bomb, write_reference_script
 
 import dvlta_metric
 from dvlta_metric.cli import main
@@ -42,12 +45,14 @@ class Hostile:
         error: Pattern the result's ``error`` must match; ``None`` when the file must be scored.
         warning: Pattern the result's ``warning`` must match when it is scored (``None``: no check). With both
             set, either verdict is right (how much of a damaged file still decodes can vary with the encode).
+        options: Extra :func:`~dvlta_metric.batch.score_files` arguments (e.g. a small ``max_megapixels``).
     """
 
     name: str
     make: Callable[[Path, Path], Path]
     error: str | None
     warning: str | None = None
+    options: dict[str, float] = field(default_factory=dict)
 
 
 def _bytes(name: str, data: Callable[[bytes], bytes]) -> Callable[[Path, Path], Path]:
@@ -70,6 +75,48 @@ def _flip(data: bytes, start: float, count: int, seed: int = 0) -> bytes:
     return bytes(out)
 
 
+def _script(kind: str, names: str = "fifo") -> Callable[[Path, Path], Path]:
+    """A maker of a reference-demuxer script (ffconcat, hls, dash, sdp) named ``.mp4`` that names a FIFO (reading
+    it blocked forever) or the good clip (``names="clip"``: the work multiplies)."""
+
+    def make(folder: Path, good: Path) -> Path:
+        target = good
+        if names == "fifo":
+            target = folder / "pipe"
+            os.mkfifo(target)
+        return write_reference_script(folder / f"{kind}.mp4", kind, target)
+
+    return make
+
+
+def _fifo(folder: Path, good: Path) -> Path:
+    os.mkfifo(folder / "stream.mp4")
+    return folder / "stream.mp4"
+
+
+def _symlink_loop(folder: Path, good: Path) -> Path:
+    (folder / "a.mp4").symlink_to(folder / "b.mp4")
+    (folder / "b.mp4").symlink_to(folder / "a.mp4")
+    return folder / "a.mp4"
+
+
+def _named(name: bytes) -> Callable[[Path, Path], Path]:
+    """A maker copying the good clip to a file called ``name`` (bytes: any name the file system takes)."""
+
+    def make(folder: Path, good: Path) -> Path:
+        path = os.path.join(os.fsencode(folder), name)
+        shutil.copyfile(good, path)
+        return Path(os.fsdecode(path))
+
+    return make
+
+
+def _bomb(folder: Path, good: Path) -> Path:
+    return write_pixel_bomb(folder / "bomb.mp4")  # 24 flat frames of 4096 x 4096 in about 50 KB
+
+
+_NOT_A_CONTAINER = r"not a video (container|file FFmpeg can read)"
+
 FILES: list[Hostile] = [
     Hostile("empty", _bytes("empty.mp4", lambda _: b""), r"empty"),
     Hostile(
@@ -84,6 +131,23 @@ FILES: list[Hostile] = [
     ),
     Hostile("cut after the header", _bytes("cut.mp4", lambda d: d[:64]), r"not a video file FFmpeg can read"),
     Hostile("bits flipped in the frames", _bytes("flipped.mp4", lambda d: _flip(d, 0.5, 64)), r"damaged", r"truncated"),
+    Hostile("ffconcat script naming a FIFO", _script("ffconcat"), r"an ffconcat script, not a video container"),
+    Hostile("ffconcat script naming the clip", _script("ffconcat", "clip"), r"an ffconcat script, not a video contai"),
+    Hostile("hls playlist named .mp4", _script("hls"), _NOT_A_CONTAINER),
+    Hostile("dash manifest named .mp4", _script("dash"), _NOT_A_CONTAINER),
+    Hostile("sdp description named .mp4", _script("sdp"), _NOT_A_CONTAINER),
+    Hostile("FIFO named .mp4", _fifo, r"a FIFO \(named pipe\), not a regular file"),
+    Hostile("symlink loop", _symlink_loop, r"a loop of symbolic links"),
+    Hostile(
+        "pixel bomb",
+        _bomb,
+        r"VideoLimitError: .*4096x4096.*pixel budget of 100 megapixels",
+        options={"max_megapixels": 100},
+    ),
+    Hostile("name with spaces", _named(b"a clip with  spaces .mp4"), None),
+    Hostile("name with a newline", _named(b"two\nlines.mp4"), None),
+    Hostile("name not UTF-8", _named(b"caf\xe9 \xff.mp4"), None),
+    Hostile("name with terminal escapes", _named(b"\x1b[2J\x1b[1;1Hok \x07.mp4"), None),
 ]
 """The corpus: one line per failure mode."""
 
@@ -93,13 +157,17 @@ def good_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_clip(tmp_path_factory.mktemp("good") / "good.mp4", frames=24, noise=True)
 
 
-def score_within_deadline(model: dvlta_metric.DVLTAVQA, path: Path) -> dvlta_metric.FileResult:
-    """Score one file in a thread; fail the test if it takes longer than :data:`DEADLINE_S`."""
+def score_within_deadline(
+    model: dvlta_metric.DVLTAVQA, path: Path, options: dict[str, float] | None = None
+) -> dvlta_metric.FileResult:
+    """Score one file in a thread (with ``options`` for :func:`~dvlta_metric.batch.score_files`); fail the
+    test if it takes longer than :data:`DEADLINE_S`."""
+    options = options or {}
     out: list[dvlta_metric.FileResult | BaseException] = []
 
     def run() -> None:
         try:
-            out.extend(model.score_files([path], num_workers=0, progress=False))
+            out.extend(dvlta_metric.score_files(model, [path], num_workers=0, progress=False, **options))
         except BaseException as err:  # reported below, in the test's thread
             out.append(err)
 
@@ -115,7 +183,7 @@ def score_within_deadline(model: dvlta_metric.DVLTAVQA, path: Path) -> dvlta_met
 
 @pytest.mark.parametrize("case", FILES, ids=lambda c: c.name)
 def test_a_hostile_file_is_a_row_not_a_crash(case: Hostile, tmp_path: Path, good_clip: Path, tiny_model) -> None:
-    result = score_within_deadline(tiny_model, case.make(tmp_path, good_clip))
+    result = score_within_deadline(tiny_model, case.make(tmp_path, good_clip), case.options)
     if case.error is not None and (case.warning is None or result.score is None):
         assert result.score is None and result.error and re.search(case.error, result.error), result.error
     else:
@@ -130,7 +198,7 @@ def _text(name: str, text: str) -> Callable[[Path, Path], Path]:
     return _bytes(name, lambda _: text.encode())
 
 
-def _fifo(folder: Path, good: Path) -> Path:
+def _fifo_output(folder: Path, good: Path) -> Path:
     if not hasattr(os, "mkfifo"):
         pytest.skip("no FIFOs on this platform")
     os.mkfifo(folder / "scores.csv")
@@ -155,7 +223,7 @@ OUTPUTS: list[Hostile] = [
         _text("s.jsonl", '{"path": "a", "score": 0.5, "model": "m", "error": null}\nhello'),
         FOREIGN,
     ),  # fmt: skip
-    Hostile("a FIFO", _fifo, r"not a regular file"),
+    Hostile("a FIFO", _fifo_output, r"not a regular file"),
 ]
 """``--output`` files that must be refused with their bytes unchanged: one line per kind."""
 
@@ -190,3 +258,32 @@ def test_a_foreign_output_file_is_refused_unchanged(case: Hostile, tmp_path: Pat
     assert code == 2 and case.error and re.search(case.error, err) and "Traceback" not in err, err
     if digest is not None:
         assert hashlib.sha256(output.read_bytes()).hexdigest() == digest, "the file was changed"
+
+
+def _peak_rss_of_check(dtype: str, contiguous: bool) -> tuple[int, int]:
+    """``check_video`` on a 400 MB float video in a fresh process: (resident bytes before, peak resident bytes)."""
+    code = f"""
+import re, torch
+from dvlta_metric._inputs import check_video
+def kb(key):
+    return int(re.search(key + r":\\s+(\\d+)", open("/proc/self/status").read()).group(1)) * 1024
+video = torch.rand(64, 3, 512, 1024).to(torch.{dtype})
+video = video if {contiguous} else video.transpose(2, 3)
+open("/proc/self/clear_refs", "w").write("5")  # VmHWM from here
+before = kb("VmRSS")
+check_video(video)
+print(before, kb("VmHWM"))
+"""
+    env = {**os.environ, "PYTHONPATH": str(Path(dvlta_metric.__file__).parents[1])}
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env, timeout=120)
+    before, peak = out.stdout.split()
+    return int(before), int(peak)
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="resets VmHWM through /proc")
+@pytest.mark.parametrize("dtype, contiguous", [("float32", True), ("bfloat16", True), ("float32", False)])
+def test_checking_a_float_video_allocates_no_copy_of_it(dtype: str, contiguous: bool) -> None:
+    """Validating a float tensor allocated about 1.7x the input (2.5x for half precision) in temporaries."""
+    before, peak = _peak_rss_of_check(dtype, contiguous)
+    size = 64 * 3 * 512 * 1024 * (4 if dtype == "float32" else 2)
+    assert peak - before < 0.1 * size, f"{(peak - before) / 1e6:.0f} MB for a {size / 1e6:.0f} MB video"

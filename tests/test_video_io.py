@@ -3,6 +3,14 @@ decoding, damaged and non-video files, and the real sample videos in ../shared."
 
 from __future__ import annotations
 
+import errno
+import math
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,11 +18,30 @@ import av
 import numpy as np
 import pytest
 import torch
-from video_files import STEP, Clips, frame_image, make_clips, mp4_boxes, write_clip, write_still
+from video_files import (
+    REFERENCE_SCRIPTS,
+    STEP,
+    Clips,
+    frame_image,
+    make_clips,
+    mp4_boxes,
+    write_clip,
+    write_pixel_bomb,
+    write_reference_script,
+    write_still,
+)
 
 from dvlta_metric import video_io
 from dvlta_metric.decoded import DecodedVideo
-from dvlta_metric.video_io import TAIL_SLACK, TS_PACKET_SIZES, VIDEO_EXTENSIONS, find_videos, read_video
+from dvlta_metric.video_io import (
+    TAIL_SLACK,
+    TS_PACKET_SIZES,
+    VIDEO_EXTENSIONS,
+    TransientError,
+    VideoLimitError,
+    find_videos,
+    read_video,
+)
 
 
 @pytest.fixture(scope="module")
@@ -401,3 +428,223 @@ def test_a_read_leaves_nothing_for_the_garbage_collector(tmp_path: Path) -> None
 def test_bad_thread_counts_are_refused_before_opening(clips: Clips, threads: object) -> None:
     with pytest.raises(ValueError, match="threads must be a whole number from 0"):
         read_video(clips.single, threads=threads)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------------- hostile files
+@pytest.mark.parametrize("kind", sorted(REFERENCE_SCRIPTS))
+def test_reference_demuxer_scripts_are_refused_without_opening_anything(tmp_path: Path, kind: str) -> None:
+    """A few bytes of text named .mp4 made FFmpeg's concat demuxer open the files it names: here a FIFO,
+    where the read blocked forever waiting for a writer."""
+    fifo = tmp_path / "named.fifo"
+    os.mkfifo(fifo)
+    script = write_reference_script(tmp_path / f"{kind}.mp4", kind, fifo)
+    outcome: list[BaseException | None] = []
+
+    def read() -> None:
+        try:
+            read_video(script)
+            outcome.append(None)
+        except BaseException as err:
+            outcome.append(err)
+
+    start = time.monotonic()
+    worker = threading.Thread(target=read, daemon=True)
+    worker.start()
+    worker.join(5.0)
+    took = time.monotonic() - start
+    if worker.is_alive():  # release the reader blocked on the FIFO before failing
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail(f"reading the {kind} script blocked on the file it names")
+    assert isinstance(outcome[0], ValueError), outcome
+    assert re.search(r"not a video (container|file FFmpeg can read)", str(outcome[0])), outcome[0]
+    assert took < 1.0
+
+
+def test_an_ffconcat_script_is_named_in_the_refusal(tmp_path: Path) -> None:
+    script = write_reference_script(tmp_path / "list.mp4", "ffconcat", tmp_path / "gone.mp4")
+    with pytest.raises(ValueError, match=r"an ffconcat script, not a video container.*refused"):
+        read_video(script)
+
+
+def test_only_allowed_formats_are_opened() -> None:
+    assert {"mov", "matroska", "avi", "mpegts", "yuv4mpegpipe", "png_pipe"} <= video_io.ALLOWED_FORMATS
+    assert not {"concat", "hls", "dash", "sdp", "image2", "tty", "lavfi"} & video_io.ALLOWED_FORMATS
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_fifo_is_refused_before_it_is_opened(tmp_path: Path) -> None:
+    fifo = tmp_path / "stream.mp4"
+    os.mkfifo(fifo)
+    start = time.monotonic()
+    with pytest.raises(ValueError, match=r"a FIFO \(named pipe\), not a regular file"):
+        read_video(fifo)
+    assert time.monotonic() - start < 1.0
+
+
+def test_a_symlink_loop_is_named(tmp_path: Path) -> None:
+    (tmp_path / "a.mp4").symlink_to(tmp_path / "b.mp4")
+    (tmp_path / "b.mp4").symlink_to(tmp_path / "a.mp4")
+    with pytest.raises(ValueError, match="a loop of symbolic links"):
+        read_video(tmp_path / "a.mp4")
+
+
+@pytest.fixture(scope="module")
+def pixel_bomb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_pixel_bomb(tmp_path_factory.mktemp("bomb") / "bomb.mp4")
+
+
+def test_a_pixel_bomb_is_refused_before_decoding(pixel_bomb: Path) -> None:
+    assert pixel_bomb.stat().st_size < 200_000
+    with pytest.raises(VideoLimitError, match=r"20 frames of 4096x4096 \(336 megapixels.*budget of 100 megapix"):
+        read_video(pixel_bomb, select=lambda n: range(20), max_megapixels=100)
+    with pytest.raises(VideoLimitError, match=r"one frame of 4096x4096"):
+        read_video(pixel_bomb, select=lambda n: [0], max_megapixels=10)
+    with video_io.read_limits(max_megapixels=10):  # the limit in effect for model.read
+        with pytest.raises(VideoLimitError, match="budget of 10 megapixels"):
+            read_video(pixel_bomb, select=lambda n: [0])
+    video = read_video(pixel_bomb, select=lambda n: [0, 5], max_megapixels=40)
+    assert video.frames.shape == (2, 3, 4096, 4096)
+
+
+def test_a_stream_growing_past_its_declared_size_is_stopped_while_decoding(tmp_path: Path) -> None:
+    path = write_pixel_bomb(tmp_path / "grows.h264", frames=6, container_format="h264", first=200)
+    declared = read_video(path, select=lambda n: [0])
+    assert (declared.metadata["width"], declared.metadata["height"]) == (64, 64)
+    with pytest.raises(VideoLimitError, match=r"decoded frames \(the last 4096x4096\).*budget of 30 megapixels"):
+        read_video(path, max_megapixels=30)  # 206 frames of 64 x 64 (the declared size) would fit
+
+
+def _peak_rss_of_read(path: Path, megapixels: float) -> tuple[int, int, str]:
+    """Read ``path`` in a fresh process: (resident bytes before the read, peak resident bytes, outcome)."""
+    code = f"""
+import re, sys
+from dvlta_metric import read_video
+def kb(key):
+    return int(re.search(key + r":\\s+(\\d+)", open("/proc/self/status").read()).group(1)) * 1024
+before = kb("VmRSS")
+try:
+    read_video({str(path)!r}, select=lambda n: range(20), max_megapixels={megapixels})
+    outcome = "read"
+except Exception as err:
+    outcome = type(err).__name__
+print(before, kb("VmHWM"), outcome)
+"""
+    env = {**os.environ, "PYTHONPATH": str(Path(video_io.__file__).parents[1])}
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, env=env, timeout=120
+    )
+    before, peak, outcome = out.stdout.split()
+    return int(before), int(peak), outcome
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmHWM from /proc")
+def test_a_pixel_bomb_stays_within_the_budget(pixel_bomb: Path) -> None:
+    """The 51 KB file of 24 frames of 4096 x 4096 took 3.3 GB with the tiny model's 20 frames; now the read
+    is refused, and the process never holds more than the budget (3 bytes a pixel) on top of what it had."""
+    budget = 100
+    before, peak, outcome = _peak_rss_of_read(pixel_bomb, budget)
+    assert outcome == "VideoLimitError"
+    assert peak - before < budget * 1e6 * 3, f"peak {peak / 1e6:.0f} MB, {before / 1e6:.0f} MB before the read"
+
+
+def test_the_decode_time_limit(clips: Clips) -> None:
+    with pytest.raises(VideoLimitError, match=r"longer than the decode time limit of 1e-09 s.*decode_timeout="):
+        read_video(clips.single, decode_timeout=1e-9)
+    with video_io.read_limits(decode_timeout=1e-9):
+        with pytest.raises(VideoLimitError, match="decode time limit"):
+            read_video(clips.single)
+    assert read_video(clips.single, decode_timeout=math.inf).num_frames > 0
+    for bad in (0, -1.0, math.nan, "10", True):
+        with pytest.raises(ValueError, match="decode_timeout must be a positive number"):
+            read_video(clips.single, decode_timeout=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_megapixels must be a positive number"):
+        video_io.read_limits(max_megapixels=0).__enter__()
+
+
+class _FlakyContainer:
+    """A container whose packets fail to decode with ``error`` from the ``after``-th on."""
+
+    def __init__(self, container: av.container.InputContainer, error: Exception, after: int) -> None:
+        self._container, self._error, self._after = container, error, after
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._container, name)
+
+    def demux(self, *streams: object) -> Iterator[object]:
+        for i, packet in enumerate(self._container.demux(*streams)):
+            yield _FlakyPacket(packet, self._error if i >= self._after else None)
+
+
+class _FlakyPacket:
+    def __init__(self, packet: av.Packet, error: Exception | None) -> None:
+        self._packet, self._error = packet, error
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._packet, name)
+
+    def decode(self) -> list[av.VideoFrame]:
+        if self._error is not None:
+            raise self._error
+        return self._packet.decode()
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        av.error.MemoryError(errno.ENOMEM, "Cannot allocate memory"),
+        av.error.OSError(errno.EMFILE, "Too many open files"),
+        MemoryError(),
+    ],
+    ids=["ENOMEM", "EMFILE", "MemoryError"],
+)
+def test_running_out_of_resources_is_transient_not_corrupt(
+    clips: Clips, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    """ENOMEM while decoding a frame was taken for a frame the file cannot give: "the file is damaged"."""
+    opened = video_io._open
+    calls = {"n": 0}
+
+    def flaky_open(p: Path, name: str) -> tuple[object, av.video.stream.VideoStream]:
+        container, stream = opened(p, name)
+        calls["n"] += 1
+        return (_FlakyContainer(container, error, 3) if calls["n"] > 1 else container), stream  # scan passes
+
+    monkeypatch.setattr(video_io, "_open", flaky_open)
+    with pytest.raises(TransientError, match=r"for want of resources on this machine.*not because of the file"):
+        read_video(clips.landscape)
+
+
+# ---------------------------------------------------------------------------------------------- find_videos, hostile
+def test_find_videos_follows_linked_folders_and_warns_about_loops(tmp_path: Path) -> None:
+    (tmp_path / "real" / "sub").mkdir(parents=True)
+    (tmp_path / "real" / "sub" / "a.mp4").write_bytes(b"x")
+    (tmp_path / "top").mkdir()
+    (tmp_path / "top" / "linked").symlink_to(tmp_path / "real", target_is_directory=True)
+    (tmp_path / "top" / "linked_again").symlink_to(tmp_path / "real", target_is_directory=True)
+    (tmp_path / "real" / "sub" / "up").symlink_to(tmp_path / "real", target_is_directory=True)  # a loop
+    with pytest.warns(UserWarning, match=r"up: a symbolic link to .*real, a directory it is inside \(a loop\)"):
+        found = find_videos(tmp_path / "top")
+    assert [p.relative_to(tmp_path).as_posix() for p in found] == ["top/linked/sub/a.mp4"]
+
+
+def test_find_videos_warns_about_unreadable_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "a.mp4").write_bytes(b"x")
+    (tmp_path / "b.mp4").write_bytes(b"x")
+    locked.chmod(0)
+    if os.name != "posix" or os.geteuid() == 0:  # permissions do not apply: refuse to list it the same way
+        scandir = os.scandir
+
+        def refuse(path: object = ".") -> object:
+            if Path(os.fsdecode(path)) == locked:  # type: ignore[arg-type]
+                raise PermissionError(errno.EACCES, "Permission denied", str(path))
+            return scandir(path)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(os, "scandir", refuse)
+    try:
+        with pytest.warns(UserWarning, match=r"skipped the directory .*locked: cannot list it"):
+            found = find_videos(tmp_path)
+    finally:
+        locked.chmod(0o755)
+    assert [p.name for p in found] == ["b.mp4"]

@@ -288,3 +288,59 @@ def make_clips(directory: Path) -> Clips:
     mdat = mp4_boxes(full)["mdat"][0] + 8
     clips.corrupt_data.write_bytes(full[:mdat] + rng.bytes(len(full) - mdat))
     return clips
+
+
+def write_pixel_bomb(
+    path: Path, *, size: int = 4096, frames: int = 24, container_format: str | None = None, first: int = 0
+) -> Path:
+    """A tiny file of huge frames: ``frames`` flat grey ``size`` x ``size`` frames of H.264 (about 50 KB at
+    4096 x 4096, 24 frames), after ``first`` ordinary 64 x 64 frames when ``first`` > 0 (a raw H.264 stream
+    then declares 64 x 64 and grows mid-stream: ``container_format="h264"``)."""
+    with path.open("wb") as out:
+        for width, count in ((64, first), (size, frames)):
+            if not count:
+                continue
+            part = path.with_name(f"{path.stem}.part{width}{path.suffix}")
+            with av.open(str(part), "w", format=container_format) as container:
+                stream = container.add_stream("libx264", rate=24)
+                stream.width = stream.height = width
+                stream.pix_fmt = "yuv420p"
+                stream.options = {"preset": "ultrafast"}
+                frame = av.VideoFrame(width, width, "yuv420p")
+                for plane in frame.planes:
+                    np.frombuffer(plane, np.uint8)[:] = 128
+                for i in range(count):
+                    frame.pts = i
+                    for packet in stream.encode(frame):
+                        container.mux(packet)
+                for packet in stream.encode():
+                    container.mux(packet)
+            out.write(part.read_bytes())
+            part.unlink()
+    return path
+
+
+REFERENCE_SCRIPTS = {
+    "ffconcat": "ffconcat version 1.0\nfile '{target}'\nfile '{target}'\n",
+    "hls": "#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\n{target}\n#EXT-X-ENDLIST\n",
+    "dash": (
+        '<?xml version="1.0"?>\n<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static" '
+        'mediaPresentationDuration="PT1S" minBufferTime="PT1S"><Period><AdaptationSet><Representation id="1" '
+        'bandwidth="1000" mimeType="video/mp4"><BaseURL>{target}</BaseURL></Representation></AdaptationSet>'
+        "</Period></MPD>\n"
+    ),
+    "sdp": "v=0\no=- 0 0 IN IP4 127.0.0.1\ns=x\nc=IN IP4 127.0.0.1\nt=0 0\nm=video 5004 RTP/AVP 96\n"
+    "a=rtpmap:96 H264/90000\n",
+}
+"""Texts that FFmpeg's reference demuxers (concat, HLS, DASH, SDP) follow to other files or URLs; ``{target}``
+is the file they name."""
+
+
+def write_reference_script(path: Path, kind: str, target: Path) -> Path:
+    """Write the :data:`REFERENCE_SCRIPTS` text ``kind``, naming ``target``, as ``path`` (e.g. ``x.mp4``).
+
+    A target in the same folder is named relative to the script, as FFmpeg's concat demuxer accepts by
+    default (it refuses absolute paths unless ``safe=0``)."""
+    named = target.name if target.parent == path.parent else target
+    path.write_text(REFERENCE_SCRIPTS[kind].format(target=named))
+    return path
