@@ -26,7 +26,7 @@ from .errors import CheckpointError, WeightsNotFoundError, WeightsUnavailableErr
 from .loss import plcc_loss, quality_loss, rank_loss
 from .model import DVLTAVQA, Explanation
 from .version import __version__
-from .video_io import VIDEO_EXTENSIONS, find_videos, read_video
+from .video_io import VIDEO_EXTENSIONS, TransientError, VideoLimitError, find_videos, read_limits, read_video
 
 __all__ = [
     "DVLTAVQA",
@@ -38,6 +38,8 @@ __all__ = [
     "ModelInfo",
     "ModelConfig",
     "PretrainedMixin",
+    "TransientError",
+    "VideoLimitError",
     "WeightSource",
     "WeightsNotFoundError",
     "WeightsUnavailableError",
@@ -52,6 +54,7 @@ __all__ = [
     "rank_loss",
     "read_video",
     "register_model",
+    "read_limits",
     "score_files",
     "tune_allocator",
 ]

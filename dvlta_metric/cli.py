@@ -43,7 +43,7 @@ from .batch import FileResult
 from .errors import WeightsUnavailableError
 from .model import DVLTAVQA
 from .version import __version__
-from .video_io import find_videos
+from .video_io import DEFAULT_DECODE_TIMEOUT_S, DEFAULT_MAX_MEGAPIXELS, TransientError, find_videos
 
 EXIT_WRITE_ERROR = 74
 """Exit status when results cannot be written (a full disk, a file size limit): ``EX_IOERR`` of sysexits.h."""
@@ -94,6 +94,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=2,
         metavar="N",
         help="decoding threads; 0 decodes between model calls (default: 2)",
+    )
+    score.add_argument(
+        "--max-megapixels",
+        type=_positive_number,
+        default=DEFAULT_MAX_MEGAPIXELS,
+        metavar="MP",
+        help="pixel budget: most decoded RGB megapixels one video may hold at once; a file that needs more is "
+        f"an error row (default: {DEFAULT_MAX_MEGAPIXELS:g}; inf: no limit)",
+    )
+    score.add_argument(
+        "--decode-timeout",
+        type=_positive_number,
+        default=DEFAULT_DECODE_TIMEOUT_S,
+        metavar="S",
+        help=f"most seconds decoding one file may take before it is an error row (default: "
+        f"{DEFAULT_DECODE_TIMEOUT_S:g}; inf: no limit)",
     )
     score.add_argument(
         "--format",
@@ -242,9 +258,16 @@ def _score_files(
                 num_workers=args.workers,
                 progress=not args.no_progress,
                 explain=args.explain,
+                max_megapixels=args.max_megapixels,
+                decode_timeout=args.decode_timeout,
             )
             for result in scored:
                 result = finite_or_error(result)
+                if result.error and result.error.startswith(f"{TransientError.__name__}:"):
+                    failed += 1  # not a verdict on the file: no row, so that the next run tries it again
+                    why = _without_path(result.error, result.path)
+                    _note(f"dvlta-metric: failed, not recorded (run again to retry): {result.path}: {why}")
+                    continue
                 sink.add(result)
                 written += 1
                 if result.error:
@@ -356,6 +379,16 @@ def _positive(text: str) -> int:
     value = _whole(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number such as 300 or inf, got {text!r}") from None
+    if not value > 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
     return value
 
 

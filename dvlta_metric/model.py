@@ -661,6 +661,8 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
         progress: bool = True,
         explain: bool = False,
         prefetch: int | None = None,
+        max_megapixels: float | None = None,
+        decode_timeout: float | None = None,
     ) -> Iterator[FileResult]:
         """Score many video files (:func:`~dvlta_metric.batch.score_files` with this model).
 
@@ -674,11 +676,16 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
             progress: Show a tqdm progress bar on stderr when stderr is a terminal.
             explain: Also record the fusion weights of each video.
             prefetch: Videos decoded ahead while the model runs (default ``max(batch_size, num_workers)``).
+            max_megapixels: Pixel budget of one decoded video (default
+                :data:`~dvlta_metric.video_io.DEFAULT_MAX_MEGAPIXELS`; see :func:`~dvlta_metric.video_io.read_video`).
+            decode_timeout: Most seconds one file's decoding may take (default
+                :data:`~dvlta_metric.video_io.DEFAULT_DECODE_TIMEOUT_S`).
 
         Returns:
             An iterator of :class:`~dvlta_metric.batch.FileResult`, one per path, in order.
         """
         options = {"batch_size": batch_size, "num_workers": num_workers, "prefetch": prefetch}
+        options |= {"max_megapixels": max_megapixels, "decode_timeout": decode_timeout}
         return score_files(self, paths, progress=progress, explain=explain, **options)
 
     def extra_repr(self) -> str:

@@ -650,3 +650,37 @@ def test_odd_file_names_in_a_csv_output_resume(capsys, tmp_path: Path, odd_names
         assert [r["path"] for r in csv.DictReader(fh)] == list(map(str, odd_names)), "a lone \\r is quoted"
     code, _, err = run(capsys, "score", *odd_names, "--output", out, *TINY)
     assert code == 1 and "2 of 2 files are already in" in err
+
+
+def test_a_transient_failure_gets_no_row_and_the_next_run_retries_it(
+    capsys, tmp_path: Path, clips: Clips, monkeypatch
+) -> None:
+    """Running out of memory is no verdict on a file: a row would make every resume skip it for good."""
+    out = tmp_path / "scores.csv"
+    real_read = dvlta_metric.DVLTAVQA.read
+
+    def starved(self, path):
+        if Path(path) == Path(clips.single):
+            raise MemoryError
+        return real_read(self, path)
+
+    monkeypatch.setattr(dvlta_metric.DVLTAVQA, "read", starved)
+    code, _, err = run(capsys, "score", clips.landscape, clips.single, "--output", out, *TINY)
+    assert code == 1 and "not recorded (run again to retry)" in err and "TransientError" in err
+    assert [r["path"] for r in _rows(out, "csv")] == [str(clips.landscape)]
+    monkeypatch.setattr(dvlta_metric.DVLTAVQA, "read", real_read)
+    code, _, err = run(capsys, "score", clips.landscape, clips.single, "--output", out, *TINY)
+    assert code == 0 and "1 of 2 files are already in" in err
+    rows = _rows(out, "csv")
+    assert sorted(r["path"] for r in rows) == sorted([str(clips.landscape), str(clips.single)])
+    assert all(r["error"] == "" for r in rows)
+
+
+def test_the_decoding_limits_are_flags(capsys, clips: Clips) -> None:
+    code, out, err = run(capsys, "score", clips.landscape, "--max-megapixels", "0.01", "--format", "json", *TINY)
+    (row,) = json.loads(out)
+    assert code == 1 and row["score"] is None and "VideoLimitError" in row["error"] and "pixel budget" in row["error"]
+    code, _, err = run(capsys, "score", clips.landscape, "--decode-timeout", "nan", *TINY)
+    assert code == 2 and "--decode-timeout: must be above 0" in err
+    code, out, _ = run(capsys, "score", clips.landscape, "--decode-timeout", "inf", "--format", "json", *TINY)
+    assert code == 0 and 0 < json.loads(out)[0]["score"] < 1
