@@ -197,3 +197,15 @@ def test_roofline_prices_operators_by_their_flops_and_bytes() -> None:
         traced = sum(o.flops for o in roofline.record(model, lambda: model.branch_features(model.encode(views))))
         counted = bench.count_flops(lambda: model.branch_features(model.encode(views)))
     assert traced == counted
+
+
+def test_soak_scores_every_file_once_through_faults(tmp_path: Path) -> None:
+    out = tmp_path / "soak.json"
+    _run("soak.py", "--files", "8", "--broken", "2", "--rounds", "3", "--seed", "3", "--output", str(out))
+    result = json.loads(out.read_text())
+    assert result["scored_exactly_once"] == 8 and result["error_rows"] == 2
+    assert result["lost"] == result["duplicated"] == result["unexpected_rows"] == []
+    assert [r["fault"] for r in result["rounds"]][-2:] == ["concurrent", "none"]
+    assert {r["fault"] for r in result["rounds"][:-2]} <= {"kill", "full-disk"}
+    assert result["rounds"][-2]["second_exit"] == 2  # the concurrent run was refused
+    assert result["rounds"][-1]["exit"] == 1  # nothing left to score; the broken files' rows make it 1
