@@ -169,6 +169,9 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
             prompts (computed once from the text tower; inference never runs it).
         view_generator: The generator of the random views of training mode, seeded with
             ``config.fragment_view.seed`` (see :meth:`seed_views`).
+        weights_origin: Where the weights came from, with the exact Hub commit or the file's SHA-256, as
+            :func:`~dvlta_metric.create` records it (``"random"`` for a model built directly); see
+            :func:`~dvlta_metric._factory.weights_label`.
 
     Args:
         config: Model configuration.
@@ -192,6 +195,7 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
         self.fusion = TextGuidedFusion(config.fusion)
         self.head = PromptQualityHead(config.logit_scale)
         self.precision = "fp32"
+        self.weights_origin = "random"
         self.view_generator = torch.Generator().manual_seed(config.fragment_view.seed)
         self.eval()
 
