@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from ._model_card import model_card
@@ -27,6 +27,13 @@ WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
 _VIEW_KEYS = ("fragment_view", "frame_view")
 _MAX_LISTED = 8
+MAX_CONFIG_BYTES = 1 << 20
+"""Largest ``config.json`` read (1 MiB; the files :meth:`PretrainedMixin.save_pretrained` writes are a few KiB)."""
+MAX_JSON_DEPTH = 32
+"""Deepest nesting of objects and lists accepted in ``config.json`` (the format itself needs 4)."""
+MAX_PARAMETERS = 1_000_000_000
+"""Most parameters and buffers (elements) a model read from a directory may have: 4 GB as float32. The paper's
+model has about 116 M."""
 
 
 def config_to_json(config: ModelConfig, *, storage_dtype: str, metadata: dict[str, Any] | None) -> dict[str, Any]:
@@ -98,16 +105,56 @@ def read_config(path: str | Path) -> tuple[ModelConfig, dict[str, Any]]:
 
     Raises:
         WeightsNotFoundError: If the file does not exist.
-        CheckpointError: If it is not valid JSON or not a DVLTA-VQA config.
+        CheckpointError: If it is larger than :data:`MAX_CONFIG_BYTES`, not valid JSON, nested deeper than
+            :data:`MAX_JSON_DEPTH`, or not a DVLTA-VQA config (sizes beyond their bounds included, see
+            :data:`dvlta_metric.config.LIMITS`).
     """
     path = Path(path)
     if not path.is_file():
         raise WeightsNotFoundError(f"{path} does not exist; a model directory needs {CONFIG_NAME}")
+    with path.open("rb") as fh:
+        data = fh.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise CheckpointError(
+            f"{path}: config.json is larger than {MAX_CONFIG_BYTES} bytes, far beyond any DVLTA-VQA config (a few "
+            "KiB); it was not read. Is this the right folder?"
+        )
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise CheckpointError(f"{path}: not valid JSON ({err})") from None
+    except RecursionError:
+        doc = None  # nested too deeply for the parser: refused below with the same message as a deep document
+    depth = json_depth(doc) if doc is not None else MAX_JSON_DEPTH + 1
+    if depth > MAX_JSON_DEPTH:
+        raise CheckpointError(
+            f"{path}: config.json nests objects or lists more than {MAX_JSON_DEPTH} levels deep; a DVLTA-VQA "
+            "config needs 4. It was not loaded."
+        )
     return config_from_json(doc, source=str(path))
+
+
+def json_depth(doc: object) -> int:
+    """How deeply objects and lists nest in a parsed JSON document (0 for a number or string), without recursion.
+
+    Args:
+        doc: A value :func:`json.loads` returned.
+
+    Returns:
+        The nesting depth.
+    """
+    deepest = 0
+    stack: list[tuple[object, int]] = [(doc, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            stack.extend((item, depth + 1) for item in value.values())
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1) for item in value)
+        else:
+            continue
+        deepest = max(deepest, depth + 1)
+    return deepest
 
 
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
@@ -121,29 +168,84 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
 
     Raises:
         WeightsNotFoundError: If the file does not exist.
-        CheckpointError: If it is truncated or not a safetensors file.
+        CheckpointError: If it is truncated or not a safetensors file, or a floating-point tensor holds NaN or
+            infinity (the message names the tensors).
     """
     path = Path(path)
     if not path.is_file():
         raise WeightsNotFoundError(f"{path} does not exist; a model directory needs {WEIGHTS_NAME}")
     try:
-        return load_file(str(path), device="cpu")
+        state = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{path}: not a readable safetensors file (truncated or corrupt?): {err}") from None
+    bad = [
+        f"{key} ({int((~torch.isfinite(value)).sum())} of {value.numel()} values)"
+        for key, value in state.items()
+        if (value.is_floating_point() or value.is_complex()) and not bool(torch.isfinite(value).all())
+    ]
+    if bad:
+        raise CheckpointError(
+            f"{path}: tensor(s) holding NaN or infinity: {_listing(bad)}. Such weights give NaN scores; the file "
+            "is damaged (a flipped bit?) or was saved from a diverged training run. It was not loaded."
+        )
+    return state
+
+
+def read_weight_shapes(path: str | Path) -> dict[str, tuple[tuple[int, ...], str]]:
+    """The shape and kind of every tensor of a safetensors file, from its header only (no tensor data is read).
+
+    Args:
+        path: The ``.safetensors`` file.
+
+    Returns:
+        ``{key: (shape, dtype)}``, the dtype named as torch names it (``"float32"``, ``"int64"``, ...).
+
+    Raises:
+        WeightsNotFoundError: If the file does not exist.
+        CheckpointError: If its header cannot be read.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsNotFoundError(f"{path} does not exist; a model directory needs {WEIGHTS_NAME}")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            out = {}
+            for key in fh.keys():
+                piece = fh.get_slice(key)
+                out[key] = (tuple(int(n) for n in piece.get_shape()), _header_dtype(str(piece.get_dtype())))
+            return out
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a readable safetensors file (truncated or corrupt?): {err}") from None
+
+
+_HEADER_DTYPES = {"F": "float", "BF": "bfloat", "I": "int", "U": "uint", "C": "complex"}
+
+
+def _header_dtype(dtype: str) -> str:
+    """Torch's name of a safetensors header dtype: ``"F32"`` -> ``"float32"``, ``"BF16"`` -> ``"bfloat16"``."""
+    if dtype == "BOOL":
+        return "bool"
+    letters = dtype.rstrip("0123456789_EM")
+    prefix = _HEADER_DTYPES.get(letters)
+    return prefix + dtype[len(letters) :].lower() if prefix else dtype.lower()
+
+
+def _name_kind(name: str) -> str:
+    """``"bool"``, ``"complex"``, ``"float"`` or ``"int"`` for a dtype named as torch names it."""
+    if name == "bool":
+        return "bool"
+    if name.startswith("complex"):
+        return "complex"
+    return "float" if name.startswith(("float", "bfloat")) else "int"
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 def _listing(keys: list[str]) -> str:
     shown = ", ".join(keys[:_MAX_LISTED])
     return shown + (f", ... ({len(keys)} in all)" if len(keys) > _MAX_LISTED else "")
-
-
-def _dtype_kind(dtype: torch.dtype) -> str:
-    """``"bool"``, ``"complex"``, ``"float"`` or ``"int"``: dtypes of one kind convert without changing meaning."""
-    if dtype == torch.bool:
-        return "bool"
-    if dtype.is_complex:
-        return "complex"
-    return "float" if dtype.is_floating_point else "int"
 
 
 def load_weights_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], *, source: str) -> None:
@@ -163,17 +265,42 @@ def load_weights_strict(module: torch.nn.Module, state: dict[str, torch.Tensor],
             mismatches (each with the file's dtype and the expected one).
     """
     own = module.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
+    check_weights_fit(
+        {k: (tuple(v.shape), _dtype_name(v.dtype)) for k, v in own.items()},
+        {k: (tuple(v.shape), _dtype_name(v.dtype)) for k, v in state.items()},
+        source=source,
+    )
+    cast = {
+        k: (v.to(own[k].dtype) if v.is_floating_point() and own[k].is_floating_point() else v) for k, v in state.items()
+    }
+    module.load_state_dict(cast, strict=True)
+
+
+def check_weights_fit(
+    expected: dict[str, tuple[tuple[int, ...], str]], stored: dict[str, tuple[tuple[int, ...], str]], *, source: str
+) -> None:
+    """Compare the tensors a model expects with those a file holds, by key, shape and dtype kind only.
+
+    A stored tensor may differ from its slot in width only (float16 into float32); an integer, boolean or
+    complex tensor in a floating-point slot, or the reverse, is refused.
+
+    Args:
+        expected: ``{key: (shape, dtype name)}`` of the model (names as :func:`read_weight_shapes` gives them).
+        stored: ``{key: (shape, dtype name)}`` of the file.
+        source: Where the file came from, for error messages.
+
+    Raises:
+        CheckpointError: Listing the first missing keys, unexpected keys, shape mismatches, or kind mismatches.
+    """
+    missing = [k for k in expected if k not in stored]
+    unexpected = [k for k in stored if k not in expected]
     shapes = [
-        f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}"
-        for k in own
-        if k in state and state[k].shape != own[k].shape
+        f"{k} {stored[k][0]} != {expected[k][0]}" for k in expected if k in stored and stored[k][0] != expected[k][0]
     ]
-    dtypes = [
-        f"{k} has {str(state[k].dtype).removeprefix('torch.')}, expected {str(own[k].dtype).removeprefix('torch.')}"
-        for k in own
-        if k in state and _dtype_kind(state[k].dtype) != _dtype_kind(own[k].dtype)
+    kinds = [
+        f"{k} has {stored[k][1]}, expected {expected[k][1]}"
+        for k in expected
+        if k in stored and _name_kind(stored[k][1]) != _name_kind(expected[k][1])
     ]
     problems = []
     if missing:
@@ -182,14 +309,42 @@ def load_weights_strict(module: torch.nn.Module, state: dict[str, torch.Tensor],
         problems.append(f"unexpected keys: {_listing(unexpected)}")
     if shapes:
         problems.append(f"wrong shapes (checkpoint != model): {_listing(shapes)}")
-    if dtypes:
-        problems.append(f"wrong dtypes: {_listing(dtypes)}")
+    if kinds:
+        problems.append(f"wrong dtypes: {_listing(kinds)}")
     if problems:
         raise CheckpointError(f"{source}: the weights do not match the model; " + "; ".join(problems))
-    cast = {
-        k: (v.to(own[k].dtype) if v.is_floating_point() and own[k].is_floating_point() else v) for k, v in state.items()
-    }
-    module.load_state_dict(cast, strict=True)
+
+
+def expected_tensors(
+    cls: type[torch.nn.Module], config: ModelConfig, *, source: str, **kwargs: Any
+) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Build ``cls(config, **kwargs)`` on the ``meta`` device (no memory) and list its tensors.
+
+    Run before the real model is built, so that a ``config.json`` asking for a huge model, or one its weights do
+    not fit, is refused before anything is allocated.
+
+    Args:
+        cls: The model class.
+        config: Its configuration.
+        source: Where the configuration came from, for error messages.
+        **kwargs: Passed on to the constructor.
+
+    Returns:
+        ``{key: (shape, dtype name)}`` of its state dict.
+
+    Raises:
+        CheckpointError: If the model would hold more than :data:`MAX_PARAMETERS` elements.
+    """
+    with torch.device("meta"):
+        skeleton = cls(config, **kwargs)  # type: ignore[call-arg]
+    own = skeleton.state_dict()
+    total = sum(v.numel() for v in own.values())
+    if total > MAX_PARAMETERS:
+        raise CheckpointError(
+            f"{source}: the configuration describes a model of {total} parameters, more than the bound of "
+            f"{MAX_PARAMETERS} (dvlta_metric._checkpoint.MAX_PARAMETERS); it was not built. Check its sizes."
+        )
+    return {k: (tuple(v.shape), _dtype_name(v.dtype)) for k, v in own.items()}
 
 
 def normalise_metadata(metadata: object) -> dict[str, Any]:
@@ -352,7 +507,9 @@ class PretrainedMixin:
         Raises:
             WeightsNotFoundError: If ``directory`` is not a directory or lacks one of the two files.
             CheckpointError: If ``config.json`` is invalid or of another architecture, the weights file is
-                unreadable, or the weights do not fit the model (missing, unexpected, misshapen keys).
+                unreadable or holds NaN or infinity, the model would exceed :data:`MAX_PARAMETERS`, or the
+                weights do not fit the model (missing, unexpected, misshapen keys). Sizes and keys are compared
+                before the model is built.
         """
         if not issubclass(cls, torch.nn.Module):
             raise TypeError(f"PretrainedMixin needs a torch.nn.Module subclass, got {cls.__name__}")
@@ -361,6 +518,10 @@ class PretrainedMixin:
             raise WeightsNotFoundError(f"{directory} is not a directory; expected a folder from save_pretrained()")
         if config is None:
             config, _ = read_config(directory / CONFIG_NAME)
+        # keys and shapes first, from the model built on the meta device and the file's header: a config or
+        # weights file that does not fit is refused before any memory is allocated
+        expected = expected_tensors(cls, config, source=str(directory), **kwargs)
+        check_weights_fit(expected, read_weight_shapes(directory / WEIGHTS_NAME), source=str(directory))
         state = read_weights(directory / WEIGHTS_NAME)
         model = cls(config, **kwargs)  # type: ignore[call-arg]
         load_weights_strict(model, state, source=str(directory))

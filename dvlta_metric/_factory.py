@@ -16,8 +16,8 @@ from typing import Any, Literal
 
 import torch
 
-from ._checkpoint import CONFIG_NAME, WEIGHTS_NAME, read_config
-from ._hub import check_repo_id, check_revision, hub_directory, verify_sha256
+from ._checkpoint import CONFIG_NAME, WEIGHTS_NAME, expected_tensors, read_config
+from ._hub import check_repo_id, check_revision, hub_directory, sha256_of, verify_sha256
 from ._registry import LOADABLE_KINDS, ModelInfo, WeightSource, check_openai_clip_config, list_models, model_info
 from .config import ModelConfig, config_differences
 from .errors import CheckpointError, WeightsNotFoundError, WeightsUnavailableError
@@ -305,15 +305,56 @@ def create(
         if pretrained and directory is not None:
             model = DVLTAVQA.from_pretrained(directory, config=config, as_loss=as_loss)
         else:
+            if parsed.kind != "registry":  # sizes read from a config.json: refused before anything is allocated
+                expected_tensors(DVLTAVQA, config, source=name, as_loss=as_loss)
             model = DVLTAVQA(config, as_loss=as_loss)
+    model.weights_origin = _origin(parsed, directory if pretrained else None, seed)
     if clip is not None:
         from ._zeroshot import load_clip_weights
 
         load_clip_weights(model, cache_dir=cache_dir, revision=revision or clip.revision, sha256=clip.sha256)
+        model.weights_origin = f"{parsed.target} ({model.weights_origin})"
     model.set_precision(precision)
     if as_loss:  # a fixed metric: only what the caller optimises should learn
         model.requires_grad_(False)
     return model.to(dev).eval()
+
+
+def _origin(parsed: ModelName, directory: Path | None, seed: int | None) -> str:
+    """Where :func:`create` took the weights from, with the exact commit (a Hub snapshot folder is named by it)."""
+    if directory is None:
+        return "random" if seed is None else f"random (seed {seed})"
+    if parsed.kind == "local-dir":
+        folder = directory.resolve()
+        return f"local-dir:{folder} (sha256 {sha256_of(folder / WEIGHTS_NAME)[:12]})"
+    if parsed.kind == "hf-hub":
+        return f"hf-hub:{parsed.target}@{directory.name}"
+    info = model_info(parsed.target)
+    return f"{parsed.target} (hf-hub:{info.weights.repo_id}@{directory.name})"
+
+
+def weights_label(model: DVLTAVQA) -> str:
+    """What a results file records in its ``weights`` column: where the weights came from, and the precision.
+
+    The label holds the revision actually used (the commit of the Hub snapshot that was loaded, not the branch
+    asked for) or, for a ``local-dir:`` folder, the first 12 hex digits of its ``model.safetensors``'s SHA-256,
+    so that two runs agree on the label only if they used the same weights: e.g. ``"random (seed 0), fp32"``,
+    ``"local-dir:/models/a (sha256 0123456789ab), fp32"``, ``"hf-hub:org/name@<40-hex commit>, bf16"``,
+    ``"dvlta-vqa.konvid (hf-hub:org/name@<commit>), fp32"`` or
+    ``"dvlta-vqa-zeroshot (hf-hub:timm/vit_base_patch16_clip_224.openai@<commit>), fp32"``.
+
+    Args:
+        model: A model made by :func:`create`.
+
+    Returns:
+        The label.
+
+    Raises:
+        TypeError: If ``model`` is not a :class:`~dvlta_metric.model.DVLTAVQA`.
+    """
+    if not isinstance(model, DVLTAVQA):
+        raise TypeError(f"weights_label expects a DVLTAVQA model made by create(), got {type(model).__name__}")
+    return f"{model.weights_origin}, {model.precision}"
 
 
 def _check_registered_config(name: str, info: ModelInfo, hub: ModelConfig) -> None:

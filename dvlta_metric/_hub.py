@@ -6,6 +6,7 @@ All downloads go through :func:`huggingface_hub.hf_hub_download`, so the standar
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from pathlib import Path
@@ -19,6 +20,50 @@ from .version import __version__
 
 LIBRARY_NAME = "dvlta-metric"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+PROBE_TIMEOUT_S = 10.0
+"""Longest wait for the Hub to accept a connection before a download is given up as offline."""
+
+
+def _connect_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that mean "no connection could be made" in the HTTP clients huggingface_hub has used."""
+    errors: list[type[BaseException]] = []
+    for module, names in (
+        ("httpx2", ("ConnectError", "ConnectTimeout")),
+        ("httpx", ("ConnectError", "ConnectTimeout")),
+    ):
+        with contextlib.suppress(ImportError):
+            imported = __import__(module)
+            errors += [getattr(imported, name) for name in names]
+    with contextlib.suppress(ImportError):
+        import requests
+
+        errors += [requests.exceptions.ConnectionError, requests.exceptions.ConnectTimeout]
+    return tuple(errors)
+
+
+_CONNECT_ERRORS = _connect_errors()
+
+
+def hub_reachable() -> bool:
+    """Whether the Hub endpoint (``HF_ENDPOINT``) accepts a connection: one request, no retries.
+
+    huggingface_hub retries a failed connection five times with growing waits (about 28 s in all) before it
+    falls back to its cache or fails; this probe lets :func:`hub_download` decide at once. Any HTTP answer,
+    an error status included, counts as reachable; only a refused or timed-out connection (or an unknown host)
+    does not.
+
+    Returns:
+        ``False`` if no connection could be made within :data:`PROBE_TIMEOUT_S` seconds.
+    """
+    from huggingface_hub.utils import get_session
+
+    try:
+        get_session().head(huggingface_hub.constants.ENDPOINT, timeout=PROBE_TIMEOUT_S)
+    except _CONNECT_ERRORS:
+        return False
+    except Exception:  # any other failure: let hf_hub_download meet it and report it in its own words
+        return True
+    return True
 
 
 def check_repo_id(repo_id: object, *, what: str) -> str:
@@ -91,9 +136,23 @@ def hub_download(
     Raises:
         WeightsNotFoundError: The file is not cached and cannot be downloaded (offline, no network), or the
             repository, revision or file does not exist. The message names the repository, the revision, the
-            cache path and what to do.
+            cache path and what to do. Without a network (and without ``HF_HUB_OFFLINE``) this is known after
+            one connection attempt (:func:`hub_reachable`), not after huggingface_hub's retries; a cached copy
+            is then used as huggingface_hub itself would.
     """
     where = f"hf-hub:{repo_id}" + (f"@{revision}" if revision else "")
+    if not huggingface_hub.constants.HF_HUB_OFFLINE and not hub_reachable():
+        cached = huggingface_hub.try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir, revision=revision)
+        if isinstance(cached, str):
+            return Path(cached)
+        cache = str(cache_dir) if cache_dir is not None else huggingface_hub.constants.HF_HUB_CACHE
+        raise WeightsNotFoundError(
+            f"{where}: cannot get {filename!r}: it is not in the cache and the Hub "
+            f"({huggingface_hub.constants.ENDPOINT}) could not be reached (no connection). Cache searched: {cache}. "
+            "To fix: connect to the network (or set HF_ENDPOINT to a reachable mirror) and try again; on a machine "
+            "without network set HF_HUB_OFFLINE=1 and copy a populated cache there (HF_HOME / HF_HUB_CACHE choose "
+            "its location), or point create() at a directory with 'local-dir:/path'."
+        )
     # Order matters: LocalEntryNotFoundError (not cached and not downloadable) subclasses EntryNotFoundError.
     try:
         path = huggingface_hub.hf_hub_download(

@@ -35,6 +35,7 @@ LOADABLE_KINDS: tuple[str, ...] = ("hub", "openai-clip")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
 @dataclass(frozen=True)
@@ -42,18 +43,21 @@ class WeightSource:
     """Where a registry entry's pretrained weights come from.
 
     Attributes:
-        kind: ``"hub"``: a published Hugging Face Hub repo (``repo_id``, ``revision`` and ``sha256`` pinned);
+        kind: ``"hub"``: a published Hugging Face Hub repo (``repo_id``, ``revision`` and ``sha256`` pinned, all
+            three required);
             ``"unpublished"``: trained weights are not published yet; ``"random"``: a test configuration with
             random weights only; ``"openai-clip"``: built from the public OpenAI CLIP ViT-B/16 weights that
             open_clip resolves from the Hub.
         repo_id: Hub repository, ``org/name`` (``"hub"`` only).
-        revision: Pinned commit of the repository.
+        revision: Pinned commit of the repository: a full 40-hex commit hash, never a branch or tag (which can
+            move); ``None`` only for an ``"openai-clip"`` source that is not pinned yet (see :attr:`pinned`).
         sha256: Expected SHA-256 of the weights file, checked after download.
         note: What to do instead while weights are unavailable.
 
     Raises:
         ValueError: For an unknown ``kind``, a ``"hub"`` source without a valid ``repo_id`` (or a ``repo_id``
-            on another kind), an empty ``revision``, or a ``sha256`` that is not 64 hex digits.
+            on another kind), a ``revision`` that is not a 40-hex commit hash, a ``"hub"`` source without
+            ``revision`` and ``sha256``, or a ``sha256`` that is not 64 hex digits.
         TypeError: For a field of the wrong type.
     """
 
@@ -83,6 +87,22 @@ class WeightSource:
             raise TypeError(f"WeightSource.sha256 must be a string or None, got {self.sha256!r}")
         if self.sha256 is not None and not _SHA256.match(self.sha256):
             raise ValueError(f"WeightSource.sha256 must be 64 hexadecimal digits, got {self.sha256!r}")
+        if self.revision is not None and not _COMMIT.match(self.revision):
+            raise ValueError(
+                f"WeightSource.revision must be a full commit hash (40 lowercase hex digits), got {self.revision!r}: "
+                "a registry entry pins the exact commit, since a branch or tag can move to other weights. Find "
+                "the commit with huggingface_hub.model_info(repo_id, revision=...).sha"
+            )
+        if self.kind == "hub" and (self.revision is None or self.sha256 is None):
+            raise ValueError(
+                "WeightSource('hub') needs revision=<40-hex commit> and sha256=<64-hex digest of model.safetensors>: "
+                "published registry weights are pinned (python -m dvlta_metric_train.push prints both)"
+            )
+
+    @property
+    def pinned(self) -> bool:
+        """Whether both the commit and the SHA-256 of the weights file are pinned."""
+        return self.revision is not None and self.sha256 is not None
 
     @property
     def status(self) -> str:
@@ -90,7 +110,12 @@ class WeightSource:
         if self.kind == "hub":
             return f"published: hf-hub:{self.repo_id}@{(self.revision or 'main')[:12]}"
         if self.kind == "openai-clip":
-            return "available: built from OpenAI CLIP ViT-B/16 (downloaded from the Hub on first use)"
+            pin = (
+                f"pinned @{self.revision[:12]}"
+                if self.pinned and self.revision
+                else "NOT pinned: latest main, no SHA-256"
+            )
+            return f"available: built from OpenAI CLIP ViT-B/16 (downloaded from the Hub on first use; {pin})"
         if self.kind == "random":
             return "random weights only (test configuration)"
         return "not published yet"
@@ -320,7 +345,14 @@ register_model(
         use_adapters=False,
         frame_view=FrameViewConfig(mean=OPENAI_CLIP_MEAN, std=OPENAI_CLIP_STD),
     ),
-    WeightSource("openai-clip"),
+    WeightSource(
+        "openai-clip",
+        note=(
+            "not pinned yet: the commit and SHA-256 of open_clip_model.safetensors in "
+            "timm/vit_base_patch16_clip_224.openai could not be looked up offline; until they are, the latest main "
+            "is downloaded (pass revision=<commit> to create() to pin it yourself)"
+        ),
+    ),
 )
 
 register_model(

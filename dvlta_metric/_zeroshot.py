@@ -30,6 +30,7 @@ class ZeroShotTarget(Protocol):
 
     config: ModelConfig
     prompt_embeddings: torch.Tensor
+    weights_origin: str
 
     def get_submodule(self, target: str) -> nn.Module: ...
 
@@ -69,7 +70,8 @@ def load_clip_weights(
             Hub's own checksum of the download is relied on).
 
     Returns:
-        The same model, weights loaded.
+        The same model, weights loaded; its ``weights_origin`` names the repository and the commit the file came
+        from (``"hf-hub:timm/vit_base_patch16_clip_224.openai@<commit>"``).
 
     Raises:
         ValueError: If the model has no ``"vbtc"`` branch.
@@ -92,4 +94,6 @@ def load_clip_weights(
     with torch.no_grad():
         tower.load_state_dict(clip.visual.state_dict())
         model.prompt_embeddings.copy_(embeddings.to(model.prompt_embeddings))
+    # the cache keeps each file under snapshots/<commit>/: the revision actually used, whatever was asked for
+    model.weights_origin = f"hf-hub:{repo}@{path.parent.name}"
     return model

@@ -29,6 +29,61 @@ INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 """Every integer field must fit a signed 64-bit integer (the seed goes to :meth:`torch.Generator.manual_seed`)."""
 
+LOGIT_SCALE_MAX = 100.0
+"""Largest ``logit_scale`` a configuration may ask for: CLIP clamps its learned ``logit_scale.exp()`` at 100, and a
+larger scale only saturates the score at 0 or 1 (an infinite one makes it NaN)."""
+LIMITS: dict[str, int | float] = {
+    "FragmentViewConfig.fragments": 32,
+    "FragmentViewConfig.fsize": 256,
+    "FragmentViewConfig.clip_len": 256,
+    "FragmentViewConfig.frame_interval": 64,
+    "FragmentViewConfig.num_clips": 64,
+    "FragmentViewConfig.aligned": 256,
+    "FrameViewConfig.num_frames": 256,
+    "FrameViewConfig.resize": 2048,
+    "FrameViewConfig.crop": 1024,
+    "CLIPVisionConfig.image_size": 1024,
+    "CLIPVisionConfig.patch_size": 64,
+    "CLIPVisionConfig.width": 4096,
+    "CLIPVisionConfig.layers": 64,
+    "CLIPVisionConfig.head_width": 256,
+    "CLIPTextConfig.context_length": 1024,
+    "CLIPTextConfig.vocab_size": 1_000_000,
+    "CLIPTextConfig.width": 4096,
+    "CLIPTextConfig.heads": 128,
+    "CLIPTextConfig.layers": 64,
+    "SwinConfig.patch_size": 64,
+    "SwinConfig.embed_dim": 1024,
+    "SwinConfig.depths": 64,
+    "SwinConfig.num_heads": 128,
+    "SwinConfig.window_size": 64,
+    "SwinConfig.mlp_ratio": 16.0,
+    "SwinConfig.base_x_size": 1024,
+    "TemporalContextConfig.stem_channels": 4096,
+    "TemporalContextConfig.channels": 4096,
+    "TemporalContextConfig.cbam_reduction": 4096,
+    "TemporalContextConfig.route_reduction": 4096,
+    "TemporalContextConfig.route_kernels": 31,
+    "ModelConfig.embed_dim": 4096,
+    "ModelConfig.clip_adapter_reduction": 4096,
+    "ModelConfig.text_adapter_hidden": 4096,
+    "ModelConfig.bvfe_head_hidden": 4096,
+    "ModelConfig.logit_scale": LOGIT_SCALE_MAX,
+}
+"""Upper bound of each size a configuration may ask for (``"Class.field"``; for a tuple, of each entry). The
+defaults are the paper's sizes; the bounds leave room for larger models while refusing a ``config.json`` that
+would allocate without limit before its weights are even read. See also :data:`MAX_ENTRIES`,
+:data:`MAX_TEXT`, :data:`MAX_VIEW_PIXELS` and :data:`MAX_FEATURES`."""
+MAX_ENTRIES = 8
+"""Most entries of a variable-length tuple (Swin stages, TCM stages)."""
+MAX_TEXT = 10_000
+"""Most characters of a string field (name, description, prompts)."""
+MAX_VIEW_PIXELS = 2**27
+"""Most pixels one view of one video may hold (frames x side x side): about 134 M, 1.6 GB as float32 RGB.
+The paper's fragment view holds 4 x 32 x 224 x 224 = 6.4 M."""
+MAX_FEATURES = 8192
+"""Most channels of the Swin backbone's output (``embed_dim * 2 ** (stages - 1)``; 768 for Swin-T)."""
+
 
 def check_fields(config: object) -> None:
     """Check every field of a configuration dataclass against the type and range of its default.
@@ -37,8 +92,10 @@ def check_fields(config: object) -> None:
     floats must be finite numbers (no NaN or infinity), positive (ratios in ``[0, 1]``, ``mean`` any finite
     value); tuples must be tuples of the default's element
     type and, where the annotation fixes it (``tuple[int, int, int]``), of the default's length; nested
-    configurations must be instances of their class. Run by every configuration's ``__post_init__``, so a
-    bad override fails when the configuration is made, not deep inside the model.
+    configurations must be instances of their class. Sizes must not exceed their bound in :data:`LIMITS`,
+    tuples hold at most :data:`MAX_ENTRIES` entries and strings at most :data:`MAX_TEXT` characters. Run by
+    every configuration's ``__post_init__``, so a bad override fails when the configuration is made, not deep
+    inside the model.
 
     Args:
         config: A configuration dataclass instance.
@@ -56,10 +113,14 @@ def check_fields(config: object) -> None:
             default = f.default_factory()
         else:
             default = ""  # required fields (the name) are strings
-        _check_value(f"{cls}.{f.name}", f.name, default, value, fixed_length="..." not in str(f.type))
+        where = f"{cls}.{f.name}"
+        fixed = "..." not in str(f.type)
+        _check_value(where, f.name, default, value, fixed_length=fixed, limit=LIMITS.get(where))
 
 
-def _check_value(where: str, name: str, default: Any, value: Any, *, fixed_length: bool = False) -> None:
+def _check_value(
+    where: str, name: str, default: Any, value: Any, *, fixed_length: bool = False, limit: float | None = None
+) -> None:
     if dataclasses.is_dataclass(default):
         if not isinstance(value, type(default)):
             raise TypeError(f"{where} must be a {type(default).__name__} or a dict of its fields, got {value!r}")
@@ -73,6 +134,7 @@ def _check_value(where: str, name: str, default: Any, value: Any, *, fixed_lengt
             raise ValueError(f"{where} must fit a signed 64-bit integer ({INT64_MIN} to {INT64_MAX}), got {value}")
         if name not in _ANY_INT and value < 1:
             raise ValueError(f"{where} must be at least 1, got {value}")
+        _check_limit(where, value, limit)
     elif isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TypeError(f"{where} must be a number, got {value!r}")
@@ -86,17 +148,41 @@ def _check_value(where: str, name: str, default: Any, value: Any, *, fixed_lengt
             raise ValueError(f"{where} must be between 0 and 1, got {value}")
         if name not in _UNIT_INTERVAL and name != "mean" and not value > 0:
             raise ValueError(f"{where} must be positive, got {value}")
+        _check_limit(where, value, limit)
     elif isinstance(default, str):
         if not isinstance(value, str):
             raise TypeError(f"{where} must be a string, got {value!r}")
+        if len(value) > MAX_TEXT:
+            raise ValueError(f"{where} must be at most {MAX_TEXT} characters long, got {len(value)}")
     elif isinstance(default, tuple):
         if not isinstance(value, tuple):
             raise TypeError(f"{where} must be a list or tuple, got {value!r}")
         if fixed_length and len(value) != len(default):
             raise ValueError(f"{where} must have {len(default)} entries, got {len(value)}: {value!r}")
+        if len(value) > MAX_ENTRIES:
+            raise ValueError(f"{where} must have at most {MAX_ENTRIES} entries, got {len(value)}")
         if default:
             for i, item in enumerate(value):
-                _check_value(f"{where}[{i}]", name, default[0], item)
+                _check_value(f"{where}[{i}]", name, default[0], item, limit=limit)
+
+
+def _check_limit(where: str, value: float, limit: float | None) -> None:
+    """Refuse a size beyond its documented bound in :data:`LIMITS`."""
+    if limit is not None and value > limit:
+        raise ValueError(
+            f"{where} must be at most {limit}, got {value}: this bound (dvlta_metric.config.LIMITS) keeps a "
+            "config.json from making the model allocate without limit; check the value"
+        )
+
+
+def _check_view_pixels(where: str, frames: int, side: int) -> None:
+    """Refuse a view of more than :data:`MAX_VIEW_PIXELS` pixels per video."""
+    if frames * side * side > MAX_VIEW_PIXELS:
+        raise ValueError(
+            f"{where}: a view of {frames} frames of {side}x{side} pixels holds {frames * side * side} pixels per "
+            f"video, more than the bound of {MAX_VIEW_PIXELS} (dvlta_metric.config.MAX_VIEW_PIXELS); use fewer "
+            "frames or clips, or a smaller view"
+        )
 
 
 @dataclass(frozen=True)
@@ -140,6 +226,12 @@ class FragmentViewConfig:
                 "positions are fixed over runs of `aligned` frames inside each clip; when changing clip_len, "
                 f"set aligned too (e.g. {{'clip_len': {self.clip_len}, 'aligned': {self.clip_len}}})"
             )
+        if self.size > LIMITS["FrameViewConfig.crop"]:
+            raise ValueError(
+                f"FragmentViewConfig: the fragment view's side fragments * fsize = {self.size} must be at most "
+                f"{LIMITS['FrameViewConfig.crop']}"
+            )
+        _check_view_pixels("FragmentViewConfig", self.num_clips * self.clip_len, self.size)
 
 
 @dataclass(frozen=True)
@@ -170,6 +262,7 @@ class FrameViewConfig:
                 f"FrameViewConfig.crop ({self.crop}) must not exceed resize ({self.resize}): the crop is cut "
                 "from frames whose short side was resized to `resize`"
             )
+        _check_view_pixels("FrameViewConfig", self.num_frames, self.crop)
 
 
 @dataclass(frozen=True)
@@ -255,6 +348,11 @@ class SwinConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.num_features > MAX_FEATURES:
+            raise ValueError(
+                f"SwinConfig: embed_dim * 2 ** (len(depths) - 1) = {self.num_features} output channels, more than "
+                f"the bound of {MAX_FEATURES} (dvlta_metric.config.MAX_FEATURES)"
+            )
 
 
 @dataclass(frozen=True)
@@ -314,7 +412,7 @@ class ModelConfig:
         text_adapter_ratio: *(ours)* Weight of the MLP output in ``T' = a*MLP(T) + (1-a)*T``.
         bvfe_head_hidden: *(ours)* Width of the Conv3d-GELU-Conv3d head on the Swin features.
         fusion: ``"cosine"`` uses raw cosines as weights (eq. 11, the paper); ``"softmax"`` normalises them.
-        logit_scale: ``s`` in eq. 12 (CLIP's ``logit_scale.exp()`` = 100).
+        logit_scale: ``s`` in eq. 12 (CLIP's ``logit_scale.exp()`` = 100); at most :data:`LOGIT_SCALE_MAX`.
         clip_vision: Vision tower of the Video-Based Temporal CLIP.
         clip_text: Text tower used to compute the prompt embeddings (never run at inference).
         swin: Backbone of the Basic Visual Feature Extraction Module.

@@ -169,6 +169,9 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
             prompts (computed once from the text tower; inference never runs it).
         view_generator: The generator of the random views of training mode, seeded with
             ``config.fragment_view.seed`` (see :meth:`seed_views`).
+        weights_origin: Where the weights came from, with the exact Hub commit or the file's SHA-256, as
+            :func:`~dvlta_metric.create` records it (``"random"`` for a model built directly); see
+            :func:`~dvlta_metric._factory.weights_label`.
 
     Args:
         config: Model configuration.
@@ -192,6 +195,7 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
         self.fusion = TextGuidedFusion(config.fusion)
         self.head = PromptQualityHead(config.logit_scale)
         self.precision = "fp32"
+        self.weights_origin = "random"
         self.view_generator = torch.Generator().manual_seed(config.fragment_view.seed)
         self.eval()
 
@@ -595,6 +599,10 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
 
         Returns:
             ``(scores (B,), weights (B, K), features (B, K, D))``.
+
+        Raises:
+            ValueError: If a score or fusion weight is not a finite number (the message gives the videos'
+                positions in ``views``): a non-finite score is never returned as a result.
         """
         self._check_dtype()
         if not views:
@@ -612,6 +620,7 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
             batch = {k: torch.stack([v[k] for v in views]) for k in views[0]}
             features = self.branch_features(self.encode(batch))
             scores, weights = self.score_features(features)
+        _check_finite(scores, weights)
         return scores, weights, features
 
     def _run(self, x: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
@@ -690,3 +699,25 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
 
     def extra_repr(self) -> str:
         return f"name={self.config.name!r}, branches={self.branches}, as_loss={self.as_loss}"
+
+
+def _check_finite(scores: torch.Tensor, weights: torch.Tensor) -> None:
+    """Refuse non-finite scores or fusion weights: one reduction and one host sync per batch.
+
+    Args:
+        scores: ``(B,)`` scores.
+        weights: ``(B, K)`` fusion weights.
+
+    Raises:
+        ValueError: Naming the positions of the videos whose score or weights are NaN or infinite.
+    """
+    finite = torch.isfinite(scores.detach()) & torch.isfinite(weights.detach()).all(dim=1)
+    if bool(finite.all()):
+        return
+    bad = (~finite).nonzero().flatten().tolist()
+    raise ValueError(
+        f"the model gave a non-finite score or fusion weight (NaN or infinity) for video(s) {bad} of the {len(finite)} "
+        "in this call; no score is reported for them. Videos are checked to be finite, so the model's weights "
+        "are most likely damaged (e.g. NaN written by a diverged training run): reload them, or check them with "
+        "torch.isfinite(p).all() for p in model.parameters()"
+    )

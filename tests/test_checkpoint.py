@@ -260,3 +260,79 @@ def test_library_never_unpickles() -> None:
     for path in (REPO_ROOT / "dvlta_metric").rglob("*.py"):
         text = path.read_text()
         assert "torch.load(" not in text and "import pickle" not in text, path
+
+
+def _copy_with(directory: Path, target: Path, *, state: dict[str, torch.Tensor] | None = None, doc: str | None = None):
+    """A copy of a model directory with its weights and/or its config.json replaced."""
+    target.mkdir()
+    (target / "config.json").write_text(doc if doc is not None else (directory / "config.json").read_text())
+    if state is None:
+        (target / "model.safetensors").write_bytes((directory / "model.safetensors").read_bytes())
+    else:
+        save_file(state, str(target / "model.safetensors"))
+    return target
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_weights_are_refused_naming_the_tensor(
+    value: float, saved_tiny: tuple[Path, DVLTAVQA], tmp_path: Path
+) -> None:
+    directory, model = saved_tiny
+    state = {k: v.clone().contiguous() for k, v in model.state_dict().items()}
+    key = next(k for k, v in state.items() if v.is_floating_point() and v.numel() > 3)
+    state[key].view(-1)[3] = value
+    bad = _copy_with(directory, tmp_path / "bad", state=state)
+    with pytest.raises(CheckpointError, match=rf"NaN or infinity: {key} \(1 of {state[key].numel()} values\)"):
+        dvlta_metric.create(f"local-dir:{bad}", device="cpu")
+
+
+def test_config_json_too_large_or_too_deep_is_refused(saved_tiny: tuple[Path, DVLTAVQA], tmp_path: Path) -> None:
+    directory, _ = saved_tiny
+    doc = json.loads((directory / "config.json").read_text())
+    cases = {
+        "deep": ("[" * 100_000 + "]" * 100_000, "more than 32 levels deep"),  # the parser's RecursionError
+        "deep metadata": (json.dumps(doc | {"metadata": json.loads("[" * 40 + "]" * 40)}), "more than 32 levels"),
+        "large": (json.dumps(doc | {"metadata": {"pad": "x" * (1 << 20)}}), "larger than 1048576 bytes"),
+    }
+    for name, (text, words) in cases.items():
+        folder = _copy_with(directory, tmp_path / name.replace(" ", "_"), doc=text)
+        with pytest.raises(CheckpointError, match=words):
+            read_config(folder / "config.json")
+
+
+def test_shapes_are_compared_before_the_model_is_built(
+    saved_tiny: tuple[Path, DVLTAVQA], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A config.json asking for a large model that its weights do not fit is refused on the meta device."""
+    directory, _ = saved_tiny
+    doc = json.loads((directory / "config.json").read_text())
+    doc["model_args"]["embed_dim"] = 4096
+    doc["model_args"]["text_adapter_hidden"] = 4096
+    doc["model_args"]["clip_vision"] |= {"width": 2048, "layers": 8, "head_width": 64}  # 400 M parameters
+    folder = _copy_with(directory, tmp_path / "large", doc=json.dumps(doc))
+    devices: list[str] = []
+    build = DVLTAVQA.__init__
+
+    def recording(self: DVLTAVQA, *args: object, **kwargs: object) -> None:
+        devices.append(torch.empty(0).device.type)  # "meta" inside `with torch.device("meta")`
+        build(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(DVLTAVQA, "__init__", recording)
+    with pytest.raises(CheckpointError, match="wrong shapes"):
+        dvlta_metric.create(f"local-dir:{folder}", device="cpu")
+    assert devices == ["meta"]  # never built for real
+    doc["model_args"]["clip_vision"] |= {"width": 4096, "layers": 64}  # 13 G parameters: beyond the bound
+    (folder / "config.json").write_text(json.dumps(doc))
+    with pytest.raises(CheckpointError, match="parameters, more than the bound of 1000000000"):
+        dvlta_metric.create(f"local-dir:{folder}", device="cpu")
+    assert devices == ["meta", "meta"]
+
+
+def test_a_model_beyond_the_parameter_bound_is_not_built(
+    saved_tiny: tuple[Path, DVLTAVQA], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory, model = saved_tiny
+    monkeypatch.setattr("dvlta_metric._checkpoint.MAX_PARAMETERS", 1000)
+    total = sum(v.numel() for v in model.state_dict().values())
+    with pytest.raises(CheckpointError, match=f"a model of {total} parameters, more than the bound of 1000"):
+        DVLTAVQA.from_pretrained(directory)

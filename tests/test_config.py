@@ -55,6 +55,19 @@ from dvlta_metric.errors import CheckpointError
         ({"fragment_view": {"seed": 2**70}}, ValueError, "FragmentViewConfig.seed must fit a signed 64-bit integer"),
         ({"fragment_view": {"seed": -(2**63) - 1}}, ValueError, "FragmentViewConfig.seed must fit a signed 64-bit"),
         ({"fragment_view": {"num_clips": 2**64}}, ValueError, "FragmentViewConfig.num_clips must fit a signed 64"),
+        # documented upper bounds (config.LIMITS and friends): a config.json cannot ask for unbounded sizes
+        ({"logit_scale": 100.5}, ValueError, "ModelConfig.logit_scale must be at most 100.0, got 100.5"),
+        ({"logit_scale": 1e300}, ValueError, "ModelConfig.logit_scale must be at most 100.0"),
+        ({"fragment_view": {"num_clips": 65}}, ValueError, "FragmentViewConfig.num_clips must be at most 64"),
+        ({"frame_view": {"num_frames": 10**6}}, ValueError, "FrameViewConfig.num_frames must be at most 256"),
+        ({"swin": {"depths": (2, 2, 100, 2)}}, ValueError, "SwinConfig.depths[2] must be at most 64"),
+        ({"swin": {"depths": (1,) * 9}}, ValueError, "SwinConfig.depths must have at most 8 entries"),
+        ({"clip_vision": {"width": 8192, "head_width": 64}}, ValueError, "CLIPVisionConfig.width must be at most"),
+        ({"text_adapter_hidden": 10**9}, ValueError, "ModelConfig.text_adapter_hidden must be at most 4096"),
+        ({"prompts": {"fusion": "x" * 10_001}}, ValueError, "PromptConfig.fusion must be at most 10000 characters"),
+        ({"fragment_view": {"fragments": 32, "fsize": 64}}, ValueError, "fragments . fsize = 2048 must be at most"),
+        ({"fragment_view": {"num_clips": 64, "clip_len": 256, "aligned": 8}}, ValueError, "MAX_VIEW_PIXELS"),
+        ({"swin": {"embed_dim": 1024, "depths": (2,) * 5}}, ValueError, "16384 output channels, more than the bound"),
     ],
 )
 def test_bad_overrides_fail_when_the_model_is_made(overrides: dict[str, Any], error: type, words: str) -> None:
@@ -95,7 +108,7 @@ def test_bad_config_json_is_a_checkpoint_error(tmp_path: Path, tiny_model: dvlta
 def test_finite_config_scores_are_finite(video_factory: Any) -> None:
     """The largest accepted values still give a finite score (the guard is on non-finite input only)."""
     model = dvlta_metric.create(
-        "dvlta-vqa-tiny", pretrained=False, device="cpu", logit_scale=1e6, fragment_view={"seed": 2**63 - 1}
+        "dvlta-vqa-tiny", pretrained=False, device="cpu", logit_scale=100.0, fragment_view={"seed": 2**63 - 1}
     )
     assert torch.isfinite(model(video_factory(8, 64, 64))).all()
 

@@ -3,6 +3,7 @@ configuration of Hub entries, devices, seeded random weights and the errors a us
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from fake_hub import keep_registry, lay_out_repo, offline_hub_cache, save_tiny
 
 import dvlta_metric
 from dvlta_metric import DVLTAVQA, CheckpointError, WeightsNotFoundError
-from dvlta_metric._factory import ModelName, available_devices, parse_model_name, resolve_device
+from dvlta_metric._factory import ModelName, available_devices, parse_model_name, resolve_device, weights_label
 from dvlta_metric._hub import sha256_of
 from dvlta_metric._registry import WeightSource, register_model
 from dvlta_metric.errors import WeightsUnavailableError
@@ -283,3 +284,44 @@ def test_aliases_create_the_tagged_model() -> None:
         assert model.config.replace(name="dvlta-vqa", description=untagged.description) == untagged.replace(
             fragment_view={"num_clips": 1}
         )
+
+
+def test_weights_label_names_the_revision_actually_used(
+    hub_cache: Path, saved_tiny: tuple[Path, DVLTAVQA], tmp_path: Path, scratch_registry: object
+) -> None:
+    """A branch asked for is recorded as the commit loaded, so a resumed results file cannot mix two versions."""
+    directory, model = saved_tiny
+    files = {n: directory / n for n in ("config.json", "model.safetensors")}
+    snap = lay_out_repo(hub_cache, "test-org/tiny", files, commit="5" * 40, refs=("main",))
+    assert (
+        weights_label(dvlta_metric.create("hf-hub:test-org/tiny", device="cpu"))
+        == f"hf-hub:test-org/tiny@{'5' * 40}, fp32"
+    )
+    lay_out_repo(hub_cache, "test-org/tiny", files, commit="6" * 40, refs=("main",))  # main moved
+    moved = dvlta_metric.create("hf-hub:test-org/tiny", device="cpu", precision="bf16")
+    assert weights_label(moved) == f"hf-hub:test-org/tiny@{'6' * 40}, bf16"
+    source = WeightSource(
+        "hub", repo_id="test-org/tiny", revision="5" * 40, sha256=sha256_of(snap / "model.safetensors")
+    )
+    register_model(model.config.replace(name="label-tiny"), source)
+    assert (
+        weights_label(dvlta_metric.create("label-tiny", device="cpu"))
+        == f"label-tiny (hf-hub:test-org/tiny@{'5' * 40}), fp32"
+    )
+    digest = sha256_of(directory / "model.safetensors")[:12]
+    local = dvlta_metric.create(f"local-dir:{directory}", device="cpu")
+    assert weights_label(local) == f"local-dir:{directory.resolve()} (sha256 {digest}), fp32"
+    assert weights_label(dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, seed=3)) == "random (seed 3), fp32"
+    with pytest.raises(TypeError, match="weights_label expects a DVLTAVQA"):
+        weights_label("dvlta-vqa-tiny")  # type: ignore[arg-type]
+
+
+def test_pretrained_false_refuses_a_huge_config_json_before_building(
+    saved_tiny: tuple[Path, DVLTAVQA], tmp_path: Path
+) -> None:
+    directory, _ = saved_tiny
+    doc = json.loads((directory / "config.json").read_text())
+    doc["model_args"]["clip_vision"] |= {"width": 4096, "layers": 64, "head_width": 64}  # 13 G parameters
+    (tmp_path / "config.json").write_text(json.dumps(doc))
+    with pytest.raises(CheckpointError, match="parameters, more than the bound"):
+        dvlta_metric.create(f"local-dir:{tmp_path}", pretrained=False, device="cpu")

@@ -14,6 +14,7 @@ unchanged.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -26,9 +27,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from safetensors.torch import load_file, save_file
 from video_files import write_clip, write_pixel_bomb, write_reference_script
 
 import dvlta_metric
+from dvlta_metric import CheckpointError
 from dvlta_metric.cli import main
 
 DEADLINE_S = 60.0
@@ -287,3 +291,78 @@ def test_checking_a_float_video_allocates_no_copy_of_it(dtype: str, contiguous: 
     before, peak = _peak_rss_of_check(dtype, contiguous)
     size = 64 * 3 * 512 * 1024 * (4 if dtype == "float32" else 2)
     assert peak - before < 0.1 * size, f"{(peak - before) / 1e6:.0f} MB for a {size / 1e6:.0f} MB video"
+
+
+def _tamper_config(edit: Callable[[dict], object]) -> Callable[[Path], None]:
+    """A tamper that rewrites ``config.json`` with ``edit(doc)`` applied."""
+
+    def tamper(folder: Path) -> None:
+        doc = json.loads((folder / "config.json").read_text())
+        edit(doc)
+        (folder / "config.json").write_text(json.dumps(doc))
+
+    return tamper
+
+
+def _set(section: str, **values: object) -> Callable[[Path], None]:
+    """A tamper that sets ``values`` in the dotted ``section`` of ``config.json``."""
+
+    def edit(doc: dict) -> None:
+        for part in section.split("."):
+            doc = doc[part]
+        doc.update(values)
+
+    return _tamper_config(edit)
+
+
+def _tamper_weight(value: float | None) -> Callable[[Path], None]:
+    """A tamper that sets one float of the largest weight to ``value``, or (None) flips its exponent bits to ones."""
+
+    def tamper(folder: Path) -> None:
+        state = load_file(str(folder / "model.safetensors"))
+        key = max((k for k, v in state.items() if v.is_floating_point()), key=lambda k: state[k].numel())
+        flat = state[key].view(-1)
+        if value is None:  # the bits a damaged disk or transfer flips: an all-ones exponent is inf or NaN
+            flat.view(torch.int32)[:1] |= 0x7F800000
+        else:
+            flat[0] = value
+        save_file(state, str(folder / "model.safetensors"))
+
+    return tamper
+
+
+def _write(name: str, text: str) -> Callable[[Path], None]:
+    return lambda folder: (folder / name).write_text(text)
+
+
+TAMPERED: list[tuple[str, Callable[[Path], None], str]] = [
+    ("NaN weight", _tamper_weight(float("nan")), r"NaN or infinity: "),
+    ("infinite weight", _tamper_weight(float("inf")), r"NaN or infinity: "),
+    ("bit flips in a weight's exponent", _tamper_weight(None), r"NaN or infinity: "),
+    ("absurd logit_scale", _set("model_args", logit_scale=1e300), r"logit_scale must be at most 100"),
+    ("huge frame count", _set("preprocessing.frame_view", num_frames=10**9), r"num_frames must be at most 256"),
+    ("huge clip count", _set("preprocessing.fragment_view", num_clips=10**6), r"num_clips must be at most 64"),
+    ("huge widths", _set("model_args.clip_vision", width=4096, layers=64), r"parameters, more than the bound"),
+    ("sizes the weights do not fit", _set("model_args", bvfe_head_hidden=4096), r"wrong shapes"),
+    ("deeply nested config.json", _write("config.json", "[" * 200_000 + "]" * 200_000), r"more than 32 levels deep"),
+    ("config.json of 100 MB", _write("config.json", " " * (100 << 20) + "{}"), r"larger than 1048576 bytes"),
+]
+"""Tampered model folders: ``(name, tamper(folder), pattern of the CheckpointError)``, one line per case; each folder
+starts as the tiny model's ``save_pretrained`` output and is loaded with ``create('local-dir:...')``."""
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("saved")
+    dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="cpu", seed=1).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize(("name", "tamper", "error"), TAMPERED, ids=[c[0] for c in TAMPERED])
+def test_a_tampered_model_folder_is_refused(
+    name: str, tamper: Callable[[Path], None], error: str, saved_model: Path, tmp_path: Path
+) -> None:
+    folder = Path(shutil.copytree(saved_model, tmp_path / "model"))
+    tamper(folder)
+    with pytest.raises(CheckpointError, match=error):
+        dvlta_metric.create(f"local-dir:{folder}", device="cpu")

@@ -93,3 +93,34 @@ def test_verify_sha256(tmp_path: Path) -> None:
     verify_sha256(file, digest.upper(), what="f")
     with pytest.raises(CheckpointError, match="SHA-256 mismatch .*delete it from the cache"):
         verify_sha256(file, "0" * 64, what="f")
+
+
+def test_no_network_fails_fast_and_falls_back_to_the_cache(tmp_path: Path, saved_tiny: tuple[Path, DVLTAVQA]) -> None:
+    """No HF_HUB_OFFLINE and a Hub that refuses connections (a closed loopback port): one attempt, not 28 s of
+    retries; the actionable error when nothing is cached, the cached snapshot when it is."""
+    directory, _ = saved_tiny
+    home = tmp_path / "hf_home"
+    lay_out_repo(home / "hub", "org/cached", {n: directory / n for n in ("config.json", "model.safetensors")})
+    code = (
+        "import time, dvlta_metric\n"
+        "for name in ('hf-hub:org/absent', 'hf-hub:org/cached'):\n"
+        "    start = time.perf_counter()\n"
+        "    try:\n"
+        "        dvlta_metric.create(name, device='cpu')\n"
+        "        print('OK', time.perf_counter() - start)\n"
+        "    except dvlta_metric.WeightsNotFoundError as e:\n"
+        "        print('ERR', time.perf_counter() - start, e)\n"
+    )
+    env = dict(os.environ, HF_HOME=str(home), HF_ENDPOINT="http://127.0.0.1:9")
+    for key in ("HF_HUB_OFFLINE", "HF_HUB_CACHE", "TRANSFORMERS_OFFLINE"):
+        env.pop(key, None)
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=False, env=env, capture_output=True, text=True, cwd=REPO_ROOT, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    absent, cached = out.stdout.strip().splitlines()
+    kind, seconds, message = absent.split(" ", 2)
+    assert kind == "ERR" and float(seconds) < 5, absent
+    assert "could not be reached" in message and "HF_HUB_OFFLINE=1" in message and "org/absent" in message
+    kind, seconds = cached.split(" ")
+    assert kind == "OK" and float(seconds) < 5, cached

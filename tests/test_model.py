@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
+from video_files import write_clip
 
 import dvlta_metric
 from dvlta_metric import DVLTAVQA
+from dvlta_metric.model import _check_finite
 
 VideoFactory = Callable[..., torch.Tensor]
 
@@ -343,3 +347,31 @@ def test_clear_bias_cache_also_frees_the_shape_caches(video_factory: VideoFactor
     model.clear_bias_cache()
     assert swin3d._window_token_index.cache_info().currsize == 0
     assert swin3d._cached_fragment_gate.cache_info().currsize == 0
+
+
+def test_a_non_finite_score_is_an_error_never_a_result(video_factory: VideoFactory, tmp_path: Path) -> None:
+    """Damaged weights (NaN in the score head's prompt) raise instead of scoring NaN; a file gets an error row."""
+    model = dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="cpu")
+    good = video_factory(8, 64, 64)
+    with torch.no_grad():
+        model.prompt_embeddings[1, 0] = float("nan")  # the "high quality" prompt
+    with pytest.raises(ValueError, match=r"non-finite score or fusion weight .* for video\(s\) \[0, 1\] of the 2"):
+        model(good.unsqueeze(0).expand(2, -1, -1, -1, -1))
+    with pytest.raises(ValueError, match="non-finite score"):
+        model.explain(good)
+    clip = write_clip(tmp_path / "clip.mp4", frames=12)
+    (result,) = model.score_files([clip], num_workers=0, progress=False)
+    assert result.score is None and result.error and "non-finite score" in result.error
+
+
+def test_the_finite_check_costs_nothing_measurable(tiny_model: DVLTAVQA, video_factory: VideoFactory) -> None:
+    """One isfinite().all() per batch: far below 1% of a batch's time even for the tiny model."""
+    scores, weights = torch.rand(64), torch.rand(64, 3)
+    start = time.perf_counter()
+    for _ in range(100):
+        _check_finite(scores, weights)
+    per_check = (time.perf_counter() - start) / 100
+    views = [tiny_model.make_views(video_factory(8, 64, 64))]
+    start = time.perf_counter()
+    tiny_model.score_views(views)
+    assert per_check < 0.01 * (time.perf_counter() - start), per_check

@@ -27,6 +27,13 @@ def scratch_registry(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"kind": "hub", "repo_id": "org/x", "sha256": "abc"}, ValueError, "sha256 must be 64 hexadecimal digits"),
         ({"kind": "hub", "repo_id": "org/x", "revision": ""}, ValueError, "WeightSource.revision must be"),
         ({"kind": "hub", "repo_id": "org/x", "sha256": 5}, TypeError, "sha256 must be a string or None"),
+        # registry entries pin a commit: a branch, a tag or a short hash could move to other weights
+        ({"kind": "hub", "repo_id": "org/x", "revision": "main", "sha256": "a" * 64}, ValueError, "full commit hash"),
+        ({"kind": "hub", "repo_id": "org/x", "revision": "abc1234", "sha256": "a" * 64}, ValueError, "40 lowercase"),
+        ({"kind": "hub", "repo_id": "org/x", "revision": "A" * 40, "sha256": "a" * 64}, ValueError, "full commit"),
+        ({"kind": "openai-clip", "revision": "v1.0"}, ValueError, "WeightSource.revision must be a full commit hash"),
+        ({"kind": "hub", "repo_id": "org/x", "sha256": "a" * 64}, ValueError, "needs revision=<40-hex commit>"),
+        ({"kind": "hub", "repo_id": "org/x", "revision": "a" * 40}, ValueError, "and sha256=<64-hex digest"),
     ],
 )
 def test_weight_source_is_validated(kwargs: dict, error: type, words: str) -> None:
@@ -115,3 +122,14 @@ def test_scratch_registry_restored() -> None:
     for name in ("test-pinned", "my_tiny.v2", "my-tiny", "my-softmax", "arch.v2", "arch-v2", "other"):
         assert name not in dvlta_metric.list_models()
     assert "zeroshot-pinned" not in dvlta_metric.list_models()
+
+
+def test_the_zero_shot_entry_says_whether_it_is_pinned() -> None:
+    """Its commit and SHA-256 could not be looked up offline: the entry and `dvlta-metric list` say so."""
+    source = dvlta_metric.model_info("dvlta-vqa-zeroshot").weights
+    if source.pinned:
+        assert source.revision and len(source.revision) == 40 and source.sha256
+        assert f"pinned @{source.revision[:12]}" in source.status
+    else:
+        assert "NOT pinned" in source.status and "not pinned yet" in source.note
+    assert WeightSource("openai-clip", revision="b" * 40, sha256="c" * 64).status.endswith("pinned @bbbbbbbbbbbb)")

@@ -12,6 +12,7 @@ from fake_hub import SMALL_CLIP, keep_registry, offline_hub_cache, write_small_c
 import dvlta_metric
 from dvlta_metric import CheckpointError, WeightsNotFoundError
 from dvlta_metric._clip_towers import encode_prompts
+from dvlta_metric._factory import weights_label
 from dvlta_metric._hub import sha256_of
 from dvlta_metric._registry import WeightSource, register_model
 from dvlta_metric._zeroshot import CLIP_TOWER, OPENAI_CLIP_SAFETENSORS, load_clip_weights, openai_clip_repo
@@ -60,6 +61,7 @@ def test_zeroshot_revision_and_pinned_sha256(hub_cache: Path, scratch_registry: 
     good = sha256_of(snapshot / OPENAI_CLIP_SAFETENSORS)
     model = dvlta_metric.create("dvlta-vqa-zeroshot", device="cpu", revision="0" * 40, **SMALL_CLIP)
     assert model.branch_names == ("vbtc",)
+    assert weights_label(model) == f"dvlta-vqa-zeroshot (hf-hub:{openai_clip_repo()}@{'0' * 40}), fp32"
     with pytest.raises(WeightsNotFoundError, match="v9"):
         dvlta_metric.create("dvlta-vqa-zeroshot", device="cpu", revision="v9", **SMALL_CLIP)
     cfg = dvlta_metric.get_model_config("dvlta-vqa-zeroshot").replace(name="zeroshot-pinned")
