@@ -89,8 +89,8 @@ def run_round(fault: str, cmd: list[str], output: Path, rng: random.Random) -> d
         seen["second_message"] = second.stderr.strip().splitlines()[-1:] if second.stderr else []
     _, err = proc.communicate(timeout=1800)
     seen["exit"] = proc.returncode
-    if proc.returncode not in (0, 1, -signal.SIGKILL):
-        seen["message"] = err.decode(errors="replace").strip().splitlines()[-1:]
+    if proc.returncode not in (0, -signal.SIGKILL):
+        seen["message"] = err.decode(errors="replace").strip().splitlines()[-2:]
     return seen
 
 

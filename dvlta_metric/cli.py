@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ._allocator import tune_allocator
 from ._checkpoint import CONFIG_NAME, WEIGHTS_NAME, read_config
-from ._factory import create, parse_model_name
+from ._factory import create, parse_model_name, weights_label
 from ._hub import sha256_of
 from ._registry import list_models, model_info
 from ._results import (
@@ -229,14 +229,17 @@ def _score_files(
     keys = [resume_key(f) for f in files]
     todo = [f for f, key in zip(files, keys) if key not in previous.keys]
     failed = sum(1 for key in keys if key in previous.failed)
-    weights = weights_label(args.model, random_weights=args.random_weights, precision=args.precision, seed=args.seed)
+    known = known_weights_label(
+        args.model, random_weights=args.random_weights, precision=args.precision, seed=args.seed
+    )
     name = _model_name(args.model)
-    _check_same_model(args.output, previous, name, weights)  # also when nothing is left to score
+    _check_same_model(args.output, previous, name, known)  # also when nothing is left to score
     if args.output and len(todo) < len(files):
         _note(f"dvlta-metric: {len(files) - len(todo)} of {len(files)} files are already in {args.output}")
-    if not todo and (name is not None or not previous.keys):
+    if not todo and ((name is not None and known is not None) or not previous.keys):
         return 1 if failed else 0
     model = _create(args)
+    weights = weights_label(model)  # with the Hub commit actually loaded
     _check_same_model(args.output, previous, model.config.name, weights)
     if not todo:
         return 1 if failed else 0
@@ -327,12 +330,13 @@ def _model_name(model: str) -> str | None:
     return None
 
 
-def _check_same_model(output: Path | None, previous: Previous, name: str | None, weights: str) -> None:
-    """Refuse to add rows of another model or other weights to a results file."""
+def _check_same_model(output: Path | None, previous: Previous, name: str | None, weights: str | None) -> None:
+    """Refuse to add rows of another model (``name``) or other weights (``weights``; ``None``: not known yet) to a
+    results file."""
     others = previous.models - {name} if name is not None else set()
     if others:
         raise UsageError(f"{output} holds scores of model {min(others)!r}, not {name!r}: use another --output file")
-    other_weights = previous.weights - {weights}
+    other_weights = previous.weights - {weights} if weights is not None else set()
     if other_weights:
         raise UsageError(
             f"{output} holds scores made with weights {min(other_weights)!r}, not {weights!r}: use another "
@@ -347,13 +351,14 @@ def _whole(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
 
 
-def weights_label(model: str, *, random_weights: bool, precision: str, seed: int = 0) -> str:
-    """Where a run's weights come from, and its precision, as recorded in the ``weights`` column.
+def known_weights_label(model: str, *, random_weights: bool, precision: str, seed: int = 0) -> str | None:
+    """The ``weights`` label of a run, where it is known before the model is built; else ``None``.
 
-    Random weights are ``"random (seed <seed>), <precision>"``; a ``local-dir:`` folder is named by its
-    absolute path and the first 12 hex digits of its ``model.safetensors``'s SHA-256 (retraining into the same
-    folder changes it); ``hf-hub:`` names are kept as given and registry names by their full name (an alias
-    such as ``dvlta-vqa-konvid`` is recorded as ``dvlta-vqa.konvid``).
+    It equals :func:`~dvlta_metric._factory.weights_label` of the model :func:`~dvlta_metric.create` builds:
+    ``"random (seed <seed>), <precision>"`` for random weights, and for a ``local-dir:`` folder its absolute
+    path and the first 12 hex digits of its ``model.safetensors``'s SHA-256 (retraining into the same folder
+    changes it). Weights from the Hub are labelled by the commit actually loaded, which only a download
+    resolves: ``None``.
 
     Args:
         model: The ``--model`` argument, a name :func:`~dvlta_metric._factory.parse_model_name` accepts.
@@ -362,17 +367,17 @@ def weights_label(model: str, *, random_weights: bool, precision: str, seed: int
         seed: ``--seed``.
 
     Returns:
-        The label.
+        The label, or ``None``.
     """
     if random_weights:
         return f"random (seed {seed}), {precision}"
     parsed = parse_model_name(model)
-    if parsed.kind == "local-dir":
-        folder = Path(parsed.target).resolve()
-        weights = folder / WEIGHTS_NAME
-        digest = sha256_of(weights)[:12] if weights.is_file() else "?"
-        return f"local-dir:{folder} (sha256 {digest}), {precision}"
-    return f"{parsed.target if parsed.kind == 'registry' else model}, {precision}"
+    if parsed.kind != "local-dir":
+        return None
+    folder = Path(parsed.target).resolve()
+    weights = folder / WEIGHTS_NAME
+    digest = sha256_of(weights)[:12] if weights.is_file() else "?"
+    return f"local-dir:{folder} (sha256 {digest}), {precision}"
 
 
 def _positive(text: str) -> int:

@@ -22,7 +22,7 @@ from video_files import Clips, make_clips
 import dvlta_metric._results
 import dvlta_metric.batch
 from dvlta_metric.batch import FileResult
-from dvlta_metric.cli import EXIT_WRITE_ERROR, main, terminal_text, weights_label
+from dvlta_metric.cli import EXIT_WRITE_ERROR, known_weights_label, main, terminal_text
 
 TINY = ["--model", "dvlta-vqa-tiny", "--random-weights", "--device", "cpu", "--no-progress"]
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -293,13 +293,17 @@ def test_random_weights_are_the_same_on_every_run(capsys, clips: Clips) -> None:
     assert row["weights"] == "random (seed 1), fp32" and row["score"] != json.loads(first[1])[0]["score"]
 
 
-def test_weights_label_names_registry_entries_by_their_full_name() -> None:
-    label = weights_label("dvlta-vqa-konvid", random_weights=False, precision="fp16")
-    assert (
-        label == "dvlta-vqa.konvid, fp16" == weights_label("dvlta-vqa.konvid", random_weights=False, precision="fp16")
-    )
-    assert weights_label("hf-hub:org/x@v1", random_weights=False, precision="fp32") == "hf-hub:org/x@v1, fp32"
-    assert weights_label("x", random_weights=True, precision="bf16", seed=3) == "random (seed 3), bf16"
+def test_the_weights_label_known_before_building_is_the_one_the_model_gets(tmp_path: Path) -> None:
+    """Before the model is built, only labels that cannot change are known; Hub weights wait for the download."""
+    assert known_weights_label("dvlta-vqa-konvid", random_weights=False, precision="fp16") is None
+    assert known_weights_label("hf-hub:org/x@v1", random_weights=False, precision="fp32") is None
+    random = known_weights_label("dvlta-vqa-tiny", random_weights=True, precision="bf16", seed=3)
+    model = dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="cpu", seed=3, precision="bf16")
+    assert random == "random (seed 3), bf16" == dvlta_metric._factory.weights_label(model)
+    model.save_pretrained(tmp_path / "m")
+    local = known_weights_label(f"local-dir:{tmp_path / 'm'}", random_weights=False, precision="fp32")
+    loaded = dvlta_metric.create(f"local-dir:{tmp_path / 'm'}", device="cpu")
+    assert local is not None and local == dvlta_metric._factory.weights_label(loaded)
 
 
 def test_weights_are_recorded_and_a_resume_with_other_weights_is_refused(
