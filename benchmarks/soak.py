@@ -94,6 +94,12 @@ def run_round(fault: str, cmd: list[str], output: Path, rng: random.Random) -> d
     return seen
 
 
+def summary(seen: dict[str, Any]) -> str:
+    """One line for a round: ``"full-disk: exit 74"``, ``"concurrent: exit 0, second run exit 2"``."""
+    line = f"{seen['fault']}: exit {seen['exit']}"
+    return line + (f", second run exit {seen['second_exit']}" if "second_exit" in seen else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--files", type=int, default=300, help="clips in the corpus")
@@ -123,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpus": os.cpu_count(),
         "files": len(paths),
         "broken": args.broken,
-        "rounds": rounds,
+        "rounds": [summary(r) for r in rounds],
         "scored_exactly_once": sum(1 for p in expected if counts[p] == 1),
         "duplicated": sorted(p for p in expected if counts[p] > 1),
         "lost": sorted(expected - set(counts)),
@@ -132,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
         "command": " ".join(["python", "benchmarks/soak.py", *(argv if argv is not None else sys.argv[1:])]),
     }
+    for seen in rounds:  # the last lines each failed run printed, for a reader of the log
+        print(summary(seen), *seen.get("message", []), sep="\n    ")
     print(json.dumps(result, indent=1))
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
