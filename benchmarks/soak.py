@@ -26,6 +26,7 @@ import json
 import os
 import platform
 import random
+import re
 import resource
 import signal
 import subprocess
@@ -85,8 +86,12 @@ def run_round(fault: str, cmd: list[str], output: Path, rng: random.Random) -> d
     elif fault == "concurrent":
         time.sleep(rng.uniform(2.0, 4.0))
         second = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
-        seen["second_exit"] = second.returncode
-        seen["second_message"] = second.stderr.strip().splitlines()[-1:] if second.stderr else []
+        if second.returncode == 2 and "is locked by another dvlta-metric run" in second.stderr:
+            seen["second"] = "refused: locked"
+        elif proc.poll() is not None and re.search(r"(\d+) of \1 files are already in", second.stderr):
+            seen["second"] = "nothing left: the first run had finished"  # a small corpus can end that fast
+        else:
+            seen["second"] = f"exit {second.returncode}: {second.stderr.strip().splitlines()[-1:]}"
     _, err = proc.communicate(timeout=1800)
     seen["exit"] = proc.returncode
     if proc.returncode not in (0, -signal.SIGKILL):
@@ -95,9 +100,9 @@ def run_round(fault: str, cmd: list[str], output: Path, rng: random.Random) -> d
 
 
 def summary(seen: dict[str, Any]) -> str:
-    """One line for a round: ``"full-disk: exit 74"``, ``"concurrent: exit 0, second run exit 2"``."""
+    """One line for a round: ``"full-disk: exit 74"``, ``"concurrent: exit 1; second run refused: locked"``."""
     line = f"{seen['fault']}: exit {seen['exit']}"
-    return line + (f", second run exit {seen['second_exit']}" if "second_exit" in seen else "")
+    return line + (f"; second run {seen['second']}" if "second" in seen else "")
 
 
 def main(argv: list[str] | None = None) -> int:
