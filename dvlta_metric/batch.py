@@ -31,7 +31,7 @@ import torch
 from ._inputs import check_video
 from .config import ModelConfig
 from .decoded import DecodedVideo
-from .video_io import TransientError, _transient, read_limits
+from .video_io import TransientError, _transient, check_limit, read_limits
 
 __all__ = ["FileResult", "VideoScorer", "score_files"]
 
@@ -299,8 +299,9 @@ def score_files(
     batch_size = _count("batch_size", batch_size, 1)
     num_workers = _count("num_workers", num_workers, 0)
     prefetch = max(batch_size, num_workers) if prefetch is None else _count("prefetch", prefetch, 0)
-    with read_limits(max_megapixels, decode_timeout):  # checks them now, not in the first worker
-        pass
+    for name, value in (("max_megapixels", max_megapixels), ("decode_timeout", decode_timeout)):
+        if value is not None:  # checked now, not in the first worker
+            check_limit(name, value)
     limits = (max_megapixels, decode_timeout)
     return _results(model, _names(paths), batch_size, num_workers, progress, explain, prefetch, limits)
 

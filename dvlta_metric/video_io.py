@@ -199,8 +199,8 @@ _LIMITS: contextvars.ContextVar[tuple[float, float]] = contextvars.ContextVar(
 )
 
 
-def _limit(name: str, value: object) -> float:
-    """A positive limit (``math.inf`` for none), checked."""
+def check_limit(name: str, value: object) -> float:
+    """A positive limit (``math.inf`` for none), checked: ``ValueError`` otherwise."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or value <= 0:
         raise ValueError(f"{name} must be a positive number (math.inf for no limit), got {value!r}")
     return float(value)
@@ -226,8 +226,8 @@ def read_limits(max_megapixels: float | None = None, decode_timeout: float | Non
     pixels, seconds = _LIMITS.get()
     token = _LIMITS.set(
         (
-            pixels if max_megapixels is None else _limit("max_megapixels", max_megapixels),
-            seconds if decode_timeout is None else _limit("decode_timeout", decode_timeout),
+            pixels if max_megapixels is None else check_limit("max_megapixels", max_megapixels),
+            seconds if decode_timeout is None else check_limit("decode_timeout", decode_timeout),
         )
     )
     try:
@@ -458,8 +458,8 @@ def read_video(
             f"threads must be a whole number from 0 (FFmpeg chooses) to {MAX_DECODER_THREADS}, got {threads!r}"
         )
     pixels, seconds = _LIMITS.get()
-    pixels = pixels if max_megapixels is None else _limit("max_megapixels", max_megapixels)
-    seconds = seconds if decode_timeout is None else _limit("decode_timeout", decode_timeout)
+    pixels = pixels if max_megapixels is None else check_limit("max_megapixels", max_megapixels)
+    seconds = seconds if decode_timeout is None else check_limit("decode_timeout", decode_timeout)
     limits = _Limits(pixels * 1e6, pixels, seconds, time.monotonic() + seconds)
     _check_file(p, name)
     try:

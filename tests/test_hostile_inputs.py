@@ -24,6 +24,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pytest
@@ -35,6 +36,7 @@ import dvlta_metric
 from dvlta_metric import CheckpointError
 from dvlta_metric.cli import main
 
+_T = TypeVar("_T")
 DEADLINE_S = 60.0
 """Longest a hostile case may take (the tiny model scores a good clip in well under a second)."""
 
@@ -161,17 +163,13 @@ def good_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_clip(tmp_path_factory.mktemp("good") / "good.mp4", frames=24, noise=True)
 
 
-def score_within_deadline(
-    model: dvlta_metric.DVLTAVQA, path: Path, options: dict[str, float] | None = None
-) -> dvlta_metric.FileResult:
-    """Score one file in a thread (with ``options`` for :func:`~dvlta_metric.batch.score_files`); fail the
-    test if it takes longer than :data:`DEADLINE_S`."""
-    options = options or {}
-    out: list[dvlta_metric.FileResult | BaseException] = []
+def within_deadline(call: Callable[[], _T], what: str) -> _T:
+    """Run ``call()`` in a thread; fail the test if it takes longer than :data:`DEADLINE_S`."""
+    out: list[_T | BaseException] = []
 
     def run() -> None:
         try:
-            out.extend(dvlta_metric.score_files(model, [path], num_workers=0, progress=False, **options))
+            out.append(call())
         except BaseException as err:  # reported below, in the test's thread
             out.append(err)
 
@@ -179,10 +177,21 @@ def score_within_deadline(
     worker.start()
     worker.join(DEADLINE_S)
     if worker.is_alive():
-        pytest.fail(f"scoring {path.name} did not finish within {DEADLINE_S:.0f} s")
+        pytest.fail(f"{what} did not finish within {DEADLINE_S:.0f} s")
     if isinstance(out[0], BaseException):
         raise out[0]
     return out[0]
+
+
+def score_within_deadline(
+    model: dvlta_metric.DVLTAVQA, path: Path, options: dict[str, float] | None = None
+) -> dvlta_metric.FileResult:
+    """Score one file (with ``options`` for :func:`~dvlta_metric.batch.score_files`) under the deadline."""
+
+    def score() -> list[dvlta_metric.FileResult]:
+        return list(dvlta_metric.score_files(model, [path], num_workers=0, progress=False, **(options or {})))
+
+    return within_deadline(score, f"scoring {path.name}")[0]
 
 
 @pytest.mark.parametrize("case", FILES, ids=lambda c: c.name)
@@ -230,26 +239,6 @@ OUTPUTS: list[Hostile] = [
     Hostile("a FIFO", _fifo_output, r"not a regular file"),
 ]
 """``--output`` files that must be refused with their bytes unchanged: one line per kind."""
-
-
-def within_deadline(call: Callable[[], int], what: str) -> int:
-    """Run ``call()`` in a thread; fail the test if it takes longer than :data:`DEADLINE_S`."""
-    out: list[int | BaseException] = []
-
-    def run() -> None:
-        try:
-            out.append(call())
-        except BaseException as err:  # reported below, in the test's thread
-            out.append(err)
-
-    worker = threading.Thread(target=run, daemon=True)
-    worker.start()
-    worker.join(DEADLINE_S)
-    if worker.is_alive():
-        pytest.fail(f"{what} did not finish within {DEADLINE_S:.0f} s")
-    if isinstance(out[0], BaseException):
-        raise out[0]
-    return out[0]
 
 
 @pytest.mark.parametrize("case", OUTPUTS, ids=lambda c: c.name)
