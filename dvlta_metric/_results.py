@@ -156,6 +156,7 @@ class ResultsFile:
     def __init__(self, path: Path, fmt: str, fd: int, created: bool) -> None:
         self.path, self.fmt, self.fd, self.created = path, fmt, fd, created
         self.columns: list[str] = list(BASE_COLUMNS)
+        self.complete: int | None = None  # where the complete records end (set by read)
 
     @classmethod
     def open(cls, path: Path, fmt: str) -> ResultsFile:
@@ -210,10 +211,11 @@ class ResultsFile:
 
     # ------------------------------------------------------------------------------------------ reading
     def read(self) -> Previous:
-        """Check that the file is a results file of this tool, then cut off an incomplete last record.
+        """Check that the file is a results file of this tool, and find where its complete records end.
 
-        Nothing is changed before the whole file has been checked. A file that holds only blank lines, or only
-        the beginning of a CSV header, is emptied (it is written anew).
+        Nothing is changed here: an incomplete last record (of an interrupted run) is cut off by :meth:`start`,
+        once the run has passed every check and is about to write; a refused run leaves the file as it was. A
+        file that holds only blank lines, or only the beginning of a CSV header, is then written anew.
 
         Returns:
             What the file holds.
@@ -224,9 +226,7 @@ class ResultsFile:
         """
         with os.fdopen(os.dup(self.fd), "rb") as fh:
             fh.seek(0)
-            previous, complete = _read_csv(fh, self.path) if self.fmt == "csv" else _read_jsonl(fh, self.path)
-        if complete < os.fstat(self.fd).st_size:
-            os.ftruncate(self.fd, complete)
+            previous, self.complete = _read_csv(fh, self.path) if self.fmt == "csv" else _read_jsonl(fh, self.path)
         return previous
 
     # ------------------------------------------------------------------------------------------ writing
@@ -240,6 +240,8 @@ class ResultsFile:
         Raises:
             OutputWriteError: If the header cannot be written.
         """
+        if self.complete is not None and self.complete < os.fstat(self.fd).st_size:
+            os.ftruncate(self.fd, self.complete)  # the incomplete last record of an interrupted run
         self.columns = list(header or columns)
         if self.fmt == "csv" and header is None:
             self._write(csv_line(self.columns, dict(zip(self.columns, self.columns))))

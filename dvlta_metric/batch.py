@@ -227,7 +227,8 @@ def _score(model: VideoScorer, jobs: list[_Decoded], explain: bool) -> list[File
         except Exception as err:
             if len(group) == 1:
                 i = group[0]
-                results[i] = FileResult(jobs[i].path, None, _describe(err), name, seconds=jobs[i].seconds)
+                why = _describe_transient(jobs[i].path, err, 1) if _transient(err) else _describe(err)
+                results[i] = FileResult(jobs[i].path, None, why, name, seconds=jobs[i].seconds)
             continue
         share = (time.perf_counter() - start) / len(group)
         score_list = scores.detach().float().cpu().tolist()

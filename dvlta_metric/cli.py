@@ -226,7 +226,12 @@ def _score_files(
     args: argparse.Namespace, files: list[str], fmt: str, results: ResultsFile | None, previous: Previous
 ) -> int:
     """Score the files not in ``previous`` into ``results`` (or stdout); returns the exit status."""
-    keys = [resume_key(f) for f in files]
+    unique = {}  # a file named twice (a link and its target, a folder given twice) is scored once
+    for f in files:
+        unique.setdefault(resume_key(f), f)
+    if len(unique) < len(files):
+        _note(f"dvlta-metric: {len(files) - len(unique)} paths name a file already listed: each file is scored once")
+    files, keys = list(unique.values()), list(unique)
     todo = [f for f, key in zip(files, keys) if key not in previous.keys]
     failed = sum(1 for key in keys if key in previous.failed)
     known = known_weights_label(

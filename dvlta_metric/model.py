@@ -466,6 +466,11 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
         try:
             return decoded.rows(wanted)
         except ValueError as err:
+            if not train and decoded.training_indices is not None:
+                raise ValueError(
+                    f"{err}: the video was read in training mode, which decodes only the random training clip; "
+                    "read it again with the model in eval mode (model.eval(), then model.read(path))"
+                ) from None
             if not train:
                 raise ValueError(
                     f"{err}: pass frames read with model.read(path), which decodes the frames this model's "

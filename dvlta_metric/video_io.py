@@ -238,7 +238,9 @@ def read_limits(max_megapixels: float | None = None, decode_timeout: float | Non
 
 def _transient(err: BaseException) -> bool:
     """Whether ``err`` is a shortage on this machine (memory, file descriptors) rather than a bad file."""
-    if isinstance(err, (MemoryError, TransientError)):
+    if isinstance(err, (MemoryError, TransientError, torch.cuda.OutOfMemoryError)):
+        return True
+    if isinstance(err, RuntimeError) and "not enough memory" in str(err):  # torch's CPU allocator
         return True
     code = getattr(err, "errno", None)
     return isinstance(err, (OSError, av.error.FFmpegError)) and code in TRANSIENT_ERRNOS
@@ -521,12 +523,16 @@ def _describe(err: av.error.FFmpegError) -> str:
 
 def _open(p: Path, name: str) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
     """Open the file and pick its main video stream (cover art does not count)."""
+    url = f"file:{os.path.abspath(p)}"  # the file: protocol keeps "a:b.mp4" from being taken for a URL scheme
     try:
-        # the file: protocol keeps names such as "a:b.mp4" from being taken for a URL scheme
-        container = av.open(f"file:{os.path.abspath(p)}", mode="r", metadata_errors="replace", options=_OPEN_OPTIONS)
+        container = av.open(url, mode="r", metadata_errors="replace", options=_OPEN_OPTIONS)
     except av.error.InvalidDataError:
         raise ValueError(f"{name}: not a video file FFmpeg can read (unknown format or corrupt header)") from None
     except av.error.ArgumentError:  # EINVAL: the probed format is not on the whitelist
+        picture = _picture_format(p)  # FFmpeg guesses image2 (sequences) for a picture named "a?.png"
+        if picture is not None:
+            container = av.open(url, mode="r", format=picture, metadata_errors="replace", options=_OPEN_OPTIONS)
+            return container, container.streams.video[0]
         raise ValueError(
             f"{name}: {_sniff(p)}, not a video container: formats that can make FFmpeg open other files or URLs "
             "(concat scripts, HLS / DASH playlists, SDP, image sequences) and other non-video formats are refused; "
@@ -544,6 +550,18 @@ def _open(p: Path, name: str) -> tuple[av.container.InputContainer, av.video.str
         what = f"audio only ({', '.join(audio)})" if audio else "no video stream"
         raise ValueError(f"{name}: not a video: the file has {what}")
     return container, videos[0]
+
+
+def _picture_format(p: Path) -> str | None:
+    """``"png_pipe"`` / ``"jpeg_pipe"`` for a file that starts like a PNG / JPEG picture, else ``None``."""
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(8)
+    except OSError:
+        return None
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png_pipe"
+    return "jpeg_pipe" if head.startswith(b"\xff\xd8\xff") else None
 
 
 def _sniff(p: Path) -> str:

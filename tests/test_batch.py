@@ -13,6 +13,7 @@ import pytest
 import torch
 from video_files import Clips, make_clips, write_clip, write_still
 
+import dvlta_metric
 from dvlta_metric.batch import FileResult, score_files
 from dvlta_metric.video_io import read_video
 
@@ -323,3 +324,20 @@ def test_limits_reach_the_reads_in_the_workers(clips: Clips, tiny_model) -> None
         score_files(tiny_model, [clips.landscape], max_megapixels=-1)
     with pytest.raises(ValueError, match="decode_timeout must be a positive number"):
         score_files(tiny_model, [clips.landscape], decode_timeout=float("nan"))
+
+
+@pytest.mark.parametrize(
+    "error",
+    [torch.cuda.OutOfMemoryError("CUDA out of memory"), RuntimeError("DefaultCPUAllocator: not enough memory")],
+    ids=["CUDA", "CPU allocator"],
+)
+def test_running_out_of_memory_in_the_model_is_transient(clips: Clips, error: RuntimeError) -> None:
+    """An out-of-memory error while scoring is no verdict on the file either."""
+    model = dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="cpu")
+
+    def starved(views):
+        raise error
+
+    model.score_views = starved
+    (result,) = score_files(model, [clips.single], num_workers=0, progress=False)
+    assert result.error.startswith("TransientError: ") and type(error).__name__ in result.error, result.error

@@ -688,3 +688,30 @@ def test_the_decoding_limits_are_flags(capsys, clips: Clips) -> None:
     assert code == 2 and "--decode-timeout: must be above 0" in err
     code, out, _ = run(capsys, "score", clips.landscape, "--decode-timeout", "inf", "--format", "json", *TINY)
     assert code == 0 and 0 < json.loads(out)[0]["score"] < 1
+
+
+def test_a_file_named_twice_is_scored_once(capsys, tmp_path: Path, clips: Clips) -> None:
+    link = tmp_path / "link.mp4"
+    link.symlink_to(clips.landscape)
+    out = tmp_path / "scores.csv"
+    code, _, err = run(capsys, "score", clips.landscape, link, clips.single, "--output", out, *TINY)
+    assert code == 0 and "1 paths name a file already listed" in err
+    assert [r["path"] for r in _rows(out, "csv")] == [str(clips.landscape), str(clips.single)]
+
+
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("mos.csv", "path,score,model,error\nx.mp4,3.1,raters,\ny.mp4,4.2,raters,"),
+        ("mos.jsonl", '{"path": "x.mp4", "score": 3.1, "model": "raters", "error": null}\n{"path": "y.mp4", "sco'),
+    ],
+)
+def test_a_refused_results_file_keeps_its_incomplete_last_record(
+    capsys, tmp_path: Path, clips: Clips, name: str, text: str
+) -> None:
+    """The cut of an interrupted run's last record waits until every check has passed."""
+    out = tmp_path / name
+    out.write_text(text)
+    code, _, err = run(capsys, "score", clips.single, "--output", out, *TINY)
+    assert code == 2 and "holds scores of model 'raters'" in err
+    assert out.read_text() == text

@@ -375,3 +375,13 @@ def test_the_finite_check_costs_nothing_measurable(tiny_model: DVLTAVQA, video_f
     start = time.perf_counter()
     tiny_model.score_views(views)
     assert per_check < 0.01 * (time.perf_counter() - start), per_check
+
+
+def test_a_training_read_cut_in_eval_mode_says_to_read_again(tiny_model: DVLTAVQA) -> None:
+    from importlib.resources import files
+
+    sample = str(files("dvlta_metric") / "assets" / "sample.mp4")
+    model = dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="cpu").train()
+    decoded = model.read(sample)
+    with pytest.raises(ValueError, match=r"read in training mode.*model.eval\(\), then model.read"):
+        model.make_views(decoded, train=False)

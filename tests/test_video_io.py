@@ -648,3 +648,10 @@ def test_find_videos_warns_about_unreadable_folders(tmp_path: Path, monkeypatch:
     finally:
         locked.chmod(0o755)
     assert [p.name for p in found] == ["b.mp4"]
+
+
+@pytest.mark.parametrize("name", ["s?.png", "s{1}.png", "s*.png"])
+def test_a_picture_whose_name_looks_like_a_sequence_pattern_reads(tmp_path: Path, name: str) -> None:
+    """FFmpeg guesses the image2 sequence demuxer (refused) for such names; the file is one picture."""
+    video = read_video(write_still(tmp_path / name))
+    assert video.num_frames == 1 and video.metadata["still_image"]
