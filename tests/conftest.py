@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fake_hub import keep_registry, offline_hub_cache, save_tiny
 
 import dvlta_metric
 
@@ -54,3 +55,22 @@ def shared_data() -> Path:
     if not SHARED_DIR.is_dir():
         pytest.skip("../shared/data is not present (fresh clone)")
     return SHARED_DIR
+
+
+@pytest.fixture
+def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty Hugging Face cache under ``tmp_path``, with the Hub offline (``tests/fake_hub.py`` lays repos out)."""
+    return offline_hub_cache(tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def scratch_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Registry entries and aliases a test adds disappear after it."""
+    keep_registry(monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def saved_tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dvlta_metric.DVLTAVQA]:
+    """A tiny model saved with ``save_pretrained`` (one folder per test module), and the model."""
+    out = tmp_path_factory.mktemp("tiny")
+    return out, save_tiny(out)

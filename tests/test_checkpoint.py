@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from fake_hub import save_tiny
 from safetensors.torch import save_file
 
 import dvlta_metric
@@ -17,12 +16,6 @@ from dvlta_metric import DVLTAVQA, CheckpointError, WeightsNotFoundError
 from dvlta_metric._checkpoint import PretrainedMixin, read_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def saved_tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, DVLTAVQA]:
-    out = tmp_path_factory.mktemp("tiny")
-    return out, save_tiny(out)
 
 
 def test_from_pretrained_is_the_inverse_of_save_pretrained(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from fake_hub import keep_registry, lay_out_repo, offline_hub_cache, save_tiny
+from fake_hub import lay_out_repo
 
 import dvlta_metric
 from dvlta_metric import DVLTAVQA, CheckpointError, WeightsNotFoundError
@@ -17,22 +17,6 @@ from dvlta_metric._factory import ModelName, available_devices, parse_model_name
 from dvlta_metric._hub import sha256_of
 from dvlta_metric._registry import WeightSource, register_model
 from dvlta_metric.errors import WeightsUnavailableError
-
-
-@pytest.fixture
-def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    return offline_hub_cache(tmp_path, monkeypatch)
-
-
-@pytest.fixture
-def scratch_registry(monkeypatch: pytest.MonkeyPatch) -> None:
-    keep_registry(monkeypatch)
-
-
-@pytest.fixture(scope="module")
-def saved_tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, DVLTAVQA]:
-    out = tmp_path_factory.mktemp("tiny")
-    return out, save_tiny(out)
 
 
 @pytest.mark.parametrize(

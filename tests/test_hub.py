@@ -8,24 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from fake_hub import lay_out_repo, offline_hub_cache, save_tiny
+from fake_hub import lay_out_repo
 
 import dvlta_metric
 from dvlta_metric import DVLTAVQA, CheckpointError, WeightsNotFoundError
 from dvlta_metric._hub import check_revision, hub_directory, sha256_of, verify_sha256
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    return offline_hub_cache(tmp_path, monkeypatch)
-
-
-@pytest.fixture(scope="module")
-def saved_tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, DVLTAVQA]:
-    out = tmp_path_factory.mktemp("tiny")
-    return out, save_tiny(out)
 
 
 def test_empty_cache_offline_error_is_actionable(hub_cache: Path) -> None:

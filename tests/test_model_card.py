@@ -6,15 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from fake_hub import save_tiny
 
 from dvlta_metric import DVLTAVQA
-
-
-@pytest.fixture(scope="module")
-def saved_tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, DVLTAVQA]:
-    out = tmp_path_factory.mktemp("tiny")
-    return out, save_tiny(out)
 
 
 def _front_matter(card: str) -> str:

@@ -4,15 +4,9 @@ suggestions for misspelt names."""
 from __future__ import annotations
 
 import pytest
-from fake_hub import keep_registry
 
 import dvlta_metric
 from dvlta_metric._registry import WeightSource, register_model
-
-
-@pytest.fixture
-def scratch_registry(monkeypatch: pytest.MonkeyPatch) -> None:
-    keep_registry(monkeypatch)
 
 
 @pytest.mark.parametrize(

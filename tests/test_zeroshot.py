@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from fake_hub import SMALL_CLIP, keep_registry, offline_hub_cache, write_small_clip
+from fake_hub import SMALL_CLIP, write_small_clip
 
 import dvlta_metric
 from dvlta_metric import CheckpointError, WeightsNotFoundError
@@ -16,16 +16,6 @@ from dvlta_metric._factory import weights_label
 from dvlta_metric._hub import sha256_of
 from dvlta_metric._registry import WeightSource, register_model
 from dvlta_metric._zeroshot import CLIP_TOWER, OPENAI_CLIP_SAFETENSORS, load_clip_weights, openai_clip_repo
-
-
-@pytest.fixture
-def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    return offline_hub_cache(tmp_path, monkeypatch)
-
-
-@pytest.fixture
-def scratch_registry(monkeypatch: pytest.MonkeyPatch) -> None:
-    keep_registry(monkeypatch)
 
 
 def test_zeroshot_from_cached_openai_clip(hub_cache: Path, video_factory: Callable) -> None:
