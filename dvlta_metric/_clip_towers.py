@@ -53,7 +53,7 @@ def build_vision_tower(cfg: CLIPVisionConfig, embed_dim: int) -> nn.Module:
 
 
 def encode_images(visual: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """CLIP image embeddings ``z = E_v(x)`` (paper eqs. 1-2) with a float32 residual stream.
+    """CLIP image embeddings ``z = E_v(x)`` (paper eq. 1) with a float32 residual stream.
 
     Computes what open_clip's ``VisionTransformer.forward`` computes for the towers of
     :func:`build_vision_tower` (class-token pooling, ``ln_post`` before pooling, a projection matrix),

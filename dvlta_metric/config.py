@@ -411,7 +411,7 @@ class ModelConfig:
         text_adapter_hidden: *(ours)* Hidden width of the text adapter MLP.
         text_adapter_ratio: *(ours)* Weight of the MLP output in ``T' = a*MLP(T) + (1-a)*T``.
         bvfe_head_hidden: *(ours)* Width of the Conv3d-GELU-Conv3d head on the Swin features.
-        fusion: ``"cosine"`` uses raw cosines as weights (eq. 11, the paper); ``"softmax"`` normalises them.
+        fusion: ``"cosine"`` uses raw cosines as weights (eq. 10, the paper); ``"softmax"`` normalises them.
         logit_scale: ``s`` in eq. 12 (CLIP's ``logit_scale.exp()`` = 100); at most :data:`LOGIT_SCALE_MAX`.
         clip_vision: Vision tower of the Video-Based Temporal CLIP.
         clip_text: Text tower used to compute the prompt embeddings (never run at inference).

@@ -1,8 +1,9 @@
 """Text-guided fusion and the prompt-similarity score (paper eqs. 10-13).
 
 The fusion prompt's embedding, refined by a small text adapter, weighs the three branch features by their
-cosine similarity to it (eq. 10-11); the fused feature is compared with a "high quality" and a "low
-quality" prompt and the two scaled similarities are turned into a probability (eq. 12-13).
+cosine similarity to it (eqs. 10-11); the fused feature is compared with a "high quality" and a "low
+quality" prompt and the two scaled similarities are turned into a probability (eqs. 12-13). The text adapter that refines the
+prompt embeddings first is ours: the paper names no equation for it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from torch import nn
 
 
 class TextAdapter(nn.Module):
-    """Residual text adapter *(ours)*: ``T' = a * MLP(T) + (1 - a) * T`` (eq. 10).
+    """Residual text adapter *(ours)*: ``T' = a * MLP(T) + (1 - a) * T`` (no equation of the paper).
 
     ``MLP = Linear(D, H) + ReLU + Linear(H, D) + ReLU``.
 
@@ -36,7 +37,7 @@ class TextAdapter(nn.Module):
 
 
 class TextGuidedFusion(nn.Module):
-    """Eq. 11: ``F_fused = sum_k w_k F_k`` with ``w_k = cos(F_k, T'_fuse)``.
+    """Eqs. 10-11: ``w_k = cos(F_k, T'_fuse)`` (eq. 10) and ``F_fused = sum_k w_k F_k`` (eq. 11).
 
     Args:
         mode: ``"cosine"`` uses the raw cosines (the paper); ``"softmax"`` normalises the weights with a

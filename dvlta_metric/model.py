@@ -120,7 +120,7 @@ class Explanation:
 
     Attributes:
         score: Quality in ``(0, 1)``: 0-d for one video, ``(B,)`` for a batch.
-        weights: Fusion weights ``w_k`` (eq. 11), ``(K,)`` or ``(B, K)``.
+        weights: Fusion weights ``w_k`` (eq. 10), ``(K,)`` or ``(B, K)``.
         features: Branch features ``F_k``, ``(K, D)`` or ``(B, K, D)``.
         branches: Names of the ``K`` branches, in order (``"bvfe"``: fragments / technical quality,
             ``"tcm"``: temporal context / motion, ``"vbtc"``: CLIP semantics).
@@ -519,7 +519,7 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
             )
 
     def text_features(self) -> torch.Tensor:
-        """Adapted prompt embeddings ``T'`` (eq. 10), ``(3, D)`` rows in :data:`PROMPT_ROLES` order.
+        """Adapted prompt embeddings ``T'`` (the text adapter, ours), ``(3, D)`` rows in :data:`PROMPT_ROLES` order.
 
         Computed in the model's dtype even inside a caller's :func:`torch.autocast`.
         """

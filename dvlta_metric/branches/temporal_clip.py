@@ -1,8 +1,8 @@
 """Video-Based Temporal CLIP (paper eqs. 1-4): the dorsal stream's semantic branch.
 
-A frozen ViFi-CLIP image encoder embeds each of the ``T`` frames (eq. 1-2); the frame embeddings are
-averaged over time (eq. 3, ViFi-CLIP's temporal pooling) and refined by a small residual adapter (eq. 4):
-``F_vbtc = 0.4 * A(Z) + 0.6 * Z``.
+A frozen ViFi-CLIP image encoder embeds each of the ``T`` frames (eq. 1); the frame embeddings are
+averaged over time (eq. 2, ViFi-CLIP's temporal pooling) and refined by a small adapter ``A`` (eq. 3) with a
+residual mix (eq. 4): ``F_vbtc = 0.4 * A(Z) + 0.6 * Z``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from .base import Branch
 
 
 class CLIPAdapter(nn.Module):
-    """Bottleneck adapter ``A`` of eq. 4 (CLIP-Adapter style; reduction ``r = 4`` is ours).
+    """Bottleneck adapter ``A`` of eq. 3 (CLIP-Adapter style; reduction ``r = 4`` is ours).
 
     ``Conv2d(D, D/r, 1) + BN + ReLU`` then ``Conv2d(D/r, D, 1) + BN + ReLU`` on ``Z`` viewed as
     ``(B, D, 1, 1)``.
@@ -54,13 +54,13 @@ class VideoBasedTemporalCLIP(Branch):
     """The Video-Based Temporal CLIP branch (eqs. 1-4), on the frame view.
 
     Attributes:
-        encoder: The frozen CLIP image tower (eqs. 1-2).
-        adapter: The trained :class:`CLIPAdapter` of eq. 4, or ``None`` (the zero-shot model has none).
+        encoder: The frozen CLIP image tower (eq. 1).
+        adapter: The trained :class:`CLIPAdapter` of eq. 3, or ``None`` (the zero-shot model has none).
 
     Args:
         vision: Sizes of the (frozen) CLIP image encoder.
         embed_dim: Joint embedding dimension ``D`` (512).
-        use_adapter: Add the residual adapter of eq. 4.
+        use_adapter: Add the adapter of eq. 3 and its residual mix (eq. 4).
         adapter_reduction: Bottleneck reduction of the adapter.
         adapter_ratio: ``a`` in ``F = a * A(Z) + (1 - a) * Z`` (0.4).
     """
@@ -83,7 +83,7 @@ class VideoBasedTemporalCLIP(Branch):
         self.adapter_ratio = adapter_ratio
 
     def encode(self, view: torch.Tensor) -> torch.Tensor:
-        """Per-frame image embeddings ``z_i`` (eqs. 1-2).
+        """Per-frame image embeddings ``z_i`` (eq. 1).
 
         Args:
             view: ``(B, T, 3, S, S)`` normalised frames.
@@ -94,7 +94,7 @@ class VideoBasedTemporalCLIP(Branch):
         return encode_images(self.encoder, view.flatten(0, 1)).unflatten(0, view.shape[:2])
 
     def head(self, encoded: torch.Tensor) -> torch.Tensor:
-        """``F_vbtc`` from per-frame embeddings: the temporal mean and the adapter (eqs. 3-4).
+        """``F_vbtc`` from per-frame embeddings: the temporal mean (eq. 2), the adapter (eq. 3) and the mix (eq. 4).
 
         Args:
             encoded: ``(B, T, D)`` frame embeddings ``z_t`` of the frozen encoder.
