@@ -2,8 +2,8 @@
 
 The fusion prompt's embedding, refined by a small text adapter, weighs the three branch features by their
 cosine similarity to it (eqs. 10-11); the fused feature is compared with a "high quality" and a "low
-quality" prompt and the two scaled similarities are turned into a probability (eqs. 12-13). The text adapter that refines the
-prompt embeddings first is ours: the paper names no equation for it.
+quality" prompt and the two scaled similarities are turned into a probability (eqs. 12-13). The text
+adapter that refines the prompt embeddings first is ours: the paper names no equation for it.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Window attention of the fragment Swin3D through FlexAttention.
 
 The Swin3D blocks of the fragment branch add a bias to every attention score (FAST-VQA's gated relative
-position bias, inside the backbone of eq. 8 of the DVLTA-VQA paper, plus the shifted-window mask), one ``N x N`` matrix per window
-and head with ``N = 392`` tokens and a head dimension of only 32. Given such a bias,
+position bias, inside the backbone of eq. 8 of the DVLTA-VQA paper, plus the shifted-window mask), one
+``N x N`` matrix per window and head with ``N = 392`` tokens and a head dimension of only 32. Given such a bias,
 :func:`torch.nn.functional.scaled_dot_product_attention` runs cuDNN's kernel on Hopper GPUs, which takes
 much longer with the bias than without it. The score function of
 :func:`torch.nn.attention.flex_attention.flex_attention` adds the same cached bias tensor, read by window, head
