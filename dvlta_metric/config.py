@@ -19,6 +19,14 @@ OPENAI_CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.4082107
 OPENAI_CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
 
 BranchName = Literal["bvfe", "tcm", "vbtc"]
+FrameSampling = Literal["segments", "consecutive"]
+FRAME_SAMPLINGS: tuple[str, ...] = ("segments", "consecutive")
+"""How a branch's frames are picked from the video (:class:`FrameViewConfig`): one at the centre of each of ``T``
+equal segments, or ``T`` consecutive frames."""
+TEST_CLIPS: tuple[str, ...] = ("centre", "random")
+"""Where the fragment view's clips sit at inference (:attr:`FragmentViewConfig.test_clips`)."""
+CBAM_ORDERS: tuple[str, ...] = ("parallel", "sequential")
+"""How the Temporal Context Module's attention maps are computed (:attr:`TemporalContextConfig.attention`)."""
 BRANCH_NAMES: tuple[str, ...] = ("bvfe", "tcm", "vbtc")
 
 _ANY_INT = frozenset({"seed"})
@@ -175,6 +183,12 @@ def _check_limit(where: str, value: float, limit: float | None) -> None:
         )
 
 
+def _check_choice(where: str, value: str, choices: tuple[str, ...]) -> None:
+    """Refuse a string option that is not one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{where} must be one of {', '.join(repr(c) for c in choices)}, got {value!r}")
+
+
 def _check_view_pixels(where: str, frames: int, side: int) -> None:
     """Refuse a view of more than :data:`MAX_VIEW_PIXELS` pixels per video."""
     if frames * side * side > MAX_VIEW_PIXELS:
@@ -197,8 +211,13 @@ class FragmentViewConfig:
         num_clips: Temporal segments at inference, one clip each (training always uses 1).
         aligned: Patch positions stay fixed over each run of this many frames; it must divide ``clip_len``
             (a training view is one clip, so a run cannot span clips).
-        seed: *(ours)* Seed of the generator that draws patch offsets at inference, so that the same video
-            always gets the same score. Training draws them at random.
+        seed: *(ours)* Seed of the generator that draws patch offsets (and, with ``test_clips="random"``, clip
+            starts) at inference, so that the same video always gets the same score. Training draws them at
+            random.
+        test_clips: Where the ``num_clips`` inference clips start: ``"centre"`` (default) at the centre offset of
+            each equal segment (FAST-VQA's ``SampleFrames`` test mode), or ``"random"`` at a random point inside
+            each segment (FAST-VQA-B's evaluation loader, ``FragmentSampleFrames``), drawn from a generator
+            seeded with ``seed``.
         mean: Per-channel mean used to normalise the view (ImageNet).
         std: Per-channel standard deviation used to normalise the view (ImageNet).
     """
@@ -210,6 +229,7 @@ class FragmentViewConfig:
     num_clips: int = 4
     aligned: int = 32
     seed: int = 42
+    test_clips: Literal["centre", "random"] = "centre"
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
 
@@ -232,14 +252,23 @@ class FragmentViewConfig:
                 f"{LIMITS['FrameViewConfig.crop']}"
             )
         _check_view_pixels("FragmentViewConfig", self.num_clips * self.clip_len, self.size)
+        _check_choice("FragmentViewConfig.test_clips", self.test_clips, TEST_CLIPS)
 
 
 @dataclass(frozen=True)
 class FrameViewConfig:
-    """Frame view (dorsal stream): TSN centre sampling, resize and centre crop (ViFi-CLIP test pipeline).
+    """Frame view (dorsal stream): ``T`` frames, resized and centre-cropped (ViFi-CLIP's test pipeline).
+
+    Each branch that reads frames picks them its own way; two branches with the same sampling share one view.
 
     Attributes:
-        num_frames: ``T``, one frame at the centre of each of ``T`` equal segments.
+        num_frames: ``T``, the frames per view.
+        vbtc_sampling: The Video-Based Temporal CLIP's frames: ``"segments"`` (default; one at the centre of each of
+            ``T`` equal segments, ViFi-CLIP's TSN test sampling) or ``"consecutive"`` (the paper's literal
+            "sequence of continuous video frames").
+        tcm_sampling: The Temporal Context Module's frames: ``"consecutive"`` (default; ``T`` consecutive frames,
+            a run centred in the video at inference and drawn at random in training, the paper's "continuous
+            video frames") or ``"segments"``.
         resize: The short side is resized to this many pixels.
         crop: Side of the centre crop.
         antialias: *(ours)* Antialias when downscaling (ViFi-CLIP's OpenCV resize does not); avoids aliasing
@@ -249,6 +278,8 @@ class FrameViewConfig:
     """
 
     num_frames: int = 8
+    vbtc_sampling: Literal["segments", "consecutive"] = "segments"
+    tcm_sampling: Literal["segments", "consecutive"] = "consecutive"
     resize: int = 256
     crop: int = 224
     antialias: bool = True
@@ -263,6 +294,8 @@ class FrameViewConfig:
                 "from frames whose short side was resized to `resize`"
             )
         _check_view_pixels("FrameViewConfig", self.num_frames, self.crop)
+        _check_choice("FrameViewConfig.vbtc_sampling", self.vbtc_sampling, FRAME_SAMPLINGS)
+        _check_choice("FrameViewConfig.tcm_sampling", self.tcm_sampling, FRAME_SAMPLINGS)
 
 
 @dataclass(frozen=True)
@@ -365,6 +398,9 @@ class TemporalContextConfig:
         cbam_reduction: Reduction ratio of the CBAM channel-attention MLP.
         route_reduction: Reduction ratio of the TAdaConv routing function.
         route_kernels: Temporal kernel sizes of the routing function's two convolutions.
+        attention: How the two attention maps of eq. 7 are computed: ``"parallel"`` (default; both from
+            ``F_agg``, as eq. 7 is printed) or ``"sequential"`` (CBAM's order: the spatial map from the
+            channel-refined features).
     """
 
     stem_channels: int = 64
@@ -372,9 +408,11 @@ class TemporalContextConfig:
     cbam_reduction: int = 16
     route_reduction: int = 4
     route_kernels: tuple[int, int] = (3, 3)
+    attention: Literal["parallel", "sequential"] = "parallel"
 
     def __post_init__(self) -> None:
         check_fields(self)
+        _check_choice("TemporalContextConfig.attention", self.attention, CBAM_ORDERS)
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from .config import ModelConfig
 from .decoded import DecodedVideo
 from .fusion import PromptQualityHead, TextAdapter, TextGuidedFusion
 from .video_io import read_video
-from .views import fragment_view, frame_view, frames_to_decode, view_indices
+from .views import FRAME_VIEW_NAMES, VIEW_ORDER, fragment_view, frame_view, frames_to_decode, view_indices
 
 PathLike = str | os.PathLike
 
@@ -81,7 +81,26 @@ BRANCH_CLASSES: dict[str, type[Branch]] = {
     "tcm": TemporalContextModule,
     "vbtc": VideoBasedTemporalCLIP,
 }
-"""The branch class of each name ``config.branches`` may hold (their ``view`` says which view each reads)."""
+"""The branch class of each name ``config.branches`` may hold (:func:`branch_view` says which view each reads)."""
+
+
+def branch_view(name: str, config: ModelConfig) -> str:
+    """The view the branch called ``name`` reads under ``config``.
+
+    ``"bvfe"`` reads the fragments; ``"vbtc"`` and ``"tcm"`` read the frame view their sampling names
+    (``config.frame_view.vbtc_sampling`` / ``tcm_sampling``): ``"frames"`` (segment centres) or
+    ``"consecutive"``.
+
+    Raises:
+        ValueError: For an unknown branch name.
+    """
+    if name == "bvfe":
+        return "fragments"
+    if name == "vbtc":
+        return FRAME_VIEW_NAMES[config.frame_view.vbtc_sampling]
+    if name == "tcm":
+        return FRAME_VIEW_NAMES[config.frame_view.tcm_sampling]
+    raise ValueError(f"unknown branch {name!r}; expected one of {sorted(BRANCH_CLASSES)}")
 
 
 def build_branch(name: str, config: ModelConfig) -> Branch:
@@ -102,6 +121,8 @@ def build_branch(name: str, config: ModelConfig) -> Branch:
             cbam_reduction=tc.cbam_reduction,
             route_reduction=tc.route_reduction,
             route_kernels=tc.route_kernels,
+            attention=tc.attention,
+            view=FRAME_VIEW_NAMES[config.frame_view.tcm_sampling],  # type: ignore[arg-type]
         )
     if name == "vbtc":
         return VideoBasedTemporalCLIP(
@@ -110,6 +131,7 @@ def build_branch(name: str, config: ModelConfig) -> Branch:
             use_adapter=config.use_adapters,
             adapter_reduction=config.clip_adapter_reduction,
             adapter_ratio=config.clip_adapter_ratio,
+            view=FRAME_VIEW_NAMES[config.frame_view.vbtc_sampling],  # type: ignore[arg-type]
         )
     raise ValueError(f"unknown branch {name!r}; expected one of {sorted(BRANCH_CLASSES)}")
 
@@ -207,9 +229,9 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
 
     @property
     def views(self) -> tuple[str, ...]:
-        """The views the branches read, in ``("fragments", "frames")`` order."""
+        """The views the branches read, in ``("fragments", "frames", "consecutive")`` order."""
         used = {branch.view for branch in self.branches.values()}
-        return tuple(v for v in ("fragments", "frames") if v in used)
+        return tuple(v for v in VIEW_ORDER if v in used)
 
     @property
     def device(self) -> torch.device:
@@ -387,13 +409,15 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
             generator: Generator of the training draw.
 
         Returns:
-            ``{"fragments": (K, L), "frames": (T,)}`` for the views the model uses.
+            ``{"fragments": (K, L), "frames": (T,), "consecutive": (T,)}`` for the views the model uses.
         """
         cfg = self.config
+        views = self.views
         return view_indices(
             num_frames,
-            cfg.fragment_view if "fragments" in self.views else None,
-            cfg.frame_view if "frames" in self.views else None,
+            cfg.fragment_view if "fragments" in views else None,
+            cfg.frame_view if "frames" in views else None,
+            consecutive=cfg.frame_view if "consecutive" in views else None,
             train=train,
             generator=generator,
         )
@@ -435,7 +459,8 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
             generator: Generator of the training draws.
 
         Returns:
-            ``{"fragments": (K, 3, L, S, S), "frames": (T', 3, S, S)}`` for the views the model uses.
+            ``{"fragments": (K, 3, L, S, S), "frames": (T, 3, S, S), "consecutive": (T, 3, S, S)}`` for the
+            views the model uses.
         """
         self._check_dtype()
         train = self.training if train is None else train
@@ -488,7 +513,7 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
         """Each branch's frozen encoder on its view (the part the feature cache stores).
 
         Args:
-            views: ``{"fragments": (B, K, 3, L, S, S), "frames": (B, T, 3, S, S)}`` (stacked
+            views: ``{"fragments": (B, K, 3, L, S, S), "frames": (B, T, 3, S, S), ...}`` (stacked
                 :meth:`make_views` outputs).
             precision: Autocast setting of the encoders (:func:`branch_dtypes`); the model's own if ``None``.
             names: Encode only these branches (default: all).

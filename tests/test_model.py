@@ -264,8 +264,11 @@ def test_training_mode_reads_every_frame_of_a_file_and_needs_two_videos(video_fa
         decoded = model.read(sample)
         clip = decoded.training_indices["fragments"]
         assert clip is not None and clip.shape == (1, model.config.fragment_view.clip_len)
-        assert set(clip.flatten().tolist()) <= set(decoded.indices.tolist())  # the drawn clip, and no more:
-        assert len(decoded.frames) <= clip.numel() + model.config.frame_view.num_frames
+        run = decoded.training_indices["consecutive"]  # the TCM's consecutive frames, drawn after the clip
+        assert torch.equal(run.diff(), torch.ones(len(run) - 1, dtype=torch.long))
+        drawn = set(clip.flatten().tolist()) | set(run.tolist())
+        assert drawn <= set(decoded.indices.tolist())  # the drawn frames, and no more:
+        assert len(decoded.frames) <= clip.numel() + 2 * model.config.frame_view.num_frames
         assert model([sample, sample]).shape == (2,)
         assert model([decoded, decoded]).shape == (2,)
     with pytest.raises(ValueError, match=r"a training view is a random clip.*model.train\(\), then model.read"):

@@ -93,18 +93,42 @@ def test_cbam_shapes_and_attention_ranges() -> None:
     assert cbam(x).shape == x.shape
 
 
-def test_cbam_matches_manual_computation() -> None:
-    cbam = CBAM(16, reduction=4).eval()
+def _spatial_map_by_hand(cbam: CBAM, f: torch.Tensor) -> torch.Tensor:
+    """M_s of one frame ``(B, C, H, W)``: sigmoid(BN(conv7x7([mean_c; max_c])))."""
+    pooled = torch.cat([f.mean(dim=1, keepdim=True), f.amax(dim=1, keepdim=True)], dim=1)
+    return torch.sigmoid(cbam.spatial.bn(cbam.spatial.conv(pooled)))
+
+
+def test_cbam_sequential_matches_manual_computation() -> None:
+    """CBAM's order: the spatial map is computed on the channel-refined feature."""
+    cbam = CBAM(16, reduction=4, order="sequential").eval()
     x = torch.randn(2, 16, 3, 6, 6)
     mlp = cbam.channel.mlp
     m_c = torch.sigmoid(mlp(x.mean(dim=(2, 3, 4))) + mlp(x.amax(dim=(2, 3, 4))))
     xc = x * m_c[:, :, None, None, None]
-    frames = []
-    for t in range(x.shape[2]):
-        f = xc[:, :, t]
-        pooled = torch.cat([f.mean(dim=1, keepdim=True), f.amax(dim=1, keepdim=True)], dim=1)
-        frames.append(f * torch.sigmoid(cbam.spatial.bn(cbam.spatial.conv(pooled))))
+    frames = [xc[:, :, t] * _spatial_map_by_hand(cbam, xc[:, :, t]) for t in range(x.shape[2])]
     torch.testing.assert_close(cbam(x), torch.stack(frames, dim=2), atol=ATOL, rtol=0)
+
+
+def test_cbam_parallel_is_eq_7_as_printed() -> None:
+    """Eq. 7: F_tcm = F_agg * M_channel(F_agg) * M_spatial(F_agg), both maps from F_agg, by hand."""
+    cbam = CBAM(16, reduction=4).eval()
+    assert cbam.order == "parallel"  # the default is the printed formula
+    f_agg = torch.randn(2, 16, 3, 6, 6)
+    mlp = cbam.channel.mlp
+    m_c = torch.sigmoid(mlp(f_agg.mean(dim=(2, 3, 4))) + mlp(f_agg.amax(dim=(2, 3, 4))))[:, :, None, None, None]
+    m_s = torch.stack([_spatial_map_by_hand(cbam, f_agg[:, :, t]) for t in range(f_agg.shape[2])], dim=2)
+    torch.testing.assert_close(cbam(f_agg), f_agg * m_c * m_s, atol=ATOL, rtol=0)
+    # the two readings really differ (by about 12 % relative with random weights)
+    sequential = CBAM(16, reduction=4, order="sequential").eval()
+    sequential.load_state_dict(cbam.state_dict())
+    gap = (cbam(f_agg) - sequential(f_agg)).norm() / cbam(f_agg).norm()
+    assert gap > 0.01
+
+
+def test_cbam_refuses_an_unknown_order() -> None:
+    with pytest.raises(ValueError, match="parallel"):
+        CBAM(16, order="serial")  # type: ignore[arg-type]
 
 
 # --- TemporalContextModule ----------------------------------------------------

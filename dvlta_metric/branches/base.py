@@ -4,7 +4,7 @@ DVLTA-VQA's three branches share one shape (paper Section III): a view of the vi
 backbone (FAST-VQA-B's Swin3D for the fragments, ViFi-CLIP's image tower for the frames) and then through a
 small trained part that maps it into the joint space. A :class:`Branch` names that split (ours):
 
-* :attr:`Branch.view`: which view it reads, ``"fragments"`` or ``"frames"``;
+* :attr:`Branch.view`: which view it reads, ``"fragments"``, ``"frames"`` or ``"consecutive"``;
 * :meth:`Branch.encode`: the frozen part; its output depends only on frozen weights, so the feature cache
   of ``dvlta_metric_train`` stores it once per video and view sample;
 * :meth:`Branch.head`: the trained part, from the encoded view to the branch feature ``F_k`` ``(B, D)``.
@@ -16,30 +16,29 @@ of a branch, or adding a branch, touches only that branch's module.
 from __future__ import annotations
 
 from abc import ABCMeta, abstractmethod
-from typing import ClassVar, Literal
+from typing import Literal
 
 from torch import Tensor, nn
 
-ViewName = Literal["fragments", "frames"]
+ViewName = Literal["fragments", "frames", "consecutive"]
 
 
 class Branch(nn.Module, metaclass=ABCMeta):
     """One stream: ``head(encode(view))`` is its feature ``F_k``.
 
-    Subclasses set :attr:`view`, hold their frozen backbone (if any) as :attr:`encoder` and implement
+    Subclasses pass their :attr:`view` up, hold their frozen backbone (if any) as :attr:`encoder` and implement
     :meth:`head`; everything that is not :attr:`encoder` trains.
 
     Attributes:
-        view: The view the branch reads: ``"fragments"`` ``(B, K, 3, L, S, S)`` or ``"frames"``
-            ``(B, T, 3, S, S)``.
+        view: The view the branch reads: ``"fragments"`` ``(B, K, 3, L, S, S)``, or a frame view ``"frames"``
+            (segment centres) or ``"consecutive"`` (consecutive frames), both ``(B, T, 3, S, S)``.
         encoder: The frozen backbone, or ``None`` for a branch that trains end to end (its encoded view is
             the view itself).
     """
 
-    view: ClassVar[ViewName]
-
-    def __init__(self) -> None:
+    def __init__(self, view: ViewName) -> None:
         super().__init__()
+        self.view: ViewName = view
         self.encoder: nn.Module | None = None
 
     def encode(self, view: Tensor) -> Tensor:

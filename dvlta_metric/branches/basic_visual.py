@@ -49,10 +49,8 @@ class BasicVisualFeatureExtraction(Branch):
         out_dim: Joint dimension ``D``.
     """
 
-    view = "fragments"
-
     def __init__(self, swin: SwinConfig, hidden: int = 512, out_dim: int = 512) -> None:
-        super().__init__()
+        super().__init__("fragments")
         self.encoder = SwinTransformer3D(
             patch_size=swin.patch_size,
             embed_dim=swin.embed_dim,

@@ -1,16 +1,23 @@
 """Convolutional Block Attention Module (CBAM) for 5-D video features.
 
 CBAM (Woo et al., "CBAM: Convolutional Block Attention Module", ECCV 2018)
-refines a feature map with channel attention followed by spatial attention.
-Here it is adapted to video features of shape ``(B, C, T, H, W)`` as used by
-the DVLTA-VQA Temporal Context Module (Yu et al. 2025, eq. 7):
+refines a feature map with a channel attention map and a spatial attention map.
+Here it is adapted to video features of shape ``(B, C, T, H, W)`` for the
+attention of the DVLTA-VQA Temporal Context Module (Yu et al. 2025, eq. 7):
 
 * channel attention pools globally over ``(T, H, W)`` (one weight per channel
   and clip);
 * spatial attention is computed per frame (one ``H x W`` map per frame).
+
+Eq. 7 of DVLTA-VQA is printed with both maps computed from the aggregated feature,
+``F_tcm = F_agg * M_c(F_agg) * M_s(F_agg)`` (``order="parallel"``, the default); CBAM itself computes the
+spatial map from the channel-refined feature, ``F' = F * M_c(F)``, ``F'' = F' * M_s(F')``
+(``order="sequential"``).
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -135,18 +142,36 @@ class SpatialAttention(nn.Module):
 
 
 class CBAM(nn.Module):
-    """Channel attention followed by per-frame spatial attention (Woo et al. 2018).
+    """Channel attention and per-frame spatial attention (Woo et al. 2018; DVLTA-VQA eq. 7).
 
     Args:
         channels: Channel count ``C`` of the video feature.
         reduction: Channel-attention MLP reduction ratio (16 in CBAM).
         spatial_kernel: Spatial-attention kernel size (7 in CBAM).
+        order: ``"parallel"``: both maps from the input, ``x * M_c(x) * M_s(x)`` (eq. 7 as printed);
+            ``"sequential"``: CBAM's order, ``y * M_s(y)`` with ``y = x * M_c(x)``.
+
+    Raises:
+        ValueError: For an unknown ``order``.
     """
 
-    def __init__(self, channels: int, reduction: int = 16, spatial_kernel: int = 7) -> None:
+    def __init__(
+        self,
+        channels: int,
+        reduction: int = 16,
+        spatial_kernel: int = 7,
+        order: Literal["parallel", "sequential"] = "parallel",
+    ) -> None:
         super().__init__()
+        if order not in ("parallel", "sequential"):
+            raise ValueError(f"order must be 'parallel' or 'sequential', got {order!r}")
+        self.order = order
         self.channel = ChannelAttention(channels, reduction)
         self.spatial = SpatialAttention(spatial_kernel)
+
+    def extra_repr(self) -> str:
+        """Name the order of the two maps."""
+        return f"order={self.order!r}"
 
     def forward(self, x: Tensor) -> Tensor:
         """Refine ``x``.
@@ -160,5 +185,8 @@ class CBAM(nn.Module):
         Raises:
             ValueError: If ``x`` is not ``(B, channels, T, H, W)``.
         """
-        refined: Tensor = self.spatial(self.channel(x))
+        if self.order == "parallel":
+            refined: Tensor = x * self.channel.attention(x) * self.spatial.attention(x)
+        else:
+            refined = self.spatial(self.channel(x))
         return refined

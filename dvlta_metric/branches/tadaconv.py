@@ -94,7 +94,10 @@ class RouteFunc(nn.Module):
     temporal convs pad ``k // 2`` frames, so any ``T >= 1`` works.
 
     Note:
-        ``conv_b.weight`` is **zero-initialised** so that ``alpha == 1`` at
+        ``conv_g`` and ``conv_a`` are initialised as the official TAdaConv
+        models initialise every ``Conv3d`` (its ``c2_msra_fill``: Kaiming normal
+        weights, ``fan_out`` mode for ReLU, zero bias). ``conv_b.weight`` is
+        **zero-initialised** so that ``alpha == 1`` at
         initialisation and the TAdaConv starts as a plain per-frame conv2d.
         ``conv_b`` carries ``skip_init = True`` (the official convention); any
         model-wide weight initialiser must skip it, or call
@@ -145,7 +148,12 @@ class RouteFunc(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Zero ``conv_b.weight`` so that the routing function gives ``alpha == 1``."""
+        """TAdaConv's initialisation: Kaiming normal (``fan_out``, ReLU) ``conv_g`` and ``conv_a`` with zero biases,
+        and a zero ``conv_b.weight``, so that the routing function gives ``alpha == 1``."""
+        for conv in (self.conv_g, self.conv_a):
+            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+            if conv.bias is not None:
+                nn.init.zeros_(conv.bias)
         nn.init.zeros_(self.conv_b.weight)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -7,6 +7,8 @@ residual mix (eq. 4): ``F_vbtc = 0.4 * A(Z) + 0.6 * Z``.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
@@ -63,9 +65,9 @@ class VideoBasedTemporalCLIP(Branch):
         use_adapter: Add the adapter of eq. 3 and its residual mix (eq. 4).
         adapter_reduction: Bottleneck reduction of the adapter.
         adapter_ratio: ``a`` in ``F = a * A(Z) + (1 - a) * Z`` (0.4).
+        view: The frame view the branch reads: ``"frames"`` (segment centres, ViFi-CLIP's sampling) or
+            ``"consecutive"`` (consecutive frames).
     """
-
-    view = "frames"
 
     def __init__(
         self,
@@ -75,8 +77,9 @@ class VideoBasedTemporalCLIP(Branch):
         use_adapter: bool = True,
         adapter_reduction: int = 4,
         adapter_ratio: float = 0.4,
+        view: Literal["frames", "consecutive"] = "frames",
     ) -> None:
-        super().__init__()
+        super().__init__(view)
         self.encoder = build_vision_tower(vision, embed_dim)
         self.encoder.requires_grad_(False)
         self.adapter = CLIPAdapter(embed_dim, adapter_reduction) if use_adapter else None

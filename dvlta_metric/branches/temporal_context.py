@@ -1,6 +1,7 @@
 """Temporal Context Module (TCM) of DVLTA-VQA (Yu et al. 2025, eqs. 5-7).
 
-The TCM refines inter-frame dependencies of the sampled frames and is trained
+The TCM refines inter-frame dependencies of ``T`` consecutive frames (the paper's
+"continuous video frames"; ``FrameViewConfig.tcm_sampling``) and is trained
 from scratch. For a clip ``V`` of shape ``(B, 3, T, H, W)`` (ImageNet-normalised,
 ``T = 8`` and ``H = W = 224`` by default):
 
@@ -12,16 +13,21 @@ from scratch. For a clip ``V`` of shape ``(B, 3, T, H, W)`` (ImageNet-normalised
    :class:`~dvlta_metric.branches.tadaconv.RouteFunc` and
    followed by the temporal aggregation of TAda2D (:class:`TemporalAggregation`)
    -> ``(B, 256, T, H/16, W/16)``.
-3. eq. 7: CBAM (channel then per-frame spatial attention), global average
-   over ``(T, H, W)`` and a linear projection -> ``F_tcm`` of shape ``(B, 512)``.
+3. eq. 7, ``F_tcm = F_agg * M_c(F_agg) * M_s(F_agg)``: channel attention and
+   per-frame spatial attention, both from the aggregated feature as printed
+   (or in CBAM's sequential order, ``attention="sequential"``); then a global
+   average over ``(T, H, W)`` and a linear projection -> ``F_tcm`` of shape
+   ``(B, 512)``.
 
-The stem is this project's choice; the paper names only "3D-CNN".
+The stem, the stage widths and strides, and the pooling and projection are
+this project's choices; the paper names only "3D-CNN", TAdaConv and eq. 7.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from itertools import pairwise
+from typing import Literal
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -198,8 +204,8 @@ class TAdaStage(nn.Module):
 class TemporalContextModule(Branch):
     """Temporal Context Module producing ``F_tcm`` (DVLTA-VQA eqs. 5-7).
 
-    ``stem`` (eq. 5) -> ``stages`` (TAdaConv + aggregation, eq. 6) -> ``cbam`` ->
-    mean over ``(T, H, W)`` -> ``proj`` (eq. 7). With the defaults a
+    ``stem`` (eq. 5) -> ``stages`` (TAdaConv and aggregation, eq. 6) -> ``cbam`` (eq. 7) ->
+    mean over ``(T, H, W)`` -> ``proj`` (pooling and projection: ours). With the defaults a
     ``(B, 3, 8, 224, 224)`` clip goes 56 -> 28 -> 14 spatially and yields
     ``(B, 512)``. Any ``T >= 1`` works (temporal convs and pools pad).
 
@@ -217,12 +223,13 @@ class TemporalContextModule(Branch):
         cbam_reduction: CBAM channel-MLP reduction ratio.
         route_reduction: Routing-function reduction ratio.
         route_kernels: Routing-function temporal kernel sizes ``(k0, k1)``.
+        attention: Order of the attention maps of eq. 7 (see :class:`~dvlta_metric.branches.cbam.CBAM`).
+        view: The frame view the branch reads: ``"consecutive"`` (consecutive frames) or ``"frames"``
+            (segment centres).
 
     Raises:
         ValueError: If ``channels`` is empty.
     """
-
-    view = "frames"
 
     def __init__(
         self,
@@ -234,8 +241,10 @@ class TemporalContextModule(Branch):
         cbam_reduction: int = 16,
         route_reduction: int = 4,
         route_kernels: tuple[int, int] = (3, 3),
+        attention: Literal["parallel", "sequential"] = "parallel",
+        view: Literal["frames", "consecutive"] = "consecutive",
     ) -> None:
-        super().__init__()
+        super().__init__(view)
         widths = [stem_channels, *channels]
         if len(widths) < 2:
             raise ValueError("channels must list at least one TAdaConv stage width")
@@ -245,7 +254,7 @@ class TemporalContextModule(Branch):
         self.stages = nn.ModuleList(
             TAdaStage(c_in, c_out, route_reduction, route_kernels) for c_in, c_out in pairwise(widths)
         )
-        self.cbam = CBAM(widths[-1], reduction=cbam_reduction)
+        self.cbam = CBAM(widths[-1], reduction=cbam_reduction, order=attention)
         self.proj = nn.Linear(widths[-1], out_dim)
 
     def _check_input(self, x: Tensor) -> None:

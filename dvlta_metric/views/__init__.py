@@ -1,4 +1,4 @@
-"""The two views cut from one decoded video: fragments (ventral) and frames (dorsal)."""
+"""The views cut from one decoded video: fragments (ventral) and frames (dorsal; segment centres or consecutive)."""
 
 from .fragments import (
     extract_fragments,
@@ -9,7 +9,10 @@ from .fragments import (
 from .frames import center_crop, frame_view, resize_short_side
 from .normalize import normalize, to_unit_float
 from .temporal import (
+    FRAME_VIEW_NAMES,
     RANDOM_IN_TRAINING,
+    VIEW_ORDER,
+    consecutive_indices,
     fragment_clip_indices,
     frames_to_decode,
     segment_centre_indices,
@@ -17,8 +20,11 @@ from .temporal import (
 )
 
 __all__ = [
+    "FRAME_VIEW_NAMES",
     "RANDOM_IN_TRAINING",
+    "VIEW_ORDER",
     "center_crop",
+    "consecutive_indices",
     "extract_fragments",
     "fragment_clip_indices",
     "fragment_view",

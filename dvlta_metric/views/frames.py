@@ -30,13 +30,15 @@ def resized_size(height: int, width: int, short: int) -> tuple[int, int]:
 
     Returns:
         ``(H', W')`` with ``min(H', W') == short`` and the aspect ratio kept, the long side rounded to the
-        nearest pixel (torchvision's ``resize`` truncates it, e.g. 312 instead of 313 for 352x288).
+        nearest pixel, halves up, as mmcv's ``rescale_size`` in ViFi-CLIP's pipeline rounds it
+        (``int(x * scale + 0.5)``: 1001 px at scale 0.5 gives 501; torchvision's ``resize`` truncates, e.g. 312
+        instead of 313 for 352x288).
     """
     if min(height, width) == short:
         return height, width
     if height <= width:
-        return short, max(short, round(width * short / height))
-    return max(short, round(height * short / width)), short
+        return short, max(short, int(width * (short / height) + 0.5))
+    return max(short, int(height * (short / width) + 0.5)), short
 
 
 def resize_short_side(frames: torch.Tensor, short: int, antialias: bool = True) -> torch.Tensor:

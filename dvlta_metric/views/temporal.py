@@ -1,8 +1,11 @@
 """Which frames of a video each view reads.
 
-Both samplers work on frame *indices* only. :func:`view_indices` is the one place that says which frames
-each view of a model reads, at inference and in training (with an explicit generator); a video reader decodes
-just :func:`frames_to_decode` of them and the views are then cut from those frames alone.
+There are three views: ``"fragments"`` (clips of the fragment view), ``"frames"`` (one frame at the centre of
+each of ``T`` segments) and ``"consecutive"`` (``T`` consecutive frames); the last two differ only in which
+frames they take (:data:`FRAME_VIEW_NAMES`). The samplers work on frame *indices* only. :func:`view_indices`
+is the one place that says which frames each view of a model reads, at inference and in training (with an
+explicit generator); a video reader decodes just :func:`frames_to_decode` of them and the views are then cut
+from those frames alone.
 """
 
 from __future__ import annotations
@@ -13,9 +16,16 @@ import torch
 
 from ..config import FragmentViewConfig, FrameViewConfig
 
-RANDOM_IN_TRAINING: frozenset[str] = frozenset({"fragments"})
-"""The views that training draws at random (the fragment view's clip and patch offsets, FAST-VQA's training
-sampling); the frame view is the same in training and at inference."""
+FRAME_VIEW_NAMES: dict[str, str] = {"segments": "frames", "consecutive": "consecutive"}
+"""The view a frame sampling (:data:`~dvlta_metric.config.FRAME_SAMPLINGS`) names."""
+
+VIEW_ORDER: tuple[str, ...] = ("fragments", "frames", "consecutive")
+"""Every view, in the order views are listed, drawn and decoded."""
+
+RANDOM_IN_TRAINING: frozenset[str] = frozenset({"fragments", "consecutive"})
+"""The views that training draws at random: the fragment view's clip and patch offsets (FAST-VQA's training
+sampling) and the start of the consecutive frames. The segment-centre frames are the same in training and at
+inference (ViFi-CLIP's test sampling)."""
 
 
 def fragment_clip_indices(
@@ -27,10 +37,13 @@ def fragment_clip_indices(
 ) -> torch.Tensor:
     """Frame indices of the fragment view's clips (FAST-VQA ``SampleFrames``).
 
-    At inference the video is cut into ``cfg.num_clips`` equal segments and one clip of ``cfg.clip_len``
-    frames, ``cfg.frame_interval`` apart, starts at the centre offset of each segment. In training one clip
-    starts at a random offset. Indices wrap modulo ``num_frames``, so a video shorter than a clip (even a
-    single frame) is valid.
+    At inference the video is cut into ``cfg.num_clips`` segments and one clip of ``cfg.clip_len`` frames,
+    ``cfg.frame_interval`` apart, starts in each segment: with ``cfg.test_clips == "centre"`` at the centre
+    offset of equal segments of the clips' possible starts (FAST-VQA ``SampleFrames`` test mode); with
+    ``"random"`` at a random point inside each of ``num_clips`` equal parts of the video (FAST-VQA-B's
+    ``FragmentSampleFrames``), drawn from a generator seeded with ``cfg.seed``, so the draw is the same on
+    every call. In training one clip starts at a random offset. Indices wrap modulo ``num_frames``, so a video
+    shorter than a clip (even a single frame) is valid.
 
     Args:
         num_frames: Frames in the video (``>= 1``).
@@ -49,6 +62,13 @@ def fragment_clip_indices(
         room = num_frames - span + 1
         start = int(torch.randint(room, (1,), generator=generator)) if room > 1 else 0
         offsets = torch.tensor([start], dtype=torch.long)
+    elif cfg.test_clips == "random":
+        n = cfg.num_clips
+        part = num_frames // n
+        room = part - span
+        draw = torch.Generator().manual_seed(cfg.seed)
+        starts = torch.randint(room, (n,), generator=draw) if room > 0 else torch.zeros(n, dtype=torch.long)
+        offsets = torch.arange(n, dtype=torch.long) * part + starts
     else:
         n = cfg.num_clips
         if num_frames > span - 1:
@@ -77,35 +97,78 @@ def segment_centre_indices(num_frames: int, cfg: FrameViewConfig) -> torch.Tenso
     return torch.tensor([min(int(seg * i + seg / 2.0), num_frames - 1) for i in range(t)], dtype=torch.long)
 
 
+def consecutive_indices(
+    num_frames: int,
+    cfg: FrameViewConfig,
+    *,
+    train: bool = False,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Frame indices of the consecutive-frame view: ``T`` neighbouring frames.
+
+    The paper's frame view "selects a sequence of continuous video frames" (Section III). At inference the
+    run is centred in the video (it starts at ``(num_frames - T) // 2``); in training it starts at a random
+    frame. A video shorter than ``T`` frames gives all its frames and then repeats the last one *(ours)*:
+    wrapping around would put a cut between the last and the first frame into a view meant for motion.
+
+    Args:
+        num_frames: Frames in the video (``>= 1``).
+        cfg: Frame view settings (``cfg.num_frames`` is ``T``).
+        train: Draw a random start (training) instead of the centred one.
+        generator: Random generator for ``train=True`` (the global one if ``None``).
+
+    Returns:
+        Long tensor ``(T,)`` of increasing indices in ``[0, num_frames)``.
+    """
+    if num_frames < 1:
+        raise ValueError(f"a video needs at least one frame, got num_frames={num_frames}")
+    t = cfg.num_frames
+    room = num_frames - t + 1
+    if room <= 1:
+        start = 0
+    elif train:
+        start = int(torch.randint(room, (1,), generator=generator))
+    else:
+        start = (num_frames - t) // 2
+    return (start + torch.arange(t, dtype=torch.long)).clamp_(max=num_frames - 1)
+
+
 def view_indices(
     num_frames: int,
     fragments: FragmentViewConfig | None,
     frames: FrameViewConfig | None,
     *,
+    consecutive: FrameViewConfig | None = None,
     train: bool = False,
     generator: torch.Generator | None = None,
 ) -> dict[str, torch.Tensor]:
     """Which frames each view reads: the one "frames to decode" rule of inference, training and the cache.
 
-    At inference nothing is random; in training the fragment clip is drawn from ``generator``. A caller that
-    cuts the views afterwards passes the same generator on, so that one seeded generator fixes both the
-    clip and the patch offsets.
+    At inference nothing is random (the ``"random"`` placement of fragment clips draws from its own seeded
+    generator); in training the fragment clip and then the start of the consecutive frames are drawn from
+    ``generator``, in that order. A caller that cuts the views afterwards passes the same generator on, so
+    that one seeded generator fixes the clips and the patch offsets.
 
     Args:
         num_frames: Frames in the video (``>= 1``).
         fragments: Fragment view settings, or ``None`` if the model reads no fragments.
-        frames: Frame view settings, or ``None`` if the model reads no frame view.
-        train: Draw the training clip instead of the inference clips.
-        generator: Generator of the training draw (torch's global one if ``None``).
+        frames: Frame view settings of the segment-centre view ``"frames"``, or ``None`` if no branch reads it.
+        consecutive: Frame view settings of the consecutive-frame view ``"consecutive"``, or ``None`` if no
+            branch reads it.
+        train: Draw the training clips instead of the inference ones.
+        generator: Generator of the training draws (torch's global one if ``None``).
 
     Returns:
-        ``{"fragments": (K, L), "frames": (T,)}`` long tensors of frame indices, for the views given.
+        ``{"fragments": (K, L), "frames": (T,), "consecutive": (T,)}`` long tensors of frame indices, for the
+        views given, in :data:`VIEW_ORDER`.
     """
     out: dict[str, torch.Tensor] = {}
     if fragments is not None:
         out["fragments"] = fragment_clip_indices(num_frames, fragments, train=train, generator=generator)
     if frames is not None:
         out["frames"] = segment_centre_indices(num_frames, frames)
+    if consecutive is not None:
+        out["consecutive"] = consecutive_indices(num_frames, consecutive, train=train, generator=generator)
     return out
 
 
