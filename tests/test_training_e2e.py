@@ -170,17 +170,22 @@ def test_feature_cache_layout_size_and_resume(run: dict[str, Path], capsys: pyte
     cache.check_model(model)
     arrays = cache.arrays(0)
     cfg = model.config
-    assert arrays["bvfe_train"].shape == (2, 128, 4, 7, 7) and arrays["bvfe"].shape == (2, 128, 4, 7, 7)
+    assert arrays["bvfe_train"].shape == (2, 1, 128, 4, 7, 7) and arrays["bvfe"].shape == (2, 128, 4, 7, 7)
     assert arrays["tcm"].shape == (4, 3, 224, 224) and arrays["vbtc"].shape == (4, 64)
+    assert arrays["tcm_train"].shape == (2, 4, 3, 224, 224)  # the TCM's consecutive frames start at random
     assert isinstance(arrays["tcm"], np.memmap) and arrays["tcm"].dtype == np.float32
-    frame_view = model.make_views(read_video(run["csv"].parent / cache.path(0), select=model.needed_frames))["frames"]
-    assert np.array_equal(arrays["tcm"], frame_view.numpy())  # the TCM's encoded view is the view itself
+    views = model.make_views(read_video(run["csv"].parent / cache.path(0), select=model.needed_frames))
+    assert np.array_equal(arrays["tcm"], views["consecutive"].numpy())  # the TCM's encoded view is the view itself
     assert not np.allclose(arrays["bvfe_train"][0], arrays["bvfe_train"][1])  # two augmented samples
+    assert not np.allclose(arrays["tcm_train"][0], arrays["tcm_train"][1])
     expected = cache_bytes_per_video(cfg, 2, "float32")
     meta = json.loads((cache.video_dir(0) / "meta.json").read_text())
     for name, size in meta["bytes"].items():
         assert 0 <= size - expected[name] <= 256  # plus the .npy header
-    assert cache_bytes_per_video(dvlta_metric.get_model_config("dvlta-vqa"), 8, "float16")["total"] == 16_867_328
+    paper = dvlta_metric.get_model_config("dvlta-vqa")
+    assert cache_bytes_per_video(paper, 8, "float16")["total"] == 36_134_912  # the documented 34.5 MiB
+    segments = paper.replace(frame_view={"tcm_sampling": "segments"})
+    assert cache_bytes_per_video(segments, 8, "float16")["total"] == 16_867_328  # 16.1 MiB
 
     # resumable and reproducible: a rerun skips everything; a removed video is recomputed identically
     before = {k: np.array(v) for k, v in cache.arrays(5).items()}
@@ -371,12 +376,15 @@ def test_training_views_decode_exactly_the_frames_make_views_draws() -> None:
 def test_decoding_passes_hold_a_bounded_number_of_frames() -> None:
     from dvlta_metric_train.features import plan_reads
 
-    full = dvlta_metric.get_model_config("dvlta-vqa")  # inference view: 4 x 32 + 8 = 136 frames
-    assert plan_reads(full, 8, 128) == [
+    full = dvlta_metric.get_model_config("dvlta-vqa")  # inference views: 4 x 32 + 8 + 8 = 144 frames
+    assert plan_reads(full, 8, 128) == [  # a training sample: a 32-frame clip and 8 consecutive frames
         (True, ()),
-        (False, (0, 1, 2, 3)),
-        (False, (4, 5, 6, 7)),
+        (False, (0, 1, 2)),
+        (False, (3, 4, 5)),
+        (False, (6, 7)),
     ]
+    segments = full.replace(frame_view={"tcm_sampling": "segments"})  # 4 x 32 + 8 = 136; samples of 32
+    assert plan_reads(segments, 8, 128) == [(True, ()), (False, (0, 1, 2, 3)), (False, (4, 5, 6, 7))]
     assert plan_reads(full, 2, 400) == [(True, (0, 1))]
     tiny = dvlta_metric.get_model_config("dvlta-vqa-tiny")
     assert plan_reads(tiny, 2, 128) == [(True, (0, 1))]
@@ -402,6 +410,7 @@ def test_half_precision_feature_cache_stays_close_to_float32(
     for row in range(len(half)):
         a, b = half.arrays(row), full.arrays(by_path[half.path(row)])
         assert np.array_equal(a["tcm"], b["tcm"])  # the frame view itself, no encoder involved
+        assert np.array_equal(a["tcm_train"], b["tcm_train"])
         for name in ("bvfe", "bvfe_train", "vbtc"):
             rel = np.linalg.norm(a[name] - b[name]) / np.linalg.norm(b[name])
             assert 0 < rel < 3e-3, name  # computed in float16, so close but not equal

@@ -13,11 +13,13 @@ with ``numpy.load(mmap_mode="r")``:
     evaluated from the cache scores as it does on the video file.
 ``<branch>_train`` ``(K, ...)``
     For branches whose view training draws at random (:data:`~dvlta_metric.views.RANDOM_IN_TRAINING`: the
-    fragment view), the encoded views of ``K`` training samples, one clip each. Sample ``s`` is
+    fragment view and the consecutive frames), the encoded views of ``K`` training samples, each stored whole
+    (``(K, 1, C, t, h, w)`` for the one fragment clip of a training view). Sample ``s`` is
     ``make_views(video, train=True, generator=g)`` with ``g`` seeded by
     :func:`dvlta_metric_train.features.sample_generator` (from ``--seed``, the video's path and ``s``), so
     the cache is reproducible and independent of the order or sharding of the videos. Training uses one
-    sample per video and epoch. ``(1, 768, 16, 7, 7)`` per sample for the paper's model.
+    sample per video and epoch: ``(1, 768, 16, 7, 7)`` (``bvfe``) and ``(8, 3, 224, 224)`` (``tcm``, whose
+    consecutive frames start at random) per sample for the paper's model.
 
 Arrays are stored in the cache dtype (float16 by default): the encoded frame view is not a multiple of 1/255
 after the resize anyway.
@@ -49,9 +51,11 @@ the cache equal ``model(video_file)`` to about 1e-7 (float32 rounding); with flo
 
 **Size per video** for the paper's model (``dvlta-vqa``: Swin-T features ``768 x 16 x 7 x 7``, 4 inference
 clips, 8 frames at 224, ViT-B/16 embeddings of 512) with ``K = 8`` samples in float16: 9,633,792
-(``bvfe_train``) + 4,816,896 (``bvfe``) + 2,408,448 (``tcm``) + 8,192 (``vbtc``) = 16,867,328 bytes = 16.1 MiB,
-so about 18.9 GiB for KoNViD-1k (1200 videos), 9.2 GiB for LIVE-VQC (585) and 18.0 GiB for YouTube-UGC
-(1147). Each training sample is 1.15 MiB (:func:`cache_bytes_per_video` computes this for any config).
+(``bvfe_train``) + 4,816,896 (``bvfe``) + 19,267,584 (``tcm_train``) + 2,408,448 (``tcm``) + 8,192 (``vbtc``)
+= 36,134,912 bytes = 34.5 MiB, so about 40.4 GiB for KoNViD-1k (1200 videos), 19.7 GiB for LIVE-VQC (585)
+and 38.6 GiB for YouTube-UGC (1147). Each training sample is 3.45 MiB (1.15 MiB of Swin features and 2.30
+MiB of consecutive frames); with ``frame_view.tcm_sampling = "segments"`` there is no ``tcm_train`` and a
+video takes 16.1 MiB (:func:`cache_bytes_per_video` computes this for any config).
 """
 
 from __future__ import annotations
@@ -71,12 +75,12 @@ import torch
 
 import dvlta_metric
 from dvlta_metric.config import ModelConfig
-from dvlta_metric.model import BRANCH_CLASSES, DVLTAVQA
+from dvlta_metric.model import DVLTAVQA, branch_view
 from dvlta_metric.views import RANDOM_IN_TRAINING
 
 from .files import jsonable
 
-CACHE_VERSION = 2  # 2: arrays named by branch, the encoded views of the Branch seam
+CACHE_VERSION = 3  # 2: arrays named by branch (the Branch seam); 3: training samples keep their whole shape
 INDEX_NAME = "index.json"
 VIDEOS_DIR = "videos"
 ERRORS_DIR = "errors"
@@ -88,7 +92,7 @@ FP16_SHA_KEY = "backbones_sha256_fp16"
 # ------------------------------------------------------------------------------------------------ layout
 def sampled_branches(config: ModelConfig) -> tuple[str, ...]:
     """The branches whose view training draws at random: the cache stores ``K`` training samples of them."""
-    return tuple(name for name in config.branches if BRANCH_CLASSES[name].view in RANDOM_IN_TRAINING)
+    return tuple(name for name in config.branches if branch_view(name, config) in RANDOM_IN_TRAINING)
 
 
 def array_shapes(config: ModelConfig, samples: int) -> dict[str, tuple[int, ...]]:
@@ -104,16 +108,14 @@ def array_shapes(config: ModelConfig, samples: int) -> dict[str, tuple[int, ...]
     swin, frag, frame = config.swin, config.fragment_view, config.frame_view
     side = frag.size // (swin.patch_size[1] * 2 ** (len(swin.depths) - 1))
     per_clip = (swin.num_features, frag.clip_len // swin.patch_size[0], side, side)
-    encoded = {
-        "bvfe": (frag.num_clips, *per_clip),
-        "tcm": (frame.num_frames, 3, frame.crop, frame.crop),
-        "vbtc": (frame.num_frames, config.embed_dim),
-    }
+    frames = (frame.num_frames, 3, frame.crop, frame.crop)
+    encoded = {"bvfe": (frag.num_clips, *per_clip), "tcm": frames, "vbtc": (frame.num_frames, config.embed_dim)}
+    one_sample = {**encoded, "bvfe": (1, *per_clip)}  # a training view has one fragment clip
     shapes: dict[str, tuple[int, ...]] = {}
     for name in config.branches:
         shapes[name] = encoded[name]
         if name in sampled_branches(config):
-            shapes[f"{name}_train"] = (samples, *encoded[name][1:])
+            shapes[f"{name}_train"] = (samples, *one_sample[name])
     return shapes
 
 
@@ -255,7 +257,8 @@ class FeatureCache:
         if self.index.get("version") != CACHE_VERSION:
             raise ValueError(
                 f"{index}: cache version {self.index.get('version')} != {CACHE_VERSION} (this version stores each "
-                "branch's encoded view); rebuild it with python -m dvlta_metric_train.features into a new folder"
+                "branch's encoded view, and each training sample whole); "
+                "rebuild it with python -m dvlta_metric_train.features into a new folder"
             )
         self.entries: list[dict[str, Any]] = self.index["entries"]
         self.samples: int = int(self.index["settings"]["samples"])

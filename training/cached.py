@@ -108,7 +108,7 @@ class CachedVideos(torch.utils.data.Dataset):
         for name in self.cache.branches:
             if self.train and f"{name}_train" in arrays:
                 k = (sample_offset(self.seed, row, self.cache.samples) + self.epoch) % self.cache.samples
-                encoded = arrays[f"{name}_train"][k : k + 1]
+                encoded = arrays[f"{name}_train"][k]
             else:
                 encoded = arrays[name]
             item[name] = torch.from_numpy(np.array(encoded, dtype=np.float32))

@@ -37,7 +37,7 @@ import torch
 import dvlta_metric
 from dvlta_metric.config import ModelConfig
 from dvlta_metric.decoded import DecodedVideo
-from dvlta_metric.model import DVLTAVQA, branch_dtypes
+from dvlta_metric.model import DVLTAVQA, branch_dtypes, branch_view
 from dvlta_metric.views import frames_to_decode
 
 from .cache import (
@@ -148,10 +148,11 @@ def plan_reads(config: ModelConfig, samples: int, max_frames: int) -> list[tuple
     Returns:
         ``[(eval_views, sample indices), ...]``; the first pass has the inference views.
     """
-    frag = config.fragment_view
-    sampled = bool(sampled_branches(config))
-    eval_cost = (frag.num_clips * frag.clip_len if sampled else 0) + config.frame_view.num_frames
-    per_sample = frag.clip_len
+    frag, frames = config.fragment_view, config.frame_view.num_frames
+    views = {branch_view(name, config) for name in config.branches}
+    sampled = {branch_view(name, config) for name in sampled_branches(config)}
+    eval_cost = (frag.num_clips * frag.clip_len if "fragments" in views else 0) + frames * len(views - {"fragments"})
+    per_sample = (frag.clip_len if "fragments" in sampled else 0) + (frames if "consecutive" in sampled else 0)
     k = samples if sampled else 0
     reads: list[tuple[bool, list[int]]] = [(True, [])]
     used = eval_cost
@@ -404,7 +405,7 @@ def build_cache(
 def _assemble(parts: dict[str, torch.Tensor], samples: int) -> dict[str, torch.Tensor]:
     arrays = {k: v for k, v in parts.items() if ":" not in k}
     for name in {k.partition(":")[0] for k in parts if ":" in k}:
-        arrays[name] = torch.cat([parts[f"{name}:{s}"] for s in range(samples) if f"{name}:{s}" in parts])
+        arrays[name] = torch.stack([parts[f"{name}:{s}"] for s in range(samples) if f"{name}:{s}" in parts])
     return arrays
 
 
