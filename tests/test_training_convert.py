@@ -237,3 +237,46 @@ def test_random_init_refuses_source_flags(sources: dict, tmp_path: Path, capsys:
         err = capsys.readouterr().err
         assert err.startswith("error: --random-init") and flags[0] in err, err
     assert not (tmp_path / "r").exists()
+
+
+def _vifi_with_logit_scale(sources: dict, path: Path, log_scale: float) -> Path:
+    """The ViFi-CLIP fixture checkpoint with its ``logit_scale`` replaced."""
+    root: Path = sources["root"]  # type: ignore[assignment]
+    ckpt = torch.load(root / "vifi_clip.pth", weights_only=False)
+    ckpt["model"]["module.logit_scale"] = torch.tensor(log_scale)
+    torch.save(ckpt, path)
+    return path
+
+
+@pytest.mark.parametrize(("log_scale", "kept", "capped"), [(np.log(80.0), 80.0, False), (np.log(150.0), 100.0, True)])
+def test_the_checkpoint_logit_scale_is_kept(
+    sources: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str], log_scale: float, kept: float, capped: bool
+) -> None:
+    """A converted ViFi-CLIP checkpoint brings its own s of eq. 12 (capped at CLIP's 100), and says so."""
+    root: Path = sources["root"]  # type: ignore[assignment]
+    vifi = _vifi_with_logit_scale(sources, tmp_path / "vifi.pth", float(log_scale))
+    rc = convert.main([
+        "--model", "dvlta-vqa-tiny", "--out", str(tmp_path / "init"), "--allow-pickle", "--vificlip", str(vifi),
+        "--openai-clip", str(root / "open_clip_model.safetensors"), "--fastvqa", str(root / "FAST_VQA_B_1_4.pth"),
+    ])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert f"= {kept:.4f}" in out and ("capped at 100" in out) == capped
+    model = dvlta_metric.create(f"local-dir:{tmp_path / 'init'}", device="cpu")
+    assert model.config.logit_scale == pytest.approx(kept) and model.head.logit_scale == pytest.approx(kept)
+    _, meta = read_config(tmp_path / "init" / "config.json")
+    assert meta["sources"]["clip"]["logit_scale"] == {"log": pytest.approx(log_scale), "scale": pytest.approx(kept),
+                                                        "capped": capped}  # fmt: skip
+
+
+def test_a_logit_scale_that_is_not_a_number_is_refused(
+    sources: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root: Path = sources["root"]  # type: ignore[assignment]
+    vifi = _vifi_with_logit_scale(sources, tmp_path / "vifi.pth", float("nan"))
+    rc = convert.main([
+        "--model", "dvlta-vqa-tiny", "--out", str(tmp_path / "init"), "--allow-pickle", "--vificlip", str(vifi),
+        "--openai-clip", str(root / "open_clip_model.safetensors"), "--fastvqa", str(root / "FAST_VQA_B_1_4.pth"),
+    ])  # fmt: skip
+    assert rc == 2 and "logit_scale" in capsys.readouterr().err
+    assert not (tmp_path / "init").exists()

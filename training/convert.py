@@ -19,6 +19,10 @@ DVLTA-VQA starts from two frozen, pretrained backbones and prompt embeddings fro
   which upstream saves and this library recomputes (dropped). ``vqa_head.*`` is FAST-VQA's own regression
   head, which DVLTA-VQA replaces: dropped and reported.
 
+The CLIP checkpoint's ``logit_scale`` (the log of the scale ``s`` of eq. 12) becomes the model's
+``config.logit_scale = exp(logit_scale)``, capped at 100 as CLIP caps it during training; the converter prints
+the value and records it in the sources metadata. OpenAI CLIP's is exactly 100.
+
 Conversion is strict: every key of each source is either mapped onto the model or dropped by one of the
 rules above, and every backbone key of the model is filled; anything else fails with the keys listed.
 
@@ -46,6 +50,7 @@ Command lines::
 from __future__ import annotations
 
 import argparse
+import math
 import pickle
 import sys
 from collections.abc import Mapping, Sequence
@@ -58,6 +63,7 @@ import dvlta_metric
 from dvlta_metric._checkpoint import load_weights_strict
 from dvlta_metric._clip_towers import build_clip, encode_prompts
 from dvlta_metric._hub import sha256_of
+from dvlta_metric.config import LOGIT_SCALE_MAX
 from dvlta_metric.errors import CheckpointError, WeightsNotFoundError
 from dvlta_metric.model import DVLTAVQA
 
@@ -335,6 +341,7 @@ def convert(
         )
         sources["openai_clip"] = _source(openai_path, openai_how, kind="openai-clip", used_for=taken)
     load_weights_strict(clip, clip_state, source=sources["clip"]["file"])
+    sources["clip"]["logit_scale"] = _keep_logit_scale(model, clip_state["logit_scale"], sources["clip"]["file"])
     prompts = [cfg.prompts.fusion, cfg.prompts.positive, cfg.prompts.negative]
     embeddings = encode_prompts(clip, prompts, cfg.clip_text.context_length)
     with torch.no_grad():
@@ -354,6 +361,27 @@ def convert(
             fast_path, fast_how, kind="fast-vqa-b", dropped={k: len(v) for k, v in dropped.items()}
         )
     return sources
+
+
+def _keep_logit_scale(model: DVLTAVQA, log_scale: torch.Tensor, source: str) -> dict[str, float | bool]:
+    """Set the model's ``s`` of eq. 12 from a CLIP checkpoint's ``logit_scale`` (its log), capped at 100.
+
+    Returns:
+        ``{"log": ..., "scale": ..., "capped": ...}`` for the sources metadata.
+
+    Raises:
+        ConvertError: If the stored value is not one finite number.
+    """
+    if log_scale.numel() != 1:
+        raise ConvertError(f"{source}: logit_scale must hold one number, got shape {tuple(log_scale.shape)}")
+    log = float(log_scale.double().reshape(()))
+    scale = math.exp(log) if math.isfinite(log) and log < 700 else math.inf
+    if not math.isfinite(scale) or scale <= 0:
+        raise ConvertError(f"{source}: logit_scale = {log!r} does not give a finite positive scale exp(logit_scale)")
+    kept = min(scale, LOGIT_SCALE_MAX)
+    model.config = model.config.replace(logit_scale=kept)
+    model.head.logit_scale = kept
+    return {"log": log, "scale": kept, "capped": scale > LOGIT_SCALE_MAX}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -444,6 +472,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             dropped = src.get("dropped")
             extra = f", dropped {dropped}" if dropped else ""
             print(f"{role}: {src['file']} (sha256 {src['sha256'][:12]}..., {src['read_with']}){extra}")
+            scale = src.get("logit_scale")
+            if scale:
+                capped = f", capped at {LOGIT_SCALE_MAX:g}" if scale["capped"] else ""
+                value = f"exp({scale['log']:.4f}) = {scale['scale']:.4f}"
+                print(f"logit scale s = {value} (eq. 12, kept from the {role} checkpoint{capped})")
     print(f"wrote {out} (load with dvlta_metric.create('local-dir:{out}'))")
     return 0
 
