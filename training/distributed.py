@@ -149,7 +149,8 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
 
     Same parameters, buffers and state-dict keys as ``nn.BatchNorm1d/2d/3d``; in eval mode, or in a single
     process, it is exactly ``torch.nn.functional.batch_norm``. In training with several processes the
-    per-channel sums and sums of squares are summed over processes (differentiably), and the running
+    per-channel sums, and then the sums of squared deviations from the global mean, are summed over processes
+    (differentiably), and the running
     statistics are updated with the global mean and unbiased variance, as one process would with the whole
     batch.
     """
@@ -164,11 +165,15 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
             return super().forward(input)
         c = input.shape[1]
         dims = [0, *range(2, input.dim())]
+        shape = [1, c] + [1] * (input.dim() - 2)
         count = torch.tensor([input.numel() / c], dtype=input.dtype, device=input.device)
-        stats = all_reduce_sum(torch.cat([input.sum(dims), (input * input).sum(dims), count]))
+        stats = all_reduce_sum(torch.cat([input.sum(dims), count]))
         n = stats[-1]
         mean = stats[:c] / n
-        var = (stats[c : 2 * c] / n - mean * mean).clamp_min(0.0)
+        # the variance from the deviations from the global mean (a second reduction), not E[x^2] - E[x]^2,
+        # which loses digits to cancellation when a channel's mean is large against its spread
+        centred = input - mean.view(shape)
+        var = all_reduce_sum((centred * centred).sum(dims)) / n
         if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
             with torch.no_grad():
                 tracked = self.num_batches_tracked
@@ -181,8 +186,7 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
                 unbiased = var * (n / (n - 1).clamp_min(1.0))
                 self.running_mean.mul_(1 - momentum).add_(momentum * mean.detach())
                 self.running_var.mul_(1 - momentum).add_(momentum * unbiased.detach())
-        shape = [1, c] + [1] * (input.dim() - 2)
-        out = (input - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        out = centred * torch.rsqrt(var.view(shape) + self.eps)
         if self.affine:
             out = out * self.weight.view(shape) + self.bias.view(shape)
         return out
