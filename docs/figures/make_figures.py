@@ -170,7 +170,7 @@ def architecture(out: Path) -> Path:
         4.45,
         3.1,
         0.75,
-        "text adapter (eq. 10)\n$T' = 0.2\\,\\mathrm{MLP}(E) + 0.8\\,E$",
+        "text adapter (ours)\n$T' = 0.2\\,\\mathrm{MLP}(E) + 0.8\\,E$",
         TRAINED,
         size=7.8,
     )
@@ -183,7 +183,7 @@ def architecture(out: Path) -> Path:
         2.4,
         3.1,
         1.5,
-        "text-guided fusion (eq. 11)\n"
+        "text-guided fusion (eqs. 10-11)\n"
         "$w_k = \\cos(F_k, T'_{\\mathrm{fuse}})$\n"
         "$F_{\\mathrm{fused}} = \\Sigma_k\\, w_k F_k$",
         FREE,
