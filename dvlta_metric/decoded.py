@@ -23,9 +23,9 @@ class DecodedVideo:
         metadata: What the reader learned about the file: codec, pixel format, rotation applied, colour
             transfer and whether it is HDR, whether the file looked truncated, and the like (see
             :func:`~dvlta_metric.video_io.read_video`).
-        training_indices: The view indices (``{"fragments": (1, L), "frames": (T,)}``) drawn when a model in
-            training mode read the file (:meth:`DVLTAVQA.read`), which only decodes those frames; its training
-            views use them. ``None`` otherwise.
+        training_indices: The view indices (``{"fragments": (1, L), "frames": (T,), "consecutive": (T,)}``)
+            drawn when a model in training mode read the file (:meth:`DVLTAVQA.read`), which only decodes those
+            frames; its training views use them. ``None`` otherwise.
     """
 
     frames: torch.Tensor

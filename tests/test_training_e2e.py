@@ -388,7 +388,9 @@ def test_decoding_passes_hold_a_bounded_number_of_frames() -> None:
     assert plan_reads(full, 2, 400) == [(True, (0, 1))]
     tiny = dvlta_metric.get_model_config("dvlta-vqa-tiny")
     assert plan_reads(tiny, 2, 128) == [(True, (0, 1))]
-    assert plan_reads(full.replace(branches=("tcm", "vbtc")), 8, 128) == [(True, ())]
+    frames_only = full.replace(branches=("tcm", "vbtc"))  # 16 frames, and samples of 8 consecutive frames
+    assert plan_reads(frames_only, 8, 128) == [(True, tuple(range(8)))]
+    assert plan_reads(frames_only.replace(frame_view={"tcm_sampling": "segments"}), 8, 128) == [(True, ())]
 
 
 def test_half_precision_feature_cache_stays_close_to_float32(
