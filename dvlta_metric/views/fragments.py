@@ -22,6 +22,9 @@ UPSAMPLE_CHUNK_PIXELS = 1 << 24
 at once; beyond it the frames are upsampled a few at a time. Common aspect ratios stay within it (128 frames
 of 16:9 at 398x224 are 11.4 M pixels), so their views are computed in one call, as before."""
 
+Corners = list[list[list[list[int]]]]
+"""Patch corners ``(R, G, G, 2)`` (top, left) as nested Python ints."""
+
 
 def upsampled_size(height: int, width: int, min_side: int) -> tuple[int, int]:
     """The frame size :func:`upsample_short_side` gives a ``height`` x ``width`` frame.
@@ -128,8 +131,7 @@ def extract_fragments(
         ``frames[f, :, top[r,i,j]:+fsize, left[r,i,j]:+fsize]`` with ``f = frame_index[r * aligned + a]``
         (``f = r * aligned + a`` without ``frame_index``).
     """
-    c = frames.shape[1]
-    runs, g, _ = top.shape
+    runs = top.shape[0]
     if frame_index is None:
         frame_index = torch.arange(frames.shape[0])
     n = frame_index.numel()
@@ -137,6 +139,16 @@ def extract_fragments(
         raise ValueError(f"{n} frames do not split into {runs} runs of {aligned}")
     runs_index = frame_index.to(frames.device).reshape(runs, aligned)
     corners = torch.stack([top, left], dim=-1).tolist()  # (R, G, G, 2) as Python ints
+    if torch.is_grad_enabled() and frames.requires_grad:
+        return _CutPatches.apply(frames, corners, runs_index, fsize)
+    return _cut_patches(frames, corners, runs_index, fsize)
+
+
+def _cut_patches(frames: torch.Tensor, corners: Corners, runs_index: torch.Tensor, fsize: int) -> torch.Tensor:
+    """:func:`extract_fragments` once its arguments are checked: ``(N, C, H, W)`` -> ``(R * A, C, G*fs, G*fs)``."""
+    c = frames.shape[1]
+    runs, aligned = runs_index.shape
+    g = len(corners[0])
     # One strided window per (run, cell), gathered over the run's frames: R * G * G small copies that read
     # only patch pixels (much faster than one advanced-indexing gather over all of them).
     cells = [
@@ -146,7 +158,45 @@ def extract_fragments(
         for t, l_ in row
     ]
     out = torch.stack(cells).view(runs, g, g, aligned, c, fsize, fsize)
-    return out.permute(0, 3, 4, 1, 5, 2, 6).reshape(n, c, g * fsize, g * fsize)
+    return out.permute(0, 3, 4, 1, 5, 2, 6).reshape(runs * aligned, c, g * fsize, g * fsize)
+
+
+class _CutPatches(torch.autograd.Function):
+    """:func:`_cut_patches` with a backward pass that writes every patch's gradient into one frames-sized tensor.
+
+    Autograd's own backward of the ``R * G * G`` slices would allocate a zero tensor the size of all the
+    frames for each patch (196 for four clips): as much memory as the frames, and most of the backward time.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx,
+        frames: torch.Tensor,
+        corners: Corners,
+        runs_index: torch.Tensor,
+        fsize: int,
+    ) -> torch.Tensor:
+        ctx.frames_shape = frames.shape  # type: ignore[attr-defined]
+        ctx.corners, ctx.fsize = corners, fsize  # type: ignore[attr-defined]
+        ctx.save_for_backward(runs_index)
+        return _cut_patches(frames, corners, runs_index, fsize)
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
+    ) -> tuple[torch.Tensor, None, None, None]:
+        (runs_index,) = ctx.saved_tensors  # type: ignore[attr-defined]
+        corners, fs = ctx.corners, ctx.fsize  # type: ignore[attr-defined]
+        runs, aligned = runs_index.shape
+        g = len(corners[0])
+        c = grad.shape[1]
+        cells = grad.reshape(runs, aligned, c, g, fs, g, fs).permute(0, 3, 5, 1, 2, 4, 6)  # (R, G, G, A, C, fs, fs)
+        out = grad.new_zeros(ctx.frames_shape)  # type: ignore[attr-defined]
+        for r in range(runs):
+            for i, row in enumerate(corners[r]):
+                for j, (t, l_) in enumerate(row):
+                    out[:, :, t : t + fs, l_ : l_ + fs].index_add_(0, runs_index[r], cells[r, i, j])
+        return out, None, None, None
 
 
 def fragment_view(
