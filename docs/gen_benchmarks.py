@@ -11,6 +11,8 @@ Every ``*.json`` file in ``benchmarks/results`` becomes one section, keyed by it
 * ``benchmarks/precision_check.py`` reports (they have ``bf16`` / ``fp16`` entries with ``max_score_diff``);
 * ``benchmarks/decode_scaling.py`` reports (they have a ``decode`` list);
 * ``benchmarks/attention_variants.py`` reports (a ``stages`` list and ``total_ms_all_blocks``);
+* ``benchmarks/backward_memory.py`` reports (``"benchmark": "backward_memory"``): peak RSS of one ``as_loss``
+  forward + backward pass by frames x resolution, with and without checkpointing;
 * anything else: its numbers as a flat key/value table.
 
 The command that produced a result is taken from a ``"command"`` entry when the file has one; otherwise it
@@ -40,7 +42,8 @@ replace a result file, then run `python docs/gen_benchmarks.py`. -->
 Speed and memory of the model, measured with `benchmarks/bench.py` (stages of one video, end-to-end time,
 throughput, `score_files`, the `as_loss` backward pass), `benchmarks/precision_check.py` (how far bf16 /
 fp16 move the outputs from float32), `benchmarks/decode_scaling.py` (decoding alone, by worker count) and
-`benchmarks/attention_variants.py` (the Swin3D window attention alone, in several implementations).
+`benchmarks/attention_variants.py` (the Swin3D window attention alone, in several implementations) and
+`benchmarks/backward_memory.py` (peak memory of an `as_loss` forward and backward pass).
 Each section below is one result file in `benchmarks/results/`, named after the machine and settings it was
 measured with.
 
@@ -590,6 +593,49 @@ def _decode_section(name: str, r: dict[str, Any]) -> list[str]:
     return out + _table(["workers", "decoder threads", "reads", "videos/s"], rows)
 
 
+def _is_backward_memory(r: Any) -> bool:
+    return isinstance(r, dict) and r.get("benchmark") == "backward_memory" and isinstance(r.get("cases"), list)
+
+
+def _backward_memory_section(name: str, r: dict[str, Any]) -> list[str]:
+    out = [f"## {name}", ""] + _note(r)
+    malloc = r.get("malloc", "default")
+    settings = r.get("malloc_settings")
+    malloc_text = f"glibc malloc `{malloc}`" + (f" (`tune_allocator(**{json.dumps(settings)})`)" if settings else "")
+    out += [
+        f"* Machine: {r.get('device_name', '?')}, {r.get('threads', '?')} threads; torch {r.get('torch', '?')}; "
+        f"model `{r.get('model', '?')}` (random weights); {malloc_text}",
+        f"* Measured at commit `{str(r.get('git_commit') or '?')[:12]}` on {r.get('date', '?')}",
+        "",
+        "Peak resident set size of a fresh process that creates the model with `as_loss=True`, makes a float32",
+        "video `(T, 3, H, W)` with `requires_grad=True` and runs `(1 - model(video)).backward()`, read from",
+        "outside (`ru_maxrss`): weights, libraries, the input and its gradient included (the input and its",
+        "gradient alone take `2 * T * 3 * H * W * 4` bytes). A case whose RSS passed the budget was stopped.",
+        "",
+    ]
+    if isinstance(r.get("command"), str):
+        out += _command_block(r["command"], False)
+    rows = []
+    for c in r["cases"]:
+        if not isinstance(c, dict):
+            continue
+        size = c.get("size") or ["?", "?"]
+        dims = f"{size[1]}x{size[0]}"
+        label = str(c.get("resolution", dims))
+        skipped = c.get("skipped")
+        rows.append(
+            [
+                _num(c.get("frames")),
+                label if label == dims else f"{label} ({dims})",
+                "on" if c.get("checkpointing") else "off",
+                f"skipped: {skipped}" if skipped else f"{_num(c.get('peak_rss_mib') / 1024, 2)} GiB",
+                "-" if skipped else _num(c.get("forward_s"), 3),
+                "-" if skipped else _num(c.get("backward_s"), 3),
+            ]
+        )
+    return out + _table(["frames", "resolution", "checkpointing", "peak RSS", "forward, s", "backward, s"], rows)
+
+
 def _flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
     if isinstance(value, dict):
         items: list[tuple[str, Any]] = []
@@ -690,6 +736,8 @@ def render(directory: Path = RESULTS) -> str:
             lines += _attention_section(name, r)
         elif _is_roofline(r):
             lines += _roofline_section(name, r)
+        elif _is_backward_memory(r):
+            lines += _backward_memory_section(name, r)
         else:
             lines += _generic_section(name, r)
     return "\n".join(lines).rstrip() + "\n"

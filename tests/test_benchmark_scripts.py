@@ -212,3 +212,44 @@ def test_soak_scores_every_file_once_through_faults(tmp_path: Path) -> None:
     # nothing left to do: either way it scored nothing (no duplicates above)
     assert re.fullmatch(r"concurrent: exit 1; second run (refused: locked|nothing left: .*)", concurrent), concurrent
     assert last == "none: exit 1"  # nothing left to score; the broken files' rows make it 1
+
+
+def test_backward_memory_measures_each_case_and_skips_over_budget(tmp_path: Path) -> None:
+    out = tmp_path / "backward_memory.json"
+    _run(
+        "backward_memory.py",
+        "--model",
+        "dvlta-vqa-tiny",
+        "--frames",
+        "8",
+        "--resolutions",
+        "160x120",
+        "--checkpointing",
+        "on,off",
+        "--malloc",
+        "lean",
+        "--output",
+        str(out),
+    )
+    r = json.loads(out.read_text())
+    assert r["benchmark"] == "backward_memory" and r["malloc_settings"]["mmap_threshold"] == 1 << 20
+    on, off = r["cases"]
+    assert (on["checkpointing"], off["checkpointing"]) == (True, False)
+    for case in (on, off):
+        assert case["size"] == [120, 160] and case["peak_rss_mib"] > 0 and case["backward_s"] > 0
+        assert case["grad_norm"] > 0 and "skipped" not in case
+    assert abs(on["score"] - off["score"]) < 1e-6  # checkpointing changes no score
+
+    over = tmp_path / "over.json"
+    _run("backward_memory.py", "--model", "dvlta-vqa-tiny", "--frames", "8", "--resolutions", "160x120",
+         "--checkpointing", "on", "--budget-gib", "0.05", "--output", str(over))  # fmt: skip
+    (case,) = json.loads(over.read_text())["cases"]
+    assert case["skipped"].startswith("stopped at")
+
+    sys.path.insert(0, str(ROOT / "docs"))
+    try:
+        import gen_benchmarks
+    finally:
+        sys.path.pop(0)
+    page = "\n".join(gen_benchmarks._backward_memory_section("cpu_backward_memory", r))
+    assert "| 8 | 160x120 | on |" in page and "GiB" in page
