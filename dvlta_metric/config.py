@@ -23,6 +23,8 @@ FrameSampling = Literal["segments", "consecutive"]
 FRAME_SAMPLINGS: tuple[str, ...] = ("segments", "consecutive")
 """How a branch's frames are picked from the video (:class:`FrameViewConfig`): one at the centre of each of ``T``
 equal segments, or ``T`` consecutive frames."""
+OVERRUNS: tuple[str, ...] = ("wrap", "mirror")
+"""What a fragment clip longer than the video reads past the last frame (:attr:`FragmentViewConfig.overrun`)."""
 TEST_CLIPS: tuple[str, ...] = ("centre", "random")
 """Where the fragment view's clips sit at inference (:attr:`FragmentViewConfig.test_clips`)."""
 CBAM_ORDERS: tuple[str, ...] = ("parallel", "sequential")
@@ -218,6 +220,10 @@ class FragmentViewConfig:
             each equal segment (FAST-VQA's ``SampleFrames`` test mode), or ``"random"`` at a random point inside
             each segment (FAST-VQA-B's evaluation loader, ``FragmentSampleFrames``), drawn from a generator
             seeded with ``seed``.
+        overrun: What a clip reads past the last frame of a video shorter than the clip's span:
+            ``"wrap"`` (default; the first frames again, FAST-VQA's ``% num_frames``, so the clip jumps from the
+            last frame back to the first) or ``"mirror"`` *(ours)* (back and forth, ``0 1 2 3 2 1 0 1 ...``, with
+            no jump).
         mean: Per-channel mean used to normalise the view (ImageNet).
         std: Per-channel standard deviation used to normalise the view (ImageNet).
     """
@@ -230,6 +236,7 @@ class FragmentViewConfig:
     aligned: int = 32
     seed: int = 42
     test_clips: Literal["centre", "random"] = "centre"
+    overrun: Literal["wrap", "mirror"] = "wrap"
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
 
@@ -253,6 +260,7 @@ class FragmentViewConfig:
             )
         _check_view_pixels("FragmentViewConfig", self.num_clips * self.clip_len, self.size)
         _check_choice("FragmentViewConfig.test_clips", self.test_clips, TEST_CLIPS)
+        _check_choice("FragmentViewConfig.overrun", self.overrun, OVERRUNS)
 
 
 @dataclass(frozen=True)

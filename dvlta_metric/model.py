@@ -31,6 +31,7 @@ from .decoded import DecodedVideo
 from .fusion import PromptQualityHead, TextAdapter, TextGuidedFusion
 from .video_io import read_video
 from .views import FRAME_VIEW_NAMES, VIEW_ORDER, fragment_view, frame_view, frames_to_decode, view_indices
+from .views.frames import random_crop_offset
 
 PathLike = str | os.PathLike
 
@@ -399,14 +400,20 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
 
     # ------------------------------------------------------------------ sampling
     def view_indices(
-        self, num_frames: int, *, train: bool = False, generator: torch.Generator | None = None
+        self,
+        num_frames: int,
+        *,
+        train: bool = False,
+        loss: bool = False,
+        generator: torch.Generator | None = None,
     ) -> dict[str, torch.Tensor]:
         """Which frames each of the model's views reads (:func:`~dvlta_metric.views.temporal.view_indices`).
 
         Args:
             num_frames: Frames in the video.
             train: Draw the random training clip (from ``generator``) instead of the inference clips.
-            generator: Generator of the training draw.
+            loss: Draw the frames of a loss view (every choice random, from ``generator``).
+            generator: Generator of the training or loss draw.
 
         Returns:
             ``{"fragments": (K, L), "frames": (T,), "consecutive": (T,)}`` for the views the model uses.
@@ -419,6 +426,7 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
             cfg.frame_view if "frames" in views else None,
             consecutive=cfg.frame_view if "consecutive" in views else None,
             train=train,
+            loss=loss,
             generator=generator,
         )
 
@@ -438,15 +446,31 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
         video: torch.Tensor | DecodedVideo,
         *,
         train: bool | None = None,
+        loss: bool | None = None,
         generator: torch.Generator | None = None,
     ) -> dict[str, torch.Tensor]:
         """Cut the views of one decoded video.
 
-        At inference the fragment offsets come from a generator seeded by ``config.fragment_view.seed``,
-        so the same video always gets the same view, alone or in a batch. Training views draw one random clip
-        and random offsets from one generator, in that order: ``generator`` if given (a seeded one makes them
-        reproducible), else :attr:`view_generator`. A decoded video read in training mode brings the clip
-        its read drew (:attr:`~dvlta_metric.decoded.DecodedVideo.training_indices`).
+        Three kinds of views (:data:`~dvlta_metric.views.temporal.VIEW_MODES`):
+
+        * **scoring** (eval mode): nothing random; the fragment offsets come from a generator seeded by
+          ``config.fragment_view.seed``, so the same video always gets the same view, alone or in a batch;
+        * **training** (training mode): one random fragment clip, random patch offsets and a random start of
+          the consecutive frames (FAST-VQA's training sampling);
+        * **loss** (a model created with ``as_loss=True``): the scoring views with every choice drawn afresh on
+          each call *(ours)*: the clips start at a random frame of their part of the video, the segment
+          frames are random frames of their segments, the patch offsets and the consecutive start are random,
+          and the frame views crop at a random place instead of the centre. Over many calls the gradient of
+          a loss reaches every pixel, not the same few percent on every call.
+
+        Training and loss views draw from one generator, in a fixed order: ``generator`` if given (a seeded
+        one makes them reproducible), else :attr:`view_generator` (:meth:`seed_views` reseeds it). A decoded
+        video read by a model in training mode or by a loss model brings the frames its read drew
+        (:attr:`~dvlta_metric.decoded.DecodedVideo.training_indices`).
+
+        Fragment clips that read the same frames get the same patch offsets, so they are one clip
+        (and :meth:`encode` computes it once): with a video shorter than the clips' span, all clips read the
+        same frames.
 
         Patches are cut where the frames are (e.g. on the CPU) and only the views are moved to the model's
         device and converted to floats.
@@ -456,7 +480,9 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
                 :class:`~dvlta_metric.decoded.DecodedVideo` holding (at least) the frames of
                 :meth:`needed_frames`.
             train: Cut training views (default: whether the model is in training mode).
-            generator: Generator of the training draws.
+            loss: Cut loss views (default: whether the model was created with ``as_loss=True`` and ``train`` is
+                false).
+            generator: Generator of the training or loss draws.
 
         Returns:
             ``{"fragments": (K, 3, L, S, S), "frames": (T, 3, S, S), "consecutive": (T, 3, S, S)}`` for the
@@ -464,27 +490,49 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
         """
         self._check_dtype()
         train = self.training if train is None else train
+        loss = (self.as_loss and not train) if loss is None else loss
+        if train and loss:
+            raise ValueError("make_views: train and loss are two different samplings; ask for one")
+        drawn = train or loss
         cfg = self.config
         if generator is None:
-            generator = self.view_generator if train else torch.Generator().manual_seed(cfg.fragment_view.seed)
+            generator = self.view_generator if drawn else torch.Generator().manual_seed(cfg.fragment_view.seed)
         decoded = video if isinstance(video, DecodedVideo) else None
         source = video.frames if decoded is not None else video
-        if train and decoded is not None and decoded.training_indices is not None:
+        if drawn and decoded is not None and decoded.training_indices is not None:
             indices = decoded.training_indices
         else:
             num_frames = source.shape[0] if decoded is None else decoded.num_frames
-            indices = self.view_indices(num_frames, train=train, generator=generator)
+            indices = self.view_indices(num_frames, train=train, loss=loss, generator=generator)
         views: dict[str, torch.Tensor] = {}
         for name, idx in indices.items():
-            rows = idx.flatten() if decoded is None else self._rows(decoded, idx.flatten(), train)
+            rows = idx.flatten() if decoded is None else self._rows(decoded, idx.flatten(), drawn)
             if name == "fragments":
-                views[name] = fragment_view(
-                    source, cfg.fragment_view, generator, self.dtype, frame_index=rows, device=self.device
-                )
+                views[name] = self._fragment_view(source, idx, rows, generator)
             else:
                 frames = source[rows.to(source.device)].to(self.device)
-                views[name] = frame_view(frames, cfg.frame_view, dtype=self.dtype)
+                h, w = source.shape[-2:]
+                crop_at = random_crop_offset(h, w, cfg.frame_view, generator) if loss else None
+                views[name] = frame_view(frames, cfg.frame_view, dtype=self.dtype, crop_at=crop_at)
         return views
+
+    def _fragment_view(
+        self, source: torch.Tensor, idx: torch.Tensor, rows: torch.Tensor, generator: torch.Generator
+    ) -> torch.Tensor:
+        """The fragment view of clips ``idx`` ``(K, L)`` read from ``rows`` of ``source``; clips that read the same
+        frames are cut once (one draw of patch offsets) and repeated."""
+        keys = [tuple(clip) for clip in idx.tolist()]
+        first: dict[tuple[int, ...], int] = {}
+        inverse = [first.setdefault(key, len(first)) for key in keys]
+        if len(first) < len(keys):
+            unique = [keys.index(key) for key in first]
+            rows = rows.reshape(len(keys), -1)[unique].flatten()
+        view = fragment_view(
+            source, self.config.fragment_view, generator, self.dtype, frame_index=rows, device=self.device
+        )
+        if len(first) < len(keys):
+            view = view[torch.tensor(inverse, device=view.device)]
+        return view
 
     @staticmethod
     def _rows(decoded: DecodedVideo, wanted: torch.Tensor, train: bool) -> torch.Tensor:
@@ -502,8 +550,8 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
                     "views need, or all frames"
                 ) from None
             raise ValueError(
-                f"{err}: a training view is a random clip; read the file with the model in training mode "
-                "(model.train(), then model.read(path)), which decodes the clip it draws"
+                f"{err}: training and loss views draw random frames; read the file with the model in the same mode "
+                "(model.train() or as_loss=True, then model.read(path)), which decodes the frames it draws"
             ) from None
 
     # ------------------------------------------------------------------ branches and head
@@ -582,9 +630,9 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
     def read(self, path: PathLike) -> DecodedVideo:
         """Decode the frames of a video file that this model's views need (and no others).
 
-        In training mode the random clip of the training view is drawn here from :attr:`view_generator`, and
-        only its frames (and the frame view's) are decoded; the result's ``training_indices`` holds them
-        (read again for a new clip).
+        In training mode, and for a loss model (``as_loss=True``), the random frames of the views are drawn
+        here from :attr:`view_generator`, and only they are decoded; the result's ``training_indices`` holds
+        them (read again for a new draw; the patch offsets and crops are drawn afresh on every call anyway).
 
         Args:
             path: A video file any FFmpeg build reads.
@@ -596,14 +644,15 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
             FileNotFoundError: If the file does not exist.
             ValueError: If it cannot be decoded or has no video stream.
         """
-        if not self.training:
+        if not (self.training or self.as_loss):
             return read_video(path, select=self.needed_frames)
         drawn: list[dict[str, torch.Tensor]] = []
+        train = self.training
 
         def training_frames(num_frames: int) -> list[int]:
             # the reader calls this again with a smaller count if the file turns out truncated: the last
             # draw is the one used
-            drawn.append(self.view_indices(num_frames, train=True, generator=self.view_generator))
+            drawn.append(self.view_indices(num_frames, train=train, loss=not train, generator=self.view_generator))
             return frames_to_decode(drawn[-1])
 
         video = read_video(path, select=training_frames)

@@ -16,6 +16,39 @@ from .base import Branch
 from .swin3d import SwinTransformer3D
 
 
+def repeated_clips(clips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Find clips that are equal element for element.
+
+    Args:
+        clips: ``(N, ...)`` clips.
+
+    Returns:
+        ``None`` when all ``N`` clips differ; else ``(unique, inverse)``: long tensors with
+        ``clips[unique][inverse]`` equal to ``clips`` (``unique`` in order of first appearance).
+    """
+    n = clips.shape[0]
+    if n < 2:
+        return None
+    with torch.no_grad():
+        # a cheap fingerprint on a strided sample picks the candidates; torch.equal decides
+        sample = clips[(slice(None), *(slice(None, None, 7) for _ in range(clips.dim() - 1)))]
+        prints = sample.reshape(n, -1).double().sum(dim=1).tolist()
+        unique: list[int] = []
+        inverse: list[int] = []
+        for i in range(n):
+            for slot, j in enumerate(unique):
+                if prints[i] == prints[j] and torch.equal(clips[i], clips[j]):
+                    inverse.append(slot)
+                    break
+            else:
+                inverse.append(len(unique))
+                unique.append(i)
+    if len(unique) == n:
+        return None
+    device = clips.device
+    return torch.tensor(unique, device=device), torch.tensor(inverse, device=device)
+
+
 class FragmentHead(nn.Module):
     """``Conv3d(C, H, 1) -> GELU -> Conv3d(H, D, 1)`` on backbone features.
 
@@ -67,13 +100,23 @@ class BasicVisualFeatureExtraction(Branch):
     def encode(self, view: torch.Tensor) -> torch.Tensor:
         """Frozen backbone features of fragment clips (eq. 8).
 
+        Clips that are equal element for element (the clips of a video shorter than their span, which read
+        the same frames with the same patch offsets; or the same video twice in a batch) go through the
+        backbone once and their features are repeated *(ours)*: the same numbers, less time.
+
         Args:
             view: ``(B, K, 3, L, S, S)`` normalised fragment clips, ``K`` per video.
 
         Returns:
             ``(B, K, 768, L/2, S/32, S/32)``.
         """
-        feats = self.encoder(view.flatten(0, 1))
+        flat = view.flatten(0, 1)
+        repeats = repeated_clips(flat)
+        if repeats is None:
+            feats = self.encoder(flat)
+        else:
+            unique, inverse = repeats
+            feats = self.encoder(flat[unique])[inverse]
         return feats.unflatten(0, view.shape[:2])
 
     def head(self, encoded: torch.Tensor) -> torch.Tensor:

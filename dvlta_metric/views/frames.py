@@ -60,6 +60,27 @@ def resize_short_side(frames: torch.Tensor, short: int, antialias: bool = True) 
     return F.interpolate(frames, size=size, mode="bilinear", align_corners=False, antialias=antialias and downscale)
 
 
+def random_crop_offset(height: int, width: int, cfg: FrameViewConfig, generator: torch.Generator) -> tuple[int, int]:
+    """A uniformly drawn top-left corner for the frame view's crop of a ``height`` x ``width`` frame *(ours)*.
+
+    A loss view crops at a random place instead of the centre, so that over many calls every pixel position
+    of the resized frame can be inside the crop.
+
+    Args:
+        height: Frame height before the resize.
+        width: Frame width before the resize.
+        cfg: Frame view settings.
+        generator: The generator of the draw.
+
+    Returns:
+        ``(top, left)`` in the resized frame: each in ``[0, side - cfg.crop]``.
+    """
+    h, w = resized_size(height, width, cfg.resize)
+    top = int(torch.randint(h - cfg.crop + 1, (1,), generator=generator))
+    left = int(torch.randint(w - cfg.crop + 1, (1,), generator=generator))
+    return top, left
+
+
 def center_crop(frames: torch.Tensor, size: int) -> torch.Tensor:
     """Centre crop frames to ``size`` x ``size``.
 
@@ -90,7 +111,13 @@ def center_crop(frames: torch.Tensor, size: int) -> torch.Tensor:
     return frames[..., top : top + size, left : left + size]
 
 
-def frame_view(frames: torch.Tensor, cfg: FrameViewConfig, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def frame_view(
+    frames: torch.Tensor,
+    cfg: FrameViewConfig,
+    dtype: torch.dtype = torch.float32,
+    *,
+    crop_at: tuple[int, int] | None = None,
+) -> torch.Tensor:
     """Frame view of already temporally sampled frames.
 
     Args:
@@ -98,19 +125,32 @@ def frame_view(frames: torch.Tensor, cfg: FrameViewConfig, dtype: torch.dtype = 
             :func:`~dvlta_metric.views.temporal.segment_centre_indices`).
         cfg: Frame view settings.
         dtype: Float dtype of the result.
+        crop_at: ``(top, left)`` of the crop in the resized frames (:func:`random_crop_offset`); ``None``
+            crops at the centre.
 
     Returns:
         ``(T, 3, crop, crop)`` normalised frames.
+
+    Raises:
+        ValueError: If ``crop_at`` puts the crop outside the resized frames.
     """
     h, w = resized_size(frames.shape[-2], frames.shape[-1], cfg.resize)
+    if crop_at is not None and not (0 <= crop_at[0] <= h - cfg.crop and 0 <= crop_at[1] <= w - cfg.crop):
+        raise ValueError(f"crop_at={crop_at} puts the {cfg.crop}x{cfg.crop} crop outside the resized {h}x{w} frames")
     step = max(1, RESIZE_CHUNK_PIXELS // (h * w))
     if frames.shape[0] <= step:
-        return _frame_view(frames, cfg, dtype)
-    return torch.cat([_frame_view(frames[i : i + step], cfg, dtype) for i in range(0, frames.shape[0], step)])
+        return _frame_view(frames, cfg, dtype, crop_at)
+    return torch.cat([_frame_view(frames[i : i + step], cfg, dtype, crop_at) for i in range(0, frames.shape[0], step)])
 
 
-def _frame_view(frames: torch.Tensor, cfg: FrameViewConfig, dtype: torch.dtype) -> torch.Tensor:
+def _frame_view(
+    frames: torch.Tensor, cfg: FrameViewConfig, dtype: torch.dtype, crop_at: tuple[int, int] | None
+) -> torch.Tensor:
     """:func:`frame_view` of frames resized in one call: ``(T, 3, H, W)`` -> ``(T, 3, crop, crop)``."""
     x = resize_short_side(to_unit_float(frames, dtype), cfg.resize, cfg.antialias)
-    x = center_crop(x, cfg.crop)
+    if crop_at is None:
+        x = center_crop(x, cfg.crop)
+    else:
+        top, left = crop_at
+        x = x[..., top : top + cfg.crop, left : left + cfg.crop]
     return normalize(x, cfg.mean, cfg.std)

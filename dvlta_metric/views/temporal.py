@@ -22,6 +22,11 @@ FRAME_VIEW_NAMES: dict[str, str] = {"segments": "frames", "consecutive": "consec
 VIEW_ORDER: tuple[str, ...] = ("fragments", "frames", "consecutive")
 """Every view, in the order views are listed, drawn and decoded."""
 
+VIEW_MODES: tuple[str, ...] = ("eval", "train", "loss")
+"""How views are drawn: ``"eval"`` fixed (scoring), ``"train"`` FAST-VQA's training sampling (one random
+fragment clip), ``"loss"`` the inference views with every choice drawn at random on each call (a model created
+with ``as_loss=True``), so that a loss reaches every pixel over many calls."""
+
 RANDOM_IN_TRAINING: frozenset[str] = frozenset({"fragments", "consecutive"})
 """The views that training draws at random: the fragment view's clip and patch offsets (FAST-VQA's training
 sampling) and the start of the consecutive frames. The segment-centre frames are the same in training and at
@@ -77,7 +82,80 @@ def fragment_clip_indices(
         else:
             offsets = torch.zeros(n, dtype=torch.long)
     steps = torch.arange(cfg.clip_len, dtype=torch.long) * cfg.frame_interval
-    return (offsets[:, None] + steps[None, :]) % num_frames
+    return fold_indices(offsets[:, None] + steps[None, :], num_frames, cfg.overrun)
+
+
+def fold_indices(indices: torch.Tensor, num_frames: int, overrun: str = "wrap") -> torch.Tensor:
+    """Bring frame indices past the end of a video back into ``[0, num_frames)``.
+
+    Args:
+        indices: Non-negative long tensor of any shape.
+        num_frames: Frames in the video (``>= 1``).
+        overrun: ``"wrap"`` (``i % num_frames``, FAST-VQA's) or ``"mirror"`` (back and forth over the video:
+            ``0 1 2 3 2 1 0 1 ...``; ours).
+
+    Returns:
+        Indices in ``[0, num_frames)``, the same shape.
+    """
+    if overrun == "wrap" or num_frames == 1:
+        return indices % num_frames
+    if overrun != "mirror":
+        raise ValueError(f"overrun must be 'wrap' or 'mirror', got {overrun!r}")
+    period = 2 * (num_frames - 1)
+    phase = indices % period
+    return torch.where(phase < num_frames, phase, period - phase)
+
+
+def loss_clip_indices(num_frames: int, cfg: FragmentViewConfig, generator: torch.Generator) -> torch.Tensor:
+    """Fragment clips of a loss view: ``num_clips`` clips, each starting at a random frame of its part.
+
+    The video is cut into ``cfg.num_clips`` equal parts (whole frames) and a clip of ``cfg.clip_len`` frames,
+    ``cfg.frame_interval`` apart, starts at a random frame of each part, so every frame can start a clip;
+    clips longer than the rest of the video fold back (:func:`fold_indices`) *(ours)*.
+
+    Args:
+        num_frames: Frames in the video (``>= 1``).
+        cfg: Fragment view settings.
+        generator: The generator of the draw.
+
+    Returns:
+        Long tensor ``(num_clips, clip_len)`` of indices in ``[0, num_frames)``.
+    """
+    if num_frames < 1:
+        raise ValueError(f"a video needs at least one frame, got num_frames={num_frames}")
+    k = cfg.num_clips
+    bounds = [(i * num_frames) // k for i in range(k + 1)]
+    starts = torch.tensor(
+        [
+            bounds[i] + int(torch.randint(max(1, bounds[i + 1] - bounds[i]), (1,), generator=generator))
+            for i in range(k)
+        ],
+        dtype=torch.long,
+    )
+    steps = torch.arange(cfg.clip_len, dtype=torch.long) * cfg.frame_interval
+    return fold_indices(starts[:, None] + steps[None, :], num_frames, cfg.overrun)
+
+
+def loss_segment_indices(num_frames: int, cfg: FrameViewConfig, generator: torch.Generator) -> torch.Tensor:
+    """The segment-centre view of a loss view: a random frame of each of ``T`` equal segments (TSN's
+    training sampling) instead of its centre, so every frame can be picked.
+
+    Args:
+        num_frames: Frames in the video (``>= 1``).
+        cfg: Frame view settings (``cfg.num_frames`` is ``T``).
+        generator: The generator of the draw.
+
+    Returns:
+        Long tensor ``(T,)``; indices repeat when the video has fewer than ``T`` frames.
+    """
+    if num_frames < 1:
+        raise ValueError(f"a video needs at least one frame, got num_frames={num_frames}")
+    t = cfg.num_frames
+    bounds = [(i * num_frames) // t for i in range(t + 1)]
+    picks = [
+        bounds[i] + int(torch.randint(max(1, bounds[i + 1] - bounds[i]), (1,), generator=generator)) for i in range(t)
+    ]
+    return torch.tensor([min(p, num_frames - 1) for p in picks], dtype=torch.long)
 
 
 def segment_centre_indices(num_frames: int, cfg: FrameViewConfig) -> torch.Tensor:
@@ -140,14 +218,17 @@ def view_indices(
     *,
     consecutive: FrameViewConfig | None = None,
     train: bool = False,
+    loss: bool = False,
     generator: torch.Generator | None = None,
 ) -> dict[str, torch.Tensor]:
     """Which frames each view reads: the one "frames to decode" rule of inference, training and the cache.
 
     At inference nothing is random (the ``"random"`` placement of fragment clips draws from its own seeded
     generator); in training the fragment clip and then the start of the consecutive frames are drawn from
-    ``generator``, in that order. A caller that cuts the views afterwards passes the same generator on, so
-    that one seeded generator fixes the clips and the patch offsets.
+    ``generator``, in that order; for a loss view (``loss=True``) the fragment clips
+    (:func:`loss_clip_indices`), the segment frames (:func:`loss_segment_indices`) and the start of the
+    consecutive frames, in that order. A caller that cuts the views afterwards passes the same generator on,
+    so that one seeded generator fixes the clips and the patch offsets.
 
     Args:
         num_frames: Frames in the video (``>= 1``).
@@ -156,19 +237,30 @@ def view_indices(
         consecutive: Frame view settings of the consecutive-frame view ``"consecutive"``, or ``None`` if no
             branch reads it.
         train: Draw the training clips instead of the inference ones.
-        generator: Generator of the training draws (torch's global one if ``None``).
+        loss: Draw loss views: the inference views with every choice random.
+        generator: Generator of the training or loss draws (torch's global one if ``None``).
 
     Returns:
         ``{"fragments": (K, L), "frames": (T,), "consecutive": (T,)}`` long tensors of frame indices, for the
         views given, in :data:`VIEW_ORDER`.
     """
+    if train and loss:
+        raise ValueError("view_indices: train and loss are two different samplings; ask for one")
+    if loss and generator is None:
+        generator = torch.default_generator
     out: dict[str, torch.Tensor] = {}
     if fragments is not None:
-        out["fragments"] = fragment_clip_indices(num_frames, fragments, train=train, generator=generator)
+        if loss:
+            out["fragments"] = loss_clip_indices(num_frames, fragments, generator)  # type: ignore[arg-type]
+        else:
+            out["fragments"] = fragment_clip_indices(num_frames, fragments, train=train, generator=generator)
     if frames is not None:
-        out["frames"] = segment_centre_indices(num_frames, frames)
+        if loss:
+            out["frames"] = loss_segment_indices(num_frames, frames, generator)  # type: ignore[arg-type]
+        else:
+            out["frames"] = segment_centre_indices(num_frames, frames)
     if consecutive is not None:
-        out["consecutive"] = consecutive_indices(num_frames, consecutive, train=train, generator=generator)
+        out["consecutive"] = consecutive_indices(num_frames, consecutive, train=train or loss, generator=generator)
     return out
 
 
