@@ -1,7 +1,8 @@
 """The ``dvlta-metric`` command (also ``python -m dvlta_metric``).
 
 ``dvlta-metric score PATH...`` scores video files and directories (searched recursively);
-``dvlta-metric list`` shows the registered models. Exit status: 0 when every file was scored, 1 when some
+``dvlta-metric list`` shows the registered models; ``dvlta-metric rd`` scores a bitrate ladder
+(:mod:`dvlta_metric._rd_command`). Exit status: 0 when every file was scored, 1 when some
 files failed (each is named on stderr with its reason), 2 for bad usage (bad arguments, unknown model or
 device, nothing to score, a model that cannot be created, an ``--output`` file that is not a results file or
 is locked by another run), 74 when results cannot be written (a full disk), 130 when interrupted.
@@ -26,6 +27,7 @@ from ._allocator import tune_allocator
 from ._checkpoint import CONFIG_NAME, WEIGHTS_NAME, read_config
 from ._factory import create, parse_model_name, weights_label
 from ._hub import sha256_of
+from ._rd_command import RdUsageError, add_rd_parser, run_rd
 from ._registry import list_models, model_info
 from ._results import (
     BASE_COLUMNS,
@@ -60,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Blind video quality assessment with DVLTA-VQA: a score in (0, 1), higher is better.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{score,list}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{score,list,rd}")
 
     score = sub.add_parser(
         "score",
@@ -154,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("list", help="list the registered models", description="List the registered models.")
     models.add_argument("--format", choices=["table", "json"], default="table", help="output format")
     models.set_defaults(run=_list)
+    add_rd_parser(sub).set_defaults(run=_rd)
     return parser
 
 
@@ -201,6 +204,15 @@ def _list(args: argparse.Namespace) -> int:
     else:
         _print_table(rows, ["name", "weights", "description"])
     return 0
+
+
+# ---------------------------------------------------------------------------------------------- rd
+def _rd(args: argparse.Namespace) -> int:
+    """``dvlta-metric rd`` (:mod:`dvlta_metric._rd_command`), with the model creation and notes of ``score``."""
+    try:
+        return run_rd(args, create_model=_create, note=_note)
+    except RdUsageError as err:
+        raise UsageError(str(err)) from None
 
 
 # ---------------------------------------------------------------------------------------------- score
