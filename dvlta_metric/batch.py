@@ -208,7 +208,7 @@ def _warning(video: DecodedVideo) -> str | None:
         notes.append(f"the file looks truncated: scored on the {video.num_frames} frames it holds{of}")
     if video.metadata.get("hdr"):
         notes.append(
-            "the video is HDR (PQ or HLG transfer) and was converted to 8-bit RGB without tone mapping, so it "
+            "the video is HDR (PQ or HLG transfer) and was converted to RGB without tone mapping, so it "
             "looks flat and its score is not comparable with SDR scores: tone-map it to SDR first"
         )
     return "; ".join(notes) or None

@@ -381,7 +381,7 @@ def _input_files(args: argparse.Namespace) -> list[str]:
         except InputError as err:
             raise UsageError(str(err)) from None
     elif not args.paths:
-        raise UsageError("nothing to score: give video files or directories, or --files-from FILE")
+        raise UsageError("nothing to score: give video files or directories (PATH), or --files-from FILE")
     extensions = VIDEO_EXTENSIONS | {".yuv"} if args.size else VIDEO_EXTENSIONS
     files = [str(f) for f in find_videos([*args.paths, *listed], extensions=extensions)]
     if not files:
