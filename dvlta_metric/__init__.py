@@ -25,8 +25,17 @@ from .decoded import DecodedVideo
 from .errors import CheckpointError, WeightsNotFoundError, WeightsUnavailableError
 from .loss import plcc_loss, quality_loss, rank_loss
 from .model import DVLTAVQA, Explanation
+from .raw_video import RawVideo
 from .version import __version__
-from .video_io import VIDEO_EXTENSIONS, TransientError, VideoLimitError, find_videos, read_limits, read_video
+from .video_io import (
+    VIDEO_EXTENSIONS,
+    TransientError,
+    VideoLimitError,
+    find_videos,
+    read_limits,
+    read_options,
+    read_video,
+)
 
 __all__ = [
     "DVLTAVQA",
@@ -38,6 +47,7 @@ __all__ = [
     "ModelInfo",
     "ModelConfig",
     "PretrainedMixin",
+    "RawVideo",
     "TransientError",
     "VideoLimitError",
     "WeightSource",
@@ -55,6 +65,7 @@ __all__ = [
     "read_video",
     "register_model",
     "read_limits",
+    "read_options",
     "score_files",
     "tune_allocator",
 ]

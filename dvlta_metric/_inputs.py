@@ -29,14 +29,14 @@ _LAYOUT_HINT = "expected RGB frames as (T, 3, H, W) for one video or (B, T, 3, H
 
 
 def check_video(video: torch.Tensor, *, name: str = "video") -> None:
-    """Validate one video tensor ``(T, 3, H, W)`` (uint8 in [0, 255] or float in [0, 1]).
+    """Validate one video tensor ``(T, 3, H, W)`` (uint8 in [0, 255], uint16 in [0, 65535] or float in [0, 1]).
 
     Args:
         video: The tensor.
         name: How the video is named in error messages (e.g. ``"video 3 of the batch"``).
 
     Raises:
-        TypeError: Not a tensor, not a dense (strided) tensor, or a dtype other than uint8 and the
+        TypeError: Not a tensor, not a dense (strided) tensor, or a dtype other than uint8, uint16 and the
             :data:`FLOAT_DTYPES` (e.g. float8, integers, bool, complex).
         ValueError: A meta tensor (no data); wrong rank, not 3 channels, empty, frames too small or more
             elongated than :data:`MAX_ASPECT_RATIO`, NaN/inf, floats outside [0, 1].
@@ -69,12 +69,13 @@ def check_video(video: torch.Tensor, *, name: str = "video") -> None:
         raise ValueError(
             f"{name}: a tensor on the meta device holds no pixel values; expected a tensor on the CPU or a GPU"
         )
-    if video.dtype == torch.uint8:
+    if video.dtype in (torch.uint8, torch.uint16):  # every value is in range
         return
     if video.dtype not in FLOAT_DTYPES:
         hint = " (convert it, e.g. with video.float())" if video.is_floating_point() else ""
         raise TypeError(
-            f"{name}: unsupported dtype {video.dtype}; expected uint8 in [0, 255] or float16, bfloat16, float32 "
+            f"{name}: unsupported dtype {video.dtype}; expected uint8 in [0, 255], uint16 in [0, 65535] (16-bit "
+            "RGB) or float16, bfloat16, float32 "
             f"or float64 in [0, 1]{hint}"
         )
     lo, hi = _value_range(video.detach())

@@ -29,9 +29,11 @@ from typing import Protocol, cast
 import torch
 
 from ._inputs import check_video
+from .color import check_color_matrix, check_color_range
 from .config import ModelConfig
 from .decoded import DecodedVideo
-from .video_io import TransientError, _transient, check_limit, read_limits
+from .raw_video import RawVideo
+from .video_io import TransientError, _transient, check_limit, read_limits, read_options
 
 __all__ = ["FileResult", "VideoScorer", "score_files"]
 
@@ -47,7 +49,7 @@ class VideoScorer(Protocol):
     @property
     def branch_names(self) -> tuple[str, ...]: ...
 
-    def read(self, path: str) -> DecodedVideo: ...
+    def read(self, path: str | RawVideo) -> DecodedVideo: ...
 
     def make_views(self, video: torch.Tensor | DecodedVideo) -> dict[str, torch.Tensor]: ...
 
@@ -147,22 +149,29 @@ TRANSIENT_RETRIES = 1
 """Times a file is decoded again after a transient failure (out of memory or file descriptors)."""
 
 
-def _read(model: VideoScorer, path: str, limits: tuple[float | None, float | None] = (None, None)) -> _Decoded:
+def _read(
+    model: VideoScorer,
+    item: str | RawVideo,
+    limits: tuple[float | None, float | None] = (None, None),
+    options: tuple[str | None, str | None, bool | None] = (None, None, None),
+) -> _Decoded:
     """Decode the frames ``model`` needs from one file and cut its views; never raises an ``Exception``.
 
     This runs in the worker threads, so only the branches run in the main thread; the decoded frames are
     dropped as soon as the (much smaller) views exist. ``limits`` are ``(max_megapixels, decode_timeout)``
-    (:func:`~dvlta_metric.video_io.read_limits`). A transient failure (``MemoryError``, ``ENOMEM``,
+    (:func:`~dvlta_metric.video_io.read_limits`), ``options`` ``(color_matrix, color_range, keep_bit_depth)``
+    (:func:`~dvlta_metric.video_io.read_options`). A transient failure (``MemoryError``, ``ENOMEM``,
     ``EAGAIN``, ``EMFILE``, ``ENFILE``) is tried again :data:`TRANSIENT_RETRIES` time(s), then reported as a
     ``TransientError`` row, never as a verdict on the file.
     """
     start = time.perf_counter()
+    path = str(item)
     tries = 0
     while True:
         tries += 1
         try:
-            with read_limits(*limits):
-                video = model.read(path)
+            with read_limits(*limits), read_options(*options):
+                video = model.read(item)
             check_video(video.frames, name=path)
             stream = _worker_stream(model.device)
             with torch.no_grad(), torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
@@ -199,7 +208,7 @@ def _warning(video: DecodedVideo) -> str | None:
         notes.append(f"the file looks truncated: scored on the {video.num_frames} frames it holds{of}")
     if video.metadata.get("hdr"):
         notes.append(
-            "the video is HDR (PQ or HLG transfer) and was converted to 8-bit RGB without tone mapping, so it "
+            "the video is HDR (PQ or HLG transfer) and was converted to RGB without tone mapping, so it "
             "looks flat and its score is not comparable with SDR scores: tone-map it to SDR first"
         )
     return "; ".join(notes) or None
@@ -248,7 +257,7 @@ def _score(model: VideoScorer, jobs: list[_Decoded], explain: bool) -> list[File
 
 def score_files(
     model: VideoScorer,
-    paths: Sequence[str | os.PathLike[str]],
+    paths: Sequence[str | os.PathLike[str] | RawVideo],
     *,
     batch_size: int = 1,
     num_workers: int = 2,
@@ -257,6 +266,9 @@ def score_files(
     prefetch: int | None = None,
     max_megapixels: float | None = None,
     decode_timeout: float | None = None,
+    color_matrix: str | None = None,
+    color_range: str | None = None,
+    keep_bit_depth: bool | None = None,
 ) -> Iterator[FileResult]:
     """Score video files with ``model``, decoding in worker threads while the model runs.
 
@@ -269,9 +281,9 @@ def score_files(
 
     Args:
         model: The model, used as it is (in eval mode the views are deterministic).
-        paths: Video files, a list (or any iterable) of ``str`` / ``os.PathLike`` paths; a single path is
-            refused with a ``TypeError`` (pass ``[path]``). See :func:`~dvlta_metric.video_io.find_videos`
-            to expand directories.
+        paths: Video files, a list (or any iterable) of ``str`` / ``os.PathLike`` paths and
+            :class:`~dvlta_metric.raw_video.RawVideo` raw files; a single path is refused with a ``TypeError``
+            (pass ``[path]``). See :func:`~dvlta_metric.video_io.find_videos` to expand directories.
         batch_size: Videos per model call.
         num_workers: Decoding threads; 0 decodes in the calling thread, between model calls.
         progress: Show a tqdm progress bar on stderr when stderr is a terminal (never in a log file).
@@ -285,6 +297,10 @@ def score_files(
         decode_timeout: Most seconds one file's decoding may take (default
             :data:`~dvlta_metric.video_io.DEFAULT_DECODE_TIMEOUT_S`); a file over it gets a
             ``VideoLimitError`` row.
+        color_matrix: YUV -> RGB matrix of untagged streams (``"bt601"``, ``"bt709"``, ``"bt2020"``; default
+            BT.601); see :func:`~dvlta_metric.video_io.read_video`.
+        color_range: Range of untagged streams (``"tv"`` or ``"pc"``; default tv).
+        keep_bit_depth: Keep the bits of sources above 8 bits (default ``True``); ``False`` reads 8-bit RGB.
 
     Returns:
         An iterator of :class:`FileResult`, one per path, in input order; each is yielded as soon as its
@@ -295,7 +311,7 @@ def score_files(
             something that is not a ``str`` / ``os.PathLike`` path; ``batch_size``, ``num_workers`` or
             ``prefetch`` is not an integer (``bool`` and ``float`` included).
         ValueError: ``batch_size`` < 1, or ``num_workers`` or ``prefetch`` < 0; ``max_megapixels`` or
-            ``decode_timeout`` is not a positive number.
+            ``decode_timeout`` is not a positive number; an unknown ``color_matrix`` or ``color_range``.
     """
     batch_size = _count("batch_size", batch_size, 1)
     num_workers = _count("num_workers", num_workers, 0)
@@ -304,7 +320,12 @@ def score_files(
         if value is not None:  # checked now, not in the first worker
             check_limit(name, value)
     limits = (max_megapixels, decode_timeout)
-    return _results(model, _names(paths), batch_size, num_workers, progress, explain, prefetch, limits)
+    check_color_matrix(color_matrix)
+    check_color_range(color_range)
+    if keep_bit_depth is not None and not isinstance(keep_bit_depth, bool):
+        raise TypeError(f"keep_bit_depth must be True, False or None, got {type(keep_bit_depth).__name__}")
+    options = (color_matrix, color_range, keep_bit_depth)
+    return _results(model, _names(paths), batch_size, num_workers, progress, explain, prefetch, limits, options)
 
 
 def _count(name: str, value: object, minimum: int) -> int:
@@ -316,8 +337,9 @@ def _count(name: str, value: object, minimum: int) -> int:
     return int(value)
 
 
-def _names(paths: object) -> list[str]:
-    """The paths as strings, checked: a list of paths, not one path (its characters are not files)."""
+def _names(paths: object) -> list[str | RawVideo]:
+    """The paths as strings (raw videos kept whole), checked: a list of paths, not one path (its characters are
+    not files)."""
     if isinstance(paths, (str, bytes, os.PathLike)):
         raise TypeError(
             f"paths must be a list of video files, got a single {type(paths).__name__} ({paths!r}); "
@@ -325,8 +347,11 @@ def _names(paths: object) -> list[str]:
         )
     if not isinstance(paths, Iterable):
         raise TypeError(f"paths must be a list of video files (str or os.PathLike), got {type(paths).__name__}")
-    names: list[str] = []
+    names: list[str | RawVideo] = []
     for i, path in enumerate(paths):
+        if isinstance(path, RawVideo):
+            names.append(path)
+            continue
         name = os.fspath(path) if isinstance(path, (str, os.PathLike)) else None
         if not isinstance(name, str):
             raise TypeError(f"paths[{i}] must be a str or os.PathLike path, got {type(path).__name__} {path!r}")
@@ -336,13 +361,14 @@ def _names(paths: object) -> list[str]:
 
 def _results(
     model: VideoScorer,
-    names: list[str],
+    names: list[str | RawVideo],
     batch_size: int,
     num_workers: int,
     progress: bool,
     explain: bool,
     prefetch: int,
     limits: tuple[float | None, float | None],
+    options: tuple[str | None, str | None, bool | None],
 ) -> Iterator[FileResult]:
     """The generator behind :func:`score_files` (arguments already checked)."""
     from tqdm.auto import tqdm
@@ -356,14 +382,14 @@ def _results(
     def fill(limit: int) -> None:
         nonlocal submitted
         while pool is not None and submitted < len(names) and len(pending) < limit:
-            pending.append(pool.submit(_read, model, names[submitted], limits))
+            pending.append(pool.submit(_read, model, names[submitted], limits, options))
             submitted += 1
 
     try:
         for start in range(0, len(names), batch_size):
             group = names[start : start + batch_size]
             if pool is None:
-                jobs = [_read(model, path, limits) for path in group]
+                jobs = [_read(model, path, limits, options) for path in group]
             else:
                 fill(max(len(group), prefetch))
                 jobs = [pending.popleft().result() for _ in group]

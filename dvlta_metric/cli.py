@@ -25,6 +25,7 @@ from pathlib import Path
 
 from ._allocator import tune_allocator
 from ._checkpoint import CONFIG_NAME, WEIGHTS_NAME, read_config
+from ._cli_inputs import STDIN, InputError, PreparedInputs, check_raw_options, prepared_inputs, read_file_list
 from ._factory import create, parse_model_name, weights_label
 from ._hub import sha256_of
 from ._rd_command import RdUsageError, add_rd_parser, run_rd
@@ -42,10 +43,12 @@ from ._results import (
     resume_key,
 )
 from .batch import FileResult
+from .color import COLOR_MATRICES, COLOR_RANGES
 from .errors import WeightsUnavailableError
 from .model import DVLTAVQA
+from .raw_video import DEFAULT_RAW_FPS, RAW_PIXEL_FORMATS, parse_size
 from .version import __version__
-from .video_io import DEFAULT_DECODE_TIMEOUT_S, DEFAULT_MAX_MEGAPIXELS, TransientError, find_videos
+from .video_io import DEFAULT_DECODE_TIMEOUT_S, DEFAULT_MAX_MEGAPIXELS, VIDEO_EXTENSIONS, TransientError, find_videos
 
 EXIT_WRITE_ERROR = 74
 """Exit status when results cannot be written (a full disk, a file size limit): ``EX_IOERR`` of sysexits.h."""
@@ -71,7 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 all files scored, 1 some files failed, 2 bad usage (also an --output file that is not "
         "a results file, or is locked by another run), 74 results could not be written (a full disk), 130 interrupted.",
     )
-    score.add_argument("paths", nargs="+", metavar="PATH", help="video files or directories")
+    score.add_argument(
+        "paths",
+        nargs="*",
+        metavar="PATH",
+        help="video files or directories; - reads a Y4M stream from standard input; .yuv files are raw video "
+        "(see --size)",
+    )
     score.add_argument(
         "--model",
         default="dvlta-vqa-zeroshot",
@@ -149,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="window attention kernel of the fragment backbone: flex (FlexAttention, torch>=2.5) is faster than "
         "sdpa on GPUs and slower on CPUs",
     )
+    _add_input_arguments(score)
     score.add_argument("--explain", action="store_true", help="add the fusion weight of each branch")
     score.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     score.set_defaults(run=_score)
@@ -223,28 +233,38 @@ def _score(args: argparse.Namespace) -> int:
             model_info(parsed.target)
     except ValueError as err:
         raise UsageError(str(err)) from None
-    files = find_videos(args.paths)
-    if not files:
-        raise UsageError(f"no video files found in {', '.join(args.paths)}")
+    files = _input_files(args)
     fmt = _output_format(args.format, args.output)
-    if args.output is None:
-        return _score_files(args, files, fmt, None, Previous())
-    _check_output(args.output)
-    with ResultsFile.open(args.output, fmt) as results:  # locked until the run ends
-        return _score_files(args, files, fmt, results, results.read())
+    if args.output is not None:
+        _check_output(args.output)
+    raw = (*args.size, args.pix_fmt, args.fps) if args.size else None
+    try:
+        with prepared_inputs([str(f) for f in files], raw, args.decode_timeout) as inputs:
+            if args.output is None:
+                return _score_files(args, files, fmt, None, Previous(), inputs)
+            with ResultsFile.open(args.output, fmt) as results:  # locked until the run ends
+                return _score_files(args, files, fmt, results, results.read(), inputs)
+    except InputError as err:
+        raise UsageError(str(err)) from None
 
 
 def _score_files(
-    args: argparse.Namespace, files: list[str], fmt: str, results: ResultsFile | None, previous: Previous
+    args: argparse.Namespace,
+    files: list[str],
+    fmt: str,
+    results: ResultsFile | None,
+    previous: Previous,
+    inputs: PreparedInputs | None = None,
 ) -> int:
     """Score the files not in ``previous`` into ``results`` (or stdout); returns the exit status."""
+    inputs = inputs or PreparedInputs()
     unique = {}  # a file named twice (a link and its target, a folder given twice) is scored once
     for f in files:
         unique.setdefault(resume_key(f), f)
     if len(unique) < len(files):
         _note(f"dvlta-metric: {len(files) - len(unique)} paths name a file already listed: each file is scored once")
     files, keys = list(unique.values()), list(unique)
-    todo = [f for f, key in zip(files, keys) if key not in previous.keys]
+    todo = [f for f, key in zip(files, keys) if key not in previous.keys or str(f) == STDIN]  # stdin: every run
     failed = sum(1 for key in keys if key in previous.failed)
     known = known_weights_label(
         args.model, random_weights=args.random_weights, precision=args.precision, seed=args.seed
@@ -273,16 +293,19 @@ def _score_files(
         sink = _Sink(fmt, results, columns, previous.header, extra={"weights": weights})
         try:
             scored = model.score_files(
-                todo,
+                [inputs.item(str(f)) for f in todo],
                 batch_size=args.batch_size,
                 num_workers=args.workers,
                 progress=not args.no_progress,
                 explain=args.explain,
                 max_megapixels=args.max_megapixels,
                 decode_timeout=args.decode_timeout,
+                color_matrix=args.color_matrix,
+                color_range=args.color_range,
+                keep_bit_depth=not args.eight_bit,
             )
             for result in scored:
-                result = finite_or_error(result)
+                result = finite_or_error(inputs.result(result))
                 if result.error and result.error.startswith(f"{TransientError.__name__}:"):
                     failed += 1  # not a verdict on the file: no row, so that the next run tries it again
                     why = _without_path(result.error, result.path)
@@ -310,6 +333,94 @@ def _score_files(
         _note(f"dvlta-metric: error: {err}{kept}")
         return EXIT_WRITE_ERROR
     return 1 if failed else 0
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+def _add_input_arguments(score: argparse.ArgumentParser) -> None:
+    """``--files-from``, the raw video options and the colour options of ``score`` (:mod:`._cli_inputs`)."""
+    score.add_argument(
+        "--files-from",
+        metavar="FILE",
+        help="also score the paths listed in FILE, one per line (- reads the list from standard input); blank "
+        "lines are skipped, spaces are kept",
+    )
+    score.add_argument(
+        "--size", type=_raw_size, metavar="WxH", help="frame size of the .yuv (raw video) files, e.g. 1920x1080"
+    )
+    score.add_argument(
+        "--pix-fmt",
+        choices=list(RAW_PIXEL_FORMATS),
+        default=None,
+        metavar="FMT",
+        help=f"pixel format of the .yuv files: {', '.join(RAW_PIXEL_FORMATS)} (default: yuv420p)",
+    )
+    score.add_argument(
+        "--fps",
+        type=_raw_fps,
+        default=None,
+        metavar="N",
+        help=f"frame rate of the .yuv files (default: {DEFAULT_RAW_FPS:g})",
+    )
+    score.add_argument(
+        "--color-matrix",
+        choices=list(COLOR_MATRICES),
+        default=None,
+        help="YUV to RGB matrix of videos not tagged with one (default: bt601); tagged videos use their tag",
+    )
+    score.add_argument(
+        "--color-range",
+        choices=list(COLOR_RANGES),
+        default=None,
+        help="range of videos not tagged with one: tv (limited) or pc (full) (default: tv); tagged videos use "
+        "their tag",
+    )
+    score.add_argument(
+        "--8-bit",
+        dest="eight_bit",
+        action="store_true",
+        help="convert sources above 8 bits to 8-bit RGB (by default their bits are kept, at twice the memory)",
+    )
+
+
+def _input_files(args: argparse.Namespace) -> list[str]:
+    """The files to score: ``PATH`` arguments and ``--files-from``, directories expanded; checked."""
+    listed: list[str] = []
+    if args.files_from is not None:
+        if args.files_from == STDIN and STDIN in args.paths:
+            raise UsageError("standard input cannot be both the file list (--files-from -) and a video (-)")
+        try:
+            listed = read_file_list(args.files_from)
+        except InputError as err:
+            raise UsageError(str(err)) from None
+    elif not args.paths:
+        raise UsageError("nothing to score: give video files or directories (PATH), or --files-from FILE")
+    extensions = VIDEO_EXTENSIONS | {".yuv"} if args.size else VIDEO_EXTENSIONS
+    files = [str(f) for f in find_videos([*args.paths, *listed], extensions=extensions)]
+    if not files:
+        where = ", ".join(args.paths) + (f" and the list {args.files_from}" if args.files_from else "")
+        raise UsageError(f"no video files found in {where}")
+    given = [o for o, v in (("--size", args.size), ("--pix-fmt", args.pix_fmt), ("--fps", args.fps)) if v]
+    try:
+        check_raw_options(files, args.size, given)
+    except InputError as err:
+        raise UsageError(str(err)) from None
+    args.pix_fmt = args.pix_fmt or "yuv420p"
+    args.fps = args.fps or DEFAULT_RAW_FPS
+    return files
+
+
+def _raw_size(text: str) -> tuple[int, int]:
+    try:
+        return parse_size(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _raw_fps(text: str) -> float:
+    value = _positive_number(text)
+    if value > 1000:
+        raise argparse.ArgumentTypeError(f"must be at most 1000 frames per second, got {text}")
+    return value
 
 
 def _create(args: argparse.Namespace) -> DVLTAVQA:
@@ -479,7 +590,7 @@ class _Sink:
         """Write or keep one result (its numbers must be finite: see :func:`finite_or_error`)."""
         row = result.to_dict()
         row = {**{k: v for k, v in row.items() if k not in self.extra}, **self.extra}
-        row["realpath"] = os.path.realpath(result.path)
+        row["realpath"] = STDIN if result.path == STDIN else os.path.realpath(result.path)  # stdin is no file
         row = {k: row[k] for k in [*BASE_COLUMNS, *row] if k in row}  # the columns' order, then the rest
         if self.results is not None:
             self.results.append(row)

@@ -635,7 +635,7 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
         them (read again for a new draw; the patch offsets and crops are drawn afresh on every call anyway).
 
         Args:
-            path: A video file any FFmpeg build reads.
+            path: A video file any FFmpeg build reads, or a :class:`~dvlta_metric.raw_video.RawVideo` (raw ``.yuv``).
 
         Returns:
             The decoded frames with their indices.
@@ -751,6 +751,9 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
         prefetch: int | None = None,
         max_megapixels: float | None = None,
         decode_timeout: float | None = None,
+        color_matrix: str | None = None,
+        color_range: str | None = None,
+        keep_bit_depth: bool | None = None,
     ) -> Iterator[FileResult]:
         """Score many video files (:func:`~dvlta_metric.batch.score_files` with this model).
 
@@ -758,7 +761,7 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
         a result with ``error`` set; the others go on. Results come in input order.
 
         Args:
-            paths: Video files.
+            paths: Video files (paths, or :class:`~dvlta_metric.raw_video.RawVideo` for raw ``.yuv`` files).
             batch_size: Videos per model call.
             num_workers: Decoding threads (0 decodes in the calling thread).
             progress: Show a tqdm progress bar on stderr when stderr is a terminal.
@@ -768,12 +771,17 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
                 :data:`~dvlta_metric.video_io.DEFAULT_MAX_MEGAPIXELS`; see :func:`~dvlta_metric.video_io.read_video`).
             decode_timeout: Most seconds one file's decoding may take (default
                 :data:`~dvlta_metric.video_io.DEFAULT_DECODE_TIMEOUT_S`).
+            color_matrix: YUV -> RGB matrix of untagged streams (``"bt601"``, the default, ``"bt709"``,
+                ``"bt2020"``).
+            color_range: Range of untagged streams (``"tv"``, the default, or ``"pc"``).
+            keep_bit_depth: Keep the bits of sources above 8 bits (default ``True``).
 
         Returns:
             An iterator of :class:`~dvlta_metric.batch.FileResult`, one per path, in order.
         """
         options = {"batch_size": batch_size, "num_workers": num_workers, "prefetch": prefetch}
         options |= {"max_megapixels": max_megapixels, "decode_timeout": decode_timeout}
+        options |= {"color_matrix": color_matrix, "color_range": color_range, "keep_bit_depth": keep_bit_depth}
         return score_files(self, paths, progress=progress, explain=explain, **options)
 
     def extra_repr(self) -> str:

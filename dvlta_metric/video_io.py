@@ -20,10 +20,13 @@ views need. How it works:
 4. The frames are rotated / mirrored upright following the display matrix, exactly as the ``ffmpeg``
    command line's autorotation does (portrait phone videos stored landscape come out portrait).
 
-10-bit, 12-bit and HDR sources are converted to 8-bit RGB by swscale. **No tone mapping is done**: HDR
-(PQ / HLG) video is converted as if it were SDR, so it looks flat; the transfer function is reported in
-``metadata["color_trc"]`` and ``metadata["hdr"]``. Non-square pixels are not resampled (the sample aspect
-ratio is reported in ``metadata["sample_aspect_ratio"]``).
+YUV is converted to RGB with the matrix and range the stream is tagged with; an untagged stream as BT.601,
+limited range, unless ``color_matrix`` / ``color_range`` say otherwise (:mod:`dvlta_metric.color`). 10-bit
+and 12-bit sources keep their bits: they are converted to 16-bit RGB and returned as ``uint16`` frames
+(``keep_bit_depth=False`` converts them to 8 bits, as the reader used to); 8-bit sources give ``uint8``
+frames. **No tone mapping is done**: HDR (PQ / HLG) video is converted as if it were SDR, so it looks flat;
+the transfer function is reported in ``metadata["color_trc"]`` and ``metadata["hdr"]``. Non-square pixels are
+not resampled (the sample aspect ratio is reported in ``metadata["sample_aspect_ratio"]``).
 
 Damaged files:
 
@@ -55,7 +58,12 @@ Hostile files:
   held at once, checked from the stream's declared size before decoding and again on every decoded
   frame; ``decode_timeout`` (default :data:`DEFAULT_DECODE_TIMEOUT_S` seconds) bounds the time spent on
   one file. Going over either raises :class:`VideoLimitError`. :func:`read_limits` sets both for the
-  reads in a block of code (``model.read`` and :func:`~dvlta_metric.batch.score_files` use it).
+  reads in a block of code (``model.read`` and :func:`~dvlta_metric.batch.score_files` use it);
+  :func:`read_options` does the same for the RGB conversion options.
+* **Raw video is read only as the user describes it.** A :class:`~dvlta_metric.raw_video.RawVideo` opens the
+  ``rawvideo`` demuxer (allowed for it alone: nothing is ever probed as raw video) at a size bounded by
+  :data:`~dvlta_metric.raw_video.MAX_RAW_SIDE` and the pixel budget, and a file that is not a whole number of
+  its frames is refused before it is opened.
 * **Failures of the machine are not verdicts on the file.** Running out of memory or of file descriptors
   (``MemoryError``, ``ENOMEM``, ``EAGAIN``, ``EMFILE``, ``ENFILE``) while reading raises
   :class:`TransientError` instead of calling the file corrupt.
@@ -88,7 +96,9 @@ import numpy as np
 import torch
 from av.sidedata.sidedata import SideDataContainer
 
+from .color import check_color_matrix, check_color_range, is_high_bit_depth, rgb_conversion
 from .decoded import DecodedVideo
+from .raw_video import RawVideo
 
 __all__ = [
     "ALLOWED_FORMATS",
@@ -100,6 +110,7 @@ __all__ = [
     "VideoLimitError",
     "find_videos",
     "read_limits",
+    "read_options",
     "read_video",
 ]
 
@@ -131,7 +142,8 @@ pictures. Every other format is refused before it is read, above all those that 
 
 DEFAULT_MAX_MEGAPIXELS = 1280.0
 """Default pixel budget of one read, in megapixels of decoded RGB frames held at once (3 bytes a pixel, so
-about 3.8 GB): the 136 frames the full model needs of a DCI 4K (4096x2160) video fit."""
+about 3.8 GB): the 136 frames the full model needs of a DCI 4K (4096x2160) video fit. Frames kept at 16 bits (a
+source above 8 bits, see :func:`read_video`'s ``keep_bit_depth``) count twice: 6 bytes a pixel."""
 
 DEFAULT_DECODE_TIMEOUT_S = 300.0
 """Default limit, in seconds, on the time :func:`read_video` spends on one file (demuxing and decoding)."""
@@ -190,13 +202,70 @@ class _Limits:
             raise VideoLimitError(
                 f"{name}: reading it would hold {what} ({pixels / 1e6:.0f} megapixels of RGB) at once, over the "
                 f"pixel budget of {self.max_megapixels:g} megapixels. To read it anyway, if the memory is there "
-                "(3 bytes a pixel): read_video(..., max_megapixels=N) or score_files(..., max_megapixels=N)"
+                "(3 bytes a pixel): read_video(..., max_megapixels=N) or score_files(..., max_megapixels=N); a source "
+                "above 8 bits counts twice, unless read with keep_bit_depth=False (8-bit RGB)"
             )
 
 
 _LIMITS: contextvars.ContextVar[tuple[float, float]] = contextvars.ContextVar(
     "dvlta_read_limits", default=(DEFAULT_MAX_MEGAPIXELS, DEFAULT_DECODE_TIMEOUT_S)
 )
+
+
+@dataclass(frozen=True)
+class _Rgb:
+    """How one read converts frames to RGB (see :mod:`dvlta_metric.color`)."""
+
+    keep_bit_depth: bool = True
+    color_matrix: str | None = None
+    color_range: str | None = None
+
+
+_DEFAULT_RGB = _Rgb()
+_OPTIONS: contextvars.ContextVar[_Rgb] = contextvars.ContextVar("dvlta_read_options", default=_DEFAULT_RGB)
+
+
+@contextlib.contextmanager
+def read_options(
+    color_matrix: str | None = None, color_range: str | None = None, keep_bit_depth: bool | None = None
+) -> Iterator[None]:
+    """Set how every :func:`read_video` call in this block converts frames to RGB (this thread or task only).
+
+    ``model(path)``, ``model.read`` and :func:`~dvlta_metric.batch.score_files` read with the options in
+    effect; see :mod:`dvlta_metric.color` for what they do.
+
+    Args:
+        color_matrix: Matrix of streams with no matrix tag: ``"bt601"``, ``"bt709"`` or ``"bt2020"``;
+            ``None`` keeps the current one (by default swscale's BT.601).
+        color_range: Range of streams with no range tag: ``"tv"`` (limited) or ``"pc"`` (full); ``None`` keeps
+            the current one (by default tv).
+        keep_bit_depth: Keep the bits of sources above 8 bits (``uint16`` frames); ``False`` converts them
+            to 8 bits; ``None`` keeps the current setting (by default ``True``).
+
+    Yields:
+        Nothing; the previous options come back when the block ends.
+
+    Raises:
+        ValueError: An unknown matrix or range name.
+        TypeError: ``keep_bit_depth`` is not a bool.
+    """
+    current = _OPTIONS.get()
+    token = _OPTIONS.set(_rgb_options(current, color_matrix, color_range, keep_bit_depth))
+    try:
+        yield
+    finally:
+        _OPTIONS.reset(token)
+
+
+def _rgb_options(base: _Rgb, color_matrix: object, color_range: object, keep_bit_depth: object) -> _Rgb:
+    """``base`` with the options that are not ``None`` replaced, each checked."""
+    if keep_bit_depth is not None and not isinstance(keep_bit_depth, bool):
+        raise TypeError(f"keep_bit_depth must be True, False or None, got {type(keep_bit_depth).__name__}")
+    return _Rgb(
+        base.keep_bit_depth if keep_bit_depth is None else keep_bit_depth,
+        base.color_matrix if color_matrix is None else check_color_matrix(color_matrix),
+        base.color_range if color_range is None else check_color_range(color_range),
+    )
 
 
 def check_limit(name: str, value: object) -> float:
@@ -407,12 +476,15 @@ def _walk(top: Path) -> Iterator[Path]:
 
 
 def read_video(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | RawVideo,
     select: FrameSelector | None = None,
     *,
     threads: int = 0,
     max_megapixels: float | None = None,
     decode_timeout: float | None = None,
+    color_matrix: str | None = None,
+    color_range: str | None = None,
+    keep_bit_depth: bool | None = None,
 ) -> DecodedVideo:
     """Decode a video file, converting to RGB only the frames ``select`` asks for.
 
@@ -420,22 +492,35 @@ def read_video(
     rotated, high-bit-depth, HDR and damaged files.
 
     Args:
-        path: Any file FFmpeg reads as video (MP4, MKV, MOV, WebM, AVI, MPEG-TS, Y4M, ...).
+        path: Any file FFmpeg reads as video (MP4, MKV, MOV, WebM, AVI, MPEG-TS, Y4M, ...), or a
+            :class:`~dvlta_metric.raw_video.RawVideo` for a raw ``.yuv`` file.
         select: ``select(num_frames) -> indices`` of the frames to decode, e.g. ``model.needed_frames``;
             ``None`` decodes every frame. Indices are 0-based in presentation order; duplicates and order
             do not matter.
         threads: Decoder threads, 0 to :data:`MAX_DECODER_THREADS`; 0 lets FFmpeg choose.
         max_megapixels: Pixel budget: the most decoded RGB the read may hold at once, in megapixels (the
-            selected frames times their size; 3 bytes a pixel). Checked from the stream's declared size
-            before decoding and on every decoded frame. ``None``: the limit in effect (:func:`read_limits`),
-            by default :data:`DEFAULT_MAX_MEGAPIXELS`; ``math.inf``: no limit.
+            selected frames times their size; 3 bytes a pixel, and frames kept at 16 bits count twice).
+            Checked from the stream's declared size before decoding and on every decoded frame. ``None``: the
+            limit in effect (:func:`read_limits`), by default :data:`DEFAULT_MAX_MEGAPIXELS`; ``math.inf``: no
+            limit.
         decode_timeout: Most seconds the read may take. ``None``: the limit in effect (:func:`read_limits`),
             by default :data:`DEFAULT_DECODE_TIMEOUT_S`; ``math.inf``: no limit.
+        color_matrix: YUV -> RGB matrix of a stream with no matrix tag: ``"bt601"``, ``"bt709"`` or
+            ``"bt2020"``. ``None``: the option in effect (:func:`read_options`), by default swscale's BT.601.
+            A stream's own tag always wins.
+        color_range: Range of a stream with no range tag: ``"tv"`` (limited) or ``"pc"`` (full). ``None``: the
+            option in effect, by default tv. A stream's own tag always wins.
+        keep_bit_depth: Keep the extra bits of a source with more than 8 bits per sample: its frames come as
+            ``uint16`` RGB (0-65535), and count twice against the pixel budget. ``False``: convert to 8 bits.
+            ``None``: the option in effect, by default ``True``. 8-bit sources always give ``uint8``.
 
     Returns:
         A :class:`~dvlta_metric.decoded.DecodedVideo` with the selected frames as ``(N, 3, H, W)`` uint8
-        RGB, upright, their sorted ``indices``, and ``num_frames`` of the whole video. ``metadata`` holds
-        ``container``, ``codec``, ``pix_fmt``, ``width`` / ``height`` (as stored, before rotation),
+        RGB (``uint16`` for a source above 8 bits, unless ``keep_bit_depth=False``), upright, their sorted
+        ``indices``, and ``num_frames`` of the whole video. ``metadata`` holds
+        ``container``, ``codec``, ``pix_fmt``, ``rgb_bits`` (8 or 16), ``colorspace`` and ``color_range``
+        (the stream's tags as FFmpeg numbers, 2 and 0 when untagged), ``width`` / ``height`` (as stored,
+        before rotation),
         ``rotation`` (degrees counter-clockwise, as in the display matrix), ``mirrored``,
         ``color_trc``, ``hdr``, ``sample_aspect_ratio``, ``duration`` (s, of the video stream: as the file
         declares it, else measured from the frames' timestamps), ``declared_frames``,
@@ -448,12 +533,13 @@ def read_video(
         TransientError: Memory or file descriptors ran out while reading (not a verdict on the file).
         VideoLimitError: The read would go over the pixel budget or took longer than the time limit.
         ValueError: The path is a directory, a symbolic link loop, not a regular file (a FIFO, a device) or
-            an empty file; the file is not a video FFmpeg can read or a format outside
+            an empty file, or a raw video whose size is not a whole number of frames; the file is not a video
+            FFmpeg can read or a format outside
             :data:`ALLOWED_FORMATS` (a playlist or script), has no video stream (e.g. audio only) or no
             frames, is corrupt, or a needed frame cannot be decoded; ``select`` returned indices outside
-            ``[0, num_frames)``; a limit is not a positive number.
+            ``[0, num_frames)``; a limit is not a positive number; an unknown colour matrix or range.
     """
-    p = Path(path)
+    p: Path | RawVideo = path if isinstance(path, RawVideo) else Path(path)
     name = str(path)
     if isinstance(threads, bool) or not isinstance(threads, int) or not 0 <= threads <= MAX_DECODER_THREADS:
         raise ValueError(
@@ -463,17 +549,18 @@ def read_video(
     pixels = pixels if max_megapixels is None else check_limit("max_megapixels", max_megapixels)
     seconds = seconds if decode_timeout is None else check_limit("decode_timeout", decode_timeout)
     limits = _Limits(pixels * 1e6, pixels, seconds, time.monotonic() + seconds)
+    rgb = _rgb_options(_OPTIONS.get(), color_matrix, color_range, keep_bit_depth)
     _check_file(p, name)
     try:
         table, info = _scan(p, name, limits)
         try:
             needed = _needed(select, table.num_frames, name)
-            return _decode_any(p, name, table, info, needed, threads, limits)
+            return _decode_any(p, name, table, info, needed, threads, limits, rgb)
         except _Truncated as cut:
             table = table.truncated_to(cut.frames)
             info = {**info, "truncated": True}
             needed = _needed(select, table.num_frames, name)
-            return _decode_any(p, name, table, info, needed, threads, limits, shorten=False)
+            return _decode_any(p, name, table, info, needed, threads, limits, rgb, shorten=False)
     except av.error.PermissionError:
         raise PermissionError(f"{name}: permission denied") from None
     except av.error.FileNotFoundError:
@@ -485,8 +572,9 @@ def read_video(
         raise ValueError(f"{name}: cannot read the video: {_describe(err)}") from None
 
 
-def _check_file(p: Path, name: str) -> None:
-    """Refuse what is not a non-empty regular file, before anything opens it (a FIFO would block)."""
+def _check_file(p: Path | RawVideo, name: str) -> None:
+    """Refuse what is not a non-empty regular file, before anything opens it (a FIFO would block); refuse a raw
+    video whose size is not a whole number of frames."""
     try:
         st = os.stat(p)
     except FileNotFoundError:
@@ -512,6 +600,13 @@ def _check_file(p: Path, name: str) -> None:
         )
     if st.st_size == 0:
         raise ValueError(f"{name}: the file is empty (0 bytes)")
+    if isinstance(p, RawVideo) and st.st_size % p.frame_bytes:
+        frames, extra = divmod(st.st_size, p.frame_bytes)
+        raise ValueError(
+            f"{name}: {st.st_size} bytes are not a whole number of {p.width}x{p.height} {p.pix_fmt} frames "
+            f"({p.frame_bytes} bytes each: {frames} frames and {extra} bytes over); the file is truncated, or the "
+            "size or pixel format given is wrong"
+        )
 
 
 # ---------------------------------------------------------------------------------------------- internals
@@ -521,9 +616,13 @@ def _describe(err: av.error.FFmpegError) -> str:
     return text.rstrip(". ") or type(err).__name__
 
 
-def _open(p: Path, name: str) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
+def _open(p: Path | RawVideo, name: str) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
     """Open the file and pick its main video stream (cover art does not count)."""
     url = f"file:{os.path.abspath(p)}"  # the file: protocol keeps "a:b.mp4" from being taken for a URL scheme
+    if isinstance(p, RawVideo):  # never probed: only a RawVideo opens the rawvideo demuxer
+        options = {**_OPEN_OPTIONS, "format_whitelist": "rawvideo", **p.ffmpeg_options()}
+        container = av.open(url, mode="r", format="rawvideo", options=options)
+        return container, container.streams.video[0]
     try:
         container = av.open(url, mode="r", metadata_errors="replace", options=_OPEN_OPTIONS)
     except av.error.InvalidDataError:
@@ -574,7 +673,7 @@ def _sniff(p: Path) -> str:
     return next((what for magic, what in _SCRIPTS if head.startswith(magic)), "a format outside the allowed list")
 
 
-def _scan(p: Path, name: str, limits: _Limits) -> tuple[_FrameTable, dict[str, object]]:
+def _scan(p: Path | RawVideo, name: str, limits: _Limits) -> tuple[_FrameTable, dict[str, object]]:
     """Demux the video stream without decoding: frame count, pts table, keyframes, stream facts."""
     container, stream = _open(p, name)
     try:
@@ -582,7 +681,7 @@ def _scan(p: Path, name: str, limits: _Limits) -> tuple[_FrameTable, dict[str, o
         width, height = int(info["width"] or 0), int(info["height"] or 0)  # type: ignore[call-overload]
         limits.check_pixels(name, width * height, f"one frame of {width}x{height}")
         time_base = stream.time_base
-        if info["container"] == "mpegts" and all(p.stat().st_size % n for n in TS_PACKET_SIZES):
+        if info["container"] == "mpegts" and all(os.stat(p).st_size % n for n in TS_PACKET_SIZES):
             info["truncated"] = True  # a transport stream cut in the middle of a packet
         packets: list[tuple[int | None, int | None, bool]] = []
         present = 0
@@ -746,23 +845,27 @@ class _Truncated(Exception):
 
 
 def _decode_any(
-    p: Path,
+    p: Path | RawVideo,
     name: str,
     table: _FrameTable,
     info: dict[str, object],
     needed: list[int],
     threads: int,
     limits: _Limits,
+    rgb: _Rgb,
     *,
     shorten: bool = True,
 ) -> DecodedVideo:
     """:func:`_decode` with seeking, falling back to no seeking, then to counting frames in decode order.
 
-    The selected frames at the stream's declared size must fit the pixel budget before anything is decoded.
+    The selected frames at the stream's declared size must fit the pixel budget before anything is decoded
+    (twice their pixels when they will be kept at 16 bits).
     """
     width, height = int(info["width"] or 0), int(info["height"] or 0)  # type: ignore[call-overload]
-    limits.check_pixels(name, len(needed) * width * height, f"{len(needed)} frames of {width}x{height}")
-    args = (p, name, table, info, needed, threads, limits)
+    deep = rgb.keep_bit_depth and is_high_bit_depth(info.get("pix_fmt"))  # type: ignore[arg-type]
+    what = f"{len(needed)} frames of {width}x{height}" + (" at 16 bits" if deep else "")
+    limits.check_pixels(name, len(needed) * width * height * (2 if deep else 1), what)
+    args = (p, name, table, info, needed, threads, limits, rgb)
     try:
         try:
             return _decode(*args, seek=table.pts is not None, shorten=shorten)
@@ -770,17 +873,18 @@ def _decode_any(
             return _decode(*args, seek=False, shorten=shorten)
     except _NoPts:
         counted = _FrameTable(table.num_frames, None, demux_error=table.demux_error, packets=table.packets)
-        return _decode(p, name, counted, info, needed, threads, limits, seek=False, shorten=shorten)
+        return _decode(p, name, counted, info, needed, threads, limits, rgb, seek=False, shorten=shorten)
 
 
 def _decode(
-    p: Path,
+    p: Path | RawVideo,
     name: str,
     table: _FrameTable,
     info: dict[str, object],
     needed: list[int],
     threads: int,
     limits: _Limits,
+    rgb_options: _Rgb,
     *,
     seek: bool,
     shorten: bool,
@@ -788,7 +892,8 @@ def _decode(
     """One decoding pass (see the module docstring).
 
     Every decoded frame is checked against the pixel budget (a stream may grow past its declared size), and
-    the time limit is checked before every packet.
+    the time limit is checked before every packet. Whether frames are kept at 16 bits is decided on the first
+    decoded frame, for the whole video.
 
     Raises:
         _SeekFailed: After a seek, timestamps did not match the table.
@@ -806,8 +911,10 @@ def _decode(
         raise
     want = set(needed)
     rgb: dict[int, np.ndarray] = {}
-    held = 0  # pixels in rgb
+    held = 0  # pixels in rgb, counted twice at 16 bits
     first: av.VideoFrame | None = None
+    convert: dict[str, object] = {}  # to_ndarray's arguments, set on the first frame
+    weight = 1  # budget pixels per pixel held
     decoded = matched = 0  # frames out of the decoder; those whose pts the table knows
     clean: set[int] = set()  # indices of the frames decoded without errors
     count = 0  # frame counter in decoding order (tables without pts)
@@ -855,6 +962,10 @@ def _decode(
                 limits.check_pixels(name, size, f"a decoded frame of {frame.width}x{frame.height}")
                 if first is None:
                     first = frame
+                    deep = rgb_options.keep_bit_depth and is_high_bit_depth(frame.format.name)
+                    weight = 2 if deep else 1
+                    matrix, range_ = rgb_options.color_matrix, rgb_options.color_range
+                    convert = rgb_conversion(frame, deep=deep, color_matrix=matrix, color_range=range_)
                 decoded += 1
                 if by_pts:
                     if frame.pts is None:
@@ -882,9 +993,11 @@ def _decode(
                 clean.add(index)
                 if index in want and index not in rgb:
                     what = f"{len(rgb) + 1} decoded frames (the last {frame.width}x{frame.height})"
-                    limits.check_pixels(name, held + size, what)
-                    rgb[index] = frame.to_ndarray(format="rgb24")
-                    held += size
+                    if weight > 1:
+                        what += " at 16 bits"
+                    limits.check_pixels(name, held + size * weight, what)
+                    rgb[index] = frame.to_ndarray(**convert)
+                    held += size * weight
     finally:
         container.close()
 
@@ -919,6 +1032,9 @@ def _decode(
         **info,
         **orient,
         "pix_fmt": first.format.name,
+        "rgb_bits": 16 if weight > 1 else 8,
+        "colorspace": int(first.colorspace),
+        "color_range": int(first.color_range),
         "color_trc": int(trc) if trc is not None else None,
         "hdr": trc in HDR_TRANSFERS,
         "truncated": bool(info.get("truncated")) or table.demux_error is not None,
@@ -986,18 +1102,20 @@ def _short(info: dict[str, object], table: _FrameTable) -> bool:
 
 
 def _stack(needed: list[int], rgb: dict[int, np.ndarray], first: av.VideoFrame) -> torch.Tensor:
-    """``(N, 3, H, W)`` uint8 tensor of the needed frames in index order."""
+    """``(N, 3, H, W)`` tensor of the needed frames in index order: uint8, or uint16 for 16-bit RGB."""
     if not needed:
         return torch.empty((0, 3, first.height, first.width), dtype=torch.uint8)
     # filled frame by frame, each decoded frame dropped once copied: the frames are held about once, not
     # three times (the decoded arrays, a stacked copy and a channels-first copy)
     h, w = rgb[needed[0]].shape[:2]
-    out = torch.empty((len(needed), 3, h, w), dtype=torch.uint8)
+    deep = rgb[needed[0]].dtype == np.uint16
+    dtype, top = (torch.uint16, 65535) if deep else (torch.uint8, 255)
+    out = torch.empty((len(needed), 3, h, w), dtype=dtype)
     for slot, i in enumerate(needed):
         img = torch.from_numpy(rgb.pop(i)).permute(2, 0, 1)
         if img.shape[1:] != (h, w):  # the resolution changes mid-stream: scale to the first needed frame's size
             img = torch.nn.functional.interpolate(img[None].float(), size=(h, w), mode="bilinear", align_corners=False)
-            img = img[0].round().clamp(0, 255).to(torch.uint8)
+            img = img[0].round().clamp(0, top).to(dtype)
         out[slot].copy_(img)
     return out
 

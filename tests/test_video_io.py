@@ -134,11 +134,20 @@ def test_other_containers(clips: Clips, name: str) -> None:
 def test_ten_bit_hdr_to_8_bit(clips: Clips) -> None:
     if clips.ten_bit is None:
         pytest.skip("this PyAV build has no 10-bit video encoder")
-    video = read_video(clips.ten_bit)
+    video = read_video(clips.ten_bit, keep_bit_depth=False)
     assert "10" in str(video.metadata["pix_fmt"])
     assert video.frames.dtype == torch.uint8 and video.frames.shape == (12, 3, 96, 160)
     assert video.metadata["hdr"] is True  # tagged PQ: reported, not tone-mapped
     assert_frames_are(video.frames, list(range(12)))
+
+
+def test_ten_bit_keeps_its_bits_by_default(clips: Clips) -> None:
+    if clips.ten_bit is None:
+        pytest.skip("this PyAV build has no 10-bit video encoder")
+    video = read_video(clips.ten_bit)
+    assert video.frames.dtype == torch.uint16 and video.metadata["rgb_bits"] == 16
+    assert video.frames.shape == (12, 3, 96, 160)
+    assert_frames_are((video.frames.float() / 257).round().to(torch.uint8), list(range(12)))
 
 
 def test_y4m(tmp_path: Path) -> None:

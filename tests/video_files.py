@@ -344,3 +344,52 @@ def write_reference_script(path: Path, kind: str, target: Path) -> Path:
     named = target.name if target.parent == path.parent else target
     path.write_text(REFERENCE_SCRIPTS[kind].format(target=named))
     return path
+
+
+def yuv_planes(frames: int, width: int, height: int, *, bits: int = 8, seed: int = 0) -> list[np.ndarray]:
+    """Deterministic 4:2:0 frames as FFmpeg lays them out (``(height * 3 // 2, width)``, Y then U then V).
+
+    Values stay inside the limited range (16-235 scaled to ``bits``), with a bright top half and noise, so
+    that every frame codes to something real. ``bits`` > 8 gives little-endian ``uint16`` samples whose
+    values are mostly not multiples of 4: an 8-bit path cannot represent them.
+    """
+    rng = np.random.default_rng(seed)
+    scale = 1 << (bits - 8)
+    lo, hi = 16 * scale, 235 * scale
+    out = []
+    for i in range(frames):
+        img = rng.integers(lo, hi, size=(height * 3 // 2, width))
+        img[: height // 2] = np.clip(img[: height // 2] + 40 * scale + i, lo, hi)
+        out.append(img.astype("<u2" if bits > 8 else np.uint8))
+    return out
+
+
+def write_yuv_set(directory: Path, planes: list[np.ndarray], *, fps: int = 25) -> dict[str, Path]:
+    """The same 4:2:0 frames as a raw ``.yuv`` file, a ``.y4m`` file and a losslessly encoded MP4 (x264 ``qp=0``).
+
+    Args:
+        directory: Where the three files go (``clip.yuv``, ``clip.y4m``, ``clip.mp4``).
+        planes: Frames from :func:`yuv_planes` (8-bit: ``yuv420p``; 16-bit arrays: ``yuv420p10le``).
+        fps: Frame rate of the Y4M and MP4 files.
+
+    Returns:
+        ``{"yuv": ..., "y4m": ..., "mp4": ...}``.
+    """
+    pix_fmt = "yuv420p10le" if planes[0].dtype != np.uint8 else "yuv420p"
+    height, width = planes[0].shape[0] * 2 // 3, planes[0].shape[1]
+    paths = {ext: directory / f"clip.{ext}" for ext in ("yuv", "y4m", "mp4")}
+    paths["yuv"].write_bytes(b"".join(p.tobytes() for p in planes))
+    # Y4M above 8 bits is an FFmpeg extension of the format ("unofficial")
+    for key, fmt, codec, options, muxer in (
+        ("y4m", "yuv4mpegpipe", "rawvideo", {}, {"strict": "unofficial"}),
+        ("mp4", None, "libx264", {"qp": "0"}, {}),
+    ):
+        with av.open(str(paths[key]), "w", format=fmt, options=muxer) as container:
+            stream = container.add_stream(codec, rate=fps, options=options)
+            stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+            for plane in planes:
+                for packet in stream.encode(av.VideoFrame.from_ndarray(plane, format=pix_fmt)):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+    return paths
