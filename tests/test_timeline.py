@@ -175,3 +175,75 @@ def test_timeline_refuses_training_mode(video_factory: VideoFactory) -> None:
     model = dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="cpu").train()
     with pytest.raises(ValueError, match=r"model\.eval\(\)"):
         model.timeline(video_factory(20, 48, 64), window_frames=5)
+
+
+# ---------------------------------------------------------------------------------------------- command line
+def _cli(*args: str) -> int:
+    from dvlta_metric.cli import main
+
+    return main(["score", "--model", "dvlta-vqa-tiny", "--random-weights", "--no-progress", *args])
+
+
+def test_cli_writes_one_vmaf_style_log_per_video(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    a = write_clip(tmp_path / "a.mp4", frames=30, width=96, height=64, fps=10)
+    (tmp_path / "sub").mkdir()
+    b = write_clip(tmp_path / "sub" / "a.mp4", frames=25, width=96, height=64, fps=10)  # the same file name
+    out = tmp_path / "logs"
+    assert _cli(str(a), str(b), "--timeline", "1", "--timeline-out", str(out)) == 0
+    logs = sorted(out.iterdir())
+    assert len(logs) == 2 and all(p.name.startswith("a.mp4.") and p.name.endswith(".timeline.json") for p in logs)
+    log = json.loads(logs[0].read_text())
+    assert log["format"] == "dvlta-metric timeline log" and log["model"] == "dvlta-vqa-tiny"
+    assert log["window_frames"] == 10 and log["segments"][0]["start_time"] == 0.0
+    assert set(log["pooled_metrics"]["dvlta"]) >= {"mean", "harmonic_mean", "min", "p5", "p95"}
+    torch.manual_seed(0)
+    model = dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="cpu", seed=0)
+    for p in logs:
+        log = json.loads(p.read_text())
+        expected = model.timeline(log["path"], window_s=1.0)
+        got = [s["metrics"]["dvlta"] for s in log["segments"]]
+        assert got == pytest.approx(expected.scores.tolist(), abs=1e-6)
+    # a second run replaces its own logs
+    assert _cli(str(a), "--timeline", "1", "--timeline-out", str(out)) == 0
+
+
+def test_cli_never_replaces_a_file_it_did_not_write(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a = write_clip(tmp_path / "a.mp4", frames=20, width=96, height=64)
+    out = tmp_path / "logs"
+    out.mkdir()
+    theirs = out / "a.mp4.timeline.json"
+    theirs.write_text('{"frames": []}')
+    assert _cli(str(a), "--timeline", "1", "--timeline-out", str(out)) == 2
+    assert "was not written by dvlta-metric" in capsys.readouterr().err
+    assert theirs.read_text() == '{"frames": []}'
+
+
+def test_cli_timeline_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a = write_clip(tmp_path / "a.mp4", frames=20, width=96, height=64)
+    assert _cli(str(a), "--timeline", "1") == 2
+    assert "--timeline-out DIR" in capsys.readouterr().err
+    assert _cli(str(a), "--timeline-out", str(tmp_path)) == 2
+    assert _cli(str(a), "--timeline", "0", "--timeline-out", str(tmp_path)) == 2
+    assert _cli(str(a), "--timeline", "inf", "--timeline-out", str(tmp_path)) == 2
+    assert _cli(str(a), "--timeline", "1", "--timeline-out", str(a)) == 2
+    assert "is a file" in capsys.readouterr().err
+
+
+def test_cli_plot_needs_matplotlib_and_draws_a_png(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a = write_clip(tmp_path / "a$b.mp4", frames=20, width=96, height=64)
+    out = tmp_path / "logs"
+    monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)  # import matplotlib fails
+    assert _cli(str(a), "--timeline", "1", "--timeline-out", str(out), "--timeline-plot") == 2
+    assert "dvlta-metric[dev]" in capsys.readouterr().err
+    monkeypatch.undo()
+    pytest.importorskip("matplotlib")
+    assert _cli(str(a), "--timeline", "1", "--timeline-out", str(out), "--timeline-plot") == 0
+    png = out / "a$b.mp4.timeline.png"
+    assert png.read_bytes().startswith(b"\x89PNG")
+    assert _cli(str(a), "--timeline", "1", "--timeline-out", str(out), "--timeline-plot") == 0  # ours: replaced
+    png.write_bytes(b"\x89PNG someone else's picture")
+    assert _cli(str(a), "--timeline", "1", "--timeline-out", str(out), "--timeline-plot") == 2
