@@ -25,6 +25,7 @@ from .decoded import DecodedVideo
 from .errors import CheckpointError, WeightsNotFoundError, WeightsUnavailableError
 from .loss import plcc_loss, quality_loss, rank_loss
 from .model import DVLTAVQA, Explanation
+from .timeline import Timeline
 from .version import __version__
 from .video_io import VIDEO_EXTENSIONS, TransientError, VideoLimitError, find_videos, read_limits, read_video
 
@@ -38,6 +39,7 @@ __all__ = [
     "ModelInfo",
     "ModelConfig",
     "PretrainedMixin",
+    "Timeline",
     "TransientError",
     "VideoLimitError",
     "WeightSource",

@@ -247,3 +247,20 @@ def test_cli_plot_needs_matplotlib_and_draws_a_png(
     assert _cli(str(a), "--timeline", "1", "--timeline-out", str(out), "--timeline-plot") == 0  # ours: replaced
     png.write_bytes(b"\x89PNG someone else's picture")
     assert _cli(str(a), "--timeline", "1", "--timeline-out", str(out), "--timeline-plot") == 2
+
+
+def test_stability_benchmark_runs(tmp_path: Path) -> None:
+    import importlib.util
+    import json
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "timeline_stability.py"
+    spec = importlib.util.spec_from_file_location("timeline_stability", script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    clips = [write_clip(tmp_path / f"{k}.mp4", frames=32, width=96, height=64, fps=16) for k in range(2)]
+    out = tmp_path / "result.json"
+    assert module.main(["--videos", *map(str, clips), "--windows", "8,16", "--output", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["by_window_frames"]) == {"8", "16"}
+    assert result["no_repeated_frames_from"]["dvlta-vqa"] == 64
