@@ -26,6 +26,7 @@ from .errors import CheckpointError, WeightsNotFoundError, WeightsUnavailableErr
 from .loss import plcc_loss, quality_loss, rank_loss
 from .model import DVLTAVQA, Explanation
 from .raw_video import RawVideo
+from .timeline import Timeline
 from .version import __version__
 from .video_io import (
     VIDEO_EXTENSIONS,
@@ -48,6 +49,7 @@ __all__ = [
     "ModelConfig",
     "PretrainedMixin",
     "RawVideo",
+    "Timeline",
     "TransientError",
     "VideoLimitError",
     "WeightSource",

@@ -42,13 +42,21 @@ from ._results import (
     finite_or_error,
     resume_key,
 )
+from ._timeline_output import TimelineWriter, matplotlib_missing, window_seconds
 from .batch import FileResult
 from .color import COLOR_MATRICES, COLOR_RANGES
 from .errors import WeightsUnavailableError
 from .model import DVLTAVQA
 from .raw_video import DEFAULT_RAW_FPS, RAW_PIXEL_FORMATS, parse_size
 from .version import __version__
-from .video_io import DEFAULT_DECODE_TIMEOUT_S, DEFAULT_MAX_MEGAPIXELS, VIDEO_EXTENSIONS, TransientError, find_videos
+from .video_io import (
+    DEFAULT_DECODE_TIMEOUT_S,
+    DEFAULT_MAX_MEGAPIXELS,
+    VIDEO_EXTENSIONS,
+    TransientError,
+    find_videos,
+    read_limits,
+)
 
 EXIT_WRITE_ERROR = 74
 """Exit status when results cannot be written (a full disk, a file size limit): ``EX_IOERR`` of sysexits.h."""
@@ -161,6 +169,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_input_arguments(score)
     score.add_argument("--explain", action="store_true", help="add the fusion weight of each branch")
     score.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    score.add_argument(
+        "--timeline",
+        type=window_seconds,
+        metavar="SECONDS",
+        help="also score consecutive windows of SECONDS each (model.timeline) and write one JSON log per video, "
+        "VMAF-style (segments plus pooled mean, harmonic mean, min, max, percentiles), into --timeline-out",
+    )
+    score.add_argument(
+        "--timeline-out",
+        type=Path,
+        metavar="DIR",
+        help="folder of the --timeline logs, one <video file name>.timeline.json per video; a file there that "
+        "dvlta-metric did not write is never replaced",
+    )
+    score.add_argument(
+        "--timeline-plot",
+        action="store_true",
+        help="also draw each video's curve as <video file name>.timeline.png in --timeline-out (needs matplotlib)",
+    )
     score.set_defaults(run=_score)
 
     models = sub.add_parser("list", help="list the registered models", description="List the registered models.")
@@ -265,6 +292,7 @@ def _score_files(
         _note(f"dvlta-metric: {len(files) - len(unique)} paths name a file already listed: each file is scored once")
     files, keys = list(unique.values()), list(unique)
     todo = [f for f, key in zip(files, keys) if key not in previous.keys or str(f) == STDIN]  # stdin: every run
+    timelines = _timeline_writer(args, todo)
     failed = sum(1 for key in keys if key in previous.failed)
     known = known_weights_label(
         args.model, random_weights=args.random_weights, precision=args.precision, seed=args.seed
@@ -318,6 +346,8 @@ def _score_files(
                     _note(f"dvlta-metric: failed: {result.path}: {_without_path(result.error, result.path)}")
                 elif result.warning:
                     _note(f"dvlta-metric: warning: {result.path}: {result.warning}")
+                if timelines is not None and not result.error:
+                    failed += _write_timeline(timelines, model, args, result, weights)
         finally:
             sink.close()
     except KeyboardInterrupt:
@@ -442,6 +472,42 @@ def _create(args: argparse.Namespace) -> DVLTAVQA:
     if model.device.type == "cpu":
         tune_allocator()  # this process only scores: keep activations' memory instead of re-faulting it
     return model
+
+
+def _timeline_writer(args: argparse.Namespace, files: list[str]) -> TimelineWriter | None:
+    """The writer of ``--timeline`` logs, its options and target files checked before anything is scored."""
+    if args.timeline is None:
+        if args.timeline_out is not None or args.timeline_plot:
+            raise UsageError("--timeline-out and --timeline-plot go with --timeline SECONDS (the window length)")
+        return None
+    if args.timeline_out is None:
+        raise UsageError("--timeline needs --timeline-out DIR, the folder for the per-video timeline logs")
+    if any(str(f) == STDIN for f in files) or args.size is not None:
+        raise UsageError(
+            "--timeline reads each video file a second time, for its windows: it cannot be used with standard "
+            "input (-) or raw .yuv input (--size); score such input without --timeline, or convert it to a file "
+            "first (e.g. ffmpeg ... clip.y4m)"
+        )
+    missing = matplotlib_missing() if args.timeline_plot else None
+    if missing:
+        raise UsageError(missing)
+    return TimelineWriter(args.timeline_out, files, plot=args.timeline_plot)
+
+
+def _write_timeline(
+    timelines: TimelineWriter, model: DVLTAVQA, args: argparse.Namespace, result: FileResult, weights: str
+) -> int:
+    """Score the windows of one scored file and write its log; returns 1 when that failed (noted), else 0."""
+    try:
+        with read_limits(args.max_megapixels, args.decode_timeout):
+            timeline = model.timeline(result.path, window_s=args.timeline, batch_size=args.batch_size)
+    except (ValueError, TypeError, OSError) as err:
+        why = _without_path(f"{type(err).__name__}: {err}", result.path)
+        _note(f"dvlta-metric: failed: timeline of {result.path}: {why}")
+        return 1
+    extra = {"version": __version__, "model": model.config.name, "weights": weights, "video_score": result.score}
+    timelines.write(result.path, timeline, **extra)
+    return 0
 
 
 def _model_name(model: str) -> str | None:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ._checkpoint import PretrainedMixin
-from ._inputs import load_videos
+from ._inputs import check_video, load_videos
 from .batch import FileResult, score_files
 from .branches.base import Branch
 from .branches.basic_visual import BasicVisualFeatureExtraction
@@ -29,6 +29,7 @@ from .branches.temporal_context import TemporalContextModule
 from .config import ModelConfig
 from .decoded import DecodedVideo
 from .fusion import PromptQualityHead, TextAdapter, TextGuidedFusion
+from .timeline import Timeline, window_bounds, window_length
 from .video_io import read_video
 from .views import FRAME_VIEW_NAMES, VIEW_ORDER, fragment_view, frame_view, frames_to_decode, view_indices
 from .views.frames import random_crop_offset
@@ -740,6 +741,119 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
             return Explanation(scores[0], weights[0], features[0], self.branch_names)
         return Explanation(scores, weights, features, self.branch_names)
 
+    def timeline_frames(self, num_frames: int, window: int) -> list[int]:
+        """Sorted unique frame indices that :meth:`timeline` reads with windows of ``window`` frames.
+
+        Each window needs the frames of :meth:`needed_frames` for its own length, offset by its start.
+
+        Args:
+            num_frames: Frames in the video.
+            window: Window length in frames.
+
+        Returns:
+            The indices to decode.
+        """
+        needed: set[int] = set()
+        for start, end in window_bounds(num_frames, window):
+            needed.update(start + i for i in self.needed_frames(end - start))
+        return sorted(needed)
+
+    def timeline(
+        self,
+        video: torch.Tensor | DecodedVideo | PathLike,
+        *,
+        window_s: float | None = None,
+        window_frames: int | None = None,
+        fps: float | None = None,
+        batch_size: int = 4,
+    ) -> Timeline:
+        """Score consecutive windows of one video: per-segment scores with their start and end times.
+
+        The video is cut into windows of ``window_s`` seconds or ``window_frames`` frames that cover it without
+        gaps or overlaps; a remainder shorter than a window is merged into the last window, and a video shorter
+        than one window is one window (:func:`~dvlta_metric.timeline.window_bounds`). Window ``[start, end)``
+        is scored as that stretch of the video alone, exactly ``model(video[start:end])``. A file is read once,
+        decoding only the frames the windows' views need (:meth:`timeline_frames`), under the limits in effect
+        (:func:`~dvlta_metric.video_io.read_limits`).
+
+        Windows are scored ``batch_size`` at a time; batching changes scores only by float rounding (below
+        1e-6 on the CPU), ``batch_size=1`` gives each window's score bit for bit as scoring it alone.
+
+        Args:
+            video: ``(T, 3, H, W)`` frames (uint8 in ``[0, 255]`` or float in ``[0, 1]``), a video file path, or a
+                :class:`~dvlta_metric.decoded.DecodedVideo` holding (at least) the frames of
+                :meth:`timeline_frames` (e.g. all frames, from :func:`~dvlta_metric.video_io.read_video`).
+            window_s: Window length in seconds (``round(window_s * fps)`` frames). Needs the frame rate: a
+                file's or a decoded video's own, or ``fps`` for a tensor.
+            window_frames: Window length in frames, instead of ``window_s``.
+            fps: Frame rate for the times (and for ``window_s``); for a file or decoded video it replaces the
+                frame rate the file declares.
+            batch_size: Windows per model call.
+
+        Returns:
+            A :class:`~dvlta_metric.timeline.Timeline`: ``scores (N,)``, ``starts (N,)``, ``ends (N,)``, times
+            in seconds, and :meth:`~dvlta_metric.timeline.Timeline.pooled` statistics.
+
+        Raises:
+            TypeError, ValueError: For a video as :meth:`forward` refuses it, a batch instead of one video,
+                both or neither window length, ``window_s`` without a frame rate, a decoded video that lacks
+                frames the windows need, or a model in training mode.
+            FileNotFoundError: For a path that does not exist.
+        """
+        if self.training:
+            raise ValueError(
+                "timeline scores windows with the inference views; the model is in training mode: call "
+                "model.eval() first"
+            )
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a whole number of windows, at least 1; got {batch_size!r}")
+        if isinstance(video, (str, os.PathLike)):
+            video = self._read_for_timeline(video, window_s=window_s, window_frames=window_frames, fps=fps)
+        if isinstance(video, DecodedVideo):
+            check_video(video.frames, name=video.path or "decoded video")
+            num_frames, rate, path = video.num_frames, fps if fps is not None else video.fps, video.path
+        elif isinstance(video, torch.Tensor):
+            if video.dim() != 4:
+                raise ValueError(
+                    f"timeline scores one video (T, 3, H, W), got a {video.dim()}-D tensor of shape "
+                    f"{tuple(video.shape)}: call it once per video"
+                )
+            check_video(video)
+            num_frames, rate, path = video.shape[0], fps, ""
+        else:
+            raise TypeError(
+                f"timeline takes one video: a (T, 3, H, W) tensor, a file path or a DecodedVideo; got "
+                f"{type(video).__name__}"
+            )
+        window = window_length(window_s=window_s, window_frames=window_frames, fps=rate)
+        bounds = window_bounds(num_frames, window)
+        if isinstance(video, DecodedVideo):
+            _check_holds(video, self.timeline_frames(num_frames, window))
+        scores = []
+        for i in range(0, len(bounds), batch_size):
+            views = [self.make_views(_stretch(video, start, end)) for start, end in bounds[i : i + batch_size]]
+            scores.append(self.score_views(views)[0])
+        return Timeline(
+            scores=torch.cat(scores),
+            starts=torch.tensor([s for s, _ in bounds], dtype=torch.long),
+            ends=torch.tensor([e for _, e in bounds], dtype=torch.long),
+            num_frames=num_frames,
+            window=window,
+            fps=rate,
+            path=path,
+        )
+
+    def _read_for_timeline(
+        self, path: PathLike, *, window_s: float | None, window_frames: int | None, fps: float | None
+    ) -> DecodedVideo:
+        """Decode the frames the windows of :meth:`timeline` need (the frame rate is read first when needed)."""
+        if window_s is not None and window_frames is None and fps is None:
+            fps = read_video(path, select=lambda n: []).fps  # the stream's packets only, and one frame
+            window = window_length(window_s=window_s, window_frames=None, fps=fps)
+        else:
+            window = window_length(window_s=window_s, window_frames=window_frames, fps=fps)
+        return read_video(path, select=lambda n: self.timeline_frames(n, window))
+
     def score_files(
         self,
         paths: Sequence[PathLike],
@@ -808,3 +922,23 @@ def _check_finite(scores: torch.Tensor, weights: torch.Tensor) -> None:
         "are most likely damaged (e.g. NaN written by a diverged training run): reload them, or check them with "
         "torch.isfinite(p).all() for p in model.parameters()"
     )
+
+
+def _stretch(video: torch.Tensor | DecodedVideo, start: int, end: int) -> torch.Tensor | DecodedVideo:
+    """Frames ``[start, end)`` of a video, as a video of their own (a decoded video keeps only its rows there)."""
+    if isinstance(video, torch.Tensor):
+        return video[start:end]
+    keep = (video.indices >= start) & (video.indices < end)
+    return DecodedVideo(video.frames[keep], video.indices[keep] - start, end - start, path=video.path, fps=video.fps)
+
+
+def _check_holds(video: DecodedVideo, needed: list[int]) -> None:
+    """Refuse a decoded video that lacks frames the timeline's windows read, saying how to read one that has them."""
+    missing = sorted(set(needed) - set(video.indices.tolist()))
+    if missing:
+        raise ValueError(
+            f"{video.path or 'decoded video'}: the timeline's windows need frames {missing[:5]}"
+            f"{' and more' if len(missing) > 5 else ''}, which were not decoded (model.read decodes only the frames "
+            "of one whole-video score): pass the file's path to model.timeline, or a video read with all its frames "
+            "(dvlta_metric.read_video(path))"
+        )
