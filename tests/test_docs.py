@@ -146,7 +146,7 @@ PYTHON_PAGES = [p for p in PAGES if _blocks(p, "python")]
 @pytest.mark.parametrize("page", PYTHON_PAGES, ids=_rel)
 def test_python_examples_run(page: Path, docs_workdir: Path) -> None:
     code_of_page = "\n".join(code for _, code in _blocks(page, "python"))
-    for module in ("scipy", "matplotlib"):
+    for module in ("scipy", "matplotlib", "compressai"):
         if re.search(rf"^\s*(?:import|from) {module}\b", code_of_page, re.MULTILINE):
             pytest.importorskip(module)
     torch.manual_seed(0)
@@ -378,3 +378,18 @@ def test_figures_script_runs(tmp_path: Path) -> None:
         assert made.stat().st_size > 10_000, name
         assert (DOCS / "figures" / name).is_file(), f"docs/figures/{name} is not committed"
     assert os.path.getsize(DOCS / "figures" / "views.png") < 400_000
+
+
+def test_coverage_figure_script_runs(tmp_path: Path) -> None:
+    """docs/figures/make_coverage.py draws the Codec research page's figure; the committed one exists."""
+    pytest.importorskip("matplotlib")
+    make_coverage = _load(DOCS / "figures" / "make_coverage.py")
+    args = ["--out", str(tmp_path), "--model", "dvlta-vqa-tiny", "--calls", "3", "--frames", "8", "--sizes", "540p"]
+    assert make_coverage.main(args) == 0
+    numbers = json.loads((tmp_path / "loss_coverage.json").read_text())
+    positions = numbers["540p"]["positions"]
+    assert len(positions) == 3 and positions == sorted(positions) and positions[-1] > positions[0]
+    assert numbers["540p"]["scoring"][0] < positions[-1]
+    assert (tmp_path / "loss_coverage.png").stat().st_size > 10_000
+    for name in ("loss_coverage.png", "loss_coverage.json"):
+        assert (DOCS / "figures" / name).is_file(), f"docs/figures/{name} is not committed"
