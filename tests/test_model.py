@@ -208,14 +208,17 @@ def test_precision_and_checkpointing_options(video_factory: VideoFactory) -> Non
     torch.manual_seed(0)
     model = dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="cpu", as_loss=True)
     v = video_factory(8, 128, 160).requires_grad_(True)
+    model.seed_views(1)  # loss views are drawn afresh on each call: the same draw for both
     plain = model(v)
     (g_plain,) = torch.autograd.grad(plain, v)
     model.set_grad_checkpointing(True)
+    model.seed_views(1)
     ckpt = model(v)
     (g_ckpt,) = torch.autograd.grad(ckpt, v)
     assert torch.allclose(plain, ckpt, atol=1e-6)
     assert torch.allclose(g_plain, g_ckpt, atol=1e-6, rtol=1e-4)
     model.set_grad_checkpointing(False)
+    model.seed_views(1)
     bf16 = model.set_precision("bf16")(v)
     model.set_precision("fp32")
     assert abs(float(bf16.detach()) - float(plain.detach())) < 0.05
@@ -271,7 +274,8 @@ def test_training_mode_reads_every_frame_of_a_file_and_needs_two_videos(video_fa
         assert len(decoded.frames) <= clip.numel() + 2 * model.config.frame_view.num_frames
         assert model([sample, sample]).shape == (2,)
         assert model([decoded, decoded]).shape == (2,)
-    with pytest.raises(ValueError, match=r"a training view is a random clip.*model.train\(\), then model.read"):
+    draws_random = r"training and loss views draw random frames.*model.train\(\) or as_loss=True, then model.read"
+    with pytest.raises(ValueError, match=draws_random):
         for _ in range(10):  # an inference-mode read lacks most frames a random clip needs
             model([inference, inference])
     with pytest.raises(ValueError, match="at least 2 videos per call, got 1.*model.eval"):
@@ -333,8 +337,11 @@ def test_a_loss_metric_is_frozen_and_stays_in_eval_mode_inside_a_training_module
     assert not metric.training and all(not m.training for m in metric.modules())
     assert [p for p in codec.parameters() if p.requires_grad] == list(codec.filter.parameters())
     video = video_factory(8, 64, 64).requires_grad_(True)
-    first, second = metric(video), metric(video)
-    assert torch.equal(first, second)  # eval-mode views: the same score on every call
+    metric.seed_views(3)
+    first = metric(video)
+    metric.seed_views(3)
+    assert torch.equal(first, metric(video))  # eval mode (batch norms use their statistics); seeded loss views
+    assert not torch.equal(first, metric(video))  # a fresh draw of the loss views on the next call
     first.backward()
     assert video.grad is not None and video.grad.abs().sum() > 0
     plain = dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="cpu")
