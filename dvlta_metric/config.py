@@ -34,6 +34,8 @@ BRANCH_NAMES: tuple[str, ...] = ("bvfe", "tcm", "vbtc")
 _ANY_INT = frozenset({"seed"})
 """Integer fields that may be zero or negative; every other integer (also inside tuples) must be >= 1."""
 _UNIT_INTERVAL = frozenset({"clip_adapter_ratio", "text_adapter_ratio"})
+_NON_NEGATIVE = frozenset({"reference_fps"})
+"""Float fields that may be zero (off)."""
 """Float fields that must lie in ``[0, 1]``; every other float except ``mean`` must be > 0."""
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
@@ -79,6 +81,7 @@ LIMITS: dict[str, int | float] = {
     "ModelConfig.text_adapter_hidden": 4096,
     "ModelConfig.bvfe_head_hidden": 4096,
     "ModelConfig.logit_scale": LOGIT_SCALE_MAX,
+    "ModelConfig.reference_fps": 1000.0,
 }
 """Upper bound of each size a configuration may ask for (``"Class.field"``; for a tuple, of each entry). The
 defaults are the paper's sizes; the bounds leave room for larger models while refusing a ``config.json`` that
@@ -156,7 +159,9 @@ def _check_value(
             raise ValueError(f"{where} must be a finite number, got {value!r}")
         if name in _UNIT_INTERVAL and not 0.0 <= value <= 1.0:
             raise ValueError(f"{where} must be between 0 and 1, got {value}")
-        if name not in _UNIT_INTERVAL and name != "mean" and not value > 0:
+        if name in _NON_NEGATIVE and not value >= 0:
+            raise ValueError(f"{where} must be zero (off) or positive, got {value}")
+        if name not in _UNIT_INTERVAL | _NON_NEGATIVE and name != "mean" and not value > 0:
             raise ValueError(f"{where} must be positive, got {value}")
         _check_limit(where, value, limit)
     elif isinstance(default, str):
@@ -458,6 +463,12 @@ class ModelConfig:
         text_adapter_ratio: *(ours)* Weight of the MLP output in ``T' = a*MLP(T) + (1-a)*T``.
         bvfe_head_hidden: *(ours)* Width of the Conv3d-GELU-Conv3d head on the Swin features.
         fusion: ``"cosine"`` uses raw cosines as weights (eq. 10, the paper); ``"softmax"`` normalises them.
+        reference_fps: *(ours)* ``0`` (default): the views count frames, so a 60 fps encode is sampled over half
+            the time span of its 30 fps source. A frame rate ``r > 0``: the views pick frames by time, as if the
+            video had ``r`` frames per second (a video at ``f`` fps is read as ``round(N * r / f)`` frames, frame
+            ``i`` of which is its frame ``round(i * f / r)``), so encodes of one source at different frame rates
+            see the same moments. Needs the video's frame rate: a file's or a decoded video's own, or ``fps=`` for
+            a tensor; without one the views count frames.
         logit_scale: ``s`` in eq. 12 (CLIP's ``logit_scale.exp()`` = 100); at most :data:`LOGIT_SCALE_MAX`.
         clip_vision: Vision tower of the Video-Based Temporal CLIP.
         clip_text: Text tower used to compute the prompt embeddings (never run at inference).
@@ -480,6 +491,7 @@ class ModelConfig:
     bvfe_head_hidden: int = 512
     fusion: Literal["cosine", "softmax"] = "cosine"
     logit_scale: float = 100.0
+    reference_fps: float = 0.0
     clip_vision: CLIPVisionConfig = field(default_factory=CLIPVisionConfig)
     clip_text: CLIPTextConfig = field(default_factory=CLIPTextConfig)
     swin: SwinConfig = field(default_factory=SwinConfig)

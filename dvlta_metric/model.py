@@ -407,6 +407,7 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
         train: bool = False,
         loss: bool = False,
         generator: torch.Generator | None = None,
+        fps: float | None = None,
     ) -> dict[str, torch.Tensor]:
         """Which frames each of the model's views reads (:func:`~dvlta_metric.views.temporal.view_indices`).
 
@@ -415,10 +416,19 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
             train: Draw the random training clip (from ``generator``) instead of the inference clips.
             loss: Draw the frames of a loss view (every choice random, from ``generator``).
             generator: Generator of the training or loss draw.
+            fps: The video's frame rate. With ``config.reference_fps`` set, the views pick frames by time:
+                they are computed for ``round(num_frames * reference_fps / fps)`` frames and frame ``i`` of
+                those is frame ``round(i * fps / reference_fps)`` of the video. Ignored otherwise.
 
         Returns:
             ``{"fragments": (K, L), "frames": (T,), "consecutive": (T,)}`` for the views the model uses.
         """
+        ref = self.config.reference_fps
+        if ref > 0 and fps is not None and fps > 0 and fps != ref:
+            virtual = max(1, round(num_frames * ref / fps))
+            picked = self.view_indices(virtual, train=train, loss=loss, generator=generator)
+            step = fps / ref
+            return {k: (v.double() * step + 0.5).floor().long().clamp_(max=num_frames - 1) for k, v in picked.items()}
         cfg = self.config
         views = self.views
         return view_indices(
@@ -431,16 +441,17 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
             generator=generator,
         )
 
-    def needed_frames(self, num_frames: int) -> list[int]:
+    def needed_frames(self, num_frames: int, fps: float | None = None) -> list[int]:
         """Sorted unique frame indices an inference call reads; a reader can skip every other frame.
 
         Args:
             num_frames: Frames in the video.
+            fps: The video's frame rate (used with ``config.reference_fps``, see :meth:`view_indices`).
 
         Returns:
             The indices to decode.
         """
-        return frames_to_decode(self.view_indices(num_frames))
+        return frames_to_decode(self.view_indices(num_frames, fps=fps))
 
     def make_views(
         self,
@@ -449,6 +460,7 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
         train: bool | None = None,
         loss: bool | None = None,
         generator: torch.Generator | None = None,
+        fps: float | None = None,
     ) -> dict[str, torch.Tensor]:
         """Cut the views of one decoded video.
 
@@ -484,6 +496,8 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
             loss: Cut loss views (default: whether the model was created with ``as_loss=True`` and ``train`` is
                 false).
             generator: Generator of the training or loss draws.
+            fps: The video's frame rate, for ``config.reference_fps`` (:meth:`view_indices`); a decoded video's
+                own rate when not given.
 
         Returns:
             ``{"fragments": (K, 3, L, S, S), "frames": (T, 3, S, S), "consecutive": (T, 3, S, S)}`` for the
@@ -504,7 +518,8 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
             indices = decoded.training_indices
         else:
             num_frames = source.shape[0] if decoded is None else decoded.num_frames
-            indices = self.view_indices(num_frames, train=train, loss=loss, generator=generator)
+            rate = fps if fps is not None or decoded is None else decoded.fps
+            indices = self.view_indices(num_frames, train=train, loss=loss, generator=generator, fps=rate)
         views: dict[str, torch.Tensor] = {}
         for name, idx in indices.items():
             rows = idx.flatten() if decoded is None else self._rows(decoded, idx.flatten(), drawn)
@@ -645,15 +660,20 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
             FileNotFoundError: If the file does not exist.
             ValueError: If it cannot be decoded or has no video stream.
         """
+        fps = None
+        if self.config.reference_fps > 0:  # sampling by time needs the rate before the frames are picked
+            fps = read_video(path, select=lambda n: []).fps
         if not (self.training or self.as_loss):
-            return read_video(path, select=self.needed_frames)
+            return read_video(path, select=lambda n: self.needed_frames(n, fps=fps))
         drawn: list[dict[str, torch.Tensor]] = []
         train = self.training
 
         def training_frames(num_frames: int) -> list[int]:
             # the reader calls this again with a smaller count if the file turns out truncated: the last
             # draw is the one used
-            drawn.append(self.view_indices(num_frames, train=train, loss=not train, generator=self.view_generator))
+            drawn.append(
+                self.view_indices(num_frames, train=train, loss=not train, generator=self.view_generator, fps=fps)
+            )
             return frames_to_decode(drawn[-1])
 
         video = read_video(path, select=training_frames)
@@ -703,12 +723,14 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
         _check_finite(scores, weights)
         return scores, weights, features
 
-    def _run(self, x: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
+    def _run(self, x: Any, fps: float | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
+        if fps is not None and not (isinstance(fps, (int, float)) and not isinstance(fps, bool) and fps > 0):
+            raise ValueError(f"fps must be a positive number of frames per second, got {fps!r}")
         videos, single = load_videos(x, self.read)
         with torch.set_grad_enabled(self.as_loss or self.training):
-            return (*self.score_views([self.make_views(v) for v in videos]), single)
+            return (*self.score_views([self.make_views(v, fps=fps) for v in videos]), single)
 
-    def forward(self, x: Any) -> torch.Tensor:
+    def forward(self, x: Any, fps: float | None = None) -> torch.Tensor:
         """Score videos.
 
         Args:
@@ -716,6 +738,8 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
                 ``[0, 255]`` or float in ``[0, 1]``, RGB); or a video file path (``str`` or
                 :class:`os.PathLike`) or a :class:`~dvlta_metric.decoded.DecodedVideo`, or a list of paths and
                 decoded videos.
+            fps: Frame rate of tensor input, used when ``config.reference_fps`` is set (files and decoded
+                videos bring their own); ignored otherwise.
 
         Returns:
             0-d score for one video or path, ``(B,)`` / ``(N,)`` otherwise; in ``(0, 1)``, higher is better.
@@ -724,24 +748,25 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
             TypeError, ValueError: For input of the wrong type, shape, range or size.
             FileNotFoundError: For a path that does not exist.
         """
-        scores, _, _, single = self._run(x)
+        scores, _, _, single = self._run(x, fps)
         return scores[0] if single else scores
 
-    def explain(self, x: Any) -> Explanation:
+    def explain(self, x: Any, fps: float | None = None) -> Explanation:
         """Score videos and show which stream drove each score.
 
         Args:
             x: As for :meth:`forward`.
+            fps: As for :meth:`forward`.
 
         Returns:
             An :class:`Explanation` with the scores, the fusion weights and the branch features.
         """
-        scores, weights, features, single = self._run(x)
+        scores, weights, features, single = self._run(x, fps)
         if single:
             return Explanation(scores[0], weights[0], features[0], self.branch_names)
         return Explanation(scores, weights, features, self.branch_names)
 
-    def timeline_frames(self, num_frames: int, window: int) -> list[int]:
+    def timeline_frames(self, num_frames: int, window: int, fps: float | None = None) -> list[int]:
         """Sorted unique frame indices that :meth:`timeline` reads with windows of ``window`` frames.
 
         Each window needs the frames of :meth:`needed_frames` for its own length, offset by its start.
@@ -749,13 +774,14 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
         Args:
             num_frames: Frames in the video.
             window: Window length in frames.
+            fps: The video's frame rate (used with ``config.reference_fps``, see :meth:`view_indices`).
 
         Returns:
             The indices to decode.
         """
         needed: set[int] = set()
         for start, end in window_bounds(num_frames, window):
-            needed.update(start + i for i in self.needed_frames(end - start))
+            needed.update(start + i for i in self.needed_frames(end - start, fps=fps))
         return sorted(needed)
 
     def timeline(
@@ -828,10 +854,11 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
         window = window_length(window_s=window_s, window_frames=window_frames, fps=rate)
         bounds = window_bounds(num_frames, window)
         if isinstance(video, DecodedVideo):
-            _check_holds(video, self.timeline_frames(num_frames, window))
+            _check_holds(video, self.timeline_frames(num_frames, window, rate))
         scores = []
         for i in range(0, len(bounds), batch_size):
-            views = [self.make_views(_stretch(video, start, end)) for start, end in bounds[i : i + batch_size]]
+            batch = bounds[i : i + batch_size]
+            views = [self.make_views(_stretch(video, start, end), fps=rate) for start, end in batch]
             scores.append(self.score_views(views)[0])
         return Timeline(
             scores=torch.cat(scores),
@@ -847,12 +874,10 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
         self, path: PathLike, *, window_s: float | None, window_frames: int | None, fps: float | None
     ) -> DecodedVideo:
         """Decode the frames the windows of :meth:`timeline` need (the frame rate is read first when needed)."""
-        if window_s is not None and window_frames is None and fps is None:
+        if fps is None and ((window_s is not None and window_frames is None) or self.config.reference_fps > 0):
             fps = read_video(path, select=lambda n: []).fps  # the stream's packets only, and one frame
-            window = window_length(window_s=window_s, window_frames=None, fps=fps)
-        else:
-            window = window_length(window_s=window_s, window_frames=window_frames, fps=fps)
-        return read_video(path, select=lambda n: self.timeline_frames(n, window))
+        window = window_length(window_s=window_s, window_frames=window_frames, fps=fps)
+        return read_video(path, select=lambda n: self.timeline_frames(n, window, fps))
 
     def score_files(
         self,

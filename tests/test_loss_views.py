@@ -151,3 +151,38 @@ def test_mirror_overrun_has_no_jump() -> None:
     assert (mirror[0].diff().abs() <= 2).all() and mirror.max() < 10
     with pytest.raises(ValueError, match="overrun"):
         FragmentViewConfig(overrun="loop")  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------ frame rates
+def test_reference_fps_samples_encodes_at_two_frame_rates_at_the_same_moments(tmp_path) -> None:
+    """A 60 fps version of a 30 fps clip (every frame twice) scores exactly as the clip with reference_fps=30;
+    counting frames (the default) does not."""
+    torch.manual_seed(0)
+    timed = dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="cpu", reference_fps=30.0)
+    counting = dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="cpu")
+    counting.load_state_dict(timed.state_dict())
+    clip30 = torch.rand(40, 3, 64, 80, generator=torch.Generator().manual_seed(6))
+    clip60 = clip30.repeat_interleave(2, dim=0)
+    assert torch.equal(timed(clip60, fps=60), timed(clip30, fps=30))
+    assert torch.equal(timed(clip30, fps=30), counting(clip30))  # at the reference rate nothing changes
+    assert not torch.equal(counting(clip60), counting(clip30))
+    assert torch.equal(timed(clip60), counting(clip60))  # a tensor without fps: frames are counted
+    assert timed.view_indices(80, fps=60)["consecutive"].tolist() == [36, 38, 40, 42]
+    with pytest.raises(ValueError, match="fps must be a positive"):
+        timed(clip30, fps=0)
+    with pytest.raises(ValueError, match="reference_fps"):
+        dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="cpu", reference_fps=-1.0)
+
+
+def test_reference_fps_reads_files_by_their_frame_rate(tmp_path) -> None:
+    from video_files import write_clip
+
+    torch.manual_seed(0)
+    model = dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="cpu", reference_fps=12.5)
+    path = write_clip(tmp_path / "c.mp4", frames=50, width=96, height=64)
+    decoded = model.read(path)
+    assert decoded.fps and decoded.fps != 12.5
+    assert decoded.indices.tolist() == model.needed_frames(50, fps=decoded.fps)
+    assert torch.equal(model(path), model(decoded))
+    timeline = model.timeline(path, window_frames=25)
+    assert len(timeline.scores) == 2
