@@ -60,7 +60,8 @@ def read_file_list(source: str, stdin: BinaryIO | None = None) -> list[str]:
         stdin: Binary standard input (default ``sys.stdin.buffer``).
 
     Returns:
-        The paths in order, blank lines skipped, each line as written without its line end.
+        The paths in order, blank lines skipped, each line as written without its line end (a line ``-`` is a
+        file named ``-``, read as ``./-``: standard input is only ever the command line's ``-``).
 
     Raises:
         InputError: The list cannot be read.
@@ -77,7 +78,8 @@ def read_file_list(source: str, stdin: BinaryIO | None = None) -> list[str]:
     for line in data.split(b"\n"):
         line = line.removesuffix(b"\r")
         if line.strip():
-            paths.append(os.fsdecode(line))
+            path = os.fsdecode(line)
+            paths.append(os.path.join(os.curdir, path) if path == STDIN else path)
     return paths
 
 

@@ -220,8 +220,10 @@ def _json(doc: dict[str, object]) -> bytes:
 def _write(path: Path, data: bytes) -> None:
     """Write ``path`` whole: to a temporary file beside it, then renamed over it."""
     tmp = _tmp(path)
+    if tmp.is_symlink() or tmp.exists():  # a leftover of a killed run, or something else: never written through
+        tmp.unlink()
     try:
-        with open(tmp, "wb") as fh:  # created with the user's umask, like any file they write
+        with open(tmp, "xb") as fh:  # created with the user's umask, like any file they write
             fh.write(data)
         os.replace(tmp, path)
     except BaseException:

@@ -302,6 +302,10 @@ def score_files(
         color_range: Range of untagged streams (``"tv"`` or ``"pc"``; default tv).
         keep_bit_depth: Keep the bits of sources above 8 bits (default ``True``); ``False`` reads 8-bit RGB.
 
+    A model whose reads and views draw from its own generator (training mode, or ``as_loss=True``) decodes in
+    the calling thread whatever ``num_workers`` says, so that its draws come in input order and a seeded run
+    repeats.
+
     Returns:
         An iterator of :class:`FileResult`, one per path, in input order; each is yielded as soon as its
         group is scored.
@@ -325,6 +329,8 @@ def score_files(
     if keep_bit_depth is not None and not isinstance(keep_bit_depth, bool):
         raise TypeError(f"keep_bit_depth must be True, False or None, got {type(keep_bit_depth).__name__}")
     options = (color_matrix, color_range, keep_bit_depth)
+    if getattr(model, "training", False) or getattr(model, "as_loss", False):
+        num_workers = 0  # the draws of one generator, in input order, from one thread
     return _results(model, _names(paths), batch_size, num_workers, progress, explain, prefetch, limits, options)
 
 

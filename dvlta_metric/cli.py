@@ -56,6 +56,7 @@ from .video_io import (
     TransientError,
     find_videos,
     read_limits,
+    read_options,
 )
 
 EXIT_WRITE_ERROR = 74
@@ -292,7 +293,7 @@ def _score_files(
         _note(f"dvlta-metric: {len(files) - len(unique)} paths name a file already listed: each file is scored once")
     files, keys = list(unique.values()), list(unique)
     todo = [f for f, key in zip(files, keys) if key not in previous.keys or str(f) == STDIN]  # stdin: every run
-    timelines = _timeline_writer(args, todo)
+    timelines = _timeline_writer(args, files)  # log names from every file: the same names on a resumed run
     failed = sum(1 for key in keys if key in previous.failed)
     known = known_weights_label(
         args.model, random_weights=args.random_weights, precision=args.precision, seed=args.seed
@@ -499,7 +500,10 @@ def _write_timeline(
 ) -> int:
     """Score the windows of one scored file and write its log; returns 1 when that failed (noted), else 0."""
     try:
-        with read_limits(args.max_megapixels, args.decode_timeout):
+        with (
+            read_limits(args.max_megapixels, args.decode_timeout),
+            read_options(args.color_matrix, args.color_range, not args.eight_bit),
+        ):
             timeline = model.timeline(result.path, window_s=args.timeline, batch_size=args.batch_size)
     except (ValueError, TypeError, OSError) as err:
         why = _without_path(f"{type(err).__name__}: {err}", result.path)

@@ -23,9 +23,12 @@ class DecodedVideo:
         metadata: What the reader learned about the file: codec, pixel format, rotation applied, colour
             transfer and whether it is HDR, whether the file looked truncated, and the like (see
             :func:`~dvlta_metric.video_io.read_video`).
-        training_indices: The view indices (``{"fragments": (1, L), "frames": (T,), "consecutive": (T,)}``)
-            drawn when a model in training mode read the file (:meth:`DVLTAVQA.read`), which only decodes those
-            frames; its training views use them. ``None`` otherwise.
+        training_indices: The view indices (``{"fragments": (K, L), "frames": (T,), "consecutive": (T,)}``)
+            drawn when a model in training mode or a loss model (``as_loss=True``) read the file
+            (:meth:`DVLTAVQA.read`), which only decodes those frames; its training or loss views use them.
+            ``None`` otherwise.
+        drawn_for: ``"train"`` or ``"loss"``: which views ``training_indices`` were drawn for (``None`` when
+            there are none).
     """
 
     frames: torch.Tensor
@@ -35,6 +38,7 @@ class DecodedVideo:
     fps: float | None = None
     metadata: dict[str, object] = field(default_factory=dict)
     training_indices: dict[str, torch.Tensor] | None = None
+    drawn_for: str | None = None
 
     def __post_init__(self) -> None:
         self.indices = torch.as_tensor(self.indices, dtype=torch.long).flatten()

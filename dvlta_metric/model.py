@@ -515,6 +515,12 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
         decoded = video if isinstance(video, DecodedVideo) else None
         source = video.frames if decoded is not None else video
         if drawn and decoded is not None and decoded.training_indices is not None:
+            wanted = "train" if train else "loss"
+            if decoded.drawn_for is not None and decoded.drawn_for != wanted:
+                raise ValueError(
+                    f"{decoded.path or 'the video'} was read for {decoded.drawn_for} views and is cut for {wanted} "
+                    "views: read it again with the model in the mode that uses it (model.read(path))"
+                )
             indices = decoded.training_indices
         else:
             num_frames = source.shape[0] if decoded is None else decoded.num_frames
@@ -678,6 +684,7 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
 
         video = read_video(path, select=training_frames)
         video.training_indices = drawn[-1]
+        video.drawn_for = "train" if train else "loss"
         return video
 
     def _check_dtype(self) -> None:
@@ -858,7 +865,7 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
         scores = []
         for i in range(0, len(bounds), batch_size):
             batch = bounds[i : i + batch_size]
-            views = [self.make_views(_stretch(video, start, end), fps=rate) for start, end in batch]
+            views = [self.make_views(_stretch(video, start, end), loss=False, fps=rate) for start, end in batch]
             scores.append(self.score_views(views)[0])
         return Timeline(
             scores=torch.cat(scores),

@@ -186,3 +186,45 @@ def test_reference_fps_reads_files_by_their_frame_rate(tmp_path) -> None:
     assert torch.equal(model(path), model(decoded))
     timeline = model.timeline(path, window_frames=25)
     assert len(timeline.scores) == 2
+
+
+# ------------------------------------------------------------------------------------ review fixes
+def test_equal_clips_from_different_pixels_each_get_their_gradient() -> None:
+    """The dedup of equal clips stays out of the way of input gradients: equal values from two tensors."""
+    model = dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="cpu", as_loss=True)
+    clips = torch.randn(1, 2, 3, 8, 224, 224)
+    a, b = clips.clone().requires_grad_(True), clips.clone().requires_grad_(True)
+    model.branches["bvfe"].encode(torch.cat([a, b])).sum().backward()
+    assert a.grad is not None and b.grad is not None
+    assert torch.allclose(a.grad, b.grad) and a.grad.abs().sum() > 0
+
+
+def test_timeline_of_a_loss_model_uses_the_fixed_views() -> None:
+    model = dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="cpu", as_loss=True)
+    video = torch.rand(32, 3, 64, 80, generator=torch.Generator().manual_seed(7))
+    model.seed_views(0)
+    first = model.timeline(video, window_frames=16).scores
+    assert torch.equal(first, model.timeline(video, window_frames=16).scores)
+    after = model(video)
+    model.seed_views(0)
+    assert torch.equal(after, model(video))  # the timeline drew nothing from the model's generator
+
+
+def test_a_video_read_for_training_views_is_refused_for_loss_views(tmp_path) -> None:
+    from video_files import write_clip
+
+    path = write_clip(tmp_path / "t.mp4", frames=40, width=96, height=64)
+    trainer = dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="cpu").train()
+    decoded = trainer.read(path)
+    assert decoded.drawn_for == "train"
+    loss_model = dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="cpu", as_loss=True)
+    with pytest.raises(ValueError, match="read for train views and is cut for loss views"):
+        loss_model.make_views(decoded)
+
+
+def test_a_dash_line_in_a_file_list_is_a_file_named_dash(tmp_path) -> None:
+    from dvlta_metric._cli_inputs import read_file_list
+
+    listing = tmp_path / "list.txt"
+    listing.write_text("-\na.mp4\n")
+    assert read_file_list(str(listing)) == ["./-", "a.mp4"]

@@ -102,7 +102,9 @@ class BasicVisualFeatureExtraction(Branch):
 
         Clips that are equal element for element (the clips of a video shorter than their span, which read
         the same frames with the same patch offsets; or the same video twice in a batch) go through the
-        backbone once and their features are repeated *(ours)*: the same numbers, less time.
+        backbone once and their features are repeated *(ours)*: the same numbers, less time. Not when the
+        clips carry input gradients (a loss): equal values may come from different pixels, each of which must
+        get its own gradient.
 
         Args:
             view: ``(B, K, 3, L, S, S)`` normalised fragment clips, ``K`` per video.
@@ -111,7 +113,7 @@ class BasicVisualFeatureExtraction(Branch):
             ``(B, K, 768, L/2, S/32, S/32)``.
         """
         flat = view.flatten(0, 1)
-        repeats = repeated_clips(flat)
+        repeats = None if (flat.requires_grad and torch.is_grad_enabled()) else repeated_clips(flat)
         if repeats is None:
             feats = self.encoder(flat)
         else:
