@@ -22,6 +22,7 @@ choice and the ``MALLOC_*`` environment variables.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -122,13 +123,11 @@ def measure(args: argparse.Namespace, frames: int, label: str, height: int, widt
 
 def _rss_kib(pid: int) -> int:
     """Current resident set size of a process (KiB), 0 if it is gone."""
-    try:
+    with contextlib.suppress(OSError):  # the process may have ended between the poll and the read
         with open(f"/proc/{pid}/status", encoding="ascii") as fh:
             for line in fh:
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1])
-    except OSError:
-        pass
     return 0
 
 

@@ -10,6 +10,7 @@ from those frames alone.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 
 import torch
@@ -124,14 +125,7 @@ def loss_clip_indices(num_frames: int, cfg: FragmentViewConfig, generator: torch
     if num_frames < 1:
         raise ValueError(f"a video needs at least one frame, got num_frames={num_frames}")
     k = cfg.num_clips
-    bounds = [(i * num_frames) // k for i in range(k + 1)]
-    starts = torch.tensor(
-        [
-            bounds[i] + int(torch.randint(max(1, bounds[i + 1] - bounds[i]), (1,), generator=generator))
-            for i in range(k)
-        ],
-        dtype=torch.long,
-    )
+    starts = _random_frame_of_each_part(num_frames, k, generator)
     steps = torch.arange(cfg.clip_len, dtype=torch.long) * cfg.frame_interval
     return fold_indices(starts[:, None] + steps[None, :], num_frames, cfg.overrun)
 
@@ -151,11 +145,17 @@ def loss_segment_indices(num_frames: int, cfg: FrameViewConfig, generator: torch
     if num_frames < 1:
         raise ValueError(f"a video needs at least one frame, got num_frames={num_frames}")
     t = cfg.num_frames
-    bounds = [(i * num_frames) // t for i in range(t + 1)]
-    picks = [
-        bounds[i] + int(torch.randint(max(1, bounds[i + 1] - bounds[i]), (1,), generator=generator)) for i in range(t)
-    ]
-    return torch.tensor([min(p, num_frames - 1) for p in picks], dtype=torch.long)
+    return _random_frame_of_each_part(num_frames, t, generator).clamp_(max=num_frames - 1)
+
+
+def _random_frame_of_each_part(num_frames: int, parts: int, generator: torch.Generator) -> torch.Tensor:
+    """``(parts,)``: a uniformly drawn frame of each of ``parts`` equal parts (whole frames) of the video; the
+    first frame of its part when a part holds no frame (a video shorter than ``parts``)."""
+    bounds = [(i * num_frames) // parts for i in range(parts + 1)]
+    return torch.tensor(
+        [lo + int(torch.randint(max(1, hi - lo), (1,), generator=generator)) for lo, hi in itertools.pairwise(bounds)],
+        dtype=torch.long,
+    )
 
 
 def segment_centre_indices(num_frames: int, cfg: FrameViewConfig) -> torch.Tensor:
