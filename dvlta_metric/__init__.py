@@ -8,7 +8,7 @@ The public names are exported here; modules whose names start with ``_`` are plu
 >>> score = model(video)  # (T, 3, H, W) in [0, 1] -> 0-d score in (0, 1), higher is better
 """
 
-from ._allocator import tune_allocator
+from ._allocator import release_free_memory, tune_allocator
 from ._checkpoint import PretrainedMixin
 from ._factory import create
 from ._registry import (
@@ -69,5 +69,6 @@ __all__ = [
     "read_limits",
     "read_options",
     "score_files",
+    "release_free_memory",
     "tune_allocator",
 ]

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._allocator import release_free_memory
 from ._checkpoint import PretrainedMixin
 from ._inputs import check_video, load_videos
 from .batch import FileResult, score_files
@@ -32,6 +33,8 @@ from .fusion import PromptQualityHead, TextAdapter, TextGuidedFusion
 from .timeline import Timeline, window_bounds, window_length
 from .video_io import read_video
 from .views import FRAME_VIEW_NAMES, VIEW_ORDER, fragment_view, frame_view, frames_to_decode, view_indices
+from .views.cuts import Cut, RowCut, cut
+from .views.fragments import finish_fragments, fragment_patch_cut, reads_native_pixels
 from .views.frames import random_crop_offset
 
 PathLike = str | os.PathLike
@@ -162,6 +165,23 @@ class Explanation:
         return [{"score": s, **{f"weight_{b}": w for b, w in zip(self.branches, ws)}} for s, ws in zip(scores, weights)]
 
 
+def _release_before_backward(grad: torch.Tensor) -> None:
+    """Tensor hook: :func:`release_free_memory` as the gradient enters a branch (the tensor is left alone)."""
+    release_free_memory()
+
+
+def _unique_clips(idx: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The rows of the distinct clips of ``idx`` ``(K, L)`` (first occurrences, in order) and the index that
+    repeats their views back into ``K`` clips (``None`` when all ``K`` differ)."""
+    keys = [tuple(clip) for clip in idx.tolist()]
+    first: dict[tuple[int, ...], int] = {}
+    inverse = [first.setdefault(key, len(first)) for key in keys]
+    if len(first) == len(keys):
+        return rows, None
+    unique = [keys.index(key) for key in first]
+    return rows.reshape(len(keys), -1)[unique].flatten(), torch.tensor(inverse)
+
+
 class DVLTAVQA(nn.Module, PretrainedMixin):
     """DVLTA-VQA: Decoupled Vision-Language Modeling with Text-Guided Adaptation (Yu et al., 2025).
 
@@ -209,6 +229,7 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
         super().__init__()
         self.config = config
         self.as_loss = as_loss
+        self.grad_checkpointing = False
         self.branches = nn.ModuleDict({name: build_branch(name, config) for name in config.branches})
         self.register_buffer("prompt_embeddings", torch.randn(len(PROMPT_ROLES), config.embed_dim))
         self.text_adapter = (
@@ -348,7 +369,11 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
         """Recompute the frozen encoders' activations in the backward pass instead of storing them.
 
         Cuts the memory of ``as_loss=True`` backward passes on long or large videos (the frozen Swin3D and
-        CLIP encoders hold most activations) at the cost of one extra forward.
+        CLIP encoders hold most activations) at the cost of one extra forward. The Swin3D recomputes one block
+        of one clip at a time (:class:`~dvlta_metric.branches.swin3d.BasicLayer`). On CPU the model also hands
+        the memory each branch freed back to the system after its forward pass and before its backward pass
+        (:func:`~dvlta_metric.release_free_memory`), so that glibc's heap does not keep one branch's peak
+        while the next one runs *(ours)*.
 
         Args:
             enable: Turn checkpointing on or off.
@@ -359,6 +384,7 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
         for branch in self.branches.values():
             if branch.encoder is not None:
                 branch.encoder.set_grad_checkpointing(enable)
+        self.grad_checkpointing = enable
         return self
 
     def branch_autocast(self, branch: str, precision: str | None = None) -> contextlib.AbstractContextManager[Any]:
@@ -526,35 +552,64 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
             num_frames = source.shape[0] if decoded is None else decoded.num_frames
             rate = fps if fps is not None or decoded is None else decoded.fps
             indices = self.view_indices(num_frames, train=train, loss=loss, generator=generator, fps=rate)
+        # With gradients, every view cut from the video's own pixels goes through one autograd node, so the
+        # backward pass adds their gradients into one video-sized tensor (views.cuts); without, each view is
+        # finished as soon as it is cut. The draws happen in view order either way.
+        together = torch.is_grad_enabled() and source.requires_grad
         views: dict[str, torch.Tensor] = {}
+        pending: list[tuple[str, Cut, Any]] = []
         for name, idx in indices.items():
             rows = idx.flatten() if decoded is None else self._rows(decoded, idx.flatten(), drawn)
+            if name == "fragments" and not reads_native_pixels(source, cfg.fragment_view):
+                views[name] = self._fragment_view(source, idx, rows, generator)  # upsampled first: not a plain cut
+                continue
             if name == "fragments":
-                views[name] = self._fragment_view(source, idx, rows, generator)
+                piece, finish = self._fragment_cut(source, idx, rows, generator)
             else:
-                frames = source[rows.to(source.device)].to(self.device)
                 h, w = source.shape[-2:]
                 crop_at = random_crop_offset(h, w, cfg.frame_view, generator) if loss else None
-                views[name] = frame_view(frames, cfg.frame_view, dtype=self.dtype, crop_at=crop_at)
-        return views
+                piece, finish = RowCut(rows.to(source.device)), self._frame_view_finisher(crop_at)
+            if together:
+                pending.append((name, piece, finish))
+            else:
+                views[name] = finish(cut(source, [piece])[0])
+        for (name, _, finish), out in zip(pending, cut(source, [p for _, p, _ in pending]), strict=True):
+            views[name] = finish(out)
+        return {name: views[name] for name in indices}
+
+    def _frame_view_finisher(self, crop_at: tuple[int, int] | None) -> Any:
+        """Turns cut frames ``(T, 3, H, W)`` into the frame view on the model's device (:func:`frame_view`)."""
+        cfg = self.config.frame_view
+
+        def finish(frames: torch.Tensor) -> torch.Tensor:
+            return frame_view(frames.to(self.device), cfg, dtype=self.dtype, crop_at=crop_at)
+
+        return finish
+
+    def _fragment_cut(
+        self, source: torch.Tensor, idx: torch.Tensor, rows: torch.Tensor, generator: torch.Generator
+    ) -> tuple[Cut, Any]:
+        """:meth:`_fragment_view` of native-resolution frames as a cut and the function that finishes it."""
+        rows, inverse = _unique_clips(idx, rows)
+        cfg = self.config.fragment_view
+        piece = fragment_patch_cut(source, cfg, generator, rows)
+
+        def finish(frag: torch.Tensor) -> torch.Tensor:
+            view = finish_fragments(frag, cfg, self.dtype, self.device)
+            return view if inverse is None else view[inverse.to(view.device)]
+
+        return piece, finish
 
     def _fragment_view(
         self, source: torch.Tensor, idx: torch.Tensor, rows: torch.Tensor, generator: torch.Generator
     ) -> torch.Tensor:
         """The fragment view of clips ``idx`` ``(K, L)`` read from ``rows`` of ``source``; clips that read the same
         frames are cut once (one draw of patch offsets) and repeated."""
-        keys = [tuple(clip) for clip in idx.tolist()]
-        first: dict[tuple[int, ...], int] = {}
-        inverse = [first.setdefault(key, len(first)) for key in keys]
-        if len(first) < len(keys):
-            unique = [keys.index(key) for key in first]
-            rows = rows.reshape(len(keys), -1)[unique].flatten()
+        rows, inverse = _unique_clips(idx, rows)
         view = fragment_view(
             source, self.config.fragment_view, generator, self.dtype, frame_index=rows, device=self.device
         )
-        if len(first) < len(keys):
-            view = view[torch.tensor(inverse, device=view.device)]
-        return view
+        return view if inverse is None else view[inverse.to(view.device)]
 
     @staticmethod
     def _rows(decoded: DecodedVideo, wanted: torch.Tensor, train: bool) -> torch.Tensor:
@@ -592,11 +647,16 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
             ``{branch name: (B, ...)}`` encoded views.
         """
         encoded: dict[str, torch.Tensor] = {}
+        release = self.grad_checkpointing and self.device.type == "cpu" and torch.is_grad_enabled()
         for name, branch in self.branches.items():
             if names is not None and name not in names:
                 continue
             with self.branch_autocast(name, precision):
                 encoded[name] = branch.encode(views[branch.view])
+            if release and encoded[name].requires_grad:
+                # hand what the branch freed back to the system, now and as its backward pass begins
+                release_free_memory()
+                encoded[name].register_hook(_release_before_backward)
         return encoded
 
     def branch_features(self, encoded: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -55,6 +55,7 @@ from timm.layers import Mlp, trunc_normal_
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from .._allocator import release_free_memory
 from .flex_window import flex_attention_available, flex_window_attention
 
 __all__ = [
@@ -64,6 +65,7 @@ __all__ = [
     "PatchMerging",
     "SwinTransformer3D",
     "SwinTransformerBlock3D",
+    "TransientWindowTensors",
     "WindowAttention3D",
     "WindowTensors",
     "adaptive_window_size",
@@ -512,7 +514,20 @@ class WindowAttention3D(nn.Module):
         frag = frag_table[index].view(n, n, self.num_heads).permute(2, 0, 1).contiguous()
         return torch.lerp(frag, rel, gate)  # = rel * gate + frag * (1 - gate), in one pass
 
-    def attention_bias(self, window: Size3, gate: Tensor | None, mask: Tensor | None, dtype: torch.dtype) -> Tensor:
+    def bias_tables(self) -> list[nn.Parameter]:
+        """The relative position table, then the fragment table where GRPB is on."""
+        tables = [self.relative_position_bias_table]
+        if self.fragment_position_bias_table is not None:
+            tables.append(self.fragment_position_bias_table)
+        return tables
+
+    def tables_key(self) -> tuple[tuple[torch.device, int, int], ...]:
+        """Device, storage address and version counter of each bias table: changes when their values may have."""
+        return tuple((t.device, t.data_ptr(), t._version) for t in self.bias_tables())
+
+    def attention_bias(
+        self, window: Size3, gate: Tensor | None, mask: Tensor | None, dtype: torch.dtype, keep: bool = True
+    ) -> Tensor:
         """Position bias plus shift mask, as one additive attention mask in ``dtype``.
 
         When the bias tables are frozen (``requires_grad=False``, as in DVLTA-VQA) the result depends only on
@@ -527,15 +542,15 @@ class WindowAttention3D(nn.Module):
             gate: Fragment gate ``(nW, 1, N, N)`` or ``None``.
             mask: Additive shift mask ``(nW, 1, N, N)`` or ``None``.
             dtype: Dtype of the attention computation.
+            keep: Whether frozen tables may reuse and keep the block's last bias; ``False`` neither reads nor
+                writes it (checkpointed passes hold one block's bias at a time instead, see
+                :class:`TransientWindowTensors`).
 
         Returns:
             ``(1 or nW, nH, N, N)``.
         """
-        tables = [self.relative_position_bias_table]
-        if self.fragment_position_bias_table is not None:
-            tables.append(self.fragment_position_bias_table)
-        frozen = not any(t.requires_grad for t in tables)
-        key = (window, dtype, tuple((t.device, t.data_ptr(), t._version) for t in tables))
+        frozen = keep and not any(t.requires_grad for t in self.bias_tables())
+        key = (window, dtype, self.tables_key())
         # the gate and mask are identified by object, through weak references: an address could be reused by
         # another input size's gate of the same shape once the shape caches let the first one go
         if frozen and self._bias_cache is not None:
@@ -619,6 +634,7 @@ class SwinTransformerBlock3D(nn.Module):
         device: torch.device,
         dtype: torch.dtype,
         kernel: str = "sdpa",
+        keep: bool = True,
     ) -> WindowTensors:
         """Gather/scatter indices and attention bias for a feature size (cached; see the module notes).
 
@@ -631,6 +647,8 @@ class SwinTransformerBlock3D(nn.Module):
             kernel: Attention kernel, one of :data:`ATTENTION_KERNELS`. Bias tables that take gradients
                 (``requires_grad`` while grad is enabled) always get ``"sdpa"``, through which their gradients
                 flow.
+            keep: Whether the attention keeps its bias for the next call
+                (:meth:`WindowAttention3D.attention_bias`).
 
         Returns:
             The block's :class:`WindowTensors`.
@@ -643,7 +661,7 @@ class SwinTransformerBlock3D(nn.Module):
         key = (padded, window, shift, device, self.attn.relative_position_bias_table.dtype)
         gate = _cached_fragment_gate(*key) if self.attn.has_frag_bias else None
         mask = _cached_shift_mask(*key) if any(s > 0 for s in shift) else None
-        return WindowTensors(gather, scatter, self.attn.attention_bias(window, gate, mask, dtype), kernel)
+        return WindowTensors(gather, scatter, self.attn.attention_bias(window, gate, mask, dtype, keep), kernel)
 
     def forward(self, x: Tensor, window: Size3, shift: Size3, tensors: WindowTensors | None = None) -> Tensor:
         """Applies the block.
@@ -672,6 +690,68 @@ class SwinTransformerBlock3D(nn.Module):
         y = y.reshape(b, -1, c).index_select(1, tensors.scatter).view(b, d, h, w, c)
         x = x + y
         return x + self.mlp(self.norm2(x))
+
+
+def _release_after_stage(grad: Tensor) -> None:
+    """Tensor hook on a checkpointed stage's input: once the stage's backward pass is done, hand the memory its
+    recomputations freed back to the system (:func:`~dvlta_metric.release_free_memory`), so that glibc's heap
+    does not carry each stage's peak into the next *(ours)*."""
+    release_free_memory()
+
+
+class TransientWindowTensors:
+    """Holds the :class:`WindowTensors` of one block at a time, for checkpointed passes *(ours)*.
+
+    With gradient checkpointing each block runs twice, in the forward pass and again in the backward pass,
+    in block order and then in reverse. Keeping every block's bias (as frozen blocks do when scoring, one
+    ``(nW, nH, N, N)`` tensor each: 1.1 GB for FAST-VQA-B at 32x224x224) would hold all of them through the
+    backward pass; building it inside each checkpointed call and keeping only the latest one builds each bias
+    once per pass (the clips of a batch reuse it) and holds one at a time. A :class:`SwinTransformer3D`
+    shares one of these among its stages.
+    """
+
+    def __init__(self) -> None:
+        self._key: tuple[object, ...] | None = None
+        self._tensors: WindowTensors | None = None
+
+    def get(
+        self,
+        block: SwinTransformerBlock3D,
+        feature_size: Size3,
+        window: Size3,
+        shift: Size3,
+        device: torch.device,
+        dtype: torch.dtype,
+        kernel: str,
+    ) -> WindowTensors:
+        """The block's tensors: the held ones if they were built for the same block, shapes and table values.
+
+        Args:
+            block: The block about to run.
+            feature_size: Unpadded ``(D, H, W)`` of the block's input.
+            window: Effective window.
+            shift: Effective cyclic shift.
+            device: Device of the input.
+            dtype: Attention dtype (:func:`attention_dtype`).
+            kernel: Attention kernel.
+
+        Returns:
+            The block's :class:`WindowTensors`, built without the block keeping its own copy (and not held
+            here either when the bias tables take gradients).
+        """
+        if torch.is_grad_enabled() and any(t.requires_grad for t in block.attn.bias_tables()):
+            # trainable tables: each checkpointed call builds its own bias, in its own graph
+            return block.window_tensors(feature_size, window, shift, device, dtype, kernel, keep=False)
+        key = (id(block), feature_size, window, shift, device, dtype, kernel, block.attn.tables_key())
+        if self._tensors is None or self._key != key:
+            self._key, self._tensors = None, None  # let the previous bias go before the next one is built
+            self._tensors = block.window_tensors(feature_size, window, shift, device, dtype, kernel, keep=False)
+            self._key = key
+        return self._tensors
+
+    def clear(self) -> None:
+        """Lets the held tensors go."""
+        self._key, self._tensors = None, None
 
 
 class PatchMerging(nn.Module):
@@ -731,6 +811,7 @@ class BasicLayer(nn.Module):
         self.window_size = _size3(window_size)
         self.shift_size = _size3([w // 2 for w in self.window_size])
         self.grad_checkpointing = False
+        self.transient = TransientWindowTensors()  # shared with the other stages by SwinTransformer3D
         self.blocks = nn.ModuleList(
             [
                 SwinTransformerBlock3D(dim, num_heads, self.window_size, mlp_ratio, qkv_bias, frag_bias)
@@ -781,13 +862,27 @@ class BasicLayer(nn.Module):
             for block, (w, s) in zip(self.blocks, windows, strict=True)
         ]
 
-    def forward(self, x: Tensor, window: Size3 | None = None, tensors: list[WindowTensors] | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        window: Size3 | None = None,
+        tensors: list[WindowTensors] | None = None,
+        kernel: str = "sdpa",
+    ) -> Tensor:
         """Applies the stage.
+
+        With :attr:`grad_checkpointing` on while grad is enabled, each block runs under
+        :func:`torch.utils.checkpoint.checkpoint` one batch item (clip) at a time, so the backward pass
+        recomputes one block of one clip at a time *(ours; the official code checkpoints whole blocks)*: the
+        features are those of the whole batch up to float rounding. Without ``tensors`` the blocks then build
+        their window tensors inside the checkpointed call and hold one block's at a time
+        (:class:`TransientWindowTensors`).
 
         Args:
             x: Tokens ``(B, D, H, W, C)``.
             window: As for :meth:`block_windows`.
             tensors: This stage's :meth:`window_tensors` for ``x``; looked up here if ``None``.
+            kernel: Attention kernel of tensors looked up here, one of :data:`ATTENTION_KERNELS`.
 
         Returns:
             Tokens ``(B, D, H', W', C')``: halved spatially with ``C' = 2C`` if downsampling, else as is.
@@ -796,18 +891,45 @@ class BasicLayer(nn.Module):
             ValueError: If ``tensors`` were made for another feature size or number of blocks.
         """
         feature_size = _size3(x.shape[1:4])
-        if tensors is None:
-            tensors = self.window_tensors(feature_size, window, x.device, x.dtype)
-        elif len(tensors) != len(self.blocks) or tensors[0].scatter.numel() != math.prod(feature_size):
+        windows = self.block_windows(feature_size, window)
+        checkpointed = self.grad_checkpointing and torch.is_grad_enabled()
+        if tensors is None and not checkpointed:
+            tensors = self.window_tensors(feature_size, window, x.device, x.dtype, kernel)
+        elif tensors is not None and (
+            len(tensors) != len(self.blocks) or tensors[0].scatter.numel() != math.prod(feature_size)
+        ):
             raise ValueError(f"window tensors do not match this stage's {len(self.blocks)} blocks at {feature_size}")
-        for block, (w, s), t in zip(self.blocks, self.block_windows(feature_size, window), tensors):
-            if self.grad_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(block, x, w, s, t, use_reentrant=False)
+        if checkpointed and x.requires_grad and x.device.type == "cpu":
+            x.register_hook(_release_after_stage)  # after this stage's backward pass (see _release_after_stage)
+        for i, (block, (w, s)) in enumerate(zip(self.blocks, windows, strict=True)):
+            t = None if tensors is None else tensors[i]
+            if checkpointed:
+                clips = [
+                    checkpoint(self._checkpointed_block, block, clip, w, s, t, kernel, use_reentrant=False)
+                    for clip in x.split(1)
+                ]
+                x = clips[0] if len(clips) == 1 else torch.cat(clips)
             else:
                 x = block(x, w, s, t)
         if self.downsample is not None:
             x = self.downsample(x)
         return x
+
+    def _checkpointed_block(
+        self,
+        block: SwinTransformerBlock3D,
+        x: Tensor,
+        window: Size3,
+        shift: Size3,
+        tensors: WindowTensors | None,
+        kernel: str,
+    ) -> Tensor:
+        """One block under checkpointing, its window tensors from :attr:`transient` unless given."""
+        if tensors is None:
+            b, d, h, w, _ = x.shape
+            dtype = attention_dtype(x.device, x.dtype)
+            tensors = self.transient.get(block, (d, h, w), window, shift, x.device, dtype, kernel)
+        return block(x, window, shift, tensors)
 
 
 class SwinTransformer3D(nn.Module):
@@ -876,6 +998,9 @@ class SwinTransformer3D(nn.Module):
         )
         self.norm = nn.LayerNorm(self.num_features)
         self.attention_kernel = "sdpa"
+        transient = TransientWindowTensors()  # one block's tensors at a time across all stages
+        for layer in self.layers:
+            layer.transient = transient
         self.apply(self._init_weights)
 
     def set_attention_kernel(self, kernel: str) -> SwinTransformer3D:
@@ -924,6 +1049,8 @@ class SwinTransformer3D(nn.Module):
         for module in self.modules():
             if isinstance(module, WindowAttention3D):
                 module._bias_cache = None
+            elif isinstance(module, BasicLayer):
+                module.transient.clear()
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recomputes each block in the backward pass instead of storing its activations.
@@ -1015,8 +1142,15 @@ class SwinTransformer3D(nn.Module):
             and torch.is_grad_enabled()
             and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
         )
-        tensors = self.window_tensors(x.shape[2:], x.device, x.dtype, requires_grad)
+        if torch.is_grad_enabled() and any(isinstance(la, BasicLayer) and la.grad_checkpointing for la in self.layers):
+            # checkpointed: each block builds its tensors when it runs and none keeps them (BasicLayer.forward)
+            self.clear_bias_cache()
+            kernel = "sdpa" if requires_grad and x.device.type == "cpu" else self.attention_kernel
+            tensors: list[list[WindowTensors] | None] = [None] * len(self.layers)
+        else:
+            kernel = self.attention_kernel
+            tensors = list(self.window_tensors(x.shape[2:], x.device, x.dtype, requires_grad))
         x = self.patch_embed(x)
         for layer, stage_tensors in zip(self.layers, tensors, strict=True):
-            x = layer(x, window, stage_tensors)
+            x = layer(x, window, stage_tensors, kernel)
         return self.norm(x).permute(0, 4, 1, 2, 3).contiguous()

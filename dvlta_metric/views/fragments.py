@@ -15,15 +15,13 @@ import torch
 import torch.nn.functional as F
 
 from ..config import FragmentViewConfig
+from .cuts import PatchCut, cut
 from .normalize import normalize, to_unit_float
 
 UPSAMPLE_CHUNK_PIXELS = 1 << 24
 """Most upsampled pixels (frames x height x width, about 200 MB of float32 RGB) :func:`fragment_view` makes
 at once; beyond it the frames are upsampled a few at a time. Common aspect ratios stay within it (128 frames
 of 16:9 at 398x224 are 11.4 M pixels), so their views are computed in one call, as before."""
-
-Corners = list[list[list[list[int]]]]
-"""Patch corners ``(R, G, G, 2)`` (top, left) as nested Python ints."""
 
 
 def upsampled_size(height: int, width: int, min_side: int) -> tuple[int, int]:
@@ -137,66 +135,13 @@ def extract_fragments(
     n = frame_index.numel()
     if runs * aligned != n:
         raise ValueError(f"{n} frames do not split into {runs} runs of {aligned}")
-    runs_index = frame_index.to(frames.device).reshape(runs, aligned)
-    corners = torch.stack([top, left], dim=-1).tolist()  # (R, G, G, 2) as Python ints
-    if torch.is_grad_enabled() and frames.requires_grad:
-        return _CutPatches.apply(frames, corners, runs_index, fsize)
-    return _cut_patches(frames, corners, runs_index, fsize)
+    return cut(frames, [patch_cut(top, left, fsize, frame_index.to(frames.device).reshape(runs, aligned))])[0]
 
 
-def _cut_patches(frames: torch.Tensor, corners: Corners, runs_index: torch.Tensor, fsize: int) -> torch.Tensor:
-    """:func:`extract_fragments` once its arguments are checked: ``(N, C, H, W)`` -> ``(R * A, C, G*fs, G*fs)``."""
-    c = frames.shape[1]
-    runs, aligned = runs_index.shape
-    g = len(corners[0])
-    # One strided window per (run, cell), gathered over the run's frames: R * G * G small copies that read
-    # only patch pixels (much faster than one advanced-indexing gather over all of them).
-    cells = [
-        frames[:, :, t : t + fsize, l_ : l_ + fsize].index_select(0, runs_index[r])
-        for r in range(runs)
-        for row in corners[r]
-        for t, l_ in row
-    ]
-    out = torch.stack(cells).view(runs, g, g, aligned, c, fsize, fsize)
-    return out.permute(0, 3, 4, 1, 5, 2, 6).reshape(runs * aligned, c, g * fsize, g * fsize)
-
-
-class _CutPatches(torch.autograd.Function):
-    """:func:`_cut_patches` with a backward pass that writes every patch's gradient into one frames-sized tensor.
-
-    Autograd's own backward of the ``R * G * G`` slices would allocate a zero tensor the size of all the
-    frames for each patch (196 for four clips): as much memory as the frames, and most of the backward time.
-    """
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx,
-        frames: torch.Tensor,
-        corners: Corners,
-        runs_index: torch.Tensor,
-        fsize: int,
-    ) -> torch.Tensor:
-        ctx.frames_shape = frames.shape  # type: ignore[attr-defined]
-        ctx.corners, ctx.fsize = corners, fsize  # type: ignore[attr-defined]
-        ctx.save_for_backward(runs_index)
-        return _cut_patches(frames, corners, runs_index, fsize)
-
-    @staticmethod
-    def backward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
-    ) -> tuple[torch.Tensor, None, None, None]:
-        (runs_index,) = ctx.saved_tensors  # type: ignore[attr-defined]
-        corners, fs = ctx.corners, ctx.fsize  # type: ignore[attr-defined]
-        runs, aligned = runs_index.shape
-        g = len(corners[0])
-        c = grad.shape[1]
-        cells = grad.reshape(runs, aligned, c, g, fs, g, fs).permute(0, 3, 5, 1, 2, 4, 6)  # (R, G, G, A, C, fs, fs)
-        out = grad.new_zeros(ctx.frames_shape)  # type: ignore[attr-defined]
-        for r in range(runs):
-            for i, row in enumerate(corners[r]):
-                for j, (t, l_) in enumerate(row):
-                    out[:, :, t : t + fs, l_ : l_ + fs].index_add_(0, runs_index[r], cells[r, i, j])
-        return out, None, None, None
+def patch_cut(top: torch.Tensor, left: torch.Tensor, fsize: int, runs_index: torch.Tensor) -> PatchCut:
+    """The :class:`~dvlta_metric.views.cuts.PatchCut` of patches at ``top``/``left`` ``(R, G, G)`` over the runs'
+    rows ``runs_index`` ``(R, A)``."""
+    return PatchCut(torch.stack([top, left], dim=-1).tolist(), runs_index, fsize)
 
 
 def fragment_view(
@@ -226,10 +171,7 @@ def fragment_view(
     Returns:
         ``(K, 3, L, S, S)`` normalised fragment clips, ``S = cfg.fragments * cfg.fsize`` (224).
     """
-    n = frames.shape[0] if frame_index is None else frame_index.numel()
-    clip_len = cfg.clip_len
-    if n % clip_len:
-        raise ValueError(f"{n} frames are not a whole number of {clip_len}-frame clips")
+    n = _view_frames(frames, cfg, frame_index)
     aligned = cfg.aligned  # divides clip_len (checked by FragmentViewConfig)
     h, w = upsampled_size(frames.shape[-2], frames.shape[-1], cfg.size)
     top, left = sample_fragment_offsets(h, w, n // aligned, cfg, generator)
@@ -242,10 +184,62 @@ def fragment_view(
         frag = extract_fragments(frames, top, left, cfg.fsize, aligned)
     else:
         frag = _upsample_and_extract(frames, top, left, cfg, aligned, frame_index, dtype)
+    return finish_fragments(frag, cfg, dtype, device)
+
+
+def _view_frames(frames: torch.Tensor, cfg: FragmentViewConfig, frame_index: torch.Tensor | None) -> int:
+    """Frames of a fragment view of ``frames`` (``frame_index`` rows if given), checked to be whole clips."""
+    n = frames.shape[0] if frame_index is None else frame_index.numel()
+    if n % cfg.clip_len:
+        raise ValueError(f"{n} frames are not a whole number of {cfg.clip_len}-frame clips")
+    return n
+
+
+def reads_native_pixels(frames: torch.Tensor, cfg: FragmentViewConfig) -> bool:
+    """Whether the fragment view cuts ``frames`` ``(N, 3, H, W)`` as they are (short side at least ``cfg.size``)
+    rather than upsampling them first."""
+    return upsampled_size(frames.shape[-2], frames.shape[-1], cfg.size) == tuple(frames.shape[-2:])
+
+
+def fragment_patch_cut(
+    frames: torch.Tensor,
+    cfg: FragmentViewConfig,
+    generator: torch.Generator | None,
+    frame_index: torch.Tensor,
+) -> PatchCut:
+    """The patches of :func:`fragment_view` as a cut, for frames it reads at native resolution.
+
+    Draws the patch offsets from ``generator`` exactly as :func:`fragment_view` does, so
+    ``finish_fragments(cut(frames, [fragment_patch_cut(...)])[0], ...)`` is :func:`fragment_view`'s result; a
+    caller cuts other views of the same video in the same :func:`~dvlta_metric.views.cuts.cut` (one gradient
+    buffer).
+
+    Args:
+        frames: ``(N, 3, H, W)`` video with :func:`reads_native_pixels`.
+        cfg: Fragment view settings.
+        generator: Generator for the patch offsets.
+        frame_index: ``(K * L,)`` rows of ``frames`` that form the clips.
+
+    Returns:
+        The cut, ``(K * L, 3, S, S)`` once applied.
+
+    Raises:
+        ValueError: If the frames would need upsampling or the rows are not whole clips.
+    """
+    if not reads_native_pixels(frames, cfg):
+        raise ValueError(f"frames of {tuple(frames.shape[-2:])} are upsampled before their fragments are cut")
+    n = _view_frames(frames, cfg, frame_index)
+    top, left = sample_fragment_offsets(frames.shape[-2], frames.shape[-1], n // cfg.aligned, cfg, generator)
+    return patch_cut(top, left, cfg.fsize, frame_index.to(frames.device).reshape(-1, cfg.aligned))
+
+
+def finish_fragments(
+    frag: torch.Tensor, cfg: FragmentViewConfig, dtype: torch.dtype, device: torch.device | None = None
+) -> torch.Tensor:
+    """Cut fragment frames ``(K * L, 3, S, S)`` -> normalised clips ``(K, 3, L, S, S)`` of ``dtype`` on ``device``."""
     frag = to_unit_float(frag.to(device or frag.device), dtype)
     frag = normalize(frag, cfg.mean, cfg.std)
-    k = n // clip_len
-    return frag.reshape(k, clip_len, 3, cfg.size, cfg.size).transpose(1, 2)
+    return frag.reshape(-1, cfg.clip_len, 3, cfg.size, cfg.size).transpose(1, 2)
 
 
 def _upsample_and_extract(
