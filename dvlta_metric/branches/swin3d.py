@@ -714,6 +714,7 @@ class TransientWindowTensors:
         self._key: tuple[object, ...] | None = None
         self._tensors: WindowTensors | None = None
 
+    @torch.compiler.disable  # a lookup with Python state, as SwinTransformer3D.window_tensors
     def get(
         self,
         block: SwinTransformerBlock3D,
