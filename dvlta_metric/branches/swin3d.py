@@ -34,7 +34,9 @@ only on shapes (relative position indices, fragment gates, shift masks) is compu
 shape, window, shift and device.
 These tensors (:class:`WindowTensors`) are looked up for all stages at once, outside any
 :func:`torch.compile` graph, and enter the blocks as inputs, so a compiled backbone neither recomputes them
-nor bakes them in as constants.
+nor bakes them in as constants. With gradient checkpointing (a loss's backward pass) memory comes first
+instead: each block is recomputed one clip at a time, builds its bias when it runs, and only the latest
+block's bias is held (:class:`TransientWindowTensors`).
 
 Under autocast the residual stream stays in the weights' dtype (float32) in every stage:
 :class:`PatchEmbed3D` and :class:`PatchMerging` cast their outputs back, and each block adds its
