@@ -40,10 +40,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._factory import _locate, create, parse_model_name, weights_label
+from ._factory import _locate, _unavailable, create, parse_model_name, weights_label
 from ._parquet_results import FLUSH_SECONDS, ROWS_PER_PART, ParquetResults, import_pyarrow, utf8_text
+from ._registry import LOADABLE_KINDS, model_info
 from ._results import BASE_COLUMNS, RefusedOutputError, finite_or_error, resume_key
-from .batch import FileResult, _count, _Decoded, _describe, _read, _score
+from .batch import FileResult, _count, _Decoded, _read, _score
 from .color import check_color_matrix, check_color_range
 from .config import ModelConfig
 from .model import DVLTAVQA
@@ -315,7 +316,8 @@ def score_files_ray(
             ray.data.DataContext.get_current().enable_progress_bars = progress
             if dataset is None:
                 dataset = ray.data.from_items(
-                    [{"path": os.fsencode(p)} for p in todo], override_num_blocks=max(1, min(len(todo), 1000))
+                    [{"path": os.fsencode(p), "file": os.fsencode(os.path.abspath(p))} for p in todo],
+                    override_num_blocks=max(1, min(len(todo), 1000)),
                 )
                 seen = None
             else:
@@ -370,10 +372,17 @@ def model_config(model: str, create_kwargs: Mapping[str, Any]) -> ModelConfig:
 
     Returns:
         The configuration.
+
+    Raises:
+        WeightsUnavailableError: A registry entry whose weights are not published, with ``pretrained`` true.
     """
     arguments = {"pretrained", "cache_dir", "revision", "precision", "seed"}
     overrides = {k: v for k, v in create_kwargs.items() if k not in arguments}
     parsed = parse_model_name(model)
+    if parsed.kind == "registry" and create_kwargs.get("pretrained", True):
+        info = model_info(parsed.target)
+        if info.weights.kind not in LOADABLE_KINDS:  # refused here, not in every actor
+            raise _unavailable(model, info)
     revision = create_kwargs.get("revision") if parsed.kind == "hf-hub" else None
     config, _, _ = _locate(model, parsed, pretrained=False, revision=revision, cache_dir=create_kwargs.get("cache_dir"))
     return config.replace(**overrides) if overrides else config
@@ -552,7 +561,9 @@ def decode_batch(
     """A decode task: read the files of ``batch["path"]`` and cut their views; never raises for a bad file.
 
     Args:
-        batch: ``{"path": array of str or bytes}``.
+        batch: ``{"path": array of str or bytes}``, the files as named in the results, and optionally ``"file"``, the
+            same files as this task opens them (absolute paths: a Ray worker's working directory is not the
+            driver's).
         config: The model's configuration.
         limits: ``(max_megapixels, decode_timeout)``.
         options: ``(color_matrix, color_range, keep_bit_depth)``.
@@ -566,16 +577,18 @@ def decode_batch(
     shapes = view_shapes(cutter)
     skip = _seen(seen)
     rows: list[tuple[bytes, bytes, _Decoded]] = []
-    for item in batch["path"]:
-        raw = item if isinstance(item, bytes) else os.fsencode(str(item))
-        path = os.fsdecode(raw)
+    files = batch.get("file", batch["path"])
+    for item, opened in zip(batch["path"], files):
+        raw = _bytes(item)
+        path = os.fsdecode(_bytes(opened))
         real = resume_key(path)
         if utf8_text(real) in skip:
             continue
-        try:
-            job = _read(cutter, path, limits, options)
-        except BaseException as err:  # a KeyboardInterrupt in a worker: this file's row, not the job
-            job = _Decoded(path, None, _describe(err), 0.0)
+        job = _read(cutter, path, limits, options)  # never raises for a bad file
+        given = os.fsdecode(raw)
+        if given != path:  # messages name the file as the results do
+            job.error = job.error and job.error.replace(path, given)
+            job.warning = job.warning and job.warning.replace(path, given)
         rows.append((raw, os.fsencode(real), job))
     out: dict[str, np.ndarray] = {
         "path": np.array([r[0] for r in rows], dtype=object),
@@ -591,6 +604,10 @@ def decode_batch(
                 stacked[i] = job.views[name].numpy()
         out[f"{_VIEW_PREFIX}{name}"] = stacked
     return out
+
+
+def _bytes(item: object) -> bytes:
+    return item if isinstance(item, bytes) else os.fsencode(str(item))
 
 
 def _seen(ref: Any) -> frozenset[str]:
