@@ -77,7 +77,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "ray_runs": [],
         }
         start = time.perf_counter()
-        ray.init(num_cpus=cpus, num_gpus=gpus, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        if args.address:  # a running cluster (the smoke test's)
+            ray.init(address=args.address, logging_level="ERROR", log_to_driver=False)
+        else:
+            ray.init(num_cpus=cpus, num_gpus=gpus, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
         init_seconds = time.perf_counter() - start
         report["ray_init_seconds"] = init_seconds
         try:
@@ -133,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         "--decoders", type=lambda t: [int(v) for v in t.split(",")], default=None, help="Ray decode tasks, e.g. 4,8"
     )
     parser.add_argument("--scorer-threads", type=int, default=None, help="threads of a CPU scorer (default: plan)")
+    parser.add_argument("--address", default=None, help="join this Ray cluster instead of starting one")
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args(argv)
     report = run(args)

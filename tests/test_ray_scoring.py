@@ -7,6 +7,7 @@ be imported is a failure, not a skip. The resource plan is a pure function and i
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import os
 import shutil
@@ -230,3 +231,25 @@ def test_stdin_cannot_be_scored_on_ray(clips: Clips, tmp_path: Path, capsys: pyt
     argv = ["score", str(video), "-", "--ray", "--output", str(tmp_path / "s.parquet"), *TINY_ARGS]
     assert main(argv) == 2
     assert "standard input (-) and raw .yuv files are scored without --ray" in capsys.readouterr().err
+
+
+def test_the_benchmark_script_writes_its_report_and_the_docs_render_it(ray_address: str, tmp_path: Path) -> None:
+    out = tmp_path / "ray_scaling.json"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    args = ["--model", "dvlta-vqa-tiny", "--files", "3", "--resolution", "160x96", "--seconds", "1"]
+    proc = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "benchmarks" / "ray_scaling.py"), *args, "--address", ray_address,
+         "--output", str(out)],
+        env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    (run,) = report["ray_runs"]
+    assert report["score_files"]["files_per_s"] > 0 and run["files_per_s"] > 0 and run["max_score_diff"] < 1e-6
+    sys.path.insert(0, str(REPO_ROOT / "docs"))
+    try:
+        import gen_benchmarks
+    finally:
+        sys.path.pop(0)
+    page = "\n".join(gen_benchmarks._ray_scaling_section("cpu_ray_scaling", report))
+    assert "| `score_files` |" in page and "| Ray |" in page
