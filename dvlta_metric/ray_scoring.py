@@ -304,6 +304,8 @@ def score_files_ray(
         started = not ray.is_initialized()
         if started:
             ray.init(address=address, logging_level="WARNING", log_to_driver=progress)
+        context = ray.data.DataContext.get_current()
+        bars = context.enable_progress_bars
         try:
             plan = plan_resources(
                 ray.cluster_resources(),
@@ -313,7 +315,7 @@ def score_files_ray(
                 batch_size=batch_size,
             )
             summary.plan = plan
-            ray.data.DataContext.get_current().enable_progress_bars = progress
+            context.enable_progress_bars = progress
             if dataset is None:
                 dataset = ray.data.from_items(
                     [{"path": os.fsencode(p), "file": os.fsencode(os.path.abspath(p))} for p in todo],
@@ -343,9 +345,9 @@ def score_files_ray(
             results.start(columns, previous.header)
             _write(scored, results, previous, summary, on_result)
         finally:
+            context.enable_progress_bars = bars
             if started:
                 ray.shutdown()
-        summary.parts = results.parts_written
     summary.parts = results.parts_written
     summary.seconds = time.perf_counter() - start
     return summary
