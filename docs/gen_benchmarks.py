@@ -660,22 +660,29 @@ def _ray_scaling_section(name: str, r: dict[str, Any]) -> list[str]:
     ]
     if isinstance(r.get("command"), str):
         out += _command_block(r["command"], False)
-    rows = [
-        [
-            "`score_files`",
-            f"{_num(reference.get('workers'))} threads",
-            "-",
-            _num(reference.get("seconds")),
-            _num(reference.get("files_per_s")),
-            "-",
-            "-",
-        ]
-    ]
+    runs = r.get("score_files_runs") or [reference]
+    rows = []
+    for run in runs:
+        if not isinstance(run, dict):
+            continue
+        rows.append(
+            [
+                f"{_num(run.get('repeat', 0))}",
+                "`score_files`",
+                f"{_num(run.get('workers'))} threads",
+                "-",
+                _num(run.get("seconds")),
+                _num(run.get("files_per_s")),
+                "-",
+                "-",
+            ]
+        )
     for run in r["ray_runs"]:
         if not isinstance(run, dict):
             continue
         rows.append(
             [
+                f"{_num(run.get('repeat', 0))}",
                 "Ray",
                 f"{_num(run.get('decoders'))} decode tasks",
                 f"{_num(run.get('scorers'))} x {_num(run.get('scorer_threads'))} threads",
@@ -686,7 +693,7 @@ def _ray_scaling_section(name: str, r: dict[str, Any]) -> list[str]:
             ]
         )
     return out + _table(
-        ["path", "decoding", "scoring", "seconds", "files/s", "overhead", "largest score difference"], rows
+        ["round", "path", "decoding", "scoring", "seconds", "files/s", "overhead", "largest score difference"], rows
     )
 
 
