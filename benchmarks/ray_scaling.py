@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import shutil
 import statistics
 import sys
@@ -73,7 +74,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "seconds_per_video": args.seconds,
             "batch_size": args.batch_size,
             "repeats": args.repeats,
-            "command": "python benchmarks/ray_scaling.py " + " ".join(sys.argv[1:]),
+            "command": "python benchmarks/ray_scaling.py " + shlex.join(sys.argv[1:]),
             "ray_init_seconds": init_seconds,
             "score_files_runs": [],
             "ray_runs": [],
