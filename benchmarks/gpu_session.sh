@@ -5,11 +5,16 @@
 #   part b: CUDA tests, precision check (sdpa and flex), fp16 uncompiled with sdpa (stages, batch sizes
 #           1/32/64 with per-branch times, profile, score_files);
 #   part c (optional, unmeasured length): compiled with mode max-autotune-no-cudagraphs and the flex kernel.
+#   part d (unmeasured length, about 4 min expected): benchmarks/ray_scaling.py with 1 GPU, fp16, batch 16:
+#           score_files (15 decoding threads) against the Ray path with 4, 8 and 15 decode tasks; the target is
+#           Ray within 10 % of score_files' files/s, and the row that reaches it gives the decode tasks per GPU.
+#           Needs ray[data] and pyarrow installed on the machine: the ray wheel (79 MB for 2.60, cp311) is larger than
+#           the 64 MiB a device command carries, so part d is skipped, saying so, where Ray is missing.
 # benchmarks/attention_variants.py (the attention kernels alone) is not part of it: its H200 results are in
 # benchmarks/results. On an H200 (2026-11-26) the uncompiled fp16 run with score_files and the two compiled
 # runs took 265 s together and a start about 30 s; these parts regroup those steps, so their lengths are
 # estimates (each should fit its step limits, 490 s and 330 s).
-# Usage (on a lent GPU machine, from the repo root): bash benchmarks/gpu_session.sh OUTDIR [MODEL] [a|b|c|all]
+# Usage (on a lent GPU machine, from the repo root): bash benchmarks/gpu_session.sh OUTDIR [MODEL] [a|b|c|d|all]
 # Wheels for packages the machine lacks (open_clip_torch, ftfy, wcwidth, av) may be carried in .whl/.
 # Writes log.txt and one JSON per measurement to OUTDIR (at most 5 files per part), named <card>_...
 # (h200_, h100_, ...). Each step has its own time limit; a step cut short leaves the others' results.
@@ -17,7 +22,7 @@
 # matmul_rate and copy_bandwidth) with benchmarks/roofline.py --peak-tflops ... --bandwidth-tbs ... .
 set -uo pipefail
 out=${1:-/tmp/dvlta_gpu}; model=${2:-dvlta-vqa}; part=${3:-all}; mkdir -p "$out"
-case "$part" in a|b|c|all) ;; *) echo "part must be a, b, c or all, got '$part'" >&2; exit 2 ;; esac
+case "$part" in a|b|c|d|all) ;; *) echo "part must be a, b, c, d or all, got '$part'" >&2; exit 2 ;; esac
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   export PYTHONPATH=/tmp/site:$PWD
@@ -50,4 +55,10 @@ if [ "$part" = c ] || [ "$part" = all ]; then
   # optional: inductor's GEMM autotuning (long compile) with the faster attention kernel
   bench 480 --precision fp16 --compile --compile-mode max-autotune-no-cudagraphs --attention-kernel flex \
     --throughput-only --batch-sizes 32 --branch-times --output "$out/${card}_cuda_fp16_compiled_autotune_flex.json"
+fi
+if { [ "$part" = d ] || [ "$part" = all ]; } && ! python3 -c "import ray.data, pyarrow" 2>/dev/null; then
+  echo "== part d skipped: ray[data] and pyarrow are not installed here" | tee -a "$log"
+elif [ "$part" = d ] || [ "$part" = all ]; then
+  step 300 python3 benchmarks/ray_scaling.py --model "$model" --device cuda --precision fp16 --files 64 \
+    --batch-size 16 --workers 15 --decoders 4,8,15 --output "$out/${card}_ray_scaling.json"
 fi

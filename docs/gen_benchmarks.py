@@ -43,7 +43,8 @@ Speed and memory of the model, measured with `benchmarks/bench.py` (stages of on
 throughput, `score_files`, the `as_loss` backward pass), `benchmarks/precision_check.py` (how far bf16 /
 fp16 move the outputs from float32), `benchmarks/decode_scaling.py` (decoding alone, by worker count) and
 `benchmarks/attention_variants.py` (the Swin3D window attention alone, in several implementations) and
-`benchmarks/backward_memory.py` (peak memory of an `as_loss` forward and backward pass).
+`benchmarks/backward_memory.py` (peak memory of an `as_loss` forward and backward pass) and
+`benchmarks/ray_scaling.py` (files per second of `score_files` and of the Ray path on one machine).
 Each section below is one result file in `benchmarks/results/`, named after the machine and settings it was
 measured with.
 
@@ -636,6 +637,81 @@ def _backward_memory_section(name: str, r: dict[str, Any]) -> list[str]:
     return out + _table(["frames", "resolution", "checkpointing", "peak RSS", "forward, s", "backward, s"], rows)
 
 
+def _is_ray_scaling(r: Any) -> bool:
+    return isinstance(r, dict) and r.get("benchmark") == "ray_scaling" and isinstance(r.get("ray_runs"), list)
+
+
+def _ray_scaling_section(name: str, r: dict[str, Any]) -> list[str]:
+    out = [f"## {name}", ""] + _note(r)
+    reference = r.get("score_files") or {}
+    out += [
+        f"* Machine: {r.get('device_name', '?')} (`{r.get('device', '?')}`), {r.get('cpus', '?')} CPUs, "
+        f"{r.get('gpus', 0)} GPUs; torch {r.get('torch', '?')}, Ray {r.get('ray_version', '?')}",
+        f"* Model `{r.get('model', '?')}` (random weights), {r.get('precision', '?')}, "
+        f"batch {r.get('batch_size', '?')}; {r.get('files', '?')} copies of a {r.get('resolution', '?')} clip of "
+        f"{_num(r.get('seconds_per_video'))} s",
+        "",
+        "The same files through `score_files` (in one process, with its decoding threads) and through",
+        "`score_files_ray` on a local Ray instance with the machine's CPUs and GPUs (decode tasks, scoring actors,",
+        "Parquet output), in alternating rounds. Each time runs from nothing to the last result, the model's",
+        "creation included (the Ray path creates it in its actor); the cluster was already up, as on a real",
+        f'cluster (the start of Ray, `ray.init`, took {_num(r.get("ray_init_seconds"))} s more). "overhead" is the',
+        "Ray run's time over that of `score_files` in the same round, minus 1.",
+        "",
+    ]
+    if isinstance(r.get("command"), str):
+        out += _command_block(r["command"], False)
+    runs = r.get("score_files_runs") or [reference]
+    rows = []
+    for run in runs:
+        if not isinstance(run, dict):
+            continue
+        rows.append(
+            [
+                f"{_num(run.get('repeat', 0))}",
+                "`score_files`",
+                f"{_num(run.get('workers'))} threads",
+                "-",
+                _num(run.get("seconds")),
+                _num(run.get("first_result_seconds")),
+                _num(run.get("files_per_s")),
+                "-",
+                "-",
+            ]
+        )
+    for run in r["ray_runs"]:
+        if not isinstance(run, dict):
+            continue
+        rows.append(
+            [
+                f"{_num(run.get('repeat', 0))}",
+                "Ray",
+                f"{_num(run.get('decoders'))} decode tasks",
+                f"{_num(run.get('scorers'))} x {_num(run.get('scorer_threads'))} threads",
+                _num(run.get("seconds")),
+                _num(run.get("first_result_seconds")),
+                _num(run.get("files_per_s")),
+                f"{_num(100 * run.get('overhead_vs_score_files', math.nan), 3)} %",
+                _num(run.get("max_score_diff")),
+            ]
+        )
+    rows.sort(key=lambda row: row[0])  # by round: score_files, then its Ray runs
+    return out + _table(
+        [
+            "round",
+            "path",
+            "decoding",
+            "scoring",
+            "seconds",
+            "first result, s",
+            "files/s",
+            "overhead",
+            "largest score difference",
+        ],
+        rows,
+    )
+
+
 def _flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
     if isinstance(value, dict):
         items: list[tuple[str, Any]] = []
@@ -738,6 +814,8 @@ def render(directory: Path = RESULTS) -> str:
             lines += _roofline_section(name, r)
         elif _is_backward_memory(r):
             lines += _backward_memory_section(name, r)
+        elif _is_ray_scaling(r):
+            lines += _ray_scaling_section(name, r)
         else:
             lines += _generic_section(name, r)
     return "\n".join(lines).rstrip() + "\n"

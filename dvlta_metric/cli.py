@@ -28,6 +28,8 @@ from ._checkpoint import CONFIG_NAME, WEIGHTS_NAME, read_config
 from ._cli_inputs import STDIN, InputError, PreparedInputs, check_raw_options, prepared_inputs, read_file_list
 from ._factory import create, parse_model_name, weights_label
 from ._hub import sha256_of
+from ._parquet_results import PARQUET_SUFFIX, ParquetResults, utf8_text
+from ._ray_command import RayUsageError, add_ray_arguments, check_ray_arguments, run_ray
 from ._rd_command import RdUsageError, add_rd_parser, run_rd
 from ._registry import list_models, model_info
 from ._results import (
@@ -48,6 +50,7 @@ from .color import COLOR_MATRICES, COLOR_RANGES
 from .errors import WeightsUnavailableError
 from .model import DVLTAVQA
 from .raw_video import DEFAULT_RAW_FPS, RAW_PIXEL_FORMATS, parse_size
+from .sharding import parse_shard, shard_paths
 from .version import __version__
 from .video_io import (
     DEFAULT_DECODE_TIMEOUT_S,
@@ -106,7 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=_whole, default=0, metavar="N", help="seed of --random-weights (default: %(default)s)"
     )
     score.add_argument(
-        "--batch-size", type=_positive, default=1, metavar="N", help="videos per model call (default: 1)"
+        "--batch-size",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="videos per model call (default: 1; with --ray 16 on GPUs, 1 on CPUs)",
     )
     score.add_argument(
         "--workers",
@@ -133,19 +140,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     score.add_argument(
         "--format",
-        choices=["table", "json", "csv"],
+        choices=["table", "json", "csv", "parquet"],
         default=None,
         help="output format (default: table on stdout; with --output, csv unless FILE ends in "
-        ".json/.jsonl/.ndjson). json on stdout is one JSON array; in --output FILE it is JSON Lines, one "
-        "object per line",
+        ".json/.jsonl/.ndjson, or parquet if it ends in .parquet). json on stdout is one JSON array; in --output "
+        "FILE it is JSON Lines, one object per line; parquet is a directory of part files (needs pyarrow)",
     )
     score.add_argument(
         "--output",
         metavar="FILE",
         type=Path,
-        help="append each result to FILE (csv or JSON Lines) as soon as it is ready; files already in "
-        "FILE, scored or failed, are skipped, so a re-run resumes an interrupted one (delete a row to "
-        "score that file again)",
+        help="append each result to FILE (csv or JSON Lines) as soon as it is ready, or to the directory "
+        "FILE.parquet (Parquet part files, written whole every 1000 rows or 10 s); files already in FILE, scored or "
+        "failed, are skipped, so a re-run resumes an interrupted one (delete a row to score that file again)",
     )
     score.add_argument(
         "--precision",
@@ -168,6 +175,15 @@ def build_parser() -> argparse.ArgumentParser:
         "sdpa on GPUs and slower on CPUs",
     )
     _add_input_arguments(score)
+    score.add_argument(
+        "--shard",
+        type=_shard,
+        metavar="I/N",
+        help="score only shard I of N (counted from 0) of the files: a file's shard is a hash of its path as "
+        "listed, so N jobs given the same list (e.g. a SLURM array) score every file exactly once; give each "
+        "its own --output",
+    )
+    add_ray_arguments(score, _positive)
     score.add_argument("--explain", action="store_true", help="add the fusion weight of each branch")
     score.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     score.add_argument(
@@ -264,12 +280,39 @@ def _score(args: argparse.Namespace) -> int:
     files = _input_files(args)
     fmt = _output_format(args.format, args.output)
     if args.output is not None:
-        _check_output(args.output)
+        _check_output(args.output, fmt)
+    try:
+        check_ray_arguments(args, files, fmt)
+    except RayUsageError as err:
+        raise UsageError(str(err)) from None
+    if args.shard is not None:
+        index, count = args.shard
+        listed = len(files)
+        files = shard_paths(files, index, count)
+        _note(f"dvlta-metric: shard {index}/{count}: {len(files)} of {listed} files")
+        if not files:
+            return 0
+    if args.ray is not None:
+        try:
+            return run_ray(args, files, note=_note)
+        except RayUsageError as err:
+            raise UsageError(str(err)) from None
+        except KeyboardInterrupt:
+            _note(f"\ndvlta-metric: interrupted; the results written to {args.output} are kept: run again to resume")
+            return 130
+    args.batch_size = args.batch_size or 1
     raw = (*args.size, args.pix_fmt, args.fps) if args.size else None
     try:
         with prepared_inputs([str(f) for f in files], raw, args.decode_timeout) as inputs:
             if args.output is None:
                 return _score_files(args, files, fmt, None, Previous(), inputs)
+            if fmt == "parquet":
+                try:
+                    parquet = ParquetResults.open(args.output)
+                except ImportError as err:
+                    raise UsageError(str(err)) from None
+                with parquet as results:  # locked until the run ends
+                    return _score_files(args, files, fmt, results, results.read(), inputs)
             with ResultsFile.open(args.output, fmt) as results:  # locked until the run ends
                 return _score_files(args, files, fmt, results, results.read(), inputs)
     except InputError as err:
@@ -280,7 +323,7 @@ def _score_files(
     args: argparse.Namespace,
     files: list[str],
     fmt: str,
-    results: ResultsFile | None,
+    results: ResultsFile | ParquetResults | None,
     previous: Previous,
     inputs: PreparedInputs | None = None,
 ) -> int:
@@ -292,6 +335,8 @@ def _score_files(
     if len(unique) < len(files):
         _note(f"dvlta-metric: {len(files) - len(unique)} paths name a file already listed: each file is scored once")
     files, keys = list(unique.values()), list(unique)
+    if fmt == "parquet":  # Parquet stores text as UTF-8: names that are not are kept with \xNN escapes
+        keys = [utf8_text(key) for key in keys]
     todo = [f for f, key in zip(files, keys) if key not in previous.keys or str(f) == STDIN]  # stdin: every run
     timelines = _timeline_writer(args, files)  # log names from every file: the same names on a resumed run
     failed = sum(1 for key in keys if key in previous.failed)
@@ -578,6 +623,13 @@ def known_weights_label(model: str, *, random_weights: bool, precision: str, see
     return f"local-dir:{folder} (sha256 {digest}), {precision}"
 
 
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        return parse_shard(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def _positive(text: str) -> int:
     value = _whole(text)
     if value < 1:
@@ -617,17 +669,27 @@ def _without_path(error: str, path: str) -> str:
 
 def _output_format(fmt: str | None, output: Path | None) -> str:
     if output is None:
+        if fmt == "parquet":
+            raise UsageError("--format parquet writes a directory of part files: add --output DIR.parquet")
         return fmt or "table"
     if fmt == "table":
-        raise UsageError("--output writes csv or json (JSON Lines); the table format is for the terminal")
+        raise UsageError("--output writes csv, json (JSON Lines) or parquet; the table format is for the terminal")
     if fmt:
         return fmt
+    if output.suffix.lower() == PARQUET_SUFFIX:
+        return "parquet"
     return "json" if output.suffix.lower() in JSON_SUFFIXES else "csv"
 
 
-def _check_output(output: Path) -> None:
+def _check_output(output: Path, fmt: str = "csv") -> None:
     """Refuse an ``--output`` that cannot be written, before any model is built."""
-    if output.is_dir():
+    if fmt == "parquet":
+        if output.exists() and not output.is_dir():
+            raise UsageError(
+                f"--output {output} is a file: Parquet output is a directory of part files; give a new directory "
+                "name, such as scores.parquet"
+            )
+    elif output.is_dir():
         raise UsageError(f"--output {output} is a directory: give a file name, such as {output / 'scores.csv'}")
     existing = next(p for p in (output.parent, *output.parent.parents) if p.exists())
     if not existing.is_dir():
@@ -643,7 +705,7 @@ class _Sink:
     def __init__(
         self,
         fmt: str,
-        results: ResultsFile | None,
+        results: ResultsFile | ParquetResults | None,
         columns: list[str],
         header: list[str] | None = None,
         extra: dict[str, object] | None = None,

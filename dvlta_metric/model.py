@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -216,6 +217,13 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
         weights_origin: Where the weights came from, with the exact Hub commit or the file's SHA-256, as
             :func:`~dvlta_metric.create` records it (``"random"`` for a model built directly); see
             :func:`~dvlta_metric._factory.weights_label`.
+
+    Thread safety: scoring (eval mode, the default) draws nothing at random, so one model may score from several
+    threads at once (under ``torch.no_grad()``; a test checks that eight threads get bit-identical scores). A model
+    in training mode or a loss model (``as_loss=True``) draws every view from :attr:`view_generator`: a second
+    thread that draws while another does gets a ``RuntimeError`` (use one model per thread). Changing the model
+    (``set_precision``, ``set_attention_kernel``, ``compile_branches``, loading weights) while it scores is not
+    safe.
 
     Args:
         config: Model configuration.
@@ -536,8 +544,11 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
             raise ValueError("make_views: train and loss are two different samplings; ask for one")
         drawn = train or loss
         cfg = self.config
+        if generator is None and drawn:
+            with _one_thread_draws(self):
+                return self.make_views(video, train=train, loss=loss, generator=self.view_generator, fps=fps)
         if generator is None:
-            generator = self.view_generator if drawn else torch.Generator().manual_seed(cfg.fragment_view.seed)
+            generator = torch.Generator().manual_seed(cfg.fragment_view.seed)
         decoded = video if isinstance(video, DecodedVideo) else None
         source = video.frames if decoded is not None else video
         if drawn and decoded is not None and decoded.training_indices is not None:
@@ -742,7 +753,8 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
             )
             return frames_to_decode(drawn[-1])
 
-        video = read_video(path, select=training_frames)
+        with _one_thread_draws(self):
+            video = read_video(path, select=training_frames)
         video.training_indices = drawn[-1]
         video.drawn_for = "train" if train else "loss"
         return video
@@ -992,6 +1004,35 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
 
     def extra_repr(self) -> str:
         return f"name={self.config.name!r}, branches={self.branches}, as_loss={self.as_loss}"
+
+
+_DRAWING: set[int] = set()
+"""``id()`` of the models drawing from their :attr:`~DVLTAVQA.view_generator` right now."""
+_DRAWING_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _one_thread_draws(model: DVLTAVQA) -> Iterator[None]:
+    """Refuse a second thread that draws from ``model``'s generator while another does (ours).
+
+    Scoring (eval mode) draws nothing and may run in several threads at once; a model in training mode or a loss
+    model draws every view from one generator, and calls from several threads would take its draws in an order
+    that depends on the scheduler: a seeded run would no longer repeat.
+    """
+    with _DRAWING_LOCK:
+        if id(model) in _DRAWING:
+            raise RuntimeError(
+                "this model draws its views from one generator (training mode, or as_loss=True) and another thread "
+                "is drawing from it now: their draws would interleave in an unspecified order, so a seeded run would "
+                "not repeat; call it from one thread, or give each thread its own model (model.seed_views(seed) per "
+                "model)"
+            )
+        _DRAWING.add(id(model))
+    try:
+        yield
+    finally:
+        with _DRAWING_LOCK:
+            _DRAWING.discard(id(model))
 
 
 def _check_finite(scores: torch.Tensor, weights: torch.Tensor) -> None:
