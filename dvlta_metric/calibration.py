@@ -117,6 +117,13 @@ class Calibration:
             out = (b1 - b2) * torch.sigmoid((x - b3) / abs(b4)) + b2  # = logistic4: 1 / (1 + exp(-z)) = sigmoid(z)
         return out.to(scores.dtype)
 
+    def map_score(self, score: float) -> float:
+        """Map one score (a Python number) to the MOS scale, in float64."""
+        b1, b2, b3, b4 = self.params
+        if self.method == "linear":
+            return b1 * float(score) + b2
+        return float(logistic4(float(score), b1, b2, b3, b4))
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON form stored under ``"calibration"`` in ``config.json``."""
         return {

@@ -20,7 +20,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from ._allocator import tune_allocator
@@ -169,6 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_input_arguments(score)
     score.add_argument("--explain", action="store_true", help="add the fusion weight of each branch")
+    score.add_argument(
+        "--scale",
+        choices=["score", "mos"],
+        default="score",
+        help="mos: add a mos column, the score mapped by the model's MOS calibration (an error for a model "
+        "without one)",
+    )
     score.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     score.add_argument(
         "--timeline",
@@ -310,6 +317,15 @@ def _score_files(
     if not todo:
         return 1 if failed else 0
     columns = BASE_COLUMNS + ([f"weight_{b}" for b in model.branches] if args.explain else [])
+    to_mos: Callable[[float], float] | None = None
+    if args.scale == "mos":
+        if model.calibration is None:
+            raise UsageError(f"--scale mos: model {args.model!r} has no MOS calibration; use it without --scale mos")
+        to_mos = model.calibration.map_score
+        columns = [*columns, "mos"]
+
+        if previous.header is not None and "mos" not in previous.header:
+            raise UsageError(f"--scale mos adds a mos column, which {args.output} lacks: use another --output file")
     if args.explain and previous.header is not None:
         lacking = [c for c in columns if c.startswith("weight_") and c not in previous.header]
         if lacking:
@@ -319,7 +335,7 @@ def _score_files(
             )
     written = 0
     try:
-        sink = _Sink(fmt, results, columns, previous.header, extra={"weights": weights})
+        sink = _Sink(fmt, results, columns, previous.header, extra={"weights": weights}, to_mos=to_mos)
         try:
             scored = model.score_files(
                 [inputs.item(str(f)) for f in todo],
@@ -647,8 +663,10 @@ class _Sink:
         columns: list[str],
         header: list[str] | None = None,
         extra: dict[str, object] | None = None,
+        to_mos: Callable[[float], float] | None = None,
     ) -> None:
         self.fmt, self.results, self.columns, self.extra = fmt, results, columns, dict(extra or {})
+        self.to_mos = to_mos
         self.rows: list[dict[str, object]] = []
         if results is not None:
             results.start(columns, header)
@@ -659,6 +677,8 @@ class _Sink:
     def add(self, result: FileResult) -> None:
         """Write or keep one result (its numbers must be finite: see :func:`finite_or_error`)."""
         row = result.to_dict()
+        if self.to_mos is not None:
+            row["mos"] = None if result.score is None else self.to_mos(result.score)
         row = {**{k: v for k, v in row.items() if k not in self.extra}, **self.extra}
         row["realpath"] = STDIN if result.path == STDIN else os.path.realpath(result.path)  # stdin is no file
         row = {k: row[k] for k in [*BASE_COLUMNS, *row] if k in row}  # the columns' order, then the rest

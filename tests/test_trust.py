@@ -293,3 +293,20 @@ def test_calibration_type_checks(zeroshot_arch: DVLTAVQA) -> None:
         Calibration((1.0, 0.0, 0.5, 0.0))
     with pytest.raises(TypeError, match="Calibration or None"):
         zeroshot_arch.set_calibration("1-5")  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- the command line
+def test_cli_scale_mos(tiny_model: DVLTAVQA, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dvlta_metric.cli import main
+
+    clip = write_clip(tmp_path / "clip.mp4", frames=20, width=256, height=240)
+    plain = ["score", str(clip), "--device", "cpu", "--no-progress", "--format", "json"]
+    assert main([*plain, "--model", "dvlta-vqa-tiny", "--random-weights", "--scale", "mos"]) == 2
+    assert "has no MOS calibration" in capsys.readouterr().err
+    model = copy.deepcopy(tiny_model)
+    scores, mos, _ = _synthetic_pairs()
+    cal = model.calibrate(scores, mos, mos_range=(1.0, 5.0))
+    model.save_pretrained(tmp_path / "calibrated")
+    assert main([*plain, "--model", f"local-dir:{tmp_path / 'calibrated'}", "--scale", "mos"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["mos"] == pytest.approx(float(logistic4(row["score"], *cal.params)), rel=1e-9)
