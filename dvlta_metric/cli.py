@@ -170,6 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_input_arguments(score)
     score.add_argument("--explain", action="store_true", help="add the fusion weight of each branch")
     score.add_argument(
+        "--views",
+        type=_positive,
+        default=1,
+        help="score K views of each file (other fragment offsets and clip starts) and report their mean; K >= 2 "
+        "adds the columns spread, ci_low and ci_high (95%% interval of the mean)",
+    )
+    score.add_argument(
         "--scale",
         choices=["score", "mos"],
         default="score",
@@ -317,6 +324,12 @@ def _score_files(
     if not todo:
         return 1 if failed else 0
     columns = BASE_COLUMNS + ([f"weight_{b}" for b in model.branches] if args.explain else [])
+    if args.views > 1:
+        columns = [*columns, "spread", "ci_low", "ci_high"]
+        if previous.header is not None and "spread" not in previous.header:
+            raise UsageError(
+                f"--views {args.views} adds interval columns, which {args.output} lacks: use another --output file"
+            )
     to_mos: Callable[[float], float] | None = None
     if args.scale == "mos":
         if model.calibration is None:
@@ -348,6 +361,7 @@ def _score_files(
                 color_matrix=args.color_matrix,
                 color_range=args.color_range,
                 keep_bit_depth=not args.eight_bit,
+                views=args.views,
             )
             for result in scored:
                 result = finite_or_error(inputs.result(result))

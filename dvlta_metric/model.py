@@ -1511,6 +1511,7 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
         color_matrix: str | None = None,
         color_range: str | None = None,
         keep_bit_depth: bool | None = None,
+        views: int = 1,
     ) -> Iterator[FileResult]:
         """Score many video files (:func:`~dvlta_metric.batch.score_files` with this model).
 
@@ -1532,6 +1533,8 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
                 ``"bt2020"``).
             color_range: Range of untagged streams (``"tv"``, the default, or ``"pc"``).
             keep_bit_depth: Keep the bits of sources above 8 bits (default ``True``).
+            views: Scoring views per file (as :meth:`forward`); with 2 or more each result also holds their
+                spread and interval (:attr:`~dvlta_metric.batch.FileResult.interval`).
 
         Returns:
             An iterator of :class:`~dvlta_metric.batch.FileResult`, one per path, in order.
@@ -1539,7 +1542,7 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
         options = {"batch_size": batch_size, "num_workers": num_workers, "prefetch": prefetch}
         options |= {"max_megapixels": max_megapixels, "decode_timeout": decode_timeout}
         options |= {"color_matrix": color_matrix, "color_range": color_range, "keep_bit_depth": keep_bit_depth}
-        return score_files(self, paths, progress=progress, explain=explain, **options)
+        return score_files(self, paths, progress=progress, explain=explain, views=views, **options)
 
     def extra_repr(self) -> str:
         return f"name={self.config.name!r}, branches={self.branches}, as_loss={self.as_loss}"

@@ -310,3 +310,19 @@ def test_cli_scale_mos(tiny_model: DVLTAVQA, tmp_path: Path, capsys: pytest.Capt
     assert main([*plain, "--model", f"local-dir:{tmp_path / 'calibrated'}", "--scale", "mos"]) == 0
     (row,) = json.loads(capsys.readouterr().out)
     assert row["mos"] == pytest.approx(float(logistic4(row["score"], *cal.params)), rel=1e-9)
+
+
+def test_cli_views_adds_interval_columns(
+    tiny_model: DVLTAVQA, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dvlta_metric.cli import main
+
+    clip = write_clip(tmp_path / "clip.mp4", frames=20, width=256, height=240)
+    argv = ["score", str(clip), "--model", "dvlta-vqa-tiny", "--random-weights", "--device", "cpu", "--no-progress"]
+    torch.manual_seed(0)  # the CLI's random weights are tiny_model's (conftest seeds 0 too)
+    assert main([*argv, "--format", "json", "--views", "3"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    e = tiny_model.explain(clip, views=3)
+    assert row["score"] == pytest.approx(float(e.score), abs=1e-6)
+    assert row["spread"] == pytest.approx(float(e.spread), rel=1e-5)
+    assert [row["ci_low"], row["ci_high"]] == pytest.approx(e.interval.tolist(), rel=1e-5)
