@@ -28,6 +28,7 @@ from ._checkpoint import CONFIG_NAME, WEIGHTS_NAME, read_config
 from ._cli_inputs import STDIN, InputError, PreparedInputs, check_raw_options, prepared_inputs, read_file_list
 from ._factory import create, parse_model_name, weights_label
 from ._hub import sha256_of
+from ._map_command import MapUsageError, add_map_parser, run_map
 from ._rd_command import RdUsageError, add_rd_parser, run_rd
 from ._registry import list_models, model_info
 from ._results import (
@@ -74,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Blind video quality assessment with DVLTA-VQA: a score in (0, 1), higher is better.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{score,list,rd}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{score,list,rd,map}")
 
     score = sub.add_parser(
         "score",
@@ -209,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--format", choices=["table", "json"], default="table", help="output format")
     models.set_defaults(run=_list)
     add_rd_parser(sub).set_defaults(run=_rd)
+    add_map_parser(sub).set_defaults(run=_map)
     return parser
 
 
@@ -264,6 +266,14 @@ def _rd(args: argparse.Namespace) -> int:
     try:
         return run_rd(args, create_model=_create, note=_note)
     except RdUsageError as err:
+        raise UsageError(str(err)) from None
+
+
+def _map(args: argparse.Namespace) -> int:
+    """``dvlta-metric map`` (:mod:`dvlta_metric._map_command`), with the model creation of ``score``."""
+    try:
+        return run_map(args, create_model=_create)
+    except MapUsageError as err:
         raise UsageError(str(err)) from None
 
 

@@ -1281,8 +1281,11 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
             raise ValueError("quality_map takes one video ((T, 3, H, W), a path or a DecodedVideo), not a batch")
         result = self._pass(videos, fps, views, tokens=source == "clip")
         if source == "fragments":
-            return self._fragment_map(result, 0, videos[0], fps, views)
-        return self._clip_map(result, videos[0], fps, views)
+            qmap = self._fragment_map(result, 0, videos[0], fps, views)
+        else:
+            qmap = self._clip_map(result, videos[0], fps, views)
+        qmap.score = float(result.scores.mean())
+        return qmap
 
     def _quality_direction(self) -> torch.Tensor:
         """``d = T'+/|T'+| - T'-/|T'-|``, ``(D,)``: the direction in the joint space that raises the score."""

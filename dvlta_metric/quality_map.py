@@ -31,6 +31,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .decoded import DecodedVideo
+
 FILL_MODES: tuple[str, ...] = ("patch", "cell")
 """How :meth:`QualityMap.render` places a value: on the patch that was read, or over its whole grid cell."""
 
@@ -149,6 +151,7 @@ class QualityMap:
         cells: ``(N, 4)`` the grid cell around it (the same as ``boxes`` for ``"clip"``).
         values: ``(N,)`` projections on the quality direction: positive leans to "high quality".
         views: Number of views the records come from.
+        score: The video's score from the same pass (the mean over the views), or ``None``.
     """
 
     source: str
@@ -158,6 +161,7 @@ class QualityMap:
     cells: torch.Tensor
     values: torch.Tensor
     views: int = 1
+    score: float | None = None
 
     def frame_indices(self) -> list[int]:
         """Sorted frames that have at least one value."""
@@ -225,7 +229,7 @@ def overlay(frame: torch.Tensor, values: torch.Tensor, *, limit: float | None = 
 
 def write_overlays(
     qmap: QualityMap,
-    video: torch.Tensor,
+    video: torch.Tensor | DecodedVideo,
     out: str | os.PathLike[str],
     *,
     frames: list[int] | None = None,
@@ -236,7 +240,8 @@ def write_overlays(
 
     Args:
         qmap: The map.
-        video: The video's frames ``(T, 3, H, W)`` (at least the frames drawn), uint8 or float in ``[0, 1]``.
+        video: The video's frames ``(T, 3, H, W)``, uint8 or float in ``[0, 1]``, or a
+            :class:`~dvlta_metric.decoded.DecodedVideo` holding (at least) the frames drawn.
         out: A folder for PNGs (created if needed) or an ``.mp4`` path.
         frames: Frames to draw (default: every frame with values).
         fill: As :meth:`QualityMap.render`.
@@ -248,13 +253,19 @@ def write_overlays(
     Raises:
         ValueError: If the video's frame size is not the map's, or a frame is outside the video.
     """
-    if tuple(video.shape[-2:]) != tuple(qmap.frame_size):
-        raise ValueError(f"the map is for {qmap.frame_size} frames, the video's are {tuple(video.shape[-2:])}")
+    pixels = video.frames if isinstance(video, DecodedVideo) else video
+    count = video.num_frames if isinstance(video, DecodedVideo) else video.shape[0]
+    if tuple(pixels.shape[-2:]) != tuple(qmap.frame_size):
+        raise ValueError(f"the map is for {qmap.frame_size} frames, the video's are {tuple(pixels.shape[-2:])}")
     chosen = qmap.frame_indices() if frames is None else list(frames)
-    if any(f < 0 or f >= video.shape[0] for f in chosen):
-        raise ValueError(f"frames {chosen} reach outside the video's {video.shape[0]} frames")
+    if any(f < 0 or f >= count for f in chosen):
+        raise ValueError(f"frames {chosen} reach outside the video's {count} frames")
+
+    def frame(f: int) -> torch.Tensor:
+        return video.frames[video.rows(torch.tensor([f]))[0]] if isinstance(video, DecodedVideo) else video[f]
+
     limit = float(qmap.values.abs().max()) or 1.0
-    images = [overlay(video[f], qmap.render(f, fill=fill), limit=limit) for f in chosen]
+    images = [overlay(frame(f), qmap.render(f, fill=fill), limit=limit) for f in chosen]
     out = Path(out)
     if out.suffix.lower() == ".mp4":
         out.parent.mkdir(parents=True, exist_ok=True)

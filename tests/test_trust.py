@@ -326,3 +326,17 @@ def test_cli_views_adds_interval_columns(
     assert row["score"] == pytest.approx(float(e.score), abs=1e-6)
     assert row["spread"] == pytest.approx(float(e.spread), rel=1e-5)
     assert [row["ci_low"], row["ci_high"]] == pytest.approx(e.interval.tolist(), rel=1e-5)
+
+
+def test_cli_map_writes_overlays(tiny_model: DVLTAVQA, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dvlta_metric.cli import main
+
+    clip = write_clip(tmp_path / "clip.mp4", frames=20, width=256, height=240)
+    argv = ["map", str(clip), "--model", "dvlta-vqa-tiny", "--random-weights", "--device", "cpu"]
+    torch.manual_seed(0)
+    assert main([*argv, "--out", str(tmp_path / "maps"), "--frames", "3"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["source"] == "fragments" and out["score"] == pytest.approx(float(tiny_model(clip)), abs=1e-6)
+    assert len(out["files"]) == 3 and all(Path(f).read_bytes()[:4] == b"\x89PNG" for f in out["files"])
+    assert main([*argv, "--out", str(tmp_path / "clip.mp4.map.mp4"), "--source", "clip"]) == 0
+    assert json.loads(capsys.readouterr().out)["files"] == [str(tmp_path / "clip.mp4.map.mp4")]
