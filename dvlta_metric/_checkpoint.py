@@ -154,6 +154,38 @@ def read_calibration(path: str | Path) -> Calibration | None:
     return calibration_from_json(read_document(path), source=str(path))
 
 
+def write_calibration(directory: str | Path, calibration: Calibration | None) -> Path:
+    """Store (or, with ``None``, remove) the MOS calibration in a model directory's ``config.json``, in place.
+
+    The rest of the file is kept as it is; the new file is written under a temporary name and renamed over the old
+    one. ``training`` evaluation calls it with the fit of a test split; the weights are not touched.
+
+    Args:
+        directory: A folder written by :meth:`PretrainedMixin.save_pretrained`.
+        calibration: The calibration, or ``None``.
+
+    Returns:
+        The ``config.json`` path.
+
+    Raises:
+        WeightsNotFoundError, CheckpointError: As :func:`read_config`.
+    """
+    path = Path(directory) / CONFIG_NAME
+    doc = read_document(path)
+    config_from_json(doc, source=str(path))  # a DVLTA-VQA config, or refused
+    if calibration is None:
+        doc.pop("calibration", None)
+    else:
+        doc["calibration"] = calibration.to_dict()
+    temporary = path.with_name(f".{CONFIG_NAME}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        temporary.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
 def read_document(path: str | Path) -> Any:
     """Parse a ``config.json`` file, refusing one that is too large or nested too deeply.
 

@@ -340,3 +340,23 @@ def test_cli_map_writes_overlays(tiny_model: DVLTAVQA, tmp_path: Path, capsys: p
     assert len(out["files"]) == 3 and all(Path(f).read_bytes()[:4] == b"\x89PNG" for f in out["files"])
     assert main([*argv, "--out", str(tmp_path / "clip.mp4.map.mp4"), "--source", "clip"]) == 0
     assert json.loads(capsys.readouterr().out)["files"] == [str(tmp_path / "clip.mp4.map.mp4")]
+
+
+def test_training_evaluation_writes_the_calibration(saved_tiny: tuple[Path, DVLTAVQA], tmp_path: Path) -> None:
+    pytest.importorskip("scipy")
+    from dvlta_metric._checkpoint import write_calibration
+    from training.evaluate import calibration_from_fit
+    from training.metrics import fit_logistic
+
+    source, _ = saved_tiny
+    for name in ("config.json", "model.safetensors"):
+        (tmp_path / name).write_bytes((source / name).read_bytes())
+    scores, mos, _ = _synthetic_pairs()
+    fit = fit_logistic(scores, mos)
+    cal = calibration_from_fit(fit, mos, dataset="KoNViD-1k", split="split 0 (test)", mos_range=(1.0, 5.0))
+    write_calibration(tmp_path, cal)
+    loaded = DVLTAVQA.from_pretrained(tmp_path)
+    assert loaded.calibration == cal and loaded.calibration.params == fit.params
+    assert loaded.to_mos(torch.tensor([0.5], dtype=torch.float64)).item() == pytest.approx(float(fit(0.5)), rel=1e-12)
+    write_calibration(tmp_path, None)
+    assert DVLTAVQA.from_pretrained(tmp_path).calibration is None
