@@ -1140,10 +1140,13 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
         """Text embeddings ``E(prompt)`` (before the text adapter), ``(P, D)`` in the model's dtype and device.
 
         The model's own three prompts come from :attr:`prompt_embeddings` (no text tower needed); other prompts
-        from the attached text tower, once each (cached).
+        from the attached text tower, once each (cached). A model with random weights (``weights_origin``
+        ``"random..."``, e.g. ``create(name, pretrained=False)``) that has none gets a random text tower of its
+        sizes, seeded with ``config.fragment_view.seed`` (the same on every run; its embeddings mean nothing,
+        like the model's scores).
 
         Raises:
-            ValueError: If a prompt is new and no text tower is attached.
+            ValueError: If a prompt is new and no text tower is attached to a model with trained weights.
         """
         own = dict(
             zip((self.config.prompts.fusion, self.config.prompts.positive, self.config.prompts.negative), range(3))
@@ -1151,6 +1154,11 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
         cache: dict[str, torch.Tensor] = self.__dict__["_text_cache"]
         new = [p for p in dict.fromkeys(prompts) if p not in own and p not in cache]
         if new:
+            if self.text_encoder is None and self.weights_origin.startswith("random"):
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(self.config.fragment_view.seed)
+                    self.set_text_encoder(TextEncoder.from_config(self.config))
+                cache = self.__dict__["_text_cache"]
             if self.text_encoder is None:
                 raise ValueError(
                     f"embedding the prompts {new[:3]} needs a text tower, and this model has none attached: the "

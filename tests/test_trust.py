@@ -272,8 +272,12 @@ def test_attribute_errors(tiny_model: DVLTAVQA, zeroshot_arch: DVLTAVQA, video: 
         attribute_queries(["purple"])
     with pytest.raises(TypeError, match="list of words"):
         attribute_queries("blurry")  # type: ignore[arg-type]
+    trained = copy.deepcopy(tiny_model)
+    trained.weights_origin = "local-dir:/somewhere (sha256 0123456789ab)"  # as create() records loaded weights
+    trained.set_text_encoder(None)
     with pytest.raises(ValueError, match="needs a text tower"):
-        tiny_model.attributes(video, ["blurry"])
+        trained.attributes(video, ["blurry"])
+    assert tiny_model.attributes(video, ["blurry"]).scores.shape == (1,)  # random weights: a random text tower
 
 
 def test_technical_score(tiny_model: DVLTAVQA, zeroshot_arch: DVLTAVQA, video: torch.Tensor) -> None:
