@@ -19,12 +19,15 @@ from ._registry import (
     model_info,
     register_model,
 )
+from .attributes import Attributes
 from .batch import FileResult, score_files
+from .calibration import Calibration, fit_calibration
 from .config import ModelConfig
 from .decoded import DecodedVideo
 from .errors import CheckpointError, WeightsNotFoundError, WeightsUnavailableError
 from .loss import plcc_loss, quality_loss, rank_loss
 from .model import DVLTAVQA, Explanation
+from .quality_map import QualityMap, write_overlays
 from .raw_video import RawVideo
 from .timeline import Timeline
 from .version import __version__
@@ -40,6 +43,11 @@ from .video_io import (
 
 __all__ = [
     "DVLTAVQA",
+    "Attributes",
+    "Calibration",
+    "QualityMap",
+    "fit_calibration",
+    "write_overlays",
     "VIDEO_EXTENSIONS",
     "CheckpointError",
     "DecodedVideo",

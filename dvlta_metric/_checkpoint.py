@@ -17,6 +17,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from ._model_card import model_card
+from .calibration import Calibration
 from .config import ModelConfig
 from .errors import CheckpointError, WeightsNotFoundError
 from .version import __version__
@@ -36,17 +37,25 @@ MAX_PARAMETERS = 1_000_000_000
 model has about 116 M."""
 
 
-def config_to_json(config: ModelConfig, *, storage_dtype: str, metadata: dict[str, Any] | None) -> dict[str, Any]:
+def config_to_json(
+    config: ModelConfig,
+    *,
+    storage_dtype: str,
+    metadata: dict[str, Any] | None,
+    calibration: Calibration | None = None,
+) -> dict[str, Any]:
     """The ``config.json`` document of a model.
 
     Sections: ``architecture``, ``model_args`` (sizes and options), ``preprocessing`` (both views),
-    ``prompts``, ``storage_dtype``, ``library`` (name and version) and free-form ``metadata`` (training data,
-    splits, results, licence).
+    ``prompts``, ``storage_dtype``, ``library`` (name and version), free-form ``metadata`` (training data,
+    splits, results, licence) and, when the model has one, its MOS ``calibration``
+    (:meth:`~dvlta_metric.calibration.Calibration.to_dict`).
 
     Args:
         config: The model's configuration.
         storage_dtype: How the floating-point weights are stored (``"float32"`` or ``"float16"``).
         metadata: Free-form metadata, already JSON-compatible (see :func:`normalise_metadata`), or ``None``.
+        calibration: The model's MOS calibration, or ``None``.
 
     Returns:
         The document, ready for :func:`json.dumps`.
@@ -54,7 +63,7 @@ def config_to_json(config: ModelConfig, *, storage_dtype: str, metadata: dict[st
     args = config.to_dict()
     preprocessing = {key: args.pop(key) for key in _VIEW_KEYS}
     prompts = args.pop("prompts")
-    return {
+    doc = {
         "architecture": ARCHITECTURE,
         "model_args": args,
         "preprocessing": preprocessing,
@@ -63,6 +72,24 @@ def config_to_json(config: ModelConfig, *, storage_dtype: str, metadata: dict[st
         "library": {"name": "dvlta-metric", "version": __version__},
         "metadata": metadata or {},
     }
+    if calibration is not None:
+        doc["calibration"] = calibration.to_dict()
+    return doc
+
+
+def calibration_from_json(doc: dict[str, Any], *, source: str) -> Calibration | None:
+    """The ``calibration`` section of a parsed ``config.json``, checked field by field (``None`` when absent).
+
+    Raises:
+        CheckpointError: If the section is there but invalid.
+    """
+    section = doc.get("calibration") if isinstance(doc, dict) else None
+    if section is None:
+        return None
+    try:
+        return Calibration.from_dict(section)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{source}: config.json has an invalid calibration section: {err}") from None
 
 
 def config_from_json(doc: dict[str, Any], *, source: str) -> tuple[ModelConfig, dict[str, Any]]:
@@ -109,6 +136,64 @@ def read_config(path: str | Path) -> tuple[ModelConfig, dict[str, Any]]:
             :data:`MAX_JSON_DEPTH`, or not a DVLTA-VQA config (sizes beyond their bounds included, see
             :data:`dvlta_metric.config.LIMITS`).
     """
+    return config_from_json(read_document(path), source=str(path))
+
+
+def read_calibration(path: str | Path) -> Calibration | None:
+    """The MOS calibration stored in a ``config.json`` file, read under :func:`read_document`'s limits.
+
+    Args:
+        path: The file.
+
+    Returns:
+        The calibration, or ``None`` when the file has none.
+
+    Raises:
+        WeightsNotFoundError, CheckpointError: As :func:`read_document`, or for an invalid calibration section.
+    """
+    return calibration_from_json(read_document(path), source=str(path))
+
+
+def write_calibration(directory: str | Path, calibration: Calibration | None) -> Path:
+    """Store (or, with ``None``, remove) the MOS calibration in a model directory's ``config.json``, in place.
+
+    The rest of the file is kept as it is; the new file is written under a temporary name and renamed over the old
+    one. ``training`` evaluation calls it with the fit of a test split; the weights are not touched.
+
+    Args:
+        directory: A folder written by :meth:`PretrainedMixin.save_pretrained`.
+        calibration: The calibration, or ``None``.
+
+    Returns:
+        The ``config.json`` path.
+
+    Raises:
+        WeightsNotFoundError, CheckpointError: As :func:`read_config`.
+    """
+    path = Path(directory) / CONFIG_NAME
+    doc = read_document(path)
+    config_from_json(doc, source=str(path))  # a DVLTA-VQA config, or refused
+    if calibration is None:
+        doc.pop("calibration", None)
+    else:
+        doc["calibration"] = calibration.to_dict()
+    temporary = path.with_name(f".{CONFIG_NAME}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        temporary.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
+def read_document(path: str | Path) -> Any:
+    """Parse a ``config.json`` file, refusing one that is too large or nested too deeply.
+
+    Raises:
+        WeightsNotFoundError: If the file does not exist.
+        CheckpointError: If it is larger than :data:`MAX_CONFIG_BYTES`, not valid JSON or nested deeper than
+            :data:`MAX_JSON_DEPTH`.
+    """
     path = Path(path)
     if not path.is_file():
         raise WeightsNotFoundError(f"{path} does not exist; a model directory needs {CONFIG_NAME}")
@@ -131,7 +216,7 @@ def read_config(path: str | Path) -> tuple[ModelConfig, dict[str, Any]]:
             f"{path}: config.json nests objects or lists more than {MAX_JSON_DEPTH} levels deep; a DVLTA-VQA "
             "config needs 4. It was not loaded."
         )
-    return config_from_json(doc, source=str(path))
+    return doc
 
 
 def json_depth(doc: object) -> int:
@@ -436,13 +521,17 @@ class PretrainedMixin:
     """
 
     config: ModelConfig
+    calibration: Calibration | None = None
+    """The model's MOS calibration (:class:`~dvlta_metric.calibration.Calibration`), written to and read from
+    ``config.json``; ``None`` when it has none."""
 
     def save_pretrained(
         self, directory: str | os.PathLike[str], *, fp16: bool = False, metadata: dict[str, Any] | None = None
     ) -> Path:
         """Write ``config.json``, ``model.safetensors`` and a model card ``README.md`` to ``directory``.
 
-        Load it back with :meth:`from_pretrained` or ``dvlta_metric.create("local-dir:<directory>")``, or
+        The model's MOS calibration (:attr:`calibration`), if it has one, goes into ``config.json`` with the
+        configuration. Load it back with :meth:`from_pretrained` or ``dvlta_metric.create("local-dir:<directory>")``, or
         upload the directory to the Hub and use ``"hf-hub:org/name"``. Everything is checked before anything
         is written, and the three files are written under temporary names in ``directory`` and then renamed
         into place, so a failure while checking or writing leaves the directory as it was (the three renames
@@ -472,7 +561,9 @@ class PretrainedMixin:
             raise TypeError(f"save_pretrained: fp16 must be True or False, got {fp16!r}")
         plain = normalise_metadata(metadata)
         state = _half_weights(self.state_dict(), torch.float16 if fp16 else torch.float32)
-        doc = config_to_json(self.config, storage_dtype="float16" if fp16 else "float32", metadata=plain)
+        doc = config_to_json(
+            self.config, storage_dtype="float16" if fp16 else "float32", metadata=plain, calibration=self.calibration
+        )
         texts = {CONFIG_NAME: json.dumps(doc, indent=2) + "\n", CARD_NAME: model_card(self.config, plain)}
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -502,22 +593,24 @@ class PretrainedMixin:
             **kwargs: Passed on to the constructor, ``cls(config, **kwargs)``, e.g. ``as_loss=True``.
 
         Returns:
-            The model, as the constructor leaves it (its parameters on the CPU).
+            The model, as the constructor leaves it (its parameters on the CPU), with the MOS calibration of
+            ``config.json`` if it holds one (:attr:`calibration`).
 
         Raises:
             WeightsNotFoundError: If ``directory`` is not a directory or lacks one of the two files.
-            CheckpointError: If ``config.json`` is invalid or of another architecture, the weights file is
-                unreadable or holds NaN or infinity, the model would exceed :data:`MAX_PARAMETERS`, or the
-                weights do not fit the model (missing, unexpected, misshapen keys). Sizes and keys are compared
-                before the model is built.
+            CheckpointError: If ``config.json`` is invalid (its calibration too) or of another architecture, the
+                weights file is unreadable or holds NaN or infinity, the model would exceed
+                :data:`MAX_PARAMETERS`, or the weights do not fit the model (missing, unexpected, misshapen keys).
+                Sizes and keys are compared before the model is built.
         """
         if not issubclass(cls, torch.nn.Module):
             raise TypeError(f"PretrainedMixin needs a torch.nn.Module subclass, got {cls.__name__}")
         directory = Path(directory)
         if not directory.is_dir():
             raise WeightsNotFoundError(f"{directory} is not a directory; expected a folder from save_pretrained()")
+        doc = read_document(directory / CONFIG_NAME) if config is None or (directory / CONFIG_NAME).is_file() else None
         if config is None:
-            config, _ = read_config(directory / CONFIG_NAME)
+            config, _ = config_from_json(doc, source=str(directory / CONFIG_NAME))
         # keys and shapes first, from the model built on the meta device and the file's header: a config or
         # weights file that does not fit is refused before any memory is allocated
         expected = expected_tensors(cls, config, source=str(directory), **kwargs)
@@ -525,4 +618,6 @@ class PretrainedMixin:
         state = read_weights(directory / WEIGHTS_NAME)
         model = cls(config, **kwargs)  # type: ignore[call-arg]
         load_weights_strict(model, state, source=str(directory))
+        if doc is not None:
+            model.calibration = calibration_from_json(doc, source=str(directory / CONFIG_NAME))
         return model

@@ -53,6 +53,13 @@ def build_vision_tower(cfg: CLIPVisionConfig, embed_dim: int) -> nn.Module:
 
 
 def encode_images(visual: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """CLIP image embeddings ``z = E_v(x)`` (paper eq. 1); :func:`encode_images_and_tokens` without the tokens."""
+    return encode_images_and_tokens(visual, images, tokens=False)[0]
+
+
+def encode_images_and_tokens(
+    visual: nn.Module, images: torch.Tensor, *, tokens: bool = True
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """CLIP image embeddings ``z = E_v(x)`` (paper eq. 1) with a float32 residual stream.
 
     Computes what open_clip's ``VisionTransformer.forward`` computes for the towers of
@@ -64,12 +71,17 @@ def encode_images(visual: nn.Module, images: torch.Tensor) -> torch.Tensor:
     residual addition promotes to float32 while every matmul still runs in half precision, and the final
     projection runs in float32: the drift drops about 3-4x.
 
+    With ``tokens``, the patch tokens of the same pass go through ``ln_post`` and the projection too (the dense
+    CLIP features MaskCLIP reads; Zhou, Loy and Dai, ECCV 2022): the embeddings are the same either way.
+
     Args:
         visual: A tower from :func:`build_vision_tower`.
         images: ``(N, 3, S, S)`` normalised images.
+        tokens: Also return the projected patch tokens.
 
     Returns:
-        ``(N, embed_dim)`` embeddings in the weights' dtype (float32), also under autocast.
+        ``(embeddings (N, embed_dim), tokens (N, g, g, embed_dim) or None)`` in the weights' dtype (float32),
+        also under autocast; ``g = S / patch``.
     """
     dtype = visual.proj.dtype
     x = visual.conv1(images).flatten(2).transpose(1, 2).to(dtype)  # (N, grid**2, width)
@@ -79,7 +91,12 @@ def encode_images(visual: nn.Module, images: torch.Tensor) -> torch.Tensor:
     x = visual.transformer(x)  # (N, 1 + grid**2, width), batch first
     pooled = visual.ln_post(x[:, 0])
     with torch.autocast(images.device.type, enabled=False):
-        return pooled.to(dtype) @ visual.proj
+        embeddings = pooled.to(dtype) @ visual.proj
+        if not tokens:
+            return embeddings, None
+        grid = round((x.shape[1] - 1) ** 0.5)
+        patches = visual.ln_post(x[:, 1:].to(dtype)) @ visual.proj
+        return embeddings, patches.unflatten(1, (grid, grid))
 
 
 def build_clip(vision: CLIPVisionConfig, text: CLIPTextConfig, embed_dim: int) -> open_clip.CLIP:

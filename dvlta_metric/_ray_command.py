@@ -81,6 +81,11 @@ def check_ray_arguments(args: argparse.Namespace, files: list[str], fmt: str) ->
         )
     if args.timeline is not None:
         raise RayUsageError("--timeline is not available with --ray: score the timelines without --ray")
+    if getattr(args, "views", 1) != 1 or getattr(args, "scale", "score") != "score":
+        raise RayUsageError(
+            "--views and --scale mos are not available with --ray yet: score with them without --ray (the scores' "
+            "mos column is model.to_mos(score) of the Parquet rows; see the Trustworthy scores page)"
+        )
 
 
 def run_ray(args: argparse.Namespace, files: list[str], *, note: Callable[[str], None]) -> int:

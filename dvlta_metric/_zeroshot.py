@@ -18,6 +18,7 @@ from torch import nn
 from ._checkpoint import load_weights_strict, read_weights
 from ._clip_towers import build_clip, encode_prompts
 from ._hub import hub_download, verify_sha256
+from .attributes import TextEncoder
 from .config import ModelConfig
 
 OPENAI_CLIP_SAFETENSORS = "open_clip_model.safetensors"
@@ -33,6 +34,8 @@ class ZeroShotTarget(Protocol):
     weights_origin: str
 
     def get_submodule(self, target: str) -> nn.Module: ...
+
+    def set_text_encoder(self, encoder: TextEncoder | None) -> object: ...
 
 
 def openai_clip_repo() -> str:
@@ -70,7 +73,8 @@ def load_clip_weights(
             Hub's own checksum of the download is relied on).
 
     Returns:
-        The same model, weights loaded; its ``weights_origin`` names the repository and the commit the file came
+        The same model, weights loaded, with the CLIP text tower attached for attribute prompts
+        (``set_text_encoder``); its ``weights_origin`` names the repository and the commit the file came
         from (``"hf-hub:timm/vit_base_patch16_clip_224.openai@<commit>"``).
 
     Raises:
@@ -94,6 +98,8 @@ def load_clip_weights(
     with torch.no_grad():
         tower.load_state_dict(clip.visual.state_dict())
         model.prompt_embeddings.copy_(embeddings.to(model.prompt_embeddings))
+    # the text tower stays attached (outside the weights) to embed attribute prompts (model.attributes)
+    model.set_text_encoder(TextEncoder(clip, cfg.clip_text.context_length))
     # the cache keeps each file under snapshots/<commit>/: the revision actually used, whatever was asked for
     model.weights_origin = f"hf-hub:{repo}@{path.parent.name}"
     return model

@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 import torch
 
@@ -33,6 +33,7 @@ from .color import check_color_matrix, check_color_range
 from .config import ModelConfig
 from .decoded import DecodedVideo
 from .raw_video import RawVideo
+from .uncertainty import view_interval, view_spread
 from .video_io import TransientError, _transient, check_limit, read_limits, read_options
 
 __all__ = ["FileResult", "VideoScorer", "score_files"]
@@ -49,9 +50,9 @@ class VideoScorer(Protocol):
     @property
     def branch_names(self) -> tuple[str, ...]: ...
 
-    def read(self, path: str | RawVideo) -> DecodedVideo: ...
+    def read(self, path: str | RawVideo, *, views: int = 1) -> DecodedVideo: ...
 
-    def make_views(self, video: torch.Tensor | DecodedVideo) -> dict[str, torch.Tensor]: ...
+    def make_views(self, video: torch.Tensor | DecodedVideo, *, view: int = 0) -> dict[str, torch.Tensor]: ...
 
     def score_views(
         self, views: Sequence[dict[str, torch.Tensor]]
@@ -74,6 +75,8 @@ class FileResult:
         seconds: Wall time spent on the file: decoding plus its share of the model call.
         warning: Something worth knowing about a file that was scored anyway (e.g. it looks truncated, or
             it is a still image rather than a video).
+        interval: With ``views >= 2``: ``(spread, ci_low, ci_high)`` of the views' scores (the score is their
+            mean; :mod:`~dvlta_metric.uncertainty`), else ``None``.
     """
 
     path: str
@@ -83,6 +86,7 @@ class FileResult:
     weights: dict[str, float] | None = None
     seconds: float | None = None
     warning: str | None = None
+    interval: tuple[float, float, float] | None = None
 
     @property
     def ok(self) -> bool:
@@ -91,7 +95,8 @@ class FileResult:
 
     def to_dict(self) -> dict[str, object]:
         """A flat row: ``path``, ``score``, ``model``, ``error``, ``warning``, ``seconds``, then one
-        ``weight_<branch>`` entry per branch when weights were recorded."""
+        ``weight_<branch>`` entry per branch when weights were recorded, then ``spread``, ``ci_low`` and
+        ``ci_high`` when several views were scored."""
         row: dict[str, object] = {
             "path": self.path,
             "score": self.score,
@@ -102,6 +107,8 @@ class FileResult:
         }
         for branch, weight in (self.weights or {}).items():
             row[f"weight_{branch}"] = weight
+        if self.interval is not None:
+            row["spread"], row["ci_low"], row["ci_high"] = self.interval
         return row
 
 
@@ -154,6 +161,7 @@ def _read(
     item: str | RawVideo,
     limits: tuple[float | None, float | None] = (None, None),
     options: tuple[str | None, str | None, bool | None] = (None, None, None),
+    views: int = 1,
 ) -> _Decoded:
     """Decode the frames ``model`` needs from one file and cut its views; never raises an ``Exception``.
 
@@ -162,7 +170,8 @@ def _read(
     (:func:`~dvlta_metric.video_io.read_limits`), ``options`` ``(color_matrix, color_range, keep_bit_depth)``
     (:func:`~dvlta_metric.video_io.read_options`). A transient failure (``MemoryError``, ``ENOMEM``,
     ``EAGAIN``, ``EMFILE``, ``ENFILE``) is tried again :data:`TRANSIENT_RETRIES` time(s), then reported as a
-    ``TransientError`` row, never as a verdict on the file.
+    ``TransientError`` row, never as a verdict on the file. With ``views >= 2`` the scoring views ``0 ..
+    views - 1`` are cut and stacked along a new first dimension of each view.
     """
     start = time.perf_counter()
     path = str(item)
@@ -171,13 +180,17 @@ def _read(
         tries += 1
         try:
             with read_limits(*limits), read_options(*options):
-                video = model.read(item)
+                video = model.read(item) if views == 1 else model.read(item, views=views)
             check_video(video.frames, name=path)
             stream = _worker_stream(model.device)
             with torch.no_grad(), torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
-                views = model.make_views(video)
+                if views == 1:
+                    made = model.make_views(video)
+                else:
+                    each = [model.make_views(video, view=k) for k in range(views)]
+                    made = {name: torch.stack([v[name] for v in each]) for name in each[0]}
             ready = stream.record_event() if stream is not None else None
-            return _Decoded(path, views, None, time.perf_counter() - start, _warning(video), ready)
+            return _Decoded(path, made, None, time.perf_counter() - start, _warning(video), ready)
         except Exception as err:
             if not _transient(err):
                 return _Decoded(path, None, _describe(err), time.perf_counter() - start)
@@ -214,7 +227,15 @@ def _warning(video: DecodedVideo) -> str | None:
     return "; ".join(notes) or None
 
 
-def _score(model: VideoScorer, jobs: list[_Decoded], explain: bool) -> list[FileResult]:
+def _split(views: dict[str, torch.Tensor] | None, count: int) -> list[dict[str, torch.Tensor]]:
+    """A job's views as ``count`` view dictionaries (``count >= 2``: unstacked along the first dimension)."""
+    views = cast(dict, views)
+    if count == 1:
+        return [views]
+    return [{name: view[k] for name, view in views.items()} for k in range(count)]
+
+
+def _score(model: VideoScorer, jobs: list[_Decoded], explain: bool, views: int = 1) -> list[FileResult]:
     """Score decoded files together; if the batch fails as a whole, score them one by one."""
     name = model.config.name
     results: dict[int, FileResult] = {}
@@ -232,7 +253,7 @@ def _score(model: VideoScorer, jobs: list[_Decoded], explain: bool) -> list[File
         start = time.perf_counter()
         try:
             with torch.no_grad():
-                scores, weights, _ = model.score_views([cast(dict, jobs[i].views) for i in group])
+                scores, weights, _ = model.score_views([v for i in group for v in _split(jobs[i].views, views)])
         except Exception as err:
             if len(group) == 1:
                 i = group[0]
@@ -240,9 +261,14 @@ def _score(model: VideoScorer, jobs: list[_Decoded], explain: bool) -> list[File
                 results[i] = FileResult(jobs[i].path, None, why, name, seconds=jobs[i].seconds)
             continue
         share = (time.perf_counter() - start) / len(group)
-        score_list = scores.detach().float().cpu().tolist()
-        weight_rows = weights.detach().float().cpu().tolist()
-        for i, score, row in zip(group, score_list, weight_rows):
+        per_view = scores.detach().double().cpu().unflatten(0, (-1, views))
+        score_list = per_view.mean(dim=1).tolist()
+        weight_rows = weights.detach().float().cpu().unflatten(0, (-1, views)).mean(dim=1).tolist()
+        intervals: list[Any] = [None] * len(group)
+        if views > 1:
+            spread, bounds = view_spread(per_view).tolist(), view_interval(per_view).tolist()
+            intervals = [(s, lo, hi) for s, (lo, hi) in zip(spread, bounds, strict=True)]
+        for i, score, row, interval in zip(group, score_list, weight_rows, intervals):
             results[i] = FileResult(
                 jobs[i].path,
                 float(score),
@@ -251,6 +277,7 @@ def _score(model: VideoScorer, jobs: list[_Decoded], explain: bool) -> list[File
                 dict(zip(model.branch_names, row)) if explain else None,
                 jobs[i].seconds + share,
                 jobs[i].warning,
+                interval,
             )
     return [results[i] for i in range(len(jobs))]
 
@@ -269,6 +296,7 @@ def score_files(
     color_matrix: str | None = None,
     color_range: str | None = None,
     keep_bit_depth: bool | None = None,
+    views: int = 1,
 ) -> Iterator[FileResult]:
     """Score video files with ``model``, decoding in worker threads while the model runs.
 
@@ -301,6 +329,8 @@ def score_files(
             BT.601); see :func:`~dvlta_metric.video_io.read_video`.
         color_range: Range of untagged streams (``"tv"`` or ``"pc"``; default tv).
         keep_bit_depth: Keep the bits of sources above 8 bits (default ``True``); ``False`` reads 8-bit RGB.
+        views: Score this many scoring views of each file (``model(x, views=K)``): the score is their mean and
+            :attr:`FileResult.interval` holds their spread and 95 % interval (``views >= 2``).
 
     A model whose reads and views draw from its own generator (training mode, or ``as_loss=True``) decodes in
     the calling thread whatever ``num_workers`` says, so that its draws come in input order and a seeded run
@@ -331,7 +361,9 @@ def score_files(
     options = (color_matrix, color_range, keep_bit_depth)
     if getattr(model, "training", False) or getattr(model, "as_loss", False):
         num_workers = 0  # the draws of one generator, in input order, from one thread
-    return _results(model, _names(paths), batch_size, num_workers, progress, explain, prefetch, limits, options)
+    views = _count("views", views, 1)
+    names = _names(paths)
+    return _results(model, names, batch_size, num_workers, progress, explain, prefetch, limits, options, views)
 
 
 def _count(name: str, value: object, minimum: int) -> int:
@@ -375,6 +407,7 @@ def _results(
     prefetch: int,
     limits: tuple[float | None, float | None],
     options: tuple[str | None, str | None, bool | None],
+    views: int = 1,
 ) -> Iterator[FileResult]:
     """The generator behind :func:`score_files` (arguments already checked)."""
     from tqdm.auto import tqdm
@@ -388,19 +421,19 @@ def _results(
     def fill(limit: int) -> None:
         nonlocal submitted
         while pool is not None and submitted < len(names) and len(pending) < limit:
-            pending.append(pool.submit(_read, model, names[submitted], limits, options))
+            pending.append(pool.submit(_read, model, names[submitted], limits, options, views))
             submitted += 1
 
     try:
         for start in range(0, len(names), batch_size):
             group = names[start : start + batch_size]
             if pool is None:
-                jobs = [_read(model, path, limits, options) for path in group]
+                jobs = [_read(model, path, limits, options, views) for path in group]
             else:
                 fill(max(len(group), prefetch))
                 jobs = [pending.popleft().result() for _ in group]
                 fill(prefetch)  # the workers decode the next files while the model runs
-            for result in _score(model, jobs, explain):
+            for result in _score(model, jobs, explain, views):
                 bar.update(1)
                 if not result.ok:
                     failed += 1

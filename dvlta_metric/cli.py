@@ -20,7 +20,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from ._allocator import tune_allocator
@@ -28,6 +28,7 @@ from ._checkpoint import CONFIG_NAME, WEIGHTS_NAME, read_config
 from ._cli_inputs import STDIN, InputError, PreparedInputs, check_raw_options, prepared_inputs, read_file_list
 from ._factory import create, parse_model_name, weights_label
 from ._hub import sha256_of
+from ._map_command import MapUsageError, add_map_parser, run_map
 from ._parquet_results import PARQUET_SUFFIX, ParquetResults, utf8_text
 from ._ray_command import RayUsageError, add_ray_arguments, check_ray_arguments, run_ray
 from ._rd_command import RdUsageError, add_rd_parser, run_rd
@@ -77,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Blind video quality assessment with DVLTA-VQA: a score in (0, 1), higher is better.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{score,list,rd}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{score,list,rd,map}")
 
     score = sub.add_parser(
         "score",
@@ -185,6 +186,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_ray_arguments(score, _positive)
     score.add_argument("--explain", action="store_true", help="add the fusion weight of each branch")
+    score.add_argument(
+        "--views",
+        type=_positive,
+        default=1,
+        help="score K views of each file (other fragment offsets and clip starts) and report their mean; K >= 2 "
+        "adds the columns spread, ci_low and ci_high (95%% interval of the mean)",
+    )
+    score.add_argument(
+        "--scale",
+        choices=["score", "mos"],
+        default="score",
+        help="mos: add a mos column, the score mapped by the model's MOS calibration (an error for a model "
+        "without one)",
+    )
     score.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     score.add_argument(
         "--timeline",
@@ -211,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--format", choices=["table", "json"], default="table", help="output format")
     models.set_defaults(run=_list)
     add_rd_parser(sub).set_defaults(run=_rd)
+    add_map_parser(sub).set_defaults(run=_map)
     return parser
 
 
@@ -266,6 +282,14 @@ def _rd(args: argparse.Namespace) -> int:
     try:
         return run_rd(args, create_model=_create, note=_note)
     except RdUsageError as err:
+        raise UsageError(str(err)) from None
+
+
+def _map(args: argparse.Namespace) -> int:
+    """``dvlta-metric map`` (:mod:`dvlta_metric._map_command`), with the model creation of ``score``."""
+    try:
+        return run_map(args, create_model=_create)
+    except MapUsageError as err:
         raise UsageError(str(err)) from None
 
 
@@ -355,6 +379,21 @@ def _score_files(
     if not todo:
         return 1 if failed else 0
     columns = BASE_COLUMNS + ([f"weight_{b}" for b in model.branches] if args.explain else [])
+    if args.views > 1:
+        columns = [*columns, "spread", "ci_low", "ci_high"]
+        if previous.header is not None and "spread" not in previous.header:
+            raise UsageError(
+                f"--views {args.views} adds interval columns, which {args.output} lacks: use another --output file"
+            )
+    to_mos: Callable[[float], float] | None = None
+    if args.scale == "mos":
+        if model.calibration is None:
+            raise UsageError(f"--scale mos: model {args.model!r} has no MOS calibration; use it without --scale mos")
+        to_mos = model.calibration.map_score
+        columns = [*columns, "mos"]
+
+        if previous.header is not None and "mos" not in previous.header:
+            raise UsageError(f"--scale mos adds a mos column, which {args.output} lacks: use another --output file")
     if args.explain and previous.header is not None:
         lacking = [c for c in columns if c.startswith("weight_") and c not in previous.header]
         if lacking:
@@ -364,7 +403,7 @@ def _score_files(
             )
     written = 0
     try:
-        sink = _Sink(fmt, results, columns, previous.header, extra={"weights": weights})
+        sink = _Sink(fmt, results, columns, previous.header, extra={"weights": weights}, to_mos=to_mos)
         try:
             scored = model.score_files(
                 [inputs.item(str(f)) for f in todo],
@@ -377,6 +416,7 @@ def _score_files(
                 color_matrix=args.color_matrix,
                 color_range=args.color_range,
                 keep_bit_depth=not args.eight_bit,
+                views=args.views,
             )
             for result in scored:
                 result = finite_or_error(inputs.result(result))
@@ -709,8 +749,10 @@ class _Sink:
         columns: list[str],
         header: list[str] | None = None,
         extra: dict[str, object] | None = None,
+        to_mos: Callable[[float], float] | None = None,
     ) -> None:
         self.fmt, self.results, self.columns, self.extra = fmt, results, columns, dict(extra or {})
+        self.to_mos = to_mos
         self.rows: list[dict[str, object]] = []
         if results is not None:
             results.start(columns, header)
@@ -721,6 +763,8 @@ class _Sink:
     def add(self, result: FileResult) -> None:
         """Write or keep one result (its numbers must be finite: see :func:`finite_or_error`)."""
         row = result.to_dict()
+        if self.to_mos is not None:
+            row["mos"] = None if result.score is None else self.to_mos(result.score)
         row = {**{k: v for k, v in row.items() if k not in self.extra}, **self.extra}
         row["realpath"] = STDIN if result.path == STDIN else os.path.realpath(result.path)  # stdin is no file
         row = {k: row[k] for k in [*BASE_COLUMNS, *row] if k in row}  # the columns' order, then the rest

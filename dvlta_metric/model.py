@@ -16,32 +16,51 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ._allocator import release_free_memory
 from ._checkpoint import PretrainedMixin
 from ._inputs import check_video, load_videos
+from .attributes import Attribute, Attributes, TextEncoder, attribute_queries, pair_probability
 from .batch import FileResult, score_files
 from .branches.base import Branch
 from .branches.basic_visual import BasicVisualFeatureExtraction
 from .branches.swin3d import SwinTransformer3D, check_attention_kernel, clear_shape_caches
 from .branches.temporal_clip import VideoBasedTemporalCLIP
 from .branches.temporal_context import TemporalContextModule
+from .calibration import Calibration, fit_calibration
 from .config import ModelConfig
 from .decoded import DecodedVideo
 from .fusion import PromptQualityHead, TextAdapter, TextGuidedFusion
+from .quality_map import CropLayout, FragmentLayout, QualityMap, clip_records, fragment_records
 from .timeline import Timeline, window_bounds, window_length
+from .uncertainty import CONFIDENCE, view_interval, view_spread
 from .video_io import read_video
 from .views import FRAME_VIEW_NAMES, VIEW_ORDER, fragment_view, frame_view, frames_to_decode, view_indices
 from .views.cuts import Cut, RowCut, cut
-from .views.fragments import finish_fragments, fragment_patch_cut, reads_native_pixels
-from .views.frames import random_crop_offset
+from .views.fragments import (
+    finish_fragments,
+    fragment_patch_cut,
+    reads_native_pixels,
+    sample_fragment_offsets,
+    upsampled_size,
+)
+from .views.frames import random_crop_offset, resized_size
 
 PathLike = str | os.PathLike
 
 PROMPT_ROLES: tuple[str, str, str] = ("fusion", "positive", "negative")
 """Row order of :attr:`DVLTAVQA.prompt_embeddings`."""
+
+SCALES: tuple[str, ...] = ("score", "mos")
+"""What a call returns: the model's score in ``(0, 1)``, or that score mapped to a MOS scale by the model's
+:class:`~dvlta_metric.calibration.Calibration`."""
+
+MAP_SOURCES: tuple[str, ...] = ("fragments", "clip")
+"""Where :meth:`DVLTAVQA.quality_map` takes its values from (see :mod:`~dvlta_metric.quality_map`)."""
 
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 """Accepted values of :meth:`DVLTAVQA.set_precision` and the autocast dtype each one names (see
@@ -158,12 +177,44 @@ class Explanation:
     weights: torch.Tensor
     features: torch.Tensor
     branches: tuple[str, ...]
+    view_scores: torch.Tensor | None = None
+    spread: torch.Tensor | None = None
+    interval: torch.Tensor | None = None
+    technical: torch.Tensor | None = None
+    attributes: Attributes | None = None
+    maps: list[QualityMap] | None = None
 
     def rows(self) -> list[dict[str, float]]:
-        """One plain dictionary per video: ``score`` and ``weight_<branch>`` for each branch."""
+        """One plain dictionary per video: ``score``, ``weight_<branch>`` for each branch and, when computed,
+        ``spread``, ``ci_low``, ``ci_high``, ``technical`` and ``attr_<name>`` for each attribute."""
         scores = self.score.reshape(-1).tolist()
-        weights = self.weights.reshape(len(scores), -1).tolist()
-        return [{"score": s, **{f"weight_{b}": w for b, w in zip(self.branches, ws)}} for s, ws in zip(scores, weights)]
+        n = len(scores)
+        weights = self.weights.reshape(n, -1).tolist()
+        rows = [{"score": s, **{f"weight_{b}": w for b, w in zip(self.branches, ws)}} for s, ws in zip(scores, weights)]
+        extra: dict[str, list[float]] = {}
+        if self.spread is not None and self.interval is not None:
+            extra["spread"] = self.spread.reshape(-1).tolist()
+            extra["ci_low"], extra["ci_high"] = self.interval.reshape(n, 2).t().tolist()
+        if self.technical is not None:
+            extra["technical"] = self.technical.reshape(-1).tolist()
+        if self.attributes is not None:
+            table = self.attributes.scores.reshape(n, -1).t().tolist()
+            extra |= {f"attr_{name}": col for name, col in zip(self.attributes.names, table, strict=True)}
+        for key, values in extra.items():
+            for row, value in zip(rows, values, strict=True):
+                row[key] = value
+        return rows
+
+
+@dataclass
+class _Pass:
+    """What one batched forward pass over ``B`` videos x ``K`` views computed (rows in video-major order)."""
+
+    scores: torch.Tensor  # (B * K,)
+    weights: torch.Tensor  # (B * K, n_branches)
+    features: torch.Tensor  # (B * K, n_branches, D)
+    encoded: dict[str, torch.Tensor]
+    tokens: dict[str, torch.Tensor]
 
 
 def _release_before_backward(grad: torch.Tensor) -> None:
@@ -250,6 +301,10 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
         self.precision = "fp32"
         self.weights_origin = "random"
         self.view_generator = torch.Generator().manual_seed(config.fragment_view.seed)
+        self.calibration: Calibration | None = None
+        # not a submodule: the text tower is never part of the weights (state_dict) and stays on the CPU
+        self.__dict__["_text_encoder"] = None
+        self.__dict__["_text_cache"] = {}
         self.eval()
 
     # ------------------------------------------------------------------ properties
@@ -475,17 +530,47 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
             generator=generator,
         )
 
-    def needed_frames(self, num_frames: int, fps: float | None = None) -> list[int]:
+    def needed_frames(self, num_frames: int, fps: float | None = None, *, views: int = 1) -> list[int]:
         """Sorted unique frame indices an inference call reads; a reader can skip every other frame.
 
         Args:
             num_frames: Frames in the video.
             fps: The video's frame rate (used with ``config.reference_fps``, see :meth:`view_indices`).
+            views: Number of scoring views (:meth:`make_views`'s ``view`` ``0 .. views - 1``).
 
         Returns:
             The indices to decode.
         """
-        return frames_to_decode(self.view_indices(num_frames, fps=fps))
+        _check_views(views)
+        if views == 1:
+            return frames_to_decode(self.view_indices(num_frames, fps=fps))
+        needed: set[int] = set()
+        for k in range(views):
+            needed.update(frames_to_decode(self.scoring_view_indices(num_frames, k, fps=fps)))
+        return sorted(needed)
+
+    def view_seed(self, view: int) -> int:
+        """Seed of the generator that draws scoring view ``view``: ``config.fragment_view.seed + view`` *(ours)*."""
+        return self.config.fragment_view.seed + view
+
+    def scoring_view_indices(self, num_frames: int, view: int, fps: float | None = None) -> dict[str, torch.Tensor]:
+        """The frames scoring view ``view`` reads (:meth:`make_views` with ``view``).
+
+        View 0 is the fixed scoring view (:meth:`view_indices`); view ``k >= 1`` draws the frames of a loss view
+        (every choice random) from a generator seeded with :meth:`view_seed` ``(k)``.
+
+        Args:
+            num_frames: Frames in the video.
+            view: The view number, ``>= 0``.
+            fps: As for :meth:`view_indices`.
+
+        Returns:
+            As :meth:`view_indices`.
+        """
+        if view == 0:
+            return self.view_indices(num_frames, fps=fps)
+        generator = torch.Generator().manual_seed(self.view_seed(view))
+        return self.view_indices(num_frames, loss=True, generator=generator, fps=fps)
 
     def make_views(
         self,
@@ -495,6 +580,7 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
         loss: bool | None = None,
         generator: torch.Generator | None = None,
         fps: float | None = None,
+        view: int = 0,
     ) -> dict[str, torch.Tensor]:
         """Cut the views of one decoded video.
 
@@ -522,6 +608,11 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
         Patches are cut where the frames are (e.g. on the CPU) and only the views are moved to the model's
         device and converted to floats.
 
+        ``view`` numbers the scoring views of ``model(x, views=K)`` *(ours)*: view 0 is the fixed scoring view
+        above; view ``k >= 1`` is a loss view (other clip starts, segment frames, patch offsets and crop) drawn
+        from a generator seeded with :meth:`view_seed` ``(k)`` = ``config.fragment_view.seed + k``, so every view
+        of a video is the same on every call.
+
         Args:
             video: ``(T, 3, H, W)`` frames (uint8 in ``[0, 255]`` or float in ``[0, 1]``, any device), or a
                 :class:`~dvlta_metric.decoded.DecodedVideo` holding (at least) the frames of
@@ -532,12 +623,23 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
             generator: Generator of the training or loss draws.
             fps: The video's frame rate, for ``config.reference_fps`` (:meth:`view_indices`); a decoded video's
                 own rate when not given.
+            view: Which scoring view to cut (``0``: today's fixed view); only for scoring, not with ``train``,
+                ``loss`` or ``generator``.
 
         Returns:
             ``{"fragments": (K, 3, L, S, S), "frames": (T, 3, S, S), "consecutive": (T, 3, S, S)}`` for the
             views the model uses.
         """
         self._check_dtype()
+        _check_view_number(view)
+        if view:
+            if train or loss or generator is not None or (train is None and self.training):
+                raise ValueError(
+                    "make_views: view numbers the scoring views (eval mode); it cannot be combined with train, loss "
+                    "or generator: call model.eval() first"
+                )
+            generator = torch.Generator().manual_seed(self.view_seed(view))
+            train, loss = False, True
         train = self.training if train is None else train
         loss = (self.as_loss and not train) if loss is None else loss
         if train and loss:
@@ -644,7 +746,11 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
 
     # ------------------------------------------------------------------ branches and head
     def encode(
-        self, views: dict[str, torch.Tensor], precision: str | None = None, names: Sequence[str] | None = None
+        self,
+        views: dict[str, torch.Tensor],
+        precision: str | None = None,
+        names: Sequence[str] | None = None,
+        tokens: dict[str, torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Each branch's frozen encoder on its view (the part the feature cache stores).
 
@@ -653,6 +759,8 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
                 :meth:`make_views` outputs).
             precision: Autocast setting of the encoders (:func:`branch_dtypes`); the model's own if ``None``.
             names: Encode only these branches (default: all).
+            tokens: If given, the CLIP branch ``"vbtc"`` also puts its projected patch tokens ``(B, T, g, g, D)``
+                from the same pass here, under ``"vbtc"`` (for quality maps).
 
         Returns:
             ``{branch name: (B, ...)}`` encoded views.
@@ -663,7 +771,10 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
             if names is not None and name not in names:
                 continue
             with self.branch_autocast(name, precision):
-                encoded[name] = branch.encode(views[branch.view])
+                if tokens is not None and isinstance(branch, VideoBasedTemporalCLIP):
+                    encoded[name], tokens[name] = branch.encode_with_tokens(views[branch.view])
+                else:
+                    encoded[name] = branch.encode(views[branch.view])
             if release and encoded[name].requires_grad:
                 # hand what the branch freed back to the system, now and as its backward pass begins
                 release_free_memory()
@@ -720,7 +831,7 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
             return self.head(fused, text[1], text[2]), weights
 
     # ------------------------------------------------------------------ calls
-    def read(self, path: PathLike) -> DecodedVideo:
+    def read(self, path: PathLike, *, views: int = 1) -> DecodedVideo:
         """Decode the frames of a video file that this model's views need (and no others).
 
         In training mode, and for a loss model (``as_loss=True``), the random frames of the views are drawn
@@ -729,6 +840,7 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
 
         Args:
             path: A video file any FFmpeg build reads, or a :class:`~dvlta_metric.raw_video.RawVideo` (raw ``.yuv``).
+            views: Decode the frames of this many scoring views (:meth:`needed_frames`; eval mode only).
 
         Returns:
             The decoded frames with their indices.
@@ -740,8 +852,11 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
         fps = None
         if self.config.reference_fps > 0:  # sampling by time needs the rate before the frames are picked
             fps = read_video(path, select=lambda n: []).fps
+        _check_views(views)
         if not (self.training or self.as_loss):
-            return read_video(path, select=lambda n: self.needed_frames(n, fps=fps))
+            return read_video(path, select=lambda n: self.needed_frames(n, fps=fps, views=views))
+        if views != 1:
+            raise ValueError("read: views > 1 reads scoring views; the model is in training or loss mode")
         drawn: list[dict[str, torch.Tensor]] = []
         train = self.training
 
@@ -783,6 +898,11 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
             ValueError: If a score or fusion weight is not a finite number (the message gives the videos'
                 positions in ``views``): a non-finite score is never returned as a result.
         """
+        result = self._score_batch(views, tokens=False)
+        return result.scores, result.weights, result.features
+
+    def _score_batch(self, views: Sequence[dict[str, torch.Tensor]], *, tokens: bool) -> _Pass:
+        """:meth:`score_views`, keeping the encoded views (and the CLIP patch tokens, with ``tokens``)."""
         self._check_dtype()
         if not views:
             raise ValueError("score_views needs the views of at least one video, got an empty sequence")
@@ -795,21 +915,42 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
                 "in training mode the batch norms use batch statistics, which need at least 2 videos per call, "
                 "got 1: score batches of 2 or more, or call model.eval() to score one video"
             )
+        patch_tokens: dict[str, torch.Tensor] = {}
         with torch.set_grad_enabled(self.as_loss or self.training):
             batch = {k: torch.stack([v[k] for v in views]) for k in views[0]}
-            features = self.branch_features(self.encode(batch))
+            encoded = self.encode(batch, tokens=patch_tokens if tokens else None)
+            features = self.branch_features(encoded)
             scores, weights = self.score_features(features)
         _check_finite(scores, weights)
-        return scores, weights, features
+        return _Pass(scores, weights, features, encoded, patch_tokens)
 
-    def _run(self, x: Any, fps: float | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
+    def _load(self, x: Any, fps: float | None, views: int) -> tuple[list[torch.Tensor | DecodedVideo], bool]:
         if fps is not None and not (isinstance(fps, (int, float)) and not isinstance(fps, bool) and fps > 0):
             raise ValueError(f"fps must be a positive number of frames per second, got {fps!r}")
-        videos, single = load_videos(x, self.read)
-        with torch.set_grad_enabled(self.as_loss or self.training):
-            return (*self.score_views([self.make_views(v, fps=fps) for v in videos]), single)
+        _check_views(views)
+        if views > 1 and (self.training or self.as_loss):
+            raise ValueError(
+                "views > 1 averages scoring views, which are fixed; the model is in training mode or a loss "
+                "(as_loss=True), whose views are drawn at random on every call: call model.eval(), or use views=1"
+            )
+        return load_videos(x, lambda path: self.read(path, views=views))
 
-    def forward(self, x: Any, fps: float | None = None) -> torch.Tensor:
+    def _pass(
+        self, videos: Sequence[torch.Tensor | DecodedVideo], fps: float | None, views: int, *, tokens: bool = False
+    ) -> _Pass:
+        """One batched pass over ``len(videos) x views`` views (video-major)."""
+        with torch.set_grad_enabled(self.as_loss or self.training):
+            cut_views = [self.make_views(v, fps=fps, view=k) for v in videos for k in range(views)]
+            return self._score_batch(cut_views, tokens=tokens)
+
+    def _run(
+        self, x: Any, fps: float | None = None, views: int = 1
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
+        videos, single = self._load(x, fps, views)
+        result = self._pass(videos, fps, views)
+        return result.scores, result.weights, result.features, single
+
+    def forward(self, x: Any, fps: float | None = None, *, views: int = 1, scale: str = "score") -> torch.Tensor:
         """Score videos.
 
         Args:
@@ -819,31 +960,452 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
                 decoded videos.
             fps: Frame rate of tensor input, used when ``config.reference_fps`` is set (files and decoded
                 videos bring their own); ignored otherwise.
+            views: Score ``views`` scoring views of each video (:meth:`make_views`'s ``view`` ``0 .. views - 1``,
+                all in one batched call) and return their mean; ``1`` (default) is the fixed scoring view alone.
+                :meth:`explain` also gives their spread and a confidence interval.
+            scale: ``"score"`` (default): the score in ``(0, 1)``; ``"mos"``: mapped to the MOS scale by the
+                model's :attr:`calibration` (the mean of the views' scores is mapped).
 
         Returns:
-            0-d score for one video or path, ``(B,)`` / ``(N,)`` otherwise; in ``(0, 1)``, higher is better.
+            0-d score for one video or path, ``(B,)`` / ``(N,)`` otherwise; in ``(0, 1)`` (or on the MOS scale),
+            higher is better.
 
         Raises:
-            TypeError, ValueError: For input of the wrong type, shape, range or size.
+            TypeError, ValueError: For input of the wrong type, shape, range or size; ``views`` below 1 or above
+                :data:`MAX_VIEWS`, or above 1 in training or loss mode; an unknown ``scale``, or ``"mos"`` for a
+                model without a calibration.
             FileNotFoundError: For a path that does not exist.
         """
-        scores, _, _, single = self._run(x, fps)
+        _check_scale(scale)
+        if scale == "mos":
+            self._require_calibration()
+        scores, _, _, single = self._run(x, fps, views)
+        if views > 1:
+            scores = scores.unflatten(0, (-1, views)).mean(dim=1)
+        if scale == "mos":
+            scores = self.to_mos(scores)
         return scores[0] if single else scores
 
-    def explain(self, x: Any, fps: float | None = None) -> Explanation:
-        """Score videos and show which stream drove each score.
+    def explain(
+        self,
+        x: Any,
+        fps: float | None = None,
+        *,
+        views: int = 1,
+        confidence: float = CONFIDENCE,
+        attributes: Sequence[Attribute] | bool = False,
+        maps: bool = False,
+    ) -> Explanation:
+        """Score videos and show which stream drove each score, how sure it is, and (on request) what and where.
+
+        Everything comes from one batched forward pass over the videos' views: the maps, the attributes and the
+        technical score reuse its features (no second pass over the video).
 
         Args:
             x: As for :meth:`forward`.
             fps: As for :meth:`forward`.
+            views: As for :meth:`forward`; with ``views >= 2`` the explanation also holds each view's score, their
+                spread and a confidence interval of their mean (:mod:`~dvlta_metric.uncertainty`).
+            confidence: Level of the interval.
+            attributes: ``True`` for the default attributes (:data:`~dvlta_metric.attributes.DEFAULT_ATTRIBUTES`),
+                or a list of words and prompt pairs (:meth:`attributes`); ``False`` (default) for none.
+            maps: Also make a fragment quality map of each video (:meth:`quality_map`; models with ``"bvfe"``).
 
         Returns:
-            An :class:`Explanation` with the scores, the fusion weights and the branch features.
+            An :class:`Explanation`: the scores (the mean over the views), the fusion weights and branch features
+            (means over the views), and, as asked, ``view_scores (B, K)``, ``spread (B,)``, ``interval (B, 2)``,
+            ``technical (B,)`` (models with ``"bvfe"``), ``attributes`` and ``maps``.
         """
-        scores, weights, features, single = self._run(x, fps)
+        queries = None
+        if attributes is not False:
+            queries = attribute_queries(None if attributes is True else attributes)  # type: ignore[arg-type]
+        if maps:
+            self._require_fragments("quality maps")
+        videos, single = self._load(x, fps, views)
+        result = self._pass(videos, fps, views)
+        per_view = result.scores.unflatten(0, (-1, views))
+        weights = result.weights.unflatten(0, (-1, views)).mean(dim=1)
+        features = result.features.unflatten(0, (-1, views)).mean(dim=1)
+        out = Explanation(per_view.mean(dim=1), weights, features, self.branch_names, view_scores=per_view)
+        if views > 1:
+            out.spread, out.interval = view_spread(per_view), view_interval(per_view, confidence)
+        with torch.set_grad_enabled(self.as_loss or self.training):
+            self._explain_extras(out, result, videos, fps, views, queries, maps)
         if single:
-            return Explanation(scores[0], weights[0], features[0], self.branch_names)
-        return Explanation(scores, weights, features, self.branch_names)
+            for name in ("score", "weights", "features", "view_scores", "spread", "interval", "technical"):
+                value = getattr(out, name)
+                if value is not None:
+                    setattr(out, name, value[0])
+            if out.attributes is not None:
+                out.attributes.scores = out.attributes.scores[0]
+        return out
+
+    def _explain_extras(
+        self,
+        out: Explanation,
+        result: _Pass,
+        videos: Sequence[torch.Tensor | DecodedVideo],
+        fps: float | None,
+        views: int,
+        queries: Sequence[Any] | None,
+        maps: bool,
+    ) -> None:
+        """Fill the technical score, the attributes and the maps of :meth:`explain` from the pass's features."""
+        if "bvfe" in self.branches:
+            out.technical = self._technical(result.features).unflatten(0, (-1, views)).mean(dim=1)
+        if queries is not None:
+            probs = self._attribute_probabilities(result.features, queries).unflatten(0, (-1, views)).mean(dim=1)
+            out.attributes = Attributes(tuple(q.name for q in queries), probs, tuple(queries))
+        if maps:
+            out.maps = [self._fragment_map(result, i, v, fps, views) for i, v in enumerate(videos)]
+
+    # ------------------------------------------------------------------ calibration
+    def set_calibration(self, calibration: Calibration | None) -> DVLTAVQA:
+        """Attach a MOS calibration (or remove it with ``None``); :meth:`save_pretrained` stores it.
+
+        Args:
+            calibration: A :class:`~dvlta_metric.calibration.Calibration` or ``None``.
+
+        Returns:
+            The model.
+
+        Raises:
+            TypeError: For anything else.
+        """
+        if calibration is not None and not isinstance(calibration, Calibration):
+            raise TypeError(f"calibration must be a Calibration or None, got {type(calibration).__name__}")
+        self.calibration = calibration
+        return self
+
+    def calibrate(
+        self,
+        scores: Sequence[float] | np.ndarray | torch.Tensor,
+        mos: Sequence[float] | np.ndarray | torch.Tensor,
+        *,
+        mos_range: tuple[float, float] | None = None,
+        dataset: str = "",
+        split: str = "",
+    ) -> Calibration:
+        """Fit the 4-parameter logistic from this model's scores to MOS and attach it: one call.
+
+        ``model.calibrate(scores, mos, mos_range=(1, 5), dataset="my test")`` then ``model(x, scale="mos")``;
+        ``model.save_pretrained(dir)`` keeps it with the weights. The fit is
+        :func:`~dvlta_metric.calibration.fit_calibration`.
+
+        Args:
+            scores: This model's scores (``scale="score"``, the same ``views``) of videos with known MOS, ``(N,)``.
+            mos: Their mean opinion scores, ``(N,)``.
+            mos_range: The MOS scale's ``(lowest, highest)`` (default: the range of ``mos``).
+            dataset: Name of the data, stored with the fit.
+            split: Which part of it, stored with the fit.
+
+        Returns:
+            The attached :class:`~dvlta_metric.calibration.Calibration`.
+        """
+        calibration = fit_calibration(scores, mos, mos_range=mos_range, dataset=dataset, split=split)
+        self.set_calibration(calibration)
+        return calibration
+
+    def to_mos(self, scores: torch.Tensor) -> torch.Tensor:
+        """Map scores to the MOS scale with the model's :attr:`calibration`.
+
+        Raises:
+            ValueError: If the model has no calibration.
+        """
+        return self._require_calibration()(scores)
+
+    def _require_calibration(self) -> Calibration:
+        if self.calibration is None:
+            raise ValueError(
+                f"model {self.config.name!r} has no MOS calibration, so it cannot report MOS (scale='mos'): its "
+                "scores are only relative. Fit one from your own (score, MOS) pairs with model.calibrate(scores, mos), "
+                "or load weights whose config.json holds one (training evaluation writes it)"
+            )
+        return self.calibration
+
+    # ------------------------------------------------------------------ attributes and technical score
+    def set_text_encoder(self, encoder: TextEncoder | None) -> DVLTAVQA:
+        """Attach the text tower that embeds new attribute prompts (:meth:`attributes`); ``None`` removes it.
+
+        The zero-shot model attaches OpenAI CLIP's when it loads its weights. A trained model's prompts were
+        embedded by ViFi-CLIP's text tower at conversion time; attach that one (or OpenAI CLIP's, an
+        approximation: ViFi-CLIP fine-tuned it). The tower is not part of the weights (:meth:`state_dict`) and
+        runs on the CPU, once per new prompt (embeddings are cached).
+
+        Returns:
+            The model.
+        """
+        if encoder is not None and not isinstance(encoder, TextEncoder):
+            raise TypeError(
+                f"encoder must be a dvlta_metric.attributes.TextEncoder or None, got {type(encoder).__name__}"
+            )
+        self.__dict__["_text_encoder"] = encoder
+        self.__dict__["_text_cache"] = {}
+        return self
+
+    @property
+    def text_encoder(self) -> TextEncoder | None:
+        """The attached text tower (:meth:`set_text_encoder`), or ``None``."""
+        return self.__dict__["_text_encoder"]
+
+    def prompt_embedding(self, prompts: Sequence[str]) -> torch.Tensor:
+        """Text embeddings ``E(prompt)`` (before the text adapter), ``(P, D)`` in the model's dtype and device.
+
+        The model's own three prompts come from :attr:`prompt_embeddings` (no text tower needed); other prompts
+        from the attached text tower, once each (cached). A model with random weights (``weights_origin``
+        ``"random..."``, e.g. ``create(name, pretrained=False)``) that has none gets a random text tower of its
+        sizes, seeded with ``config.fragment_view.seed`` (the same on every run; its embeddings mean nothing,
+        like the model's scores).
+
+        Raises:
+            ValueError: If a prompt is new and no text tower is attached to a model with trained weights.
+        """
+        own = dict(
+            zip((self.config.prompts.fusion, self.config.prompts.positive, self.config.prompts.negative), range(3))
+        )
+        cache: dict[str, torch.Tensor] = self.__dict__["_text_cache"]
+        new = [p for p in dict.fromkeys(prompts) if p not in own and p not in cache]
+        if new:
+            if self.text_encoder is None and self.weights_origin.startswith("random"):
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(self.config.fragment_view.seed)
+                    self.set_text_encoder(TextEncoder.from_config(self.config))
+                cache = self.__dict__["_text_cache"]
+            if self.text_encoder is None:
+                raise ValueError(
+                    f"embedding the prompts {new[:3]} needs a text tower, and this model has none attached: the "
+                    "zero-shot model attaches one when it loads (create('dvlta-vqa-zeroshot')); for others call "
+                    "model.set_text_encoder(encoder) (see the Trustworthy scores docs page), or ask only for the "
+                    f"model's own prompts {sorted(own)}"
+                )
+            cache.update(zip(new, self.text_encoder(new).unbind(0)))
+        rows = [self.prompt_embeddings[own[p]] if p in own else cache[p].to(self.prompt_embeddings) for p in prompts]
+        return torch.stack(rows)
+
+    def attributes(
+        self, x: Any, attributes: Sequence[Attribute] | None = None, *, fps: float | None = None, views: int = 1
+    ) -> Attributes:
+        """Score text-queried attributes of videos in the model's joint text-video space (CLIP-IQA's antonym pairs).
+
+        Each attribute is the probability that ``"a photo of a {word} video."`` rather than its antonym describes
+        the video: ``softmax(s * [cos(F, T'+), cos(F, T'-)])[0]`` with the video feature ``F`` the score uses
+        (the fused feature of eq. 11) and the prompt embeddings through the model's text adapter, as eqs. 12-13
+        do for the quality pair (:mod:`~dvlta_metric.attributes`).
+
+        Args:
+            x: As for :meth:`forward`.
+            attributes: Words with a known antonym (:data:`~dvlta_metric.attributes.ANTONYMS`) or
+                ``(positive, negative)`` prompt pairs; ``None`` for
+                :data:`~dvlta_metric.attributes.DEFAULT_ATTRIBUTES`.
+            fps: As for :meth:`forward`.
+            views: As for :meth:`forward` (the mean over the views).
+
+        Returns:
+            :class:`~dvlta_metric.attributes.Attributes`, scores ``(A,)`` for one video or ``(B, A)``.
+
+        Raises:
+            TypeError, ValueError: For an empty list, a word without a known antonym, or new prompts and no text
+                tower (:meth:`set_text_encoder`); and as :meth:`forward`.
+        """
+        if attributes is None:
+            chosen: Sequence[Attribute] | bool = True
+        elif isinstance(attributes, bool):
+            raise TypeError("attributes must be a list of words or prompt pairs, or None for the default set")
+        else:
+            chosen = attributes
+        found = self.explain(x, fps, views=views, attributes=chosen).attributes
+        if found is None:  # explain always fills them when asked
+            raise RuntimeError("attributes were not computed")
+        return found
+
+    def technical_score(self, x: Any, fps: float | None = None, *, views: int = 1) -> torch.Tensor:
+        """A technical-quality sub-score from the fragment branch alone *(ours)*.
+
+        The prompt head of eqs. 12-13 on ``F_bvfe`` instead of the fused feature: how much the fragment branch
+        (FAST-VQA's technical stream: native-resolution patches) alone leans to "high quality". In ``(0, 1)``,
+        higher is better; not calibrated to MOS, and not the same scale as the score.
+
+        Args:
+            x: As for :meth:`forward`.
+            fps: As for :meth:`forward`.
+            views: As for :meth:`forward`.
+
+        Returns:
+            0-d for one video, ``(B,)`` otherwise.
+
+        Raises:
+            ValueError: For a model without the fragment branch (the zero-shot model).
+        """
+        self._require_fragments("the technical score")
+        technical = self.explain(x, fps, views=views).technical
+        if technical is None:
+            raise RuntimeError("the technical score was not computed")
+        return technical
+
+    def _technical(self, features: torch.Tensor) -> torch.Tensor:
+        """Prompt head on the fragment feature alone: ``(N, n_branches, D)`` -> ``(N,)``."""
+        with torch.autocast(features.device.type, enabled=False):
+            text = self.text_features()
+            bvfe = features[:, self.branch_names.index("bvfe")].to(self.dtype)
+            return self.head(bvfe, text[1], text[2])
+
+    def _fused(self, features: torch.Tensor) -> torch.Tensor:
+        """The fused feature of eq. 11, compared with the prompts: ``(N, n_branches, D)`` -> ``(N, D)``."""
+        with torch.autocast(features.device.type, enabled=False):
+            features = features.to(self.dtype)
+            if features.shape[1] == 1:
+                return features[:, 0]
+            return self.fusion(features, self.text_features()[0])[0]
+
+    def _attribute_probabilities(self, features: torch.Tensor, queries: Sequence[Any]) -> torch.Tensor:
+        """``(N, A)`` attribute probabilities of ``N`` rows of branch features."""
+        prompts = [p for q in queries for p in (q.positive, q.negative)]
+        text = self.prompt_embedding(prompts)
+        with torch.autocast(text.device.type, enabled=False):
+            if self.text_adapter is not None:
+                text = self.text_adapter(text)
+            return pair_probability(self._fused(features), text[0::2], text[1::2], self.head.logit_scale)
+
+    # ------------------------------------------------------------------ quality maps
+    def quality_map(
+        self, video: Any, *, source: str = "fragments", fps: float | None = None, views: int = 1
+    ) -> QualityMap:
+        """A quality map of one video: where in which frames the features lean to "high" or "low quality".
+
+        ``"fragments"``: each fragment cell's head feature (eq. 9, before pooling) projected on the quality
+        direction ``d`` (the normalised positive minus negative prompt embedding) and placed on the patch of the
+        frame it was cut from; ``"clip"``: each CLIP patch token projected on ``d``, placed on the part of the
+        frame it saw (:mod:`~dvlta_metric.quality_map`). One forward pass computes the map and the score. Draw
+        it with :func:`~dvlta_metric.quality_map.write_overlays`.
+
+        Args:
+            video: One video: ``(T, 3, H, W)``, a file path or a :class:`~dvlta_metric.decoded.DecodedVideo`.
+            source: ``"fragments"`` (models with ``"bvfe"``) or ``"clip"`` (models with ``"vbtc"``).
+            fps: As for :meth:`forward`.
+            views: Put the records of this many scoring views on the map.
+
+        Returns:
+            The :class:`~dvlta_metric.quality_map.QualityMap`.
+
+        Raises:
+            ValueError: For a batch, an unknown source, a source the model lacks; and as :meth:`forward`.
+        """
+        if source not in MAP_SOURCES:
+            raise ValueError(f"source must be one of {MAP_SOURCES}, got {source!r}")
+        if source == "fragments":
+            self._require_fragments("a fragment quality map")
+        elif "vbtc" not in self.branches:
+            raise ValueError("a CLIP quality map needs the CLIP branch 'vbtc', which this model does not have")
+        videos, single = self._load(video, fps, views)
+        if not single:
+            raise ValueError("quality_map takes one video ((T, 3, H, W), a path or a DecodedVideo), not a batch")
+        result = self._pass(videos, fps, views, tokens=source == "clip")
+        if source == "fragments":
+            qmap = self._fragment_map(result, 0, videos[0], fps, views)
+        else:
+            qmap = self._clip_map(result, videos[0], fps, views)
+        qmap.score = float(result.scores.mean())
+        return qmap
+
+    def _quality_direction(self) -> torch.Tensor:
+        """``d = T'+/|T'+| - T'-/|T'-|``, ``(D,)``: the direction in the joint space that raises the score."""
+        text = self.text_features()
+        return F.normalize(text[1], dim=0) - F.normalize(text[2], dim=0)
+
+    def _frame_geometry(
+        self, video: torch.Tensor | DecodedVideo, fps: float | None
+    ) -> tuple[int, int, int, float | None]:
+        if isinstance(video, DecodedVideo):
+            h, w = video.frames.shape[-2:]
+            return video.num_frames, h, w, fps if fps is not None else video.fps
+        return video.shape[0], video.shape[-2], video.shape[-1], fps
+
+    def view_layout(
+        self, num_frames: int, height: int, width: int, view: int = 0, fps: float | None = None
+    ) -> dict[str, Any]:
+        """Where scoring view ``view`` of a ``num_frames`` x ``height`` x ``width`` video reads its pixels.
+
+        Replays the draws of :meth:`make_views` (same generator, same order) without cutting anything.
+
+        Args:
+            num_frames: Frames in the video.
+            height: Frame height.
+            width: Frame width.
+            view: The scoring view.
+            fps: As for :meth:`view_indices`.
+
+        Returns:
+            ``{"fragments": FragmentLayout, "frames" / "consecutive": CropLayout}`` for the views the model uses
+            (:mod:`~dvlta_metric.quality_map`).
+        """
+        _check_view_number(view)
+        cfg = self.config
+        generator = torch.Generator().manual_seed(self.view_seed(view))
+        if view:
+            indices = self.view_indices(num_frames, loss=True, generator=generator, fps=fps)
+        else:
+            indices = self.view_indices(num_frames, fps=fps)
+        out: dict[str, Any] = {}
+        for name, idx in indices.items():
+            if name == "fragments":
+                fc = cfg.fragment_view
+                keys = [tuple(clip) for clip in idx.tolist()]
+                first: dict[tuple[int, ...], int] = {}
+                inverse = [first.setdefault(key, len(first)) for key in keys]
+                h_up, w_up = upsampled_size(height, width, fc.size)
+                runs = fc.clip_len // fc.aligned
+                top, left = sample_fragment_offsets(h_up, w_up, len(first) * runs, fc, generator)
+                g = fc.fragments
+                sy, sx = height / h_up, width / w_up
+                top = top.reshape(len(first), runs, g, g)[inverse].double() * sy
+                left = left.reshape(len(first), runs, g, g)[inverse].double() * sx
+                patch = (fc.fsize * sy, fc.fsize * sx)
+                cell = ((h_up // g) * sy, (w_up // g) * sx)
+                out[name] = FragmentLayout(idx, top, left, patch, cell, fc.aligned)
+            else:
+                fv = cfg.frame_view
+                rh, rw = resized_size(height, width, fv.resize)
+                if view:
+                    crop_top, crop_left = random_crop_offset(height, width, fv, generator)
+                else:
+                    crop_top, crop_left = (rh - fv.crop) // 2, (rw - fv.crop) // 2
+                sy, sx = height / rh, width / rw
+                out[name] = CropLayout(idx, crop_top * sy, crop_left * sx, (fv.crop * sy, fv.crop * sx))
+        return out
+
+    def _fragment_map(self, result: _Pass, index: int, video: Any, fps: float | None, views: int) -> QualityMap:
+        """The fragment map of video ``index`` of a pass over ``views`` views per video."""
+        branch = self.branches["bvfe"]
+        num_frames, height, width, rate = self._frame_geometry(video, fps)
+        direction = self._quality_direction()
+        records = []
+        for k in range(views):
+            encoded = result.encoded["bvfe"][index * views + k : index * views + k + 1]
+            cells = branch.cell_features(encoded)[0]  # (C, D, t, h, w)
+            values = torch.einsum("cdthw,d->cthw", cells.to(direction), direction).detach().cpu()
+            layout = self.view_layout(num_frames, height, width, k, rate)["fragments"]
+            records.append(fragment_records(values, layout))
+        return _map_from(records, "fragments", (height, width), views)
+
+    def _clip_map(self, result: _Pass, video: Any, fps: float | None, views: int) -> QualityMap:
+        """The CLIP patch-token map of the one video of a pass."""
+        num_frames, height, width, rate = self._frame_geometry(video, fps)
+        direction = self._quality_direction()
+        view_name = self.branches["vbtc"].view
+        records = []
+        for k in range(views):
+            tokens = result.tokens["vbtc"][k]  # (T, g, g, D)
+            values = (tokens.to(direction) @ direction).detach().cpu()
+            layout = self.view_layout(num_frames, height, width, k, rate)[view_name]
+            records.append(clip_records(values, layout))
+        return _map_from(records, "clip", (height, width), views)
+
+    def _require_fragments(self, what: str) -> None:
+        if "bvfe" not in self.branches:
+            raise ValueError(
+                f"{what} needs the fragment branch 'bvfe', which model {self.config.name!r} does not have "
+                f"(its branches: {list(self.branch_names)})"
+            )
 
     def timeline_frames(self, num_frames: int, window: int, fps: float | None = None) -> list[int]:
         """Sorted unique frame indices that :meth:`timeline` reads with windows of ``window`` frames.
@@ -972,6 +1534,7 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
         color_matrix: str | None = None,
         color_range: str | None = None,
         keep_bit_depth: bool | None = None,
+        views: int = 1,
     ) -> Iterator[FileResult]:
         """Score many video files (:func:`~dvlta_metric.batch.score_files` with this model).
 
@@ -993,6 +1556,8 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
                 ``"bt2020"``).
             color_range: Range of untagged streams (``"tv"``, the default, or ``"pc"``).
             keep_bit_depth: Keep the bits of sources above 8 bits (default ``True``).
+            views: Scoring views per file (as :meth:`forward`); with 2 or more each result also holds their
+                spread and interval (:attr:`~dvlta_metric.batch.FileResult.interval`).
 
         Returns:
             An iterator of :class:`~dvlta_metric.batch.FileResult`, one per path, in order.
@@ -1000,7 +1565,7 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
         options = {"batch_size": batch_size, "num_workers": num_workers, "prefetch": prefetch}
         options |= {"max_megapixels": max_megapixels, "decode_timeout": decode_timeout}
         options |= {"color_matrix": color_matrix, "color_range": color_range, "keep_bit_depth": keep_bit_depth}
-        return score_files(self, paths, progress=progress, explain=explain, **options)
+        return score_files(self, paths, progress=progress, explain=explain, views=views, **options)
 
     def extra_repr(self) -> str:
         return f"name={self.config.name!r}, branches={self.branches}, as_loss={self.as_loss}"
@@ -1033,6 +1598,30 @@ def _one_thread_draws(model: DVLTAVQA) -> Iterator[None]:
     finally:
         with _DRAWING_LOCK:
             _DRAWING.discard(id(model))
+
+
+MAX_VIEWS = 64
+"""Most scoring views one call may ask for (each is a full set of views in the batch)."""
+
+
+def _check_views(views: object) -> None:
+    if isinstance(views, bool) or not isinstance(views, int) or not 1 <= views <= MAX_VIEWS:
+        raise ValueError(f"views must be a whole number from 1 to {MAX_VIEWS}, got {views!r}")
+
+
+def _check_view_number(view: object) -> None:
+    if isinstance(view, bool) or not isinstance(view, int) or not 0 <= view < MAX_VIEWS:
+        raise ValueError(f"view must be a whole number from 0 to {MAX_VIEWS - 1}, got {view!r}")
+
+
+def _check_scale(scale: object) -> None:
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
+
+
+def _map_from(records: list[tuple[torch.Tensor, ...]], source: str, size: tuple[int, int], views: int) -> QualityMap:
+    frames, boxes, cells, values = (torch.cat(parts) for parts in zip(*records, strict=True))
+    return QualityMap(source, size, frames, boxes, cells, values.float(), views)
 
 
 def _check_finite(scores: torch.Tensor, weights: torch.Tensor) -> None:

@@ -34,7 +34,8 @@ import numpy as np
 import torch
 
 import dvlta_metric
-from dvlta_metric._checkpoint import read_config
+from dvlta_metric._checkpoint import read_config, write_calibration
+from dvlta_metric.calibration import Calibration
 from dvlta_metric.model import DVLTAVQA
 
 from .cache import FeatureCache
@@ -159,6 +160,7 @@ def evaluate_predictions(
             writer.writerow([name, m, repr(float(p))])
     scatter_plot(pred[ok], mos[ok], out / "scatter.png", fit=fit, title=title, metrics=metrics)
     doc = {"metrics": metrics, "fit": {"method": fit.method, "params": list(fit.params)}, "videos": int(ok.sum())}
+    doc["mos_range"] = [float(mos[ok].min()), float(mos[ok].max())]
     write_json_atomic(out / "results.json", doc)
     return doc
 
@@ -233,7 +235,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="decoding threads (default 2)")
     p.add_argument("--batch-size", type=int, default=16, help="videos per forward with --cache")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--calibrate-into",
+        metavar="DIR",
+        help="store the logistic fit as the MOS calibration of the model directory DIR (its config.json; "
+        "model(x, scale='mos') then uses it)",
+    )
     return p
+
+
+def calibration_from_fit(
+    fit: LogisticFit, mos: np.ndarray, *, dataset: str, split: str, mos_range: tuple[float, float] | None = None
+) -> Calibration:
+    """The library's :class:`~dvlta_metric.calibration.Calibration` of an evaluation's logistic fit.
+
+    Args:
+        fit: :func:`~dvlta_metric_train.metrics.fit_logistic`'s result.
+        mos: The MOS values it was fitted to (their range is the scale's unless ``mos_range`` is given).
+        dataset: The dataset's name.
+        split: Which part of it.
+        mos_range: The MOS scale's ``(lowest, highest)``.
+    """
+    lo_hi = mos_range or (float(np.min(mos)), float(np.max(mos)))
+    return Calibration(fit.params, fit.method, lo_hi, dataset=dataset, split=split, num_videos=int(np.size(mos)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -290,6 +314,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     doc["model"] = args.model
     doc["failures"] = {str(k): v for k, v in failures.items()}
     write_json_atomic(Path(args.out) / "results.json", doc)
+    if args.calibrate_into:
+        fit = LogisticFit(tuple(doc["fit"]["params"]), doc["fit"]["method"])
+        split = f"split {args.split} ({subset})" if args.split is not None else "all"
+        ok = np.isfinite(pred)
+        calibration = calibration_from_fit(fit, mos[ok], dataset=title.split(",")[0], split=split)
+        print(f"wrote the MOS calibration into {write_calibration(args.calibrate_into, calibration)}")
     m = doc["metrics"]
     print(
         f"{title}: {m['n']} videos: SROCC {m['srocc']:.4f} PLCC {m['plcc']:.4f} KRCC {m['krcc']:.4f} "

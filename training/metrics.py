@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from dvlta_metric.calibration import logistic4  # the library applies the same map at run time (scale="mos")
+
 ArrayLike = Sequence[float] | np.ndarray | Any
 
 METRIC_NAMES: tuple[str, ...] = ("srocc", "plcc", "krcc", "rmse")
@@ -98,12 +100,6 @@ def krcc(pred: ArrayLike, mos: ArrayLike, *, block: int = 2048) -> float:
     if denom == 0.0:
         return float("nan")
     return float(np.clip(concordance / 2.0 / denom, -1.0, 1.0))
-
-
-def logistic4(x: ArrayLike, b1: float, b2: float, b3: float, b4: float) -> np.ndarray:
-    """The VQEG 4-parameter logistic ``(b1 - b2) / (1 + exp(-(x - b3) / |b4|)) + b2``."""
-    z = -(np.asarray(x, dtype=np.float64) - b3) / max(abs(b4), 1e-12)
-    return (b1 - b2) / (1.0 + np.exp(np.clip(z, -500.0, 500.0))) + b2
 
 
 @dataclass(frozen=True)

@@ -121,6 +121,20 @@ class BasicVisualFeatureExtraction(Branch):
             feats = self.encoder(flat[unique])[inverse]
         return feats.unflatten(0, view.shape[:2])
 
+    def cell_features(self, encoded: torch.Tensor) -> torch.Tensor:
+        """The MLP of eq. 9 at every cell of the feature grid, before pooling (for quality maps).
+
+        Args:
+            encoded: ``(B, K, C, t, h, w)`` backbone features.
+
+        Returns:
+            ``(B, K, D, t, h, w)`` in the MLP's weights' dtype; their mean over ``(t, h, w)`` and ``K`` is
+            :meth:`head`'s result.
+        """
+        with torch.autocast(encoded.device.type, enabled=False):
+            out = self.mlp(encoded.flatten(0, 1).to(self.mlp.fc_hid.weight.dtype))
+        return out.unflatten(0, encoded.shape[:2])
+
     def head(self, encoded: torch.Tensor) -> torch.Tensor:
         """MLP and pooling on backbone features (eq. 9).
 

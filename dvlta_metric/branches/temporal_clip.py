@@ -12,7 +12,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .._clip_towers import build_vision_tower, encode_images
+from .._clip_towers import build_vision_tower, encode_images, encode_images_and_tokens
 from ..config import CLIPVisionConfig
 from .base import Branch
 
@@ -95,6 +95,20 @@ class VideoBasedTemporalCLIP(Branch):
             ``(B, T, D)`` embeddings.
         """
         return encode_images(self.encoder, view.flatten(0, 1)).unflatten(0, view.shape[:2])
+
+    def encode_with_tokens(self, view: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`encode` and, from the same pass, the projected patch tokens of every frame.
+
+        Args:
+            view: ``(B, T, 3, S, S)`` normalised frames.
+
+        Returns:
+            ``(embeddings (B, T, D), tokens (B, T, g, g, D))``; the embeddings equal :meth:`encode`'s.
+        """
+        emb, tokens = encode_images_and_tokens(self.encoder, view.flatten(0, 1), tokens=True)
+        if tokens is None:  # encode_images_and_tokens returns tokens when asked; this keeps the type exact
+            raise RuntimeError("the CLIP tower returned no patch tokens")
+        return emb.unflatten(0, view.shape[:2]), tokens.unflatten(0, view.shape[:2])
 
     def head(self, encoded: torch.Tensor) -> torch.Tensor:
         """``F_vbtc`` from per-frame embeddings: the temporal mean (eq. 2), the adapter (eq. 3) and the mix (eq. 4).
