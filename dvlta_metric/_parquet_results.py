@@ -54,8 +54,9 @@ ROWS_PER_PART = 1000
 FLUSH_SECONDS = 10.0
 """Default most seconds a row waits before its part is written."""
 
-FLOAT_COLUMNS = frozenset({"score", "seconds"})
-"""Columns stored as float64 (``weight_<branch>`` too); the others are strings."""
+FLOAT_COLUMNS = frozenset({"score", "seconds", "spread", "ci_low", "ci_high", "mos"})
+"""Columns stored as float64 (``weight_<branch>`` too); the others are strings. ``spread``, ``ci_low``, ``ci_high``
+(``--views``) and ``mos`` (``--scale mos``) are empty for a file that failed."""
 
 
 def import_pyarrow() -> Any:
