@@ -33,6 +33,9 @@ from .raw_video import RawVideo
 STDIN = "-"
 """The path that means standard input."""
 
+DEFAULT_WORKERS = 2
+"""Decoding threads of ``dvlta-metric score`` when ``--workers`` is not given."""
+
 RAW_SUFFIX = ".yuv"
 """Paths ending in this (any case) are raw video files."""
 

@@ -52,7 +52,8 @@ ROWS_PER_PART = 1000
 """Default rows per part file."""
 
 FLUSH_SECONDS = 10.0
-"""Default most seconds a row waits before its part is written."""
+"""Default age of the oldest waiting row at which the next row to arrive writes the part. The check runs when a row
+arrives: rows wait longer while no result comes (a slow decode)."""
 
 FLOAT_COLUMNS = frozenset({"score", "seconds", "spread", "ci_low", "ci_high", "mos"})
 """Columns stored as float64 (``weight_<branch>`` too); the others are strings. ``spread``, ``ci_low``, ``ci_high``

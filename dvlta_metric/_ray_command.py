@@ -11,8 +11,8 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from ._cli_inputs import STDIN, is_raw
-from ._results import RefusedOutputError
+from ._cli_inputs import DEFAULT_WORKERS, STDIN, is_raw
+from ._results import EXIT_WRITE_ERROR, OutputWriteError, RefusedOutputError
 from .batch import FileResult
 from .ray_scoring import score_files_ray
 
@@ -79,8 +79,15 @@ def check_ray_arguments(args: argparse.Namespace, files: list[str], fmt: str) ->
             "--ray reads files that every node of the cluster can open: standard input (-) and raw .yuv files are "
             "scored without --ray"
         )
-    if args.timeline is not None:
+    if args.timeline is not None or args.timeline_out is not None or args.timeline_plot:
         raise RayUsageError("--timeline is not available with --ray: score the timelines without --ray")
+    if args.device not in (None, "cpu"):
+        raise RayUsageError(
+            f"--device {args.device} is not used with --ray: each scoring actor takes one GPU where the cluster has "
+            "GPUs (--device cpu: CPU actors only); size them with --ray-scorers"
+        )
+    if args.workers != DEFAULT_WORKERS:
+        raise RayUsageError("--workers sizes the decoding threads of one process; with --ray use --ray-decoders")
     if getattr(args, "views", 1) != 1 or getattr(args, "scale", "score") != "score":
         raise RayUsageError(
             "--views and --scale mos are not available with --ray yet: score with them without --ray (the scores' "
@@ -97,7 +104,8 @@ def run_ray(args: argparse.Namespace, files: list[str], *, note: Callable[[str],
         note: Prints a message on stderr.
 
     Returns:
-        The exit status: 0 every file scored, 1 some failed (now or in an earlier run).
+        The exit status: 0 every file scored, 1 some failed (now or in an earlier run) or the job failed,
+        ``EXIT_WRITE_ERROR`` (74) when the results could not be written.
     """
     failures = 0
 
@@ -130,6 +138,7 @@ def run_ray(args: argparse.Namespace, files: list[str], *, note: Callable[[str],
             color_range=args.color_range,
             keep_bit_depth=not args.eight_bit,
             address=None if args.ray == RAY_LOCAL else args.ray,
+            use_gpus=args.device != "cpu",
             progress=not args.no_progress,
             on_result=report,
         )
@@ -137,6 +146,12 @@ def run_ray(args: argparse.Namespace, files: list[str], *, note: Callable[[str],
         raise RayUsageError(str(err)) from None
     except RefusedOutputError:
         raise
+    except OutputWriteError as err:  # as without --ray: the rows written before are kept
+        note(
+            f"dvlta-metric: error: {err}; the rows written before are kept: make room, then run the same command "
+            "again to resume"
+        )
+        return EXIT_WRITE_ERROR
     except Exception as err:  # the job failed in Ray (a model that cannot be built in an actor, a lost cluster)
         note(
             f"dvlta-metric: error: the Ray job failed ({type(err).__name__}: {err}); the results written before are "

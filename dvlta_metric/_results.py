@@ -69,6 +69,10 @@ class OutputLockedError(RefusedOutputError):
     """Another run holds the lock on the ``--output`` file (exit status 2)."""
 
 
+EXIT_WRITE_ERROR = 74
+"""Exit status when results cannot be written (a full disk, a file size limit): ``EX_IOERR`` of sysexits.h."""
+
+
 class OutputWriteError(Exception):
     """Writing results failed, e.g. on a full disk; the rows written before are kept."""
 

@@ -25,7 +25,15 @@ from pathlib import Path
 
 from ._allocator import tune_allocator
 from ._checkpoint import CONFIG_NAME, WEIGHTS_NAME, read_config
-from ._cli_inputs import STDIN, InputError, PreparedInputs, check_raw_options, prepared_inputs, read_file_list
+from ._cli_inputs import (
+    DEFAULT_WORKERS,
+    STDIN,
+    InputError,
+    PreparedInputs,
+    check_raw_options,
+    prepared_inputs,
+    read_file_list,
+)
 from ._factory import create, parse_model_name, weights_label
 from ._hub import sha256_of
 from ._map_command import MapUsageError, add_map_parser, run_map
@@ -35,6 +43,7 @@ from ._rd_command import RdUsageError, add_rd_parser, run_rd
 from ._registry import list_models, model_info
 from ._results import (
     BASE_COLUMNS,
+    EXIT_WRITE_ERROR,
     JSON_SUFFIXES,
     OUTPUT_ERRORS,
     OutputWriteError,
@@ -62,9 +71,6 @@ from .video_io import (
     read_limits,
     read_options,
 )
-
-EXIT_WRITE_ERROR = 74
-"""Exit status when results cannot be written (a full disk, a file size limit): ``EX_IOERR`` of sysexits.h."""
 
 
 class UsageError(Exception):
@@ -119,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument(
         "--workers",
         type=_non_negative,
-        default=2,
+        default=DEFAULT_WORKERS,
         metavar="N",
         help="decoding threads; 0 decodes between model calls (default: 2)",
     )
@@ -152,8 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         type=Path,
         help="append each result to FILE (csv or JSON Lines) as soon as it is ready, or to the directory "
-        "FILE.parquet (Parquet part files, written whole every 1000 rows or 10 s); files already in FILE, scored or "
-        "failed, are skipped, so a re-run resumes an interrupted one (delete a row to score that file again)",
+        "FILE.parquet (Parquet part files, written whole every 1000 rows or as a result arrives 10 s after the "
+        "oldest); files already in FILE, scored or failed, are skipped, so a re-run resumes an interrupted one "
+        "(delete a row to score that file again)",
     )
     score.add_argument(
         "--precision",

@@ -17,8 +17,10 @@ Exactly once: only the driver writes, a part counts only once renamed, a rerun s
 part (by its real path), and the driver drops a file it has already written in this run (should Ray deliver a
 retried batch twice). A scoring actor that dies is restarted by Ray Data and its in-flight batch scored again
 (Ray Data's default ``max_restarts=-1``, ``max_task_retries=-1``); a driver that dies loses the rows still in
-its buffer (at most :data:`~dvlta_metric._parquet_results.FLUSH_SECONDS` seconds of results by default), which
-the rerun scores. A file that cannot be read or scored is a row with its ``error``, never a failed job.
+its buffer (the rows since the last part: a part is written once a row arrives
+:data:`~dvlta_metric._parquet_results.FLUSH_SECONDS` or more after the oldest waiting one, so a long gap between
+results can leave rows waiting longer), which the rerun scores. A file that cannot be read or scored is a row
+with its ``error``, never a failed job.
 
 Ray is imported when :func:`score_files_ray` runs (``pip install 'dvlta-metric[ray]'``); ``import dvlta_metric``
 works without it. Decode workers and scoring actors import this module by name, so ``dvlta-metric`` must be
@@ -53,8 +55,8 @@ from .video_io import TransientError, check_limit
 __all__ = ["RayScoringSummary", "ResourcePlan", "plan_resources", "score_files_ray"]
 
 GPU_BATCH_SIZE = 16
-"""Default videos per model call of a GPU actor (the H200 throughput is near its best from 16 on: see the
-Benchmarks page)."""
+"""Default videos per model call of a GPU actor (ours; on the H200 the Benchmarks page has fp16 batches of 1, 32 and
+64 and fp32 batches of 1 and 16, not a sweep: 16 is a guess between them, to be measured)."""
 
 CPU_BATCH_SIZE = 1
 """Default videos per model call of a CPU actor (a CPU gains nothing from larger batches)."""
@@ -98,6 +100,16 @@ class ResourcePlan:
     batch_size: int
 
 
+def _check_fits(cpus: int, decoders: int, scorers: int, cpus_per_scorer: int) -> None:
+    """Refuse sizes the cluster cannot hold at once: Ray would wait for CPUs that never come, silently."""
+    needed = decoders + scorers * cpus_per_scorer
+    if needed > cpus:
+        raise ValueError(
+            f"{scorers} scoring actors ({cpus_per_scorer} CPU each) and {decoders} decode tasks need {needed} CPUs at "
+            f"once; the cluster has {cpus}: ask for fewer (--ray-scorers, --ray-decoders) or add nodes"
+        )
+
+
 def plan_resources(
     resources: Mapping[str, float],
     *,
@@ -129,7 +141,8 @@ def plan_resources(
         The plan.
 
     Raises:
-        TypeError, ValueError: An argument that is not a positive integer; more GPU scorers than GPUs.
+        TypeError, ValueError: An argument that is not a positive integer; more GPU scorers than GPUs; more
+            scorers and decoders than the cluster's CPUs can hold at once (Ray would wait for them forever).
     """
     for name, value in (("decoders", decoders), ("scorers", scorers), ("scorer_threads", scorer_threads)):
         if value is not None:
@@ -142,6 +155,7 @@ def plan_resources(
         if scorers is not None and scorers > gpus:
             raise ValueError(f"scorers={scorers} is more than the {gpus} GPUs of the cluster: one model per GPU")
         n = scorers or gpus
+        _check_fits(cpus, decoders or 1, n, 1)
         return ResourcePlan(
             decoders=decoders or max(1, cpus - n),
             scorers=n,
@@ -153,6 +167,7 @@ def plan_resources(
     d = decoders or max(1, round(cpus * CPU_DECODE_SHARE))
     rest = max(1, cpus - d)
     n = scorers or max(1, rest // CPUS_PER_CPU_SCORER)
+    _check_fits(cpus, d, n, 1)
     return ResourcePlan(
         decoders=d,
         scorers=n,
@@ -209,6 +224,7 @@ def score_files_ray(
     color_range: str | None = None,
     keep_bit_depth: bool | None = None,
     address: str | None = None,
+    use_gpus: bool = True,
     rows_per_part: int = ROWS_PER_PART,
     flush_seconds: float = FLUSH_SECONDS,
     progress: bool = True,
@@ -246,6 +262,8 @@ def score_files_ray(
         address: The cluster to connect to when Ray is not initialised in this process yet (``ray.init(address)``;
             ``None``: ``RAY_ADDRESS`` or a running local cluster, else a new local one). A Ray instance this
             function starts is shut down at the end.
+        use_gpus: Whether scoring actors take the cluster's GPUs; ``False`` plans CPU actors as on a CPU-only
+            cluster (``dvlta-metric score --ray --device cpu``).
         rows_per_part: Rows per part file.
         flush_seconds: Most seconds a result waits in the driver before its part is written.
         progress: Show Ray Data's progress bars.
@@ -307,8 +325,11 @@ def score_files_ray(
         context = ray.data.DataContext.get_current()
         bars = context.enable_progress_bars
         try:
+            resources = dict(ray.cluster_resources())
+            if not use_gpus:
+                resources.pop("GPU", None)
             plan = plan_resources(
-                ray.cluster_resources(),
+                resources,
                 decoders=decoders,
                 scorers=scorers,
                 scorer_threads=scorer_threads,

@@ -24,7 +24,8 @@ import torch
 from video_files import Clips, make_clips, write_clip
 
 import dvlta_metric
-from dvlta_metric._parquet_results import LOCK_NAME, TEMP_SUFFIX
+from dvlta_metric._parquet_results import LOCK_NAME, TEMP_SUFFIX, ParquetResults
+from dvlta_metric._results import EXIT_WRITE_ERROR, OutputWriteError
 from dvlta_metric.cli import main
 from dvlta_metric.ray_scoring import GPU_BATCH_SIZE, ResourcePlan, plan_resources, score_files_ray
 
@@ -51,6 +52,14 @@ def test_plan_on_a_cpu_cluster() -> None:
         plan_resources({"CPU": 4.0}, decoders=1.5)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="batch_size must be at least 1"):
         plan_resources({"CPU": 4.0}, batch_size=0)
+
+
+def test_a_plan_the_cluster_cannot_hold_is_refused_instead_of_waiting_forever() -> None:
+    with pytest.raises(ValueError, match="need 4 CPUs at once; the cluster has 2"):
+        plan_resources({"CPU": 2.0}, scorers=3)
+    with pytest.raises(ValueError, match="need 9 CPUs at once; the cluster has 8"):
+        plan_resources({"CPU": 8.0, "GPU": 2.0}, decoders=7)
+    assert plan_resources({"CPU": 8.0, "GPU": 2.0}, decoders=6).decoders == 6
 
 
 # ---------------------------------------------------------------------------------------------- Ray
@@ -203,12 +212,30 @@ def test_the_command_line_scores_on_ray(
     assert all(math.isfinite(r["score"]) for r in rows if r["path"] != str(clips.text))
 
 
+def test_a_write_error_on_ray_exits_74_as_without_ray(
+    ray_address: str, clips: Clips, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full_disk(self: ParquetResults) -> None:
+        raise OutputWriteError(f"cannot write a part file into {self.path}: [Errno 28] No space left on device")
+
+    monkeypatch.setattr(ParquetResults, "flush", full_disk)
+    out = tmp_path / "full.parquet"
+    code = main(["score", str(clips.landscape), "--ray", ray_address, "--output", str(out), *TINY_ARGS])
+    err = capsys.readouterr().err
+    assert code == EXIT_WRITE_ERROR == 74, err
+    assert "No space left on device" in err and "run the same command again to resume" in err
+
+
 @pytest.mark.parametrize(
     "extra, words",
     [
         (["--output", "{csv}"], "--output DIR.parquet"),
         ([], "--output DIR.parquet"),
         (["--output", "{pq}", "--timeline", "2", "--timeline-out", "{tl}"], "--timeline is not available with --ray"),
+        (["--output", "{pq}", "--timeline-plot"], "--timeline is not available with --ray"),
+        (["--output", "{pq}", "--device", "cuda:7"], "--device cuda:7 is not used with --ray"),
+        (["--output", "{pq}", "--workers", "9"], "with --ray use --ray-decoders"),
+        (["--output", "{pq}", "--views", "2"], "--views and --scale mos are not available with --ray"),
     ],
 )
 def test_ray_usage_errors_exit_2_before_ray_starts(
