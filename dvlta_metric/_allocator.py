@@ -16,6 +16,7 @@ between its branches on CPU (:meth:`~dvlta_metric.DVLTAVQA.set_grad_checkpointin
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
@@ -28,9 +29,13 @@ _M_MMAP_THRESHOLD = -3
 
 @functools.lru_cache(maxsize=1)
 def _libc() -> ctypes.CDLL | None:
-    """The C library on Linux, or ``None``."""
+    """The C library on Linux (the symbols the process already has, else ``find_library``), or ``None``."""
     if not sys.platform.startswith("linux"):
         return None
+    with contextlib.suppress(OSError):
+        process = ctypes.CDLL(None)
+        if hasattr(process, "mallopt"):
+            return process
     name = ctypes.util.find_library("c")
     if not name:
         return None
@@ -75,8 +80,9 @@ def release_free_memory() -> bool:
     next allocations fault fresh pages in, as they would have at the start. It takes tens of milliseconds.
 
     Returns:
-        ``True`` if glibc released memory; ``False`` if there was none to release, or on other platforms and C
-        libraries (nothing is done there).
+        What glibc's ``malloc_trim`` reports: ``True`` when it handed pages back (it does whenever the heap has
+        free pages, which it may already have handed back before); ``False`` when it did not, or on other
+        platforms and C libraries, where nothing is done.
     """
     trim = getattr(_libc(), "malloc_trim", None)
     if trim is None:

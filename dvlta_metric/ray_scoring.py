@@ -297,7 +297,9 @@ def score_files_ray(
     check_color_range(color_range)
     if keep_bit_depth is not None and not isinstance(keep_bit_depth, bool):
         raise TypeError(f"keep_bit_depth must be True, False or None, got {type(keep_bit_depth).__name__}")
-    plan_resources({"CPU": 1}, decoders=decoders, scorers=scorers, scorer_threads=scorer_threads, batch_size=batch_size)
+    # the arguments' types and ranges, before anything starts (the cluster's size is checked once Ray is up)
+    big = {"CPU": float((decoders or 1) + (scorers or 1))}
+    plan_resources(big, decoders=decoders, scorers=scorers, scorer_threads=scorer_threads, batch_size=batch_size)
     dataset = paths if _is_dataset(paths, ray) else None
     listed = None if dataset is not None else _paths(paths)
     summary = RayScoringSummary(Path(output))

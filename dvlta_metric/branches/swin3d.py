@@ -694,13 +694,6 @@ class SwinTransformerBlock3D(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-def _release_after_stage(grad: Tensor) -> None:
-    """Tensor hook on a checkpointed stage's input: once the stage's backward pass is done, hand the memory its
-    recomputations freed back to the system (:func:`~dvlta_metric.release_free_memory`), so that glibc's heap
-    does not carry each stage's peak into the next *(ours)*."""
-    release_free_memory()
-
-
 class TransientWindowTensors:
     """Holds the :class:`WindowTensors` of one block at a time, for checkpointed passes *(ours)*.
 
@@ -895,15 +888,20 @@ class BasicLayer(nn.Module):
         """
         feature_size = _size3(x.shape[1:4])
         windows = self.block_windows(feature_size, window)
-        checkpointed = self.grad_checkpointing and torch.is_grad_enabled()
+        checkpointed = (
+            self.grad_checkpointing
+            and torch.is_grad_enabled()
+            and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
+        )
         if tensors is None and not checkpointed:
             tensors = self.window_tensors(feature_size, window, x.device, x.dtype, kernel)
         elif tensors is not None and (
             len(tensors) != len(self.blocks) or tensors[0].scatter.numel() != math.prod(feature_size)
         ):
             raise ValueError(f"window tensors do not match this stage's {len(self.blocks)} blocks at {feature_size}")
-        if checkpointed and x.requires_grad and x.device.type == "cpu":
-            x.register_hook(_release_after_stage)  # after this stage's backward pass (see _release_after_stage)
+        if checkpointed and x.grad_fn is not None and x.device.type == "cpu":
+            # after this stage's backward pass; not on a caller's leaf, which may come back call after call
+            x.register_hook(self._after_backward)
         for i, (block, (w, s)) in enumerate(zip(self.blocks, windows, strict=True)):
             t = None if tensors is None else tensors[i]
             if checkpointed:
@@ -917,6 +915,14 @@ class BasicLayer(nn.Module):
         if self.downsample is not None:
             x = self.downsample(x)
         return x
+
+    def _after_backward(self, grad: Tensor) -> None:
+        """Tensor hook on a checkpointed stage's input, run once the stage's backward pass is done: lets the held
+        window tensors go and hands the memory the recomputations freed back to the system
+        (:func:`~dvlta_metric.release_free_memory`), so that glibc's heap does not carry each stage's peak into
+        the next *(ours)*."""
+        self.transient.clear()
+        release_free_memory()
 
     def _checkpointed_block(
         self,
@@ -1145,7 +1151,8 @@ class SwinTransformer3D(nn.Module):
             and torch.is_grad_enabled()
             and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
         )
-        if torch.is_grad_enabled() and any(isinstance(la, BasicLayer) and la.grad_checkpointing for la in self.layers):
+        needs_grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
+        if needs_grad and any(isinstance(la, BasicLayer) and la.grad_checkpointing for la in self.layers):
             # checkpointed: each block builds its tensors when it runs and none keeps them (BasicLayer.forward)
             self.clear_bias_cache()
             kernel = "sdpa" if requires_grad and x.device.type == "cpu" else self.attention_kernel

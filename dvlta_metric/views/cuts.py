@@ -85,8 +85,9 @@ class RowCut:
         return frames.index_select(0, self.rows)
 
     def add_grad(self, into: torch.Tensor, grad: torch.Tensor) -> None:
-        """Adds the gradient of :meth:`apply`'s output to the video-sized ``into``, in place."""
-        into.index_add_(0, self.rows, grad)
+        """Adds the gradient of :meth:`apply`'s output to the video-sized ``into``, in place (``index_put_`` with
+        ``accumulate``, deterministic on CUDA where ``index_add_`` is not)."""
+        into.index_put_((self.rows,), grad, accumulate=True)
 
 
 Cut = PatchCut | RowCut
