@@ -242,7 +242,7 @@ def test_ray_usage_errors_exit_2_before_ray_starts(
     clips: Clips, tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], words: str
 ) -> None:
     names = {"csv": tmp_path / "s.csv", "pq": tmp_path / "s.parquet", "tl": tmp_path / "tl"}
-    argv = ["score", str(clips.landscape), "--ray", *[a.format(**names) for a in extra], *TINY_ARGS]
+    argv = ["score", str(clips.landscape), "--ray", *TINY_ARGS, *[a.format(**names) for a in extra]]  # extra last
     assert main(argv) == 2
     assert words in capsys.readouterr().err
     assert not names["pq"].exists()
