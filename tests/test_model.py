@@ -92,7 +92,8 @@ def test_explain(tiny_model: DVLTAVQA, video_factory: VideoFactory) -> None:
     cos = torch.nn.functional.cosine_similarity(e.features, text[None], dim=-1)
     assert torch.allclose(e.weights, cos, atol=1e-6)
     rows = tiny_model.explain(torch.stack([v, v])).rows()
-    assert len(rows) == 2 and set(rows[0]) == {"score", "weight_bvfe", "weight_tcm", "weight_vbtc"}
+    # the technical score (the prompt head on the fragment feature alone) comes with every explanation
+    assert len(rows) == 2 and set(rows[0]) == {"score", "weight_bvfe", "weight_tcm", "weight_vbtc", "technical"}
 
 
 def test_as_loss_gradient_reaches_pixels(tiny_loss_model: DVLTAVQA, video_factory: VideoFactory) -> None:
