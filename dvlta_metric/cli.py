@@ -324,6 +324,7 @@ def _score(args: argparse.Namespace) -> int:
         if not files:
             return 0
     if args.ray is not None:
+        _check_ray_output(args)
         try:
             return run_ray(args, files, note=_note)
         except RayUsageError as err:
@@ -618,6 +619,22 @@ def _model_name(model: str) -> str | None:
     except (ValueError, OSError):  # create() reports it
         return None
     return None
+
+
+def _check_ray_output(args: argparse.Namespace) -> None:
+    """Refuse a ``--ray`` run whose model or weights differ from the rows already in its Parquet directory, as the
+    run without ``--ray`` does, before the cluster starts (where the weights label is known in advance)."""
+    if not args.output.is_dir():
+        return
+    try:
+        with ParquetResults.open(args.output) as existing:
+            previous = existing.read()
+    except ImportError as err:
+        raise UsageError(str(err)) from None
+    known = known_weights_label(
+        args.model, random_weights=args.random_weights, precision=args.precision, seed=args.seed
+    )
+    _check_same_model(args.output, previous, _model_name(args.model), known)
 
 
 def _check_same_model(output: Path | None, previous: Previous, name: str | None, weights: str | None) -> None:

@@ -212,6 +212,24 @@ def test_the_command_line_scores_on_ray(
     assert all(math.isfinite(r["score"]) for r in rows if r["path"] != str(clips.text))
 
 
+def test_other_weights_on_ray_are_refused_before_ray_starts(
+    clips: Clips, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "first.parquet"
+    assert main(["score", str(clips.landscape), "--output", str(out), *TINY_ARGS]) == 0  # without Ray
+    capsys.readouterr()
+
+    def no_ray(*args: object, **kwargs: object) -> int:
+        raise AssertionError("the run should be refused before Ray starts")
+
+    monkeypatch.setattr("dvlta_metric.cli.run_ray", no_ray)
+    argv = ["score", str(clips.odd), "--ray", "--output", str(out), *TINY_ARGS, "--seed", "3"]
+    assert main(argv) == 2
+    assert (
+        "holds scores made with weights 'random (seed 0), fp32', not 'random (seed 3), fp32'" in capsys.readouterr().err
+    )
+
+
 def test_a_write_error_on_ray_exits_74_as_without_ray(
     ray_address: str, clips: Clips, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
