@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import select
@@ -231,3 +232,15 @@ def _fileno(stream: BinaryIO) -> int | None:
         return stream.fileno()
     except (AttributeError, OSError, ValueError):  # io.BytesIO in tests
         return None
+
+
+def decode_kwargs(args: argparse.Namespace) -> dict[str, object]:
+    """The reading options of ``score``'s arguments, as keyword arguments of
+    :func:`~dvlta_metric.batch.score_files` and :func:`~dvlta_metric.ray_scoring.score_files_ray`."""
+    return {
+        "max_megapixels": args.max_megapixels,
+        "decode_timeout": args.decode_timeout,
+        "color_matrix": args.color_matrix,
+        "color_range": args.color_range,
+        "keep_bit_depth": not args.eight_bit,
+    }

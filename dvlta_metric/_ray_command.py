@@ -11,7 +11,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from ._cli_inputs import DEFAULT_WORKERS, STDIN, is_raw
+from ._cli_inputs import DEFAULT_WORKERS, STDIN, decode_kwargs, is_raw
 from ._results import EXIT_WRITE_ERROR, OutputWriteError, RefusedOutputError
 from .batch import FileResult
 from .ray_scoring import score_files_ray
@@ -132,11 +132,7 @@ def run_ray(args: argparse.Namespace, files: list[str], *, note: Callable[[str],
             scorers=args.ray_scorers,
             attention_kernel=args.attention_kernel,
             compile=args.compile,
-            max_megapixels=args.max_megapixels,
-            decode_timeout=args.decode_timeout,
-            color_matrix=args.color_matrix,
-            color_range=args.color_range,
-            keep_bit_depth=not args.eight_bit,
+            **decode_kwargs(args),
             address=None if args.ray == RAY_LOCAL else args.ray,
             use_gpus=args.device != "cpu",
             progress=not args.no_progress,

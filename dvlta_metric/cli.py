@@ -31,6 +31,7 @@ from ._cli_inputs import (
     InputError,
     PreparedInputs,
     check_raw_options,
+    decode_kwargs,
     prepared_inputs,
     read_file_list,
 )
@@ -419,11 +420,7 @@ def _score_files(
                 num_workers=args.workers,
                 progress=not args.no_progress,
                 explain=args.explain,
-                max_megapixels=args.max_megapixels,
-                decode_timeout=args.decode_timeout,
-                color_matrix=args.color_matrix,
-                color_range=args.color_range,
-                keep_bit_depth=not args.eight_bit,
+                **decode_kwargs(args),
                 views=args.views,
             )
             for result in scored:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_run import run
 from video_files import Clips, make_clips
 
 import dvlta_metric._results
@@ -31,13 +32,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory: pytest.TempPathFactory) -> Clips:
     return make_clips(tmp_path_factory.mktemp("clips"))
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
-    torch.manual_seed(0)
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 # ---------------------------------------------------------------------------------------------- list

@@ -10,12 +10,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import torch
+from cli_run import run
 from video_files import Clips, make_clips
 
 from dvlta_metric._parquet_results import LOCK_NAME, ParquetResults
 from dvlta_metric._results import OutputLockedError
-from dvlta_metric.cli import main
 from dvlta_metric.sharding import parse_shard, shard_of, shard_paths
 
 TINY = ["--model", "dvlta-vqa-tiny", "--random-weights", "--device", "cpu", "--no-progress"]
@@ -24,13 +23,6 @@ TINY = ["--model", "dvlta-vqa-tiny", "--random-weights", "--device", "cpu", "--n
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory: pytest.TempPathFactory) -> Clips:
     return make_clips(tmp_path_factory.mktemp("clips"))
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
-    torch.manual_seed(0)
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 # ---------------------------------------------------------------------------------------------- shards
