@@ -2,7 +2,8 @@
 
 The subcommand's parser (:func:`add_map_parser`) and runner (:func:`run_map`); :mod:`dvlta_metric.cli` registers
 them and hands in how it creates models, so that ``map`` builds its model exactly as ``score`` does. One forward
-pass gives the score and the map (:meth:`~dvlta_metric.model.DVLTAVQA.explain`); the frames drawn are then
+pass gives the score and the map (:meth:`~dvlta_metric.model.DVLTAVQA.quality_map`; ``--isolated`` adds a second
+fragment-branch pass with each cell on its own); the frames drawn are then
 decoded once more at full resolution and written as PNGs into ``DIR`` or as one MP4 when ``--out`` ends in
 ``.mp4`` (:func:`~dvlta_metric.quality_map.write_overlays`). What a map can and cannot be trusted for is on the
 "Trustworthy scores" docs page.
@@ -64,6 +65,11 @@ def add_map_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default="patch",
         help="draw each value on its patch (default) or over its grid cell",
     )
+    p.add_argument(
+        "--isolated",
+        action="store_true",
+        help="fragment map with each cell encoded from its own pixels alone (local; one more fragment-branch pass)",
+    )
     p.add_argument("--views", type=_at_least_one, default=1, metavar="K", help="scoring views on the map")
     p.add_argument("--frames", type=_at_least_one, default=8, metavar="N", help="most frames drawn (default: 8)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
@@ -75,7 +81,7 @@ def add_map_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run_map(args: argparse.Namespace, *, create_model: Callable[[argparse.Namespace], DVLTAVQA]) -> int:
-    """Run ``dvlta-metric map``: print ``{"path", "score", "source", "files"}`` as JSON and write the overlays.
+    """Run ``dvlta-metric map``: print ``{"path", "score", "source", "isolated", "files"}`` as JSON; write overlays.
 
     Raises:
         MapUsageError: If the model lacks the branch of the map asked for.
@@ -83,7 +89,9 @@ def run_map(args: argparse.Namespace, *, create_model: Callable[[argparse.Namesp
     model = create_model(args)
     source = args.source or ("fragments" if "bvfe" in model.branches else "clip")
     try:
-        qmap = model.quality_map(args.video, source=source, views=args.views)
+        if args.isolated and source != "fragments":
+            raise MapUsageError("--isolated is for the fragment map; it cannot be used with --source clip")
+        qmap = model.quality_map(args.video, source=source, views=args.views, isolated=args.isolated)
     except ValueError as err:
         if "needs the" in str(err):
             raise MapUsageError(str(err)) from None
@@ -94,5 +102,6 @@ def run_map(args: argparse.Namespace, *, create_model: Callable[[argparse.Namesp
     video = read_video(args.video, select=lambda n: chosen)
     files = write_overlays(qmap, video, args.out, frames=chosen, fill=args.fill)
     score = qmap.score
-    print(json.dumps({"path": str(args.video), "score": score, "source": source, "files": [str(f) for f in files]}))
+    out = {"path": str(args.video), "score": score, "source": source, "isolated": qmap.isolated}
+    print(json.dumps({**out, "files": [str(f) for f in files]}))
     return 0

@@ -1057,7 +1057,10 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
             probs = self._attribute_probabilities(result.features, queries).unflatten(0, (-1, views)).mean(dim=1)
             out.attributes = Attributes(tuple(q.name for q in queries), probs, tuple(queries))
         if maps:
-            out.maps = [self._fragment_map(result, i, v, fps, views) for i, v in enumerate(videos)]
+            out.maps = [
+                self._fragment_map(result.encoded["bvfe"][i * views : (i + 1) * views], v, fps, views)
+                for i, v in enumerate(videos)
+            ]
 
     # ------------------------------------------------------------------ calibration
     def set_calibration(self, calibration: Calibration | None) -> DVLTAVQA:
@@ -1268,7 +1271,13 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
 
     # ------------------------------------------------------------------ quality maps
     def quality_map(
-        self, video: Any, *, source: str = "fragments", fps: float | None = None, views: int = 1
+        self,
+        video: Any,
+        *,
+        source: str = "fragments",
+        fps: float | None = None,
+        views: int = 1,
+        isolated: bool = False,
     ) -> QualityMap:
         """A quality map of one video: where in which frames the features lean to "high" or "low quality".
 
@@ -1278,11 +1287,19 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
         frame it saw (:mod:`~dvlta_metric.quality_map`). One forward pass computes the map and the score. Draw
         it with :func:`~dvlta_metric.quality_map.write_overlays`.
 
+        The Swin3D's attention mixes the fragment cells (its last stage attends over all of them), so a cell's
+        value in this map also depends on the other cells. ``isolated=True`` makes a map that is local by
+        construction instead: the fragment branch runs once more with attention kept inside each cell
+        (:func:`~dvlta_metric.branches.swin3d.cell_isolation_mask`), so each value depends only on the pixels of
+        its own patch, at the cost of a second fragment-branch pass *(ours)*. Its values are not a decomposition
+        of the score.
+
         Args:
             video: One video: ``(T, 3, H, W)``, a file path or a :class:`~dvlta_metric.decoded.DecodedVideo`.
             source: ``"fragments"`` (models with ``"bvfe"``) or ``"clip"`` (models with ``"vbtc"``).
             fps: As for :meth:`forward`.
             views: Put the records of this many scoring views on the map.
+            isolated: For ``"fragments"``: each cell's features from its own pixels alone (see above).
 
         Returns:
             The :class:`~dvlta_metric.quality_map.QualityMap`.
@@ -1292,6 +1309,10 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
         """
         if source not in MAP_SOURCES:
             raise ValueError(f"source must be one of {MAP_SOURCES}, got {source!r}")
+        if not isinstance(isolated, bool):
+            raise TypeError(f"isolated must be True or False, got {isolated!r}")
+        if isolated and source != "fragments":
+            raise ValueError("isolated=True is for the fragment map (source='fragments'); CLIP maps have no cells")
         if source == "fragments":
             self._require_fragments("a fragment quality map")
         elif "vbtc" not in self.branches:
@@ -1301,7 +1322,12 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
             raise ValueError("quality_map takes one video ((T, 3, H, W), a path or a DecodedVideo), not a batch")
         result = self._pass(videos, fps, views, tokens=source == "clip")
         if source == "fragments":
-            qmap = self._fragment_map(result, 0, videos[0], fps, views)
+            if isolated:
+                encoded = self._isolated_fragments(videos[0], fps, views)
+            else:
+                encoded = result.encoded["bvfe"][:views]
+            qmap = self._fragment_map(encoded, videos[0], fps, views)
+            qmap.isolated = isolated
         else:
             qmap = self._clip_map(result, videos[0], fps, views)
         qmap.score = float(result.scores.mean())
@@ -1373,14 +1399,22 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
                 out[name] = CropLayout(idx, crop_top * sy, crop_left * sx, (fv.crop * sy, fv.crop * sx))
         return out
 
-    def _fragment_map(self, result: _Pass, index: int, video: Any, fps: float | None, views: int) -> QualityMap:
-        """The fragment map of video ``index`` of a pass over ``views`` views per video."""
+    def _isolated_fragments(self, video: Any, fps: float | None, views: int) -> torch.Tensor:
+        """Backbone features ``(views, C, 768, t, h, w)`` of each fragment cell alone (``isolated=True`` maps)."""
+        branch = self.branches["bvfe"]
+        with torch.no_grad():
+            clips = torch.stack([self.make_views(video, fps=fps, view=k)["fragments"] for k in range(views)])
+            with self.branch_autocast("bvfe", None):
+                return branch.encode(clips, cells=self.config.fragment_view.fragments)
+
+    def _fragment_map(self, encoded_views: torch.Tensor, video: Any, fps: float | None, views: int) -> QualityMap:
+        """The fragment map of one video from its ``(views, C, 768, t, h, w)`` backbone features."""
         branch = self.branches["bvfe"]
         num_frames, height, width, rate = self._frame_geometry(video, fps)
         direction = self._quality_direction()
         records = []
         for k in range(views):
-            encoded = result.encoded["bvfe"][index * views + k : index * views + k + 1]
+            encoded = encoded_views[k : k + 1]
             cells = branch.cell_features(encoded)[0]  # (C, D, t, h, w)
             values = torch.einsum("cdthw,d->cthw", cells.to(direction), direction).detach().cpu()
             layout = self.view_layout(num_frames, height, width, k, rate)["fragments"]

@@ -152,6 +152,8 @@ class QualityMap:
         values: ``(N,)`` projections on the quality direction: positive leans to "high quality".
         views: Number of views the records come from.
         score: The video's score from the same pass (the mean over the views), or ``None``.
+        isolated: Whether the fragment cells were encoded each on its own (``quality_map(isolated=True)``): the
+            values are then local, and no longer a decomposition of the score.
     """
 
     source: str
@@ -162,6 +164,7 @@ class QualityMap:
     values: torch.Tensor
     views: int = 1
     score: float | None = None
+    isolated: bool = False
 
     def frame_indices(self) -> list[int]:
         """Sorted frames that have at least one value."""

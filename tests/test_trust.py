@@ -16,6 +16,7 @@ from video_files import write_clip
 
 import dvlta_metric
 from dvlta_metric.attributes import TEMPLATE, TextEncoder, attribute_queries
+from dvlta_metric.branches.swin3d import cell_isolation_mask
 from dvlta_metric.calibration import Calibration, fit_calibration, logistic4
 from dvlta_metric.errors import CheckpointError
 from dvlta_metric.model import DVLTAVQA
@@ -173,34 +174,43 @@ def test_view_layout_replays_the_cut(tiny_model: DVLTAVQA, video: torch.Tensor) 
 
 
 # ---------------------------------------------------------------- quality maps
-def _local_model(model: DVLTAVQA) -> DVLTAVQA:
-    """The model with the Swin3D's attention outputs zeroed: every feature-grid cell then sees only its own
-    fragment patch (patch embedding, MLPs, norms and patch merging are local), so the map's placement can be
-    tested exactly."""
-    local = copy.deepcopy(model)
-    with torch.no_grad():
-        for name, module in local.branches["bvfe"].encoder.named_modules():
-            if name.endswith("attn"):
-                module.proj.weight.zero_()
-                module.proj.bias.zero_()
-    local.clear_bias_cache()
-    return local
-
-
-def test_the_fragment_map_is_local(tiny_model: DVLTAVQA, video: torch.Tensor) -> None:
-    model = _local_model(tiny_model)
+def test_the_isolated_fragment_map_is_local(tiny_model: DVLTAVQA, video: torch.Tensor) -> None:
     half = video.shape[-1] // 2
     other = video.clone()
     other[..., :half] = make_video(40, 240, 320, seed=11)[..., :half]
-    a, b = model.quality_map(video), model.quality_map(other)
-    assert torch.equal(a.frames, b.frames) and torch.equal(a.boxes, b.boxes)
+    a, b = tiny_model.quality_map(video, isolated=True), tiny_model.quality_map(other, isolated=True)
+    assert a.isolated and torch.equal(a.frames, b.frames) and torch.equal(a.boxes, b.boxes)
     # a value belongs to a temporal token that covers aligned pairs of fragment frames with the same patch
     sees_left = a.boxes[:, 1] < half
     changed = ~torch.isclose(a.values, b.values, atol=1e-5, rtol=1e-4)
-    assert bool(changed.any()) and bool(changed[sees_left].all())
-    assert not bool(changed[~sees_left].any())
+    assert bool(changed[sees_left].all()) and not bool(changed[~sees_left].any())
+    assert a.values.double().std() > 0  # not a constant map
+    assert a.score == pytest.approx(float(tiny_model(video)), abs=1e-6)  # the score is the model's
     rendered = a.render(a.frame_indices()[0])
     assert rendered.shape == (240, 320) and bool(torch.isnan(rendered).any()) and bool(torch.isfinite(rendered).any())
+    # the one-pass map is not local: the Swin3D's attention mixes the cells (docs/trust.md says so)
+    c, d = tiny_model.quality_map(video), tiny_model.quality_map(other)
+    assert not c.isolated and bool((~torch.isclose(c.values, d.values, atol=1e-5, rtol=1e-4))[~sees_left].any())
+
+
+def test_isolated_maps_need_a_dividing_grid_and_the_fragment_source(tiny_model: DVLTAVQA, video: torch.Tensor) -> None:
+    with pytest.raises(ValueError, match="cell grid does not divide"):
+        cell_isolation_mask((2, 56, 56), (2, 7, 7), (0, 0, 0), 5)
+    with pytest.raises(ValueError, match="isolated=True is for the fragment map"):
+        tiny_model.quality_map(video, source="clip", isolated=True)
+    with pytest.raises(TypeError, match="isolated must be True or False"):
+        tiny_model.quality_map(video, isolated=1)  # type: ignore[arg-type]
+
+
+def test_cell_isolation_mask_keeps_attention_inside_cells() -> None:
+    # 1 frame of 4x4 tokens, 2x2 cells, one 4x4 window shifted by 1: the shift moves tokens across cells
+    mask = cell_isolation_mask((1, 4, 4), (1, 4, 4), (0, 1, 1), 2)
+    assert mask.shape == (1, 16, 16) and bool((mask.diagonal(dim1=1, dim2=2) == 0).all())
+    # window order after the roll by -1: token (y, x) at window position ((y - 1) % 4, (x - 1) % 4)
+    rolled = (torch.arange(4) + 1) % 4 // 2  # cell row (or column) of the token at each window position
+    cell = (rolled[:, None] * 2 + rolled[None, :]).reshape(-1)
+    expected = torch.where(cell[:, None] == cell[None, :], 0.0, float("-inf"))
+    assert torch.equal(mask[0], expected)
 
 
 def test_the_fragment_map_averages_to_the_branch_projection(tiny_model: DVLTAVQA, video: torch.Tensor) -> None:
@@ -344,6 +354,10 @@ def test_cli_map_writes_overlays(tiny_model: DVLTAVQA, tmp_path: Path, capsys: p
     assert len(out["files"]) == 3 and all(Path(f).read_bytes()[:4] == b"\x89PNG" for f in out["files"])
     assert main([*argv, "--out", str(tmp_path / "clip.mp4.map.mp4"), "--source", "clip"]) == 0
     assert json.loads(capsys.readouterr().out)["files"] == [str(tmp_path / "clip.mp4.map.mp4")]
+    assert main([*argv, "--out", str(tmp_path / "iso"), "--frames", "1", "--isolated"]) == 0
+    assert json.loads(capsys.readouterr().out)["isolated"] is True
+    assert main([*argv, "--out", str(tmp_path / "bad"), "--source", "clip", "--isolated"]) == 2
+    assert "--isolated is for the fragment map" in capsys.readouterr().err and not (tmp_path / "bad").exists()
 
 
 def test_training_evaluation_writes_the_calibration(saved_tiny: tuple[Path, DVLTAVQA], tmp_path: Path) -> None:

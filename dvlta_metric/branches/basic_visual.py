@@ -97,7 +97,7 @@ class BasicVisualFeatureExtraction(Branch):
         self.encoder.requires_grad_(False)
         self.mlp = FragmentHead(self.encoder.num_features, hidden, out_dim)
 
-    def encode(self, view: torch.Tensor) -> torch.Tensor:
+    def encode(self, view: torch.Tensor, cells: int | None = None) -> torch.Tensor:
         """Frozen backbone features of fragment clips (eq. 8).
 
         Clips that are equal element for element (the clips of a video shorter than their span, which read
@@ -108,6 +108,8 @@ class BasicVisualFeatureExtraction(Branch):
 
         Args:
             view: ``(B, K, 3, L, S, S)`` normalised fragment clips, ``K`` per video.
+            cells: ``None`` for the model's features; a grid size for features of each fragment cell alone
+                (:meth:`~dvlta_metric.branches.swin3d.SwinTransformer3D.forward`), for the isolated quality map.
 
         Returns:
             ``(B, K, 768, L/2, S/32, S/32)``.
@@ -115,10 +117,10 @@ class BasicVisualFeatureExtraction(Branch):
         flat = view.flatten(0, 1)
         repeats = None if (flat.requires_grad and torch.is_grad_enabled()) else repeated_clips(flat)
         if repeats is None:
-            feats = self.encoder(flat)
+            feats = self.encoder(flat, cells)
         else:
             unique, inverse = repeats
-            feats = self.encoder(flat[unique])[inverse]
+            feats = self.encoder(flat[unique], cells)[inverse]
         return feats.unflatten(0, view.shape[:2])
 
     def cell_features(self, encoded: torch.Tensor) -> torch.Tensor:

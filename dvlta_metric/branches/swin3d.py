@@ -72,6 +72,7 @@ __all__ = [
     "WindowTensors",
     "adaptive_window_size",
     "attention_dtype",
+    "cell_isolation_mask",
     "check_attention_kernel",
     "clear_shape_caches",
     "clip_window_size",
@@ -346,6 +347,39 @@ def shift_attention_mask(padded: Size3, window: Size3, shift: Size3) -> Tensor:
     region = shift_regions(padded, window, shift)
     differ = region[:, :, None] != region[:, None, :]
     return torch.zeros(differ.shape).masked_fill_(differ, _MASK_VALUE)
+
+
+def cell_isolation_mask(feature_size: Size3, window: Size3, shift: Size3, cells: int) -> Tensor:
+    """Additive mask that keeps attention inside the cells of a ``cells x cells`` spatial grid (uncached, on CPU).
+
+    Token ``(d, y, x)`` of a ``(D, H, W)`` feature volume belongs to cell ``(y // (H / cells), x // (W / cells))``
+    (all frames); pairs of tokens in different cells get ``-inf``. The zero rows of the window padding form
+    one group of their own: they carry no pixel. With the mask in every block a fragment cell's features depend
+    only on its own pixels (patch embedding, MLPs, norms and patch merging are already local when the grid
+    divides every stage's feature size) *(ours: for the isolated quality map, not part of the scoring model)*.
+
+    Args:
+        feature_size: Unpadded feature size ``(D, H, W)``; ``H`` and ``W`` multiples of ``cells``.
+        window: Effective window ``(wd, wh, ww)``.
+        shift: Effective cyclic shift ``(sd, sh, sw)``.
+        cells: Cells per side of the grid.
+
+    Returns:
+        Float tensor ``(nW, N, N)`` of ``0`` and ``-inf``; every row keeps at least its own token.
+
+    Raises:
+        ValueError: If the grid does not divide ``H`` and ``W``.
+    """
+    d, h, w = feature_size
+    if cells < 1 or h % cells or w % cells:
+        raise ValueError(f"a {cells}x{cells} cell grid does not divide the {h}x{w} token grid of a Swin3D stage")
+    rows = torch.arange(h) // (h // cells)
+    cols = torch.arange(w) // (w // cells)
+    cell = (rows[:, None] * cells + cols[None, :]).expand(d, h, w).reshape(-1)
+    gather, _ = _window_token_index(feature_size, window, shift, torch.device("cpu"))
+    ids = torch.cat([cell, cell.new_full((1,), -1)])[gather].view(-1, math.prod(window))  # (nW, N)
+    differ = ids[:, :, None] != ids[:, None, :]
+    return torch.zeros(differ.shape).masked_fill_(differ, float("-inf"))
 
 
 @lru_cache(maxsize=_CACHE_SIZE)
@@ -1129,22 +1163,29 @@ class SwinTransformer3D(nn.Module):
             for layer, size in zip(self.layers, self.stage_sizes(input_size), strict=True)
         ]
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, cells: int | None = None) -> Tensor:
         """Extracts fragment features.
 
         Args:
             x: Normalised video ``(B, in_chans, D, H, W)``, e.g. ``(B, 3, 32, 224, 224)`` fragments.
+            cells: ``None`` (the model): attention as trained. ``G``: every block also masks attention between
+                tokens of different cells of a ``G x G`` spatial grid (:func:`cell_isolation_mask`), so the
+                features of each cell depend only on that cell's pixels: the isolated quality map *(ours)*.
+                Not the scoring model's features.
 
         Returns:
             Features ``(B, num_features, D', H', W')``, e.g. ``(B, 768, 16, 7, 7)``.
 
         Raises:
-            ValueError: If ``x`` is not 5-D or has the wrong number of channels.
+            ValueError: If ``x`` is not 5-D or has the wrong number of channels; if the ``cells`` grid does not
+                divide every stage's token grid.
         """
         if x.ndim != 5:
             raise ValueError(f"expected a 5-D video (B, C, D, H, W), got shape {tuple(x.shape)}")
         if x.shape[1] != self.in_chans:
             raise ValueError(f"expected {self.in_chans} input channels, got {x.shape[1]}")
+        if cells is not None:
+            return self._isolated_forward(x, cells)
         window = self.adaptive_window(x.shape[2:])
         requires_grad = (  # only the flex kernel needs to know (it falls back to sdpa for gradients on CPU)
             self.attention_kernel == "flex"
@@ -1163,4 +1204,20 @@ class SwinTransformer3D(nn.Module):
         x = self.patch_embed(x)
         for layer, stage_tensors in zip(self.layers, tensors, strict=True):
             x = layer(x, window, stage_tensors, kernel)
+        return self.norm(x).permute(0, 4, 1, 2, 3).contiguous()
+
+    def _isolated_forward(self, x: Tensor, cells: int) -> Tensor:
+        """:meth:`forward` with attention kept inside each cell of a ``cells x cells`` grid (``sdpa`` kernel)."""
+        window = self.adaptive_window(x.shape[2:])
+        stages = self.window_tensors(x.shape[2:], x.device, x.dtype)
+        isolated = []
+        for layer, size, tensors in zip(self.layers, self.stage_sizes(x.shape[2:]), stages, strict=True):
+            blocks = []
+            for t, (w, s) in zip(tensors, layer.block_windows(size, window), strict=True):
+                mask = cell_isolation_mask(size, w, s, cells).unsqueeze(1).to(device=x.device, dtype=t.bias.dtype)
+                blocks.append(t._replace(bias=t.bias + mask, kernel="sdpa"))
+            isolated.append(blocks)
+        x = self.patch_embed(x)
+        for layer, stage_tensors in zip(self.layers, isolated, strict=True):
+            x = layer(x, window, stage_tensors, "sdpa")
         return self.norm(x).permute(0, 4, 1, 2, 3).contiguous()
