@@ -3,11 +3,15 @@
 Not a test: run it by hand and read the JSON.
 
     python benchmarks/trust.py --max-views 8 --out benchmarks/results/cpu_2core_trust.json
+    python benchmarks/trust.py --cost-only --cost-videos 4 --out benchmarks/results/cpu_2core_trust_cost.json
 
 For each video (decoded once with the frames of ``--max-views`` scoring views):
 
 * ``plain_s``: ``model(video)``; ``extras_s``: ``model.explain(video, attributes=True, maps=True)`` (the score,
-  the technical score, the default attributes and the fragment map, from one pass); the best of ``--repeats``;
+  the technical score, the default attributes and the fragment map, from one pass); timed in alternation,
+  ``--repeats`` pairs, so that a load that comes and goes hits both; ``extras_ratio`` is the median of the
+  pairs' ratios and ``plain_s`` / ``extras_s`` the best times; ``isolated_s``: ``model.quality_map(video,
+  isolated=True)`` (a second fragment-branch pass), once;
 * ``views``: the score of each of ``--max-views`` scoring views (one ``explain(video, views=K)`` call, timed),
   from which the spread of single-view scores and the Student-t 95 % half-width of a K-view mean follow.
 
@@ -33,13 +37,19 @@ from dvlta_metric.attributes import DEFAULT_ATTRIBUTES, TextEncoder, attribute_q
 from dvlta_metric.uncertainty import student_t_quantile
 
 
-def _best(fn: Any, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+def _timed(fn: Any) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _alternating(plain: Any, extras: Any, repeats: int) -> dict[str, float]:
+    """Best times of ``plain`` and ``extras`` and the median ratio of ``repeats`` alternating pairs."""
+    pairs = [(_timed(plain), _timed(extras)) for _ in range(repeats)]
+    ratios = sorted(e / p for p, e in pairs)
+    middle = len(ratios) // 2
+    median = ratios[middle] if len(ratios) % 2 else (ratios[middle - 1] + ratios[middle]) / 2
+    return {"plain_s": min(p for p, _ in pairs), "extras_s": min(e for _, e in pairs), "extras_ratio": median}
 
 
 def main() -> None:
@@ -48,7 +58,8 @@ def main() -> None:
     parser.add_argument("--videos", type=Path, default=shared)
     parser.add_argument("--model", default="dvlta-vqa")
     parser.add_argument("--max-views", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=2, help="alternating (plain, extras) pairs per video")
+    parser.add_argument("--cost-only", action="store_true", help="time the extras only, not the K views")
     parser.add_argument("--cost-videos", type=int, default=1, help="videos the extras' cost is timed on")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path)
@@ -73,9 +84,16 @@ def main() -> None:
         entry: dict[str, Any] = {"file": path.name, "frames": video.num_frames, "size": list(video.frames.shape[-2:])}
         with torch.inference_mode():
             if i < args.cost_videos:
-                entry["plain_s"] = _best(lambda v=video: model(v), args.repeats)
-                entry["extras_s"] = _best(lambda v=video: model.explain(v, attributes=True, maps=True), args.repeats)
-                entry["extras_ratio"] = entry["extras_s"] / entry["plain_s"]
+                extras = lambda v=video: model.explain(v, attributes=True, maps=True)  # noqa: E731
+                entry.update(_alternating(lambda v=video: model(v), extras, args.repeats))
+                entry["isolated_s"] = _timed(lambda v=video: model.quality_map(v, isolated=True))
+            if args.cost_only:
+                if i < args.cost_videos:
+                    report["videos"].append(entry)
+                    print(json.dumps(entry), flush=True)
+                    if args.out:
+                        args.out.write_text(json.dumps(report, indent=2) + "\n")
+                continue
             start = time.perf_counter()
             e = model.explain(video, views=args.max_views)
             entry["views_s"] = time.perf_counter() - start

@@ -28,6 +28,7 @@ from typing import Any, Protocol, cast
 
 import torch
 
+from ._allocator import release_free_memory
 from ._inputs import check_video
 from .color import check_color_matrix, check_color_range
 from .config import ModelConfig
@@ -166,7 +167,8 @@ def _read(
     """Decode the frames ``model`` needs from one file and cut its views; never raises an ``Exception``.
 
     This runs in the worker threads, so only the branches run in the main thread; the decoded frames are
-    dropped as soon as the (much smaller) views exist. ``limits`` are ``(max_megapixels, decode_timeout)``
+    dropped as soon as the (much smaller) views exist, and their memory is handed back to the system
+    (:func:`~dvlta_metric.release_free_memory`). ``limits`` are ``(max_megapixels, decode_timeout)``
     (:func:`~dvlta_metric.video_io.read_limits`), ``options`` ``(color_matrix, color_range, keep_bit_depth)``
     (:func:`~dvlta_metric.video_io.read_options`). A transient failure (``MemoryError``, ``ENOMEM``,
     ``EAGAIN``, ``EMFILE``, ``ENFILE``) is tried again :data:`TRANSIENT_RETRIES` time(s), then reported as a
@@ -190,7 +192,12 @@ def _read(
                     each = [model.make_views(video, view=k) for k in range(views)]
                     made = {name: torch.stack([v[name] for v in each]) for name in each[0]}
             ready = stream.record_event() if stream is not None else None
-            return _Decoded(path, made, None, time.perf_counter() - start, _warning(video), ready)
+            warning = _warning(video)
+            # the frames go now, and glibc hands their pages back: freed in this worker thread's heap (arena),
+            # they would otherwise stay resident beside the model's activations in the main thread's heap
+            del video
+            release_free_memory()
+            return _Decoded(path, made, None, time.perf_counter() - start, warning, ready)
         except Exception as err:
             if not _transient(err):
                 return _Decoded(path, None, _describe(err), time.perf_counter() - start)

@@ -253,3 +253,16 @@ def test_backward_memory_measures_each_case_and_skips_over_budget(tmp_path: Path
         sys.path.pop(0)
     page = "\n".join(gen_benchmarks._backward_memory_section("cpu_backward_memory", r))
     assert "| 8 | 160x120 | on |" in page and "GiB" in page
+
+
+def test_score_memory_measures_the_command_line_and_the_speed_path(tmp_path: Path) -> None:
+    out = tmp_path / "memory.json"
+    _run(
+        "score_memory.py",
+        *("--models", "dvlta-vqa-tiny", "--precisions", "fp32", "--resolutions", "540p", "--seconds", "0.5"),
+        *("--speed-path", "--output", str(out)),
+    )
+    cases = json.loads(out.read_text())["cases"]
+    assert [c["path"].split()[0] for c in cases] == ["command", "speed"]
+    assert all(0.2 < c["peak_rss_gib"] < 8 for c in cases)
+    assert abs(cases[0]["score"] - cases[1]["score"]) < 1e-5  # the two paths agree

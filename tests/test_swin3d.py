@@ -354,6 +354,7 @@ def test_frozen_bias_cache_matches_and_follows_table_changes() -> None:
         embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=(2, 7, 7), base_x_size=(8, 224, 224)
     ).eval()
     randomise_bias_tables(model)
+    model.low_memory = False  # the speed path keeps the biases (on CPU the default is the low-memory path)
     x = torch.randn(2, 3, 8, 224, 224)
     with torch.no_grad():
         trainable = model(x)  # tables require grad: rebuilt every call, nothing kept
@@ -368,6 +369,28 @@ def test_frozen_bias_cache_matches_and_follows_table_changes() -> None:
         model.clear_bias_cache()
         assert torch.allclose(changed, model(x), atol=1e-6)
         assert not torch.allclose(changed, first, atol=1e-4)
+
+
+def test_low_memory_path_keeps_nothing_and_matches_the_batched_one() -> None:
+    torch.manual_seed(4)
+    model = SwinTransformer3D(
+        embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=(2, 7, 7), base_x_size=(8, 224, 224)
+    ).eval()
+    randomise_bias_tables(model)
+    model.requires_grad_(False)
+    x = torch.randn(3, 3, 8, 224, 224)
+    attns = [m for m in model.modules() if isinstance(m, WindowAttention3D)]
+    with torch.no_grad():
+        assert model.low_memory is None  # default: the low-memory path on CPU
+        lean = model(x)
+        assert all(m._bias_cache is None for m in attns) and model.transient._tensors is None
+        assert torch.equal(model(x[1:2]), lean[1:2])  # each clip alone: the same numbers in any batch
+        model.low_memory = False
+        batched = model(x)
+        assert any(m._bias_cache is not None for m in attns)
+        torch.testing.assert_close(lean, batched, atol=1e-5, rtol=1e-5)
+        model.low_memory = True
+        assert torch.equal(model(x), lean) and all(m._bias_cache is None for m in attns)
 
 
 @pytest.mark.parametrize("size", [(8, 64, 64), (7, 50, 46), (16, 96, 64), (3, 33, 129)])
