@@ -253,3 +253,15 @@ def test_backward_memory_measures_each_case_and_skips_over_budget(tmp_path: Path
         sys.path.pop(0)
     page = "\n".join(gen_benchmarks._backward_memory_section("cpu_backward_memory", r))
     assert "| 8 | 160x120 | on |" in page and "GiB" in page
+
+
+def test_gpu_decode_measures_each_decoder_and_writes_its_report(tmp_path: Path) -> None:
+    """benchmarks/gpu_decode.py (gpu_session.sh part e) on CPU: PyAV always; torchcodec too where it can run here
+    (its rows then hold a rate or the error, never a crash)."""
+    _run("gpu_decode.py", "--device", "cpu", "--quick", "--sizes", "540p", "--no-score", "--output-dir", str(tmp_path))
+    report = json.loads((tmp_path / "cpu_gpu_decode.json").read_text())
+    pyav = [r for r in report["read"] if r["decoder"] == "pyav"]
+    assert [r["workers"] for r in pyav] == [1, 2] and all(r["videos_per_s"] > 0 for r in pyav)
+    assert {r["decoder"] for r in report["read"]} == {"pyav", "torchcodec"}
+    for row in report.get("differences", []):
+        assert "error" in row or row["same_indices"], row
