@@ -10,11 +10,20 @@
 #           Ray within 10 % of score_files' files/s, and the row that reaches it gives the decode tasks per GPU.
 #           Needs ray[data] and pyarrow installed on the machine: the ray wheel (79 MB for 2.60, cp311) is larger than
 #           the 64 MiB a device command carries, so part d is skipped, saying so, where Ray is missing.
+#   part e (unmeasured length, about 5 min expected; run it alone: `... OUTDIR dvlta-vqa e`): GPU decoding
+#           (decoder="torchcodec", NVDEC). The CUDA tests of tests/test_gpu_decode.py (NVDEC frames against PyAV's,
+#           frames on the GPU through view cutting, damaged files as rows), then benchmarks/gpu_decode.py: videos/s of
+#           reading + view cutting and of score_files (fp16, batch 16) for generated 8-s 540p and 10-s 1080p H.264
+#           clips, PyAV against NVDEC, at 1, 4, 8 and 16 workers (the target: >= 30 videos/s of 10-s 1080p), and
+#           the pixel and score differences of the two decoders on the real videos of shared/data/videos. Needs
+#           the torchcodec wheel (0.17.0, cp311, 10 MB) in .whl/ (the machine has no network) and FFmpeg's shared
+#           libraries: the system's if it has them, else PyAV's own FFmpeg (av.libs), linked under the names
+#           torchcodec looks for. Skipped, saying so, where torchcodec cannot load.
 # benchmarks/attention_variants.py (the attention kernels alone) is not part of it: its H200 results are in
 # benchmarks/results. On an H200 (2026-11-26) the uncompiled fp16 run with score_files and the two compiled
 # runs took 265 s together and a start about 30 s; these parts regroup those steps, so their lengths are
 # estimates (each should fit its step limits, 490 s and 330 s).
-# Usage (on a lent GPU machine, from the repo root): bash benchmarks/gpu_session.sh OUTDIR [MODEL] [a|b|c|d|all]
+# Usage (on a lent GPU machine, from the repo root): bash benchmarks/gpu_session.sh OUTDIR [MODEL] [a|b|c|d|e|all]
 # Wheels for packages the machine lacks (open_clip_torch, ftfy, wcwidth, av) may be carried in .whl/.
 # Writes log.txt and one JSON per measurement to OUTDIR (at most 5 files per part), named <card>_...
 # (h200_, h100_, ...). Each step has its own time limit; a step cut short leaves the others' results.
@@ -22,7 +31,7 @@
 # matmul_rate and copy_bandwidth) with benchmarks/roofline.py --peak-tflops ... --bandwidth-tbs ... .
 set -uo pipefail
 out=${1:-/tmp/dvlta_gpu}; model=${2:-dvlta-vqa}; part=${3:-all}; mkdir -p "$out"
-case "$part" in a|b|c|d|all) ;; *) echo "part must be a, b, c, d or all, got '$part'" >&2; exit 2 ;; esac
+case "$part" in a|b|c|d|e|all) ;; *) echo "part must be a, b, c, d, e or all, got '$part'" >&2; exit 2 ;; esac
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   export PYTHONPATH=/tmp/site:$PWD
@@ -61,4 +70,27 @@ if { [ "$part" = d ] || [ "$part" = all ]; } && ! python3 -c "import ray.data, p
 elif [ "$part" = d ] || [ "$part" = all ]; then
   step 300 python3 benchmarks/ray_scaling.py --model "$model" --device cuda --precision fp16 --files 64 \
     --batch-size 16 --workers 15 --decoders 4,8,15 --output "$out/${card}_ray_scaling.json"
+fi
+if [ "$part" = e ] || [ "$part" = all ]; then
+  # torchcodec finds FFmpeg by the shared libraries' sonames (libavcodec.so.62, ...); where the system has none,
+  # give it PyAV's bundled FFmpeg under those names (av.libs holds them under hashed names)
+  if ! python3 -c "import sys, torchcodec; sys.exit(torchcodec.ffmpeg_major_version is None)" 2>/dev/null; then
+    links=/tmp/dvlta_ffmpeg_links; mkdir -p "$links"
+    avlibs=$(python3 -c "import av, os; print(os.path.realpath(os.path.join(os.path.dirname(av.__file__), '..', 'av.libs')))")
+    for lib in "$avlibs"/libav*.so.* "$avlibs"/libsw*.so.*; do
+      base=$(basename "$lib"); stem=${base%%-*}; major=$(echo "$base" | sed -E 's/.*\.so\.([0-9]+).*/\1/')
+      ln -sf "$lib" "$links/$stem.so.$major"
+    done
+    export LD_LIBRARY_PATH="$links:$avlibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    echo "== FFmpeg for torchcodec: PyAV's, from $avlibs" | tee -a "$log"
+  fi
+  if ! python3 -c "import sys, torchcodec; sys.exit(torchcodec.ffmpeg_major_version is None)" 2>/dev/null; then
+    echo "== part e skipped: torchcodec cannot load here (carry its wheel in .whl/)" | tee -a "$log"
+    python3 -c "import torchcodec" 2>&1 | tail -5 | tee -a "$log"
+  else
+    python3 -c "import torchcodec; print('torchcodec', torchcodec.__version__, 'FFmpeg', torchcodec.ffmpeg_major_version)" \
+      2>&1 | tee -a "$log"
+    step 150 python3 -m pytest -q -m cuda tests/test_gpu_decode.py -p no:cacheprovider -rs
+    step 420 python3 benchmarks/gpu_decode.py --device cuda --model "$model" --workers 1,4,8,16 --output-dir "$out"
+  fi
 fi

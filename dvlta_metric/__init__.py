@@ -30,8 +30,10 @@ from .model import DVLTAVQA, Explanation
 from .quality_map import QualityMap, write_overlays
 from .raw_video import RawVideo
 from .timeline import Timeline
+from .torchcodec_io import check_torchcodec  # also registers read_video's decoder="torchcodec"
 from .version import __version__
 from .video_io import (
+    DECODERS,
     VIDEO_EXTENSIONS,
     TransientError,
     VideoLimitError,
@@ -48,7 +50,9 @@ __all__ = [
     "QualityMap",
     "fit_calibration",
     "write_overlays",
+    "DECODERS",
     "VIDEO_EXTENSIONS",
+    "check_torchcodec",
     "CheckpointError",
     "DecodedVideo",
     "Explanation",

@@ -243,4 +243,5 @@ def decode_kwargs(args: argparse.Namespace) -> dict[str, object]:
         "color_matrix": args.color_matrix,
         "color_range": args.color_range,
         "keep_bit_depth": not args.eight_bit,
+        "decoder": args.decoder,
     }

@@ -9,7 +9,9 @@ result with ``error`` set and the others go on.
 On CUDA each worker thread cuts its views on a CUDA stream of its own: its host-to-device copies and view
 kernels then overlap the model's kernels instead of queueing behind them on the default stream (a copy
 there would hold the worker until the model's queued work is done). The calling thread makes its stream
-wait for a video's views before the model reads them.
+wait for a video's views before the model reads them. With ``decoder="torchcodec"`` the worker also decodes on
+that stream (torchcodec converts NVDEC's frames on the current stream), so the frames are on the GPU, in order,
+before its views are cut from them.
 """
 
 from __future__ import annotations
@@ -34,10 +36,23 @@ from .color import check_color_matrix, check_color_range
 from .config import ModelConfig
 from .decoded import DecodedVideo
 from .raw_video import RawVideo
+from .torchcodec_io import check_torchcodec
 from .uncertainty import view_interval, view_spread
-from .video_io import TransientError, _transient, check_limit, read_limits, read_options
+from .video_io import (
+    TransientError,
+    _transient,
+    check_decoder,
+    check_decoder_options,
+    check_limit,
+    read_limits,
+    read_options,
+)
 
-__all__ = ["FileResult", "VideoScorer", "score_files"]
+__all__ = ["FileResult", "ReadOptions", "VideoScorer", "score_files"]
+
+ReadOptions = tuple[str | None, str | None, bool | None, str | None]
+"""``(color_matrix, color_range, keep_bit_depth, decoder)``: the arguments of
+:func:`~dvlta_metric.video_io.read_options` that a decode job reads with."""
 
 
 class VideoScorer(Protocol):
@@ -161,7 +176,7 @@ def _read(
     model: VideoScorer,
     item: str | RawVideo,
     limits: tuple[float | None, float | None] = (None, None),
-    options: tuple[str | None, str | None, bool | None] = (None, None, None),
+    options: ReadOptions = (None, None, None, None),
     views: int = 1,
 ) -> _Decoded:
     """Decode the frames ``model`` needs from one file and cut its views; never raises an ``Exception``.
@@ -169,7 +184,7 @@ def _read(
     This runs in the worker threads, so only the branches run in the main thread; the decoded frames are
     dropped as soon as the (much smaller) views exist, and their memory is handed back to the system
     (:func:`~dvlta_metric.release_free_memory`). ``limits`` are ``(max_megapixels, decode_timeout)``
-    (:func:`~dvlta_metric.video_io.read_limits`), ``options`` ``(color_matrix, color_range, keep_bit_depth)``
+    (:func:`~dvlta_metric.video_io.read_limits`), ``options`` :data:`ReadOptions`
     (:func:`~dvlta_metric.video_io.read_options`). A transient failure (``MemoryError``, ``ENOMEM``,
     ``EAGAIN``, ``EMFILE``, ``ENFILE``) is tried again :data:`TRANSIENT_RETRIES` time(s), then reported as a
     ``TransientError`` row, never as a verdict on the file. With ``views >= 2`` the scoring views ``0 ..
@@ -181,10 +196,11 @@ def _read(
     while True:
         tries += 1
         try:
-            with read_limits(*limits), read_options(*options):
+            stream = _worker_stream(model.device)
+            on_stream = torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
+            with read_limits(*limits), read_options(*options), on_stream:  # NVDEC's frames: on this stream
                 video = model.read(item) if views == 1 else model.read(item, views=views)
             check_video(video.frames, name=path)
-            stream = _worker_stream(model.device)
             with torch.no_grad(), torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
                 if views == 1:
                     made = model.make_views(video)
@@ -226,6 +242,10 @@ def _warning(video: DecodedVideo) -> str | None:
         declared = video.metadata.get("declared_frames")
         of = f" (its container declares {declared})" if isinstance(declared, int) and declared else ""
         notes.append(f"the file looks truncated: scored on the {video.num_frames} frames it holds{of}")
+    if video.metadata.get("decoder_fallback"):
+        notes.append(
+            f"NVDEC could not decode it: torchcodec decoded it on the CPU ({video.metadata['decoder_fallback']})"
+        )
     if video.metadata.get("hdr"):
         notes.append(
             "the video is HDR (PQ or HLG transfer) and was converted to RGB without tone mapping, so it "
@@ -304,6 +324,7 @@ def score_files(
     color_range: str | None = None,
     keep_bit_depth: bool | None = None,
     views: int = 1,
+    decoder: str = "pyav",
 ) -> Iterator[FileResult]:
     """Score video files with ``model``, decoding in worker threads while the model runs.
 
@@ -338,6 +359,10 @@ def score_files(
         keep_bit_depth: Keep the bits of sources above 8 bits (default ``True``); ``False`` reads 8-bit RGB.
         views: Score this many scoring views of each file (``model(x, views=K)``): the score is their mean and
             :attr:`FileResult.interval` holds their spread and 95 % interval (``views >= 2``).
+        decoder: ``"pyav"`` (the default: FFmpeg through PyAV on CPUs) or ``"torchcodec"``: decoded on the
+            model's device, by NVDEC on a GPU, and the views cut there from the frames on the GPU
+            (:mod:`~dvlta_metric.torchcodec_io`: install, decoder differences, damaged files). Checked before any
+            file is read: torchcodec and FFmpeg installed, and a GPU for a CUDA model.
 
     A model whose reads and views draw from its own generator (training mode, or ``as_loss=True``) decodes in
     the calling thread whatever ``num_workers`` says, so that its draws come in input order and a seeded run
@@ -352,7 +377,10 @@ def score_files(
             something that is not a ``str`` / ``os.PathLike`` path; ``batch_size``, ``num_workers`` or
             ``prefetch`` is not an integer (``bool`` and ``float`` included).
         ValueError: ``batch_size`` < 1, or ``num_workers`` or ``prefetch`` < 0; ``max_megapixels`` or
-            ``decode_timeout`` is not a positive number; an unknown ``color_matrix`` or ``color_range``.
+            ``decode_timeout`` is not a positive number; an unknown ``color_matrix``, ``color_range`` or
+            ``decoder``; a colour option the decoder cannot apply.
+        ImportError: ``decoder="torchcodec"``, and torchcodec or the FFmpeg libraries it needs are missing.
+        RuntimeError: ``decoder="torchcodec"`` with a CUDA model, and no GPU is usable.
     """
     batch_size = _count("batch_size", batch_size, 1)
     num_workers = _count("num_workers", num_workers, 0)
@@ -365,7 +393,11 @@ def score_files(
     check_color_range(color_range)
     if keep_bit_depth is not None and not isinstance(keep_bit_depth, bool):
         raise TypeError(f"keep_bit_depth must be True, False or None, got {type(keep_bit_depth).__name__}")
-    options = (color_matrix, color_range, keep_bit_depth)
+    check_decoder(decoder)
+    check_decoder_options(decoder, color_matrix, color_range)
+    if decoder == "torchcodec":
+        check_torchcodec(model.device)
+    options = (color_matrix, color_range, keep_bit_depth, decoder)
     if getattr(model, "training", False) or getattr(model, "as_loss", False):
         num_workers = 0  # the draws of one generator, in input order, from one thread
     views = _count("views", views, 1)
@@ -413,7 +445,7 @@ def _results(
     explain: bool,
     prefetch: int,
     limits: tuple[float | None, float | None],
-    options: tuple[str | None, str | None, bool | None],
+    options: ReadOptions,
     views: int = 1,
 ) -> Iterator[FileResult]:
     """The generator behind :func:`score_files` (arguments already checked)."""

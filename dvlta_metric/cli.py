@@ -23,6 +23,8 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+import torch
+
 from ._allocator import tune_allocator
 from ._checkpoint import CONFIG_NAME, WEIGHTS_NAME, read_config
 from ._cli_inputs import (
@@ -62,12 +64,15 @@ from .errors import WeightsUnavailableError
 from .model import DVLTAVQA
 from .raw_video import DEFAULT_RAW_FPS, RAW_PIXEL_FORMATS, parse_size
 from .sharding import parse_shard, shard_paths
+from .torchcodec_io import check_torchcodec
 from .version import __version__
 from .video_io import (
+    DECODERS,
     DEFAULT_DECODE_TIMEOUT_S,
     DEFAULT_MAX_MEGAPIXELS,
     VIDEO_EXTENSIONS,
     TransientError,
+    check_decoder_options,
     find_videos,
     read_limits,
     read_options,
@@ -310,6 +315,7 @@ def _score(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise UsageError(str(err)) from None
     files = _input_files(args)
+    _check_decoder(args)
     fmt = _output_format(args.format, args.output)
     if args.output is not None:
         _check_output(args.output, fmt)
@@ -496,11 +502,30 @@ def _add_input_arguments(score: argparse.ArgumentParser) -> None:
         "their tag",
     )
     score.add_argument(
+        "--decoder",
+        choices=list(DECODERS),
+        default="pyav",
+        help="pyav (default): decode on CPUs; torchcodec: decode on the --device, with NVDEC on a GPU (frames stay "
+        "on the GPU through view cutting; pip install 'dvlta-metric[gpu-decode]' and FFmpeg's shared libraries)",
+    )
+    score.add_argument(
         "--8-bit",
         dest="eight_bit",
         action="store_true",
         help="convert sources above 8 bits to 8-bit RGB (by default their bits are kept, at twice the memory)",
     )
+
+
+def _check_decoder(args: argparse.Namespace) -> None:
+    """Refuse a ``--decoder`` that cannot run here (torchcodec or FFmpeg missing, no GPU for ``--device cuda``) or
+    colour options it cannot apply, before the model is loaded. With ``--ray`` the nodes decode: only the options
+    are checked here."""
+    try:
+        check_decoder_options(args.decoder, args.color_matrix, args.color_range)
+        if args.decoder == "torchcodec" and args.ray is None:
+            check_torchcodec(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except (ImportError, RuntimeError, ValueError) as err:
+        raise UsageError(f"--decoder {args.decoder}: {err}") from None
 
 
 def _input_files(args: argparse.Namespace) -> list[str]:
@@ -592,7 +617,7 @@ def _write_timeline(
     try:
         with (
             read_limits(args.max_megapixels, args.decode_timeout),
-            read_options(args.color_matrix, args.color_range, not args.eight_bit),
+            read_options(args.color_matrix, args.color_range, not args.eight_bit, args.decoder),
         ):
             timeline = model.timeline(result.path, window_s=args.timeline, batch_size=args.batch_size)
     except (ValueError, TypeError, OSError) as err:

@@ -879,11 +879,12 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
             ValueError: If it cannot be decoded or has no video stream.
         """
         fps = None
+        device = self.device  # where the torchcodec decoder decodes (NVDEC on a GPU); PyAV ignores it
         if self.config.reference_fps > 0:  # sampling by time needs the rate before the frames are picked
-            fps = read_video(path, select=lambda n: []).fps
+            fps = read_video(path, select=lambda n: [], device=device).fps
         _check_views(views)
         if not (self.training or self.as_loss):
-            return read_video(path, select=lambda n: self.needed_frames(n, fps=fps, views=views))
+            return read_video(path, select=lambda n: self.needed_frames(n, fps=fps, views=views), device=device)
         if views != 1:
             raise ValueError("read: views > 1 reads scoring views; the model is in training or loss mode")
         drawn: list[dict[str, torch.Tensor]] = []
@@ -898,7 +899,7 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
             return frames_to_decode(drawn[-1])
 
         with _one_thread_draws(self):
-            video = read_video(path, select=training_frames)
+            video = read_video(path, select=training_frames, device=device)
         video.training_indices = drawn[-1]
         video.drawn_for = "train" if train else "loss"
         return video
@@ -1588,9 +1589,9 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
     ) -> DecodedVideo:
         """Decode the frames the windows of :meth:`timeline` need (the frame rate is read first when needed)."""
         if fps is None and ((window_s is not None and window_frames is None) or self.config.reference_fps > 0):
-            fps = read_video(path, select=lambda n: []).fps  # the stream's packets only, and one frame
+            fps = read_video(path, select=lambda n: [], device=self.device).fps  # the packets, and one frame
         window = window_length(window_s=window_s, window_frames=window_frames, fps=fps)
-        return read_video(path, select=lambda n: self.timeline_frames(n, window, fps))
+        return read_video(path, select=lambda n: self.timeline_frames(n, window, fps), device=self.device)
 
     def score_files(
         self,
@@ -1607,6 +1608,7 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
         color_range: str | None = None,
         keep_bit_depth: bool | None = None,
         views: int = 1,
+        decoder: str = "pyav",
     ) -> Iterator[FileResult]:
         """Score many video files (:func:`~dvlta_metric.batch.score_files` with this model).
 
@@ -1630,6 +1632,8 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
             keep_bit_depth: Keep the bits of sources above 8 bits (default ``True``).
             views: Scoring views per file (as :meth:`forward`); with 2 or more each result also holds their
                 spread and interval (:attr:`~dvlta_metric.batch.FileResult.interval`).
+            decoder: ``"pyav"`` (the default, on CPUs) or ``"torchcodec"``: decoded on the model's device, by NVDEC
+                on a GPU, the frames staying there through view cutting (:mod:`~dvlta_metric.torchcodec_io`).
 
         Returns:
             An iterator of :class:`~dvlta_metric.batch.FileResult`, one per path, in order.
@@ -1637,7 +1641,7 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
         options = {"batch_size": batch_size, "num_workers": num_workers, "prefetch": prefetch}
         options |= {"max_megapixels": max_megapixels, "decode_timeout": decode_timeout}
         options |= {"color_matrix": color_matrix, "color_range": color_range, "keep_bit_depth": keep_bit_depth}
-        return score_files(self, paths, progress=progress, explain=explain, views=views, **options)
+        return score_files(self, paths, progress=progress, explain=explain, views=views, decoder=decoder, **options)
 
     def extra_repr(self) -> str:
         return f"name={self.config.name!r}, branches={self.branches}, as_loss={self.as_loss}"

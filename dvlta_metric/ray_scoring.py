@@ -22,6 +22,11 @@ its buffer (the rows since the last part: a part is written once a row arrives
 results can leave rows waiting longer), which the rerun scores. A file that cannot be read or scored is a row
 with its ``error``, never a failed job.
 
+With ``decoder="torchcodec"`` on a GPU cluster (ours) there are no decode tasks: each scoring actor reads its batch of
+paths itself, decoding on its GPU with NVDEC in threads and cutting the views there from the frames on the GPU
+(:func:`~dvlta_metric.batch.score_files` inside the actor), so no frame or view crosses the object store. On a
+CPU-only cluster the decode tasks decode with torchcodec on their CPU.
+
 Ray is imported when :func:`score_files_ray` runs (``pip install 'dvlta-metric[ray]'``); ``import dvlta_metric``
 works without it. Decode workers and scoring actors import this module by name, so ``dvlta-metric`` must be
 installed on every node of the cluster (as Ray requires of any library a job uses).
@@ -46,11 +51,11 @@ from ._factory import _locate, _unavailable, create, parse_model_name, weights_l
 from ._parquet_results import FLUSH_SECONDS, ROWS_PER_PART, ParquetResults, import_pyarrow, utf8_text
 from ._registry import LOADABLE_KINDS, model_info
 from ._results import BASE_COLUMNS, RefusedOutputError, finite_or_error, resume_key
-from .batch import FileResult, _count, _Decoded, _read, _score
+from .batch import FileResult, ReadOptions, _count, _Decoded, _read, _score, score_files
 from .color import check_color_matrix, check_color_range
 from .config import ModelConfig
 from .model import DVLTAVQA
-from .video_io import TransientError, check_limit
+from .video_io import TransientError, check_decoder, check_decoder_options, check_limit
 
 __all__ = ["RayScoringSummary", "ResourcePlan", "plan_resources", "score_files_ray"]
 
@@ -69,6 +74,10 @@ CPUS_PER_CPU_SCORER = 8
 """CPUs per CPU scoring actor by default: one actor per 8 CPUs (a model's intra-op threads scale well to
 about that many cores)."""
 
+ACTOR_BATCHES = 4
+"""With ``decoder="torchcodec"`` on GPUs, a scoring actor takes ``ACTOR_BATCHES`` model batches of paths per call, so
+that its threads decode the next batch while the model scores one (:func:`~dvlta_metric.batch.score_files`)."""
+
 DECODE_CALLS_PER_WORKER = 1000
 """Decode calls (files) after which Ray replaces a decode worker process (``max_calls``), so that memory a
 decoder library keeps cannot grow without bound; the weightless model is built again in 0.2 s."""
@@ -84,12 +93,14 @@ class ResourcePlan:
     """How many decode tasks and scoring actors a run uses, and their resources.
 
     Attributes:
-        decoders: Decode tasks running at once (1 CPU each).
+        decoders: Decode tasks running at once (1 CPU each); 0 when the scoring actors decode.
         scorers: Scoring actors (one model each).
         scorer_gpus: GPUs per scoring actor (1, or 0 on a CPU-only cluster).
         scorer_cpus: CPUs Ray reserves for each scoring actor.
         scorer_threads: PyTorch intra-op threads of each scoring actor (``torch.set_num_threads``).
         batch_size: Videos per model call.
+        actor_decoders: Decoding threads of each scoring actor when the actors decode (NVDEC, ``decoder=
+            "torchcodec"`` on GPUs), else 0.
     """
 
     decoders: int
@@ -98,6 +109,7 @@ class ResourcePlan:
     scorer_cpus: int
     scorer_threads: int
     batch_size: int
+    actor_decoders: int = 0
 
 
 def _check_fits(cpus: int, decoders: int, scorers: int, cpus_per_scorer: int) -> None:
@@ -117,6 +129,7 @@ def plan_resources(
     scorers: int | None = None,
     scorer_threads: int | None = None,
     batch_size: int | None = None,
+    gpu_decode: bool = False,
 ) -> ResourcePlan:
     """The default sizes of a run on a cluster with ``resources`` (``ray.cluster_resources()``), ours.
 
@@ -129,6 +142,9 @@ def plan_resources(
       each reserving its share of the rest, running ``round(C / scorers)`` threads (its share of all CPUs:
       decoding takes a few percent of the time and overlaps the model, as the threads of ``score_files`` do),
       batch :data:`CPU_BATCH_SIZE`.
+    * **GPU cluster decoding on the GPUs** (``gpu_decode``, ``decoder="torchcodec"``): no decode tasks; ``G`` scoring
+      actors with 1 GPU each share the CPUs (``C // G`` each, for demuxing and their threads), each decoding with
+      that many threads (``decoders`` sets it instead), batch :data:`GPU_BATCH_SIZE`.
 
     Args:
         resources: ``{"CPU": ..., "GPU": ...}`` of the cluster.
@@ -136,6 +152,7 @@ def plan_resources(
         scorers: Scoring actors instead of the default (on a GPU cluster at most one per GPU).
         scorer_threads: Intra-op threads per scoring actor instead of the default.
         batch_size: Videos per model call instead of the default.
+        gpu_decode: The scoring actors decode on their GPUs (ignored on a CPU-only cluster).
 
     Returns:
         The plan.
@@ -155,6 +172,18 @@ def plan_resources(
         if scorers is not None and scorers > gpus:
             raise ValueError(f"scorers={scorers} is more than the {gpus} GPUs of the cluster: one model per GPU")
         n = scorers or gpus
+        if gpu_decode:
+            share = max(1, cpus // n)
+            _check_fits(cpus, 0, n, share)
+            return ResourcePlan(
+                decoders=0,
+                scorers=n,
+                scorer_gpus=1,
+                scorer_cpus=share,
+                scorer_threads=scorer_threads or 1,
+                batch_size=batch_size or GPU_BATCH_SIZE,
+                actor_decoders=decoders or share,
+            )
         _check_fits(cpus, decoders or 1, n, 1)
         return ResourcePlan(
             decoders=decoders or max(1, cpus - n),
@@ -223,6 +252,7 @@ def score_files_ray(
     color_matrix: str | None = None,
     color_range: str | None = None,
     keep_bit_depth: bool | None = None,
+    decoder: str = "pyav",
     address: str | None = None,
     use_gpus: bool = True,
     rows_per_part: int = ROWS_PER_PART,
@@ -259,6 +289,10 @@ def score_files_ray(
         color_matrix: YUV -> RGB matrix of untagged streams.
         color_range: Range of untagged streams.
         keep_bit_depth: Keep the bits of sources above 8 bits (default ``True``).
+        decoder: ``"pyav"`` (decode tasks on CPUs) or ``"torchcodec"``: on a GPU cluster each scoring actor decodes
+            its files with NVDEC on its GPU (no decode tasks; ``decoders`` is then the decoding threads of each
+            actor), on a CPU-only one the decode tasks decode with torchcodec on their CPU. torchcodec and the
+            FFmpeg libraries must be installed on every node (:mod:`~dvlta_metric.torchcodec_io`).
         address: The cluster to connect to when Ray is not initialised in this process yet (``ray.init(address)``;
             ``None``: ``RAY_ADDRESS`` or a running local cluster, else a new local one). A Ray instance this
             function starts is shut down at the end.
@@ -297,6 +331,8 @@ def score_files_ray(
     check_color_range(color_range)
     if keep_bit_depth is not None and not isinstance(keep_bit_depth, bool):
         raise TypeError(f"keep_bit_depth must be True, False or None, got {type(keep_bit_depth).__name__}")
+    check_decoder(decoder)
+    check_decoder_options(decoder, color_matrix, color_range)
     # the arguments' types and ranges, before anything starts (the cluster's size is checked once Ray is up)
     big = {"CPU": float((decoders or 1) + (scorers or 1))}
     plan_resources(big, decoders=decoders, scorers=scorers, scorer_threads=scorer_threads, batch_size=batch_size)
@@ -336,6 +372,7 @@ def score_files_ray(
                 scorers=scorers,
                 scorer_threads=scorer_threads,
                 batch_size=batch_size,
+                gpu_decode=decoder == "torchcodec",
             )
             summary.plan = plan
             context.enable_progress_bars = progress
@@ -362,7 +399,7 @@ def score_files_ray(
                 attention_kernel=attention_kernel,
                 compile=compile,
                 limits=(max_megapixels, decode_timeout),
-                options=(color_matrix, color_range, keep_bit_depth),
+                options=(color_matrix, color_range, keep_bit_depth, decoder),
                 seen=seen,
             )
             results.start(columns, previous.header)
@@ -456,10 +493,36 @@ def _pipeline(
     attention_kernel: str,
     compile: bool,
     limits: tuple[float | None, float | None],
-    options: tuple[str | None, str | None, bool | None],
+    options: ReadOptions,
     seen: Any,
 ) -> Any:
-    """The decode and scoring stages of a dataset of paths."""
+    """The decode and scoring stages of a dataset of paths (one stage when the scoring actors decode)."""
+    actor = {
+        "model": model,
+        "create_kwargs": dict(create_kwargs),
+        "explain": explain,
+        "attention_kernel": attention_kernel,
+        "compile": compile,
+        "threads": plan.scorer_threads,
+        "device": "cuda" if plan.scorer_gpus else "cpu",
+    }
+    if plan.actor_decoders:
+        return dataset.map_batches(
+            DecodingScorer,
+            batch_size=plan.batch_size * ACTOR_BATCHES,
+            batch_format="numpy",
+            num_cpus=plan.scorer_cpus,
+            num_gpus=plan.scorer_gpus,
+            compute=ray.data.ActorPoolStrategy(size=plan.scorers),
+            fn_constructor_kwargs={
+                **actor,
+                "workers": plan.actor_decoders,
+                "batch_size": plan.batch_size,
+                "limits": limits,
+                "options": options,
+                "seen": seen,
+            },
+        )
     decoded = dataset.map_batches(
         decode_batch,
         batch_size=1,
@@ -478,15 +541,7 @@ def _pipeline(
         num_cpus=plan.scorer_cpus,
         num_gpus=plan.scorer_gpus,
         compute=ray.data.ActorPoolStrategy(size=plan.scorers),
-        fn_constructor_kwargs={
-            "model": model,
-            "create_kwargs": dict(create_kwargs),
-            "explain": explain,
-            "attention_kernel": attention_kernel,
-            "compile": compile,
-            "threads": plan.scorer_threads,
-            "device": "cuda" if plan.scorer_gpus else "cpu",
-        },
+        fn_constructor_kwargs=actor,
     )
 
 
@@ -580,7 +635,7 @@ def decode_batch(
     *,
     config: ModelConfig,
     limits: tuple[float | None, float | None],
-    options: tuple[str | None, str | None, bool | None],
+    options: ReadOptions,
     seen: Any = None,
 ) -> dict[str, np.ndarray]:
     """A decode task: read the files of ``batch["path"]`` and cut their views; never raises for a bad file.
@@ -591,7 +646,7 @@ def decode_batch(
             driver's).
         config: The model's configuration.
         limits: ``(max_megapixels, decode_timeout)``.
-        options: ``(color_matrix, color_range, keep_bit_depth)``.
+        options: ``(color_matrix, color_range, keep_bit_depth, decoder)`` (:data:`~dvlta_metric.batch.ReadOptions`).
         seen: A Ray object reference to the keys already in the output (to skip), or ``None``.
 
     Returns:
@@ -714,9 +769,13 @@ class Scorer:
                 views = {n: torch.from_numpy(batch[f"{_VIEW_PREFIX}{n}"][i]).to(device) for n in names}
             jobs.append(_Decoded(path, views, None, seconds, warning))
         results = _score(self.model, jobs, self.explain) if jobs else []
+        return self._rows(list(batch["path"]), list(batch["realpath"]), results)
+
+    def _rows(self, paths: list[Any], realpaths: list[Any], results: list[FileResult]) -> dict[str, np.ndarray]:
+        """The output columns of ``results`` (one per path)."""
         out: dict[str, np.ndarray] = {
-            "path": np.array(list(batch["path"]), dtype=object),
-            "realpath": np.array(list(batch["realpath"]), dtype=object),
+            "path": np.array(paths, dtype=object),
+            "realpath": np.array(realpaths, dtype=object),
             "score": np.array([math.nan if r.score is None else r.score for r in results], dtype=np.float64),
             "error": np.array([_text(r.error) for r in results], dtype=object),
             "warning": np.array([_text(r.warning) for r in results], dtype=object),
@@ -730,3 +789,77 @@ class Scorer:
                     [math.nan if r.weights is None else r.weights[branch] for r in results], dtype=np.float64
                 )
         return out
+
+
+class DecodingScorer(Scorer):
+    """A scoring actor that also decodes: ``decoder="torchcodec"`` on a GPU cluster (ours).
+
+    Each call reads a batch of paths with :func:`~dvlta_metric.batch.score_files` on the actor's model: NVDEC decodes
+    in ``workers`` threads on the actor's GPU, the views are cut there from the frames on the GPU, and the model
+    scores ``batch_size`` videos per call while the threads decode the next ones.
+
+    Args:
+        workers: Decoding threads.
+        batch_size: Videos per model call.
+        limits: ``(max_megapixels, decode_timeout)``.
+        options: :data:`~dvlta_metric.batch.ReadOptions`.
+        seen: A Ray object reference to the keys already in the output (to skip), or ``None``.
+        **kwargs: The arguments of :class:`Scorer`.
+    """
+
+    def __init__(
+        self,
+        *,
+        workers: int,
+        batch_size: int,
+        limits: tuple[float | None, float | None],
+        options: ReadOptions,
+        seen: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.workers, self.batch_size, self.seen = workers, batch_size, seen
+        self.limits, self.options = limits, options
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Decode and score one batch of paths.
+
+        Args:
+            batch: ``{"path": ...}`` and optionally ``"file"``, as for :func:`decode_batch`.
+
+        Returns:
+            As :meth:`Scorer.__call__`.
+        """
+        skip = _seen(self.seen)
+        given, real, opened = [], [], []
+        for item, file in zip(batch["path"], batch.get("file", batch["path"])):
+            path = os.fsdecode(_bytes(file))
+            key = resume_key(path)
+            if utf8_text(key) in skip:
+                continue
+            given.append(_bytes(item))
+            real.append(os.fsencode(key))
+            opened.append(path)
+        matrix, range_, keep, decoder = self.options
+        results = list(
+            score_files(
+                self.model,
+                opened,
+                batch_size=self.batch_size,
+                num_workers=self.workers,
+                progress=False,
+                explain=self.explain,
+                max_megapixels=self.limits[0],
+                decode_timeout=self.limits[1],
+                color_matrix=matrix,
+                color_range=range_,
+                keep_bit_depth=keep,
+                decoder=decoder or "torchcodec",
+            )
+        )
+        for raw, path, result in zip(given, opened, results):
+            name = os.fsdecode(raw)
+            if name != path:  # messages name the file as the results do
+                result.error = result.error and result.error.replace(path, name)
+                result.warning = result.warning and result.warning.replace(path, name)
+        return self._rows(given, real, results)

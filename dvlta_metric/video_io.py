@@ -87,9 +87,10 @@ import stat
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
+from typing import Protocol
 
 import av
 import numpy as np
@@ -102,16 +103,19 @@ from .raw_video import RawVideo
 
 __all__ = [
     "ALLOWED_FORMATS",
+    "DECODERS",
     "DEFAULT_DECODE_TIMEOUT_S",
     "DEFAULT_MAX_MEGAPIXELS",
     "VIDEO_EXTENSIONS",
     "FrameSelector",
     "TransientError",
     "VideoLimitError",
+    "check_decoder",
     "find_videos",
     "read_limits",
     "read_options",
     "read_video",
+    "register_decoder",
 ]
 
 VIDEO_EXTENSIONS: frozenset[str] = frozenset(
@@ -214,11 +218,12 @@ _LIMITS: contextvars.ContextVar[tuple[float, float]] = contextvars.ContextVar(
 
 @dataclass(frozen=True)
 class _Rgb:
-    """How one read converts frames to RGB (see :mod:`dvlta_metric.color`)."""
+    """How one read decodes frames and converts them to RGB (see :mod:`dvlta_metric.color`)."""
 
     keep_bit_depth: bool = True
     color_matrix: str | None = None
     color_range: str | None = None
+    decoder: str = "pyav"
 
 
 _DEFAULT_RGB = _Rgb()
@@ -227,9 +232,13 @@ _OPTIONS: contextvars.ContextVar[_Rgb] = contextvars.ContextVar("dvlta_read_opti
 
 @contextlib.contextmanager
 def read_options(
-    color_matrix: str | None = None, color_range: str | None = None, keep_bit_depth: bool | None = None
+    color_matrix: str | None = None,
+    color_range: str | None = None,
+    keep_bit_depth: bool | None = None,
+    decoder: str | None = None,
 ) -> Iterator[None]:
-    """Set how every :func:`read_video` call in this block converts frames to RGB (this thread or task only).
+    """Set how every :func:`read_video` call in this block decodes frames and converts them to RGB (this thread or
+    task only).
 
     ``model(path)``, ``model.read`` and :func:`~dvlta_metric.batch.score_files` read with the options in
     effect; see :mod:`dvlta_metric.color` for what they do.
@@ -241,31 +250,71 @@ def read_options(
             the current one (by default tv).
         keep_bit_depth: Keep the bits of sources above 8 bits (``uint16`` frames); ``False`` converts them
             to 8 bits; ``None`` keeps the current setting (by default ``True``).
+        decoder: ``"pyav"`` or ``"torchcodec"`` (:data:`DECODERS`); ``None`` keeps the current one (by default
+            ``"pyav"``).
 
     Yields:
         Nothing; the previous options come back when the block ends.
 
     Raises:
-        ValueError: An unknown matrix or range name.
+        ValueError: An unknown matrix, range or decoder name; a matrix or range the decoder cannot apply.
         TypeError: ``keep_bit_depth`` is not a bool.
     """
     current = _OPTIONS.get()
-    token = _OPTIONS.set(_rgb_options(current, color_matrix, color_range, keep_bit_depth))
+    token = _OPTIONS.set(_rgb_options(current, color_matrix, color_range, keep_bit_depth, decoder))
     try:
         yield
     finally:
         _OPTIONS.reset(token)
 
 
-def _rgb_options(base: _Rgb, color_matrix: object, color_range: object, keep_bit_depth: object) -> _Rgb:
+def _rgb_options(
+    base: _Rgb, color_matrix: object, color_range: object, keep_bit_depth: object, decoder: object = None
+) -> _Rgb:
     """``base`` with the options that are not ``None`` replaced, each checked."""
     if keep_bit_depth is not None and not isinstance(keep_bit_depth, bool):
         raise TypeError(f"keep_bit_depth must be True, False or None, got {type(keep_bit_depth).__name__}")
-    return _Rgb(
+    options = _Rgb(
         base.keep_bit_depth if keep_bit_depth is None else keep_bit_depth,
         base.color_matrix if color_matrix is None else check_color_matrix(color_matrix),
         base.color_range if color_range is None else check_color_range(color_range),
+        base.decoder if decoder is None else check_decoder(decoder),
     )
+    check_decoder_options(options.decoder, options.color_matrix, options.color_range)
+    return options
+
+
+DECODERS: tuple[str, ...] = ("pyav", "torchcodec")
+"""Decoders :func:`read_video` can use: ``"pyav"`` (the default: FFmpeg through PyAV, on CPUs) and
+``"torchcodec"`` (torchcodec: NVDEC on a CUDA device, FFmpeg on the CPU; :mod:`dvlta_metric.torchcodec_io`)."""
+
+
+def check_decoder(value: object) -> str:
+    """``value`` if it is a name in :data:`DECODERS`.
+
+    Raises:
+        ValueError: Any other value; the message lists the names.
+    """
+    if isinstance(value, str) and value in DECODERS:
+        return value
+    raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, got {value!r}")
+
+
+def check_decoder_options(decoder: str, color_matrix: str | None, color_range: str | None) -> None:
+    """Refuse colour options the decoder cannot apply: torchcodec converts untagged streams as BT.601, tv range.
+
+    Raises:
+        ValueError: ``color_matrix`` other than ``"bt601"`` or ``color_range`` other than ``"tv"`` with the
+            torchcodec decoder.
+    """
+    if decoder != "torchcodec":
+        return
+    if color_matrix not in (None, "bt601") or color_range not in (None, "tv"):
+        raise ValueError(
+            f"color_matrix={color_matrix!r} / color_range={color_range!r} are options of the PyAV decoder: torchcodec "
+            "converts untagged streams as BT.601, tv range (and tagged streams by their tags); use decoder='pyav' for "
+            "other conversions"
+        )
 
 
 def check_limit(name: str, value: object) -> float:
@@ -351,11 +400,14 @@ class _FrameTable:
     demux_error: str | None = None
     packets: int = 0  # video packets in the file, counting those that do not make frames (edit lists)
     cut: bool = False  # the file holds frames past the table's end that are to be ignored (truncated_to)
+    stream_index: int = 0  # the video stream's index in the file
+    time_base: Fraction | None = None  # of the stream's timestamps
+    colors: tuple[int | None, int | None, int | None] = (None, None, None)  # stream's colorspace, range, transfer
 
     def truncated_to(self, n: int) -> _FrameTable:
         """The same table for a video that ends after its first ``n`` frames."""
         if self.pts is None:
-            return _FrameTable(n, None, demux_error=self.demux_error, packets=self.packets, cut=True)
+            return replace(self, num_frames=n, cut=True)
         pts = self.pts[:n]
         keep = set(pts)
         keys = [k for k in zip(self.key_index, self.key_pts, self.key_pos, self.key_seek) if k[1] in keep]
@@ -371,6 +423,9 @@ class _FrameTable:
             self.demux_error,
             self.packets,
             cut=True,
+            stream_index=self.stream_index,
+            time_base=self.time_base,
+            colors=self.colors,
         )
 
 
@@ -485,11 +540,14 @@ def read_video(
     color_matrix: str | None = None,
     color_range: str | None = None,
     keep_bit_depth: bool | None = None,
+    decoder: str | None = None,
+    device: str | torch.device | None = None,
 ) -> DecodedVideo:
     """Decode a video file, converting to RGB only the frames ``select`` asks for.
 
     See the module docstring for how frames are counted, how seeking works, and what happens with
-    rotated, high-bit-depth, HDR and damaged files.
+    rotated, high-bit-depth, HDR and damaged files; :mod:`dvlta_metric.torchcodec_io` for the torchcodec
+    decoder (NVDEC on a GPU) and how its frames differ.
 
     Args:
         path: Any file FFmpeg reads as video (MP4, MKV, MOV, WebM, AVI, MPEG-TS, Y4M, ...), or a
@@ -513,6 +571,11 @@ def read_video(
         keep_bit_depth: Keep the extra bits of a source with more than 8 bits per sample: its frames come as
             ``uint16`` RGB (0-65535), and count twice against the pixel budget. ``False``: convert to 8 bits.
             ``None``: the option in effect, by default ``True``. 8-bit sources always give ``uint8``.
+        decoder: ``"pyav"`` (FFmpeg through PyAV, on CPUs) or ``"torchcodec"`` (on ``device``: NVDEC on a CUDA
+            device; :mod:`dvlta_metric.torchcodec_io`). ``None``: the option in effect (:func:`read_options`), by
+            default ``"pyav"``. Both pick the same frames; the file checks and the frame count are PyAV's.
+        device: Where the torchcodec decoder decodes and leaves the frames (``"cuda"``, ``"cuda:1"``, ``"cpu"``;
+            ``None``: the CPU). The PyAV decoder's frames are always on the CPU, whatever ``device`` says.
 
     Returns:
         A :class:`~dvlta_metric.decoded.DecodedVideo` with the selected frames as ``(N, 3, H, W)`` uint8
@@ -525,7 +588,9 @@ def read_video(
         ``color_trc``, ``hdr``, ``sample_aspect_ratio``, ``duration`` (s, of the video stream: as the file
         declares it, else measured from the frames' timestamps), ``declared_frames``,
         ``truncated``, ``still_image`` (a single picture such as a PNG or JPEG file, whatever its
-        extension), ``timestamps`` (``"pts"`` or ``"decode-order"``), ``seeks`` and ``frames_decoded``.
+        extension), ``timestamps`` (``"pts"`` or ``"decode-order"``), ``seeks`` and ``frames_decoded``, and
+        ``decoder`` (``"pyav"`` or ``"torchcodec"``; the torchcodec reader also sets ``decode_device`` and
+        ``decoder_fallback``).
 
     Raises:
         FileNotFoundError: The file does not exist.
@@ -537,7 +602,10 @@ def read_video(
             FFmpeg can read or a format outside
             :data:`ALLOWED_FORMATS` (a playlist or script), has no video stream (e.g. audio only) or no
             frames, is corrupt, or a needed frame cannot be decoded; ``select`` returned indices outside
-            ``[0, num_frames)``; a limit is not a positive number; an unknown colour matrix or range.
+            ``[0, num_frames)``; a limit is not a positive number; an unknown colour matrix, range or decoder; with
+            the torchcodec decoder, a file it cannot open or decode (the message suggests ``decoder="pyav"``).
+        ImportError: The torchcodec decoder, and torchcodec or the FFmpeg libraries it needs are not installed.
+        RuntimeError: The torchcodec decoder on a CUDA device, and there is no GPU or NVDEC cannot be used.
     """
     p: Path | RawVideo = path if isinstance(path, RawVideo) else Path(path)
     name = str(path)
@@ -549,18 +617,23 @@ def read_video(
     pixels = pixels if max_megapixels is None else check_limit("max_megapixels", max_megapixels)
     seconds = seconds if decode_timeout is None else check_limit("decode_timeout", decode_timeout)
     limits = _Limits(pixels * 1e6, pixels, seconds, time.monotonic() + seconds)
-    rgb = _rgb_options(_OPTIONS.get(), color_matrix, color_range, keep_bit_depth)
+    rgb = _rgb_options(_OPTIONS.get(), color_matrix, color_range, keep_bit_depth, decoder)
+    if isinstance(p, RawVideo) or rgb.decoder == "pyav":  # raw video holds nothing to decode: PyAV reads it
+        prepare, decode = _PYAV
+    else:
+        prepare, decode = _DECODERS[rgb.decoder]
+    target = prepare(torch.device("cpu") if device is None else torch.device(device))
     _check_file(p, name)
     try:
         table, info = _scan(p, name, limits)
         try:
             needed = _needed(select, table.num_frames, name)
-            return _decode_any(p, name, table, info, needed, threads, limits, rgb)
+            video = decode(p, name, table, info, needed, threads, limits, rgb, device=target)
         except _Truncated as cut:
             table = table.truncated_to(cut.frames)
             info = {**info, "truncated": True}
             needed = _needed(select, table.num_frames, name)
-            return _decode_any(p, name, table, info, needed, threads, limits, rgb, shorten=False)
+            video = decode(p, name, table, info, needed, threads, limits, rgb, device=target, shorten=False)
     except av.error.PermissionError:
         raise PermissionError(f"{name}: permission denied") from None
     except av.error.FileNotFoundError:
@@ -570,6 +643,46 @@ def read_video(
         if not isinstance(err, av.error.FFmpegError):
             raise
         raise ValueError(f"{name}: cannot read the video: {_describe(err)}") from None
+    if isinstance(p, RawVideo) and rgb.decoder != "pyav":
+        video.frames = video.frames.to(target)
+    return video
+
+
+class DecodePass(Protocol):
+    """The decoding pass of one decoder: the selected frames of a scanned file (see :func:`register_decoder`)."""
+
+    def __call__(
+        self,
+        p: Path | RawVideo,
+        name: str,
+        table: _FrameTable,
+        info: dict[str, object],
+        needed: list[int],
+        threads: int,
+        limits: _Limits,
+        rgb: _Rgb,
+        *,
+        device: torch.device,
+        shorten: bool = True,
+    ) -> DecodedVideo: ...
+
+
+_DECODERS: dict[str, tuple[Callable[[torch.device], torch.device], DecodePass]] = {}
+"""The decoders other than PyAV: name -> (check and resolve the device before reading, decoding pass)."""
+
+
+def register_decoder(name: str, prepare: Callable[[torch.device], torch.device], decode: DecodePass) -> None:
+    """Make ``decoder=name`` of :func:`read_video` use ``decode`` for the decoding pass (after PyAV's scan).
+
+    :mod:`dvlta_metric.torchcodec_io` registers ``"torchcodec"`` when the package is imported; the module sits
+    above this one (it uses the scan's frame table), so this module never imports it.
+
+    Args:
+        name: A name in :data:`DECODERS`.
+        prepare: Checks that the decoder can run on a device (before the file is opened) and returns it resolved.
+        decode: The decoding pass.
+    """
+    _DECODERS[check_decoder(name)] = (prepare, decode)
 
 
 def _check_file(p: Path | RawVideo, name: str) -> None:
@@ -681,6 +794,7 @@ def _scan(p: Path | RawVideo, name: str, limits: _Limits) -> tuple[_FrameTable, 
         width, height = int(info["width"] or 0), int(info["height"] or 0)  # type: ignore[call-overload]
         limits.check_pixels(name, width * height, f"one frame of {width}x{height}")
         time_base = stream.time_base
+        facts = {"stream_index": stream.index, "time_base": time_base, "colors": _stream_colors(stream)}
         if info["container"] == "mpegts" and all(os.stat(p).st_size % n for n in TS_PACKET_SIZES):
             info["truncated"] = True  # a transport stream cut in the middle of a packet
         packets: list[tuple[int | None, int | None, bool]] = []
@@ -724,6 +838,7 @@ def _scan(p: Path | RawVideo, name: str, limits: _Limits) -> tuple[_FrameTable, 
         table = _FrameTable(len(packets), None, demux_error=demux_error, packets=present)
     else:
         table = _pts_table(packets, demux_error, present)
+    table = replace(table, **facts)  # type: ignore[arg-type]
     if _short(info, table):
         info["truncated"] = True
     if info["duration"] is None:  # nothing declared it: measure it (not a test for truncation, then)
@@ -772,6 +887,13 @@ def _stream_info(container: av.container.InputContainer, stream: av.video.stream
         "duration": _declared_duration(container, stream),
         "declared_frames": stream.frames or None,
     }
+
+
+def _stream_colors(stream: av.video.stream.VideoStream) -> tuple[int | None, int | None, int | None]:
+    """The stream's colorspace, colour range and transfer tags as FFmpeg numbers (``None`` where unknown)."""
+    ctx = stream.codec_context
+    values = (getattr(ctx, k, None) for k in ("colorspace", "color_range", "color_trc"))
+    return tuple(int(v) if v is not None else None for v in values)  # type: ignore[return-value]
 
 
 _TAG_DURATION = re.compile(r"(\d+):(\d{1,2}):(\d{1,2}(?:\.\d*)?)")
@@ -854,9 +976,12 @@ def _decode_any(
     limits: _Limits,
     rgb: _Rgb,
     *,
+    device: torch.device | None = None,
     shorten: bool = True,
 ) -> DecodedVideo:
     """:func:`_decode` with seeking, falling back to no seeking, then to counting frames in decode order.
+
+    The frames stay on the CPU (``device`` is the torchcodec decoder's argument; it is not used here).
 
     The selected frames at the stream's declared size must fit the pixel budget before anything is decoded
     (twice their pixels when they will be kept at 16 bits).
@@ -1042,6 +1167,7 @@ def _decode(
         "timestamps": "pts" if by_pts else "decode-order",
         "seeks": seeks,
         "frames_decoded": decoded,
+        "decoder": "pyav",
     }
     return DecodedVideo(
         frames=frames,
@@ -1164,3 +1290,7 @@ def _upright(frames: torch.Tensor, first: av.VideoFrame) -> tuple[torch.Tensor, 
     elif abs(theta) < 1 and matrix[4] < 0:
         frames = frames.flip(-2)
     return frames.contiguous(), orient
+
+
+_PYAV: tuple[Callable[[torch.device], torch.device], DecodePass] = (lambda device: device, _decode_any)
+"""The PyAV decoder: no device check (its frames are on the CPU), :func:`_decode_any`."""

@@ -266,3 +266,15 @@ def test_score_memory_measures_the_command_line_and_the_speed_path(tmp_path: Pat
     assert [c["path"].split()[0] for c in cases] == ["command", "speed"]
     assert all(0.2 < c["peak_rss_gib"] < 8 for c in cases)
     assert abs(cases[0]["score"] - cases[1]["score"]) < 1e-5  # the two paths agree
+
+
+def test_gpu_decode_measures_each_decoder_and_writes_its_report(tmp_path: Path) -> None:
+    """benchmarks/gpu_decode.py (gpu_session.sh part e) on CPU: PyAV always; torchcodec too where it can run here
+    (its rows then hold a rate or the error, never a crash)."""
+    _run("gpu_decode.py", "--device", "cpu", "--quick", "--sizes", "540p", "--no-score", "--output-dir", str(tmp_path))
+    report = json.loads((tmp_path / "cpu_gpu_decode.json").read_text())
+    pyav = [r for r in report["read"] if r["decoder"] == "pyav"]
+    assert [r["workers"] for r in pyav] == [1, 2] and all(r["videos_per_s"] > 0 for r in pyav)
+    assert {r["decoder"] for r in report["read"]} == {"pyav", "torchcodec"}
+    for row in report.get("differences", []):
+        assert "error" in row or row["same_indices"], row
