@@ -35,7 +35,7 @@ from .calibration import Calibration, fit_calibration
 from .config import ModelConfig
 from .decoded import DecodedVideo
 from .fusion import PromptQualityHead, TextAdapter, TextGuidedFusion
-from .quality_map import CropLayout, FragmentLayout, QualityMap, clip_records, fragment_records
+from .quality_map import MAP_SOURCES, CropLayout, FragmentLayout, QualityMap, clip_records, fragment_records
 from .timeline import Timeline, window_bounds, window_length
 from .uncertainty import CONFIDENCE, view_interval, view_spread
 from .video_io import read_video
@@ -58,9 +58,6 @@ PROMPT_ROLES: tuple[str, str, str] = ("fusion", "positive", "negative")
 SCALES: tuple[str, ...] = ("score", "mos")
 """What a call returns: the model's score in ``(0, 1)``, or that score mapped to a MOS scale by the model's
 :class:`~dvlta_metric.calibration.Calibration`."""
-
-MAP_SOURCES: tuple[str, ...] = ("fragments", "clip")
-"""Where :meth:`DVLTAVQA.quality_map` takes its values from (see :mod:`~dvlta_metric.quality_map`)."""
 
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 """Accepted values of :meth:`DVLTAVQA.set_precision` and the autocast dtype each one names (see

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from dvlta_metric.branches.swin3d import cell_isolation_mask
 from dvlta_metric.calibration import Calibration, fit_calibration, logistic4
 from dvlta_metric.errors import CheckpointError
 from dvlta_metric.model import DVLTAVQA
-from dvlta_metric.quality_map import write_overlays
+from dvlta_metric.quality_map import OVERLAY_MARKER, QualityMap, overlay, write_overlays
 from dvlta_metric.uncertainty import student_t_cdf, student_t_quantile, view_interval
 from dvlta_metric.views.normalize import normalize
 
@@ -378,3 +379,90 @@ def test_training_evaluation_writes_the_calibration(saved_tiny: tuple[Path, DVLT
     assert loaded.to_mos(torch.tensor([0.5], dtype=torch.float64)).item() == pytest.approx(float(fit(0.5)), rel=1e-12)
     write_calibration(tmp_path, None)
     assert DVLTAVQA.from_pretrained(tmp_path).calibration is None
+
+
+# ---------------------------------------------------------------- from the red-team review
+@pytest.fixture(scope="module")
+def small_map(tiny_model: DVLTAVQA) -> tuple[QualityMap, torch.Tensor]:
+    video = make_video(20, 48, 64, seed=5)
+    return tiny_model.quality_map(video), video
+
+
+def test_overlays_never_replace_a_file_they_did_not_write(
+    small_map: tuple[QualityMap, torch.Tensor], tmp_path: Path
+) -> None:
+    qmap, video = small_map
+    first = qmap.frame_indices()[0]
+    victim = tmp_path / "victim.mp4"
+    victim.write_bytes(b"MY DATA")
+    with pytest.raises(ValueError, match="victim.mp4 exists and was not written by dvlta-metric.*delete it"):
+        write_overlays(qmap, video, victim)
+    assert victim.read_bytes() == b"MY DATA"
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    (folder / f"fragments_{first:06d}.png").write_bytes(b"MINE")
+    with pytest.raises(ValueError, match=f"fragments_{first:06d}.png exists and was not written"):
+        write_overlays(qmap, video, folder)
+    assert sorted(os.listdir(folder)) == [f"fragments_{first:06d}.png"]  # checked before anything was written
+    assert (folder / f"fragments_{first:06d}.png").read_bytes() == b"MINE"
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"OUTSIDE")
+    links = tmp_path / "links"
+    links.mkdir()
+    (links / f"fragments_{first:06d}.png").symlink_to(outside)
+    (links / "link.mp4").symlink_to(outside)
+    with pytest.raises(ValueError, match="is a symbolic link"):
+        write_overlays(qmap, video, links)
+    with pytest.raises(ValueError, match="is a symbolic link"):
+        write_overlays(qmap, video, links / "link.mp4")
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "linked").symlink_to(real, target_is_directory=True)
+    with pytest.raises(ValueError, match="linked is a symbolic link"):
+        write_overlays(qmap, video, tmp_path / "linked")
+    assert outside.read_bytes() == b"OUTSIDE" and os.listdir(real) == []
+    with pytest.raises(ValueError, match="source must be one of"):
+        QualityMap("../x", qmap.frame_size, qmap.frames, qmap.boxes, qmap.cells, qmap.values)
+    hand_made = copy.copy(qmap)
+    hand_made.source = "../escape"
+    with pytest.raises(ValueError, match="source must be one of"):
+        write_overlays(hand_made, video, tmp_path / "escape")
+    assert not (tmp_path / "escape").exists()
+
+
+def test_a_rerun_replaces_its_own_overlays(small_map: tuple[QualityMap, torch.Tensor], tmp_path: Path) -> None:
+    qmap, video = small_map
+    pngs = write_overlays(qmap, video, tmp_path / "png", frames=qmap.frame_indices()[:2])
+    head = pngs[0].read_bytes()
+    assert b"Software\x00" + OVERLAY_MARKER.encode() in head[:80]
+    assert write_overlays(qmap, video, tmp_path / "png", frames=qmap.frame_indices()[:2]) == pngs
+    (mp4,) = write_overlays(qmap, video, tmp_path / "map.mp4")
+    assert write_overlays(qmap, video, tmp_path / "map.mp4", fill="cell") == [mp4]
+    assert dvlta_metric.read_video(mp4).num_frames == len(qmap.frame_indices())
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")] and not list((tmp_path / "png").glob(".*"))
+
+
+def test_write_overlays_checks_frames_fps_and_dtype(small_map: tuple[QualityMap, torch.Tensor], tmp_path: Path) -> None:
+    qmap, video = small_map
+    with pytest.raises(ValueError, match="frames is empty"):
+        write_overlays(qmap, video, tmp_path / "a.mp4", frames=[])
+    with pytest.raises(TypeError, match="whole numbers"):
+        write_overlays(qmap, video, tmp_path / "b", frames=[1.5])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="whole numbers"):
+        write_overlays(qmap, video, tmp_path / "b", frames=[True])
+    for fps in (0, -5, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="fps must be a finite number"):
+            write_overlays(qmap, video, tmp_path / "c.mp4", fps=fps)
+    with pytest.raises(TypeError, match="uint8.*uint16.*float"):
+        write_overlays(qmap, (video * 255).to(torch.int16), tmp_path / "d")
+    assert not any(tmp_path.iterdir())
+
+
+def test_overlays_of_16_bit_frames_are_not_washed_out() -> None:
+    frame8 = (torch.arange(3 * 8 * 10) % 256).to(torch.uint8).reshape(3, 8, 10)
+    frame16 = frame8.to(torch.int32).mul(257).to(torch.uint16)  # the same brightness in 16 bits
+    values = torch.linspace(-1, 1, 80).reshape(8, 10)
+    values[0, 0] = float("nan")
+    assert np.array_equal(overlay(frame16, values), overlay(frame8, values))
+    with pytest.raises(TypeError, match="int32"):
+        overlay(frame8.to(torch.int32), values)
