@@ -33,7 +33,7 @@ from .color import check_color_matrix, check_color_range
 from .config import ModelConfig
 from .decoded import DecodedVideo
 from .raw_video import RawVideo
-from .uncertainty import view_interval, view_spread
+from .uncertainty import MAX_VIEWS, view_interval, view_spread
 from .video_io import TransientError, _transient, check_limit, read_limits, read_options
 
 __all__ = ["FileResult", "VideoScorer", "score_files"]
@@ -345,7 +345,9 @@ def score_files(
             something that is not a ``str`` / ``os.PathLike`` path; ``batch_size``, ``num_workers`` or
             ``prefetch`` is not an integer (``bool`` and ``float`` included).
         ValueError: ``batch_size`` < 1, or ``num_workers`` or ``prefetch`` < 0; ``max_megapixels`` or
-            ``decode_timeout`` is not a positive number; an unknown ``color_matrix`` or ``color_range``.
+            ``decode_timeout`` is not a positive number; an unknown ``color_matrix`` or ``color_range``;
+            ``views`` outside 1 to :data:`~dvlta_metric.uncertainty.MAX_VIEWS`, or above 1 for a model in
+            training mode or a loss model. All before any file is read.
     """
     batch_size = _count("batch_size", batch_size, 1)
     num_workers = _count("num_workers", num_workers, 0)
@@ -359,9 +361,17 @@ def score_files(
     if keep_bit_depth is not None and not isinstance(keep_bit_depth, bool):
         raise TypeError(f"keep_bit_depth must be True, False or None, got {type(keep_bit_depth).__name__}")
     options = (color_matrix, color_range, keep_bit_depth)
-    if getattr(model, "training", False) or getattr(model, "as_loss", False):
+    drawing = getattr(model, "training", False) or getattr(model, "as_loss", False)
+    if drawing:
         num_workers = 0  # the draws of one generator, in input order, from one thread
     views = _count("views", views, 1)
+    if views > MAX_VIEWS:  # checked now, not as an error row of every file
+        raise ValueError(f"views must be a whole number from 1 to {MAX_VIEWS}, got {views}")
+    if views > 1 and drawing:
+        raise ValueError(
+            "views > 1 averages scoring views, which are fixed; the model is in training mode or a loss "
+            "(as_loss=True), whose views are drawn at random on every call: call model.eval(), or use views=1"
+        )
     names = _names(paths)
     return _results(model, names, batch_size, num_workers, progress, explain, prefetch, limits, options, views)
 

@@ -37,7 +37,7 @@ from ._cli_inputs import (
 )
 from ._factory import create, parse_model_name, weights_label
 from ._hub import sha256_of
-from ._map_command import MapUsageError, add_map_parser, run_map
+from ._map_command import MapUsageError, add_map_parser, run_map, view_count
 from ._parquet_results import PARQUET_SUFFIX, ParquetResults, utf8_text
 from ._ray_command import RayUsageError, add_ray_arguments, check_ray_arguments, run_ray
 from ._rd_command import RdUsageError, add_rd_parser, run_rd
@@ -62,6 +62,7 @@ from .errors import WeightsUnavailableError
 from .model import DVLTAVQA
 from .raw_video import DEFAULT_RAW_FPS, RAW_PIXEL_FORMATS, parse_size
 from .sharding import parse_shard, shard_paths
+from .uncertainty import MAX_VIEWS
 from .version import __version__
 from .video_io import (
     DEFAULT_DECODE_TIMEOUT_S,
@@ -196,10 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--explain", action="store_true", help="add the fusion weight of each branch")
     score.add_argument(
         "--views",
-        type=_positive,
+        type=view_count,
         default=1,
-        help="score K views of each file (other fragment offsets and clip starts) and report their mean; K >= 2 "
-        "adds the columns spread, ci_low and ci_high (95%% interval of the mean)",
+        metavar="K",
+        help=f"score K views of each file (1 to {MAX_VIEWS}: other fragment offsets and clip starts) and report "
+        "their mean; K >= 2 adds the columns spread, ci_low and ci_high (95%% interval of the mean)",
     )
     score.add_argument(
         "--scale",

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from cli_run import run
 from conftest import make_video
 from video_files import write_clip
 
@@ -466,3 +467,65 @@ def test_overlays_of_16_bit_frames_are_not_washed_out() -> None:
     assert np.array_equal(overlay(frame16, values), overlay(frame8, values))
     with pytest.raises(TypeError, match="int32"):
         overlay(frame8.to(torch.int32), values)
+
+
+def test_maps_refuse_random_views(
+    tiny_model: DVLTAVQA, tiny_loss_model: DVLTAVQA, small_map: tuple[QualityMap, torch.Tensor]
+) -> None:
+    _, video = small_map
+    with pytest.raises(ValueError, match="as_loss=True.*random draws.*model.eval"):
+        tiny_loss_model.quality_map(video)
+    with pytest.raises(ValueError, match="as_loss=True.*random draws"):
+        tiny_loss_model.explain(video, maps=True)
+    trained = copy.deepcopy(tiny_model).train()
+    with pytest.raises(ValueError, match="training mode.*random draws"):
+        trained.quality_map(video, source="clip")
+
+
+def test_explain_maps_carry_the_score_and_confidence_is_checked(
+    tiny_model: DVLTAVQA, small_map: tuple[QualityMap, torch.Tensor]
+) -> None:
+    qmap, video = small_map
+    e = tiny_model.explain(video, maps=True)
+    assert e.maps is not None and e.maps[0].score == pytest.approx(float(e.score)) == pytest.approx(qmap.score)
+    with pytest.raises(ValueError, match="confidence must be a float in \\(0, 1\\)"):
+        tiny_model.explain(video, confidence=1.5)
+
+
+def test_decoded_video_read_for_one_view_says_how_to_read_k(tiny_model: DVLTAVQA, tmp_path: Path) -> None:
+    path = write_clip(tmp_path / "clip.mp4", frames=40, width=256, height=240)
+    decoded = tiny_model.read(path)
+    with pytest.raises(ValueError, match="scoring view 1 .*model.read\\(path, views=K\\)"):
+        tiny_model(decoded, views=3)
+
+
+def test_score_files_checks_views_before_reading_any_file(tiny_model: DVLTAVQA, tiny_loss_model: DVLTAVQA) -> None:
+    with pytest.raises(ValueError, match="from 1 to 64, got 65"):
+        tiny_model.score_files(["/no/such/file.mp4"], views=65)
+    with pytest.raises(ValueError, match="training mode or a loss"):
+        tiny_loss_model.score_files(["/no/such/file.mp4"], views=2)
+
+
+def test_cli_views_are_bounded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out.csv"
+    code, _, err = run(capsys, "score", tmp_path, "--views", "65", "--output", out, "--random-weights")
+    assert code == 2 and "--views: must be at most 64" in err and not out.exists()
+    code, _, err = run(capsys, "map", tmp_path / "v.mp4", "--out", tmp_path / "m", "--views", "0")
+    assert code == 2 and "--views: must be at least 1" in err
+
+
+def test_cli_map_refuses_its_input_and_reports_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    clip = write_clip(tmp_path / "victim.mp4", frames=8)
+    before = clip.read_bytes()
+    argv = ["--model", "dvlta-vqa-tiny", "--random-weights", "--device", "cpu"]
+    code, _, err = run(capsys, "map", clip, "--out", clip, *argv)
+    assert code == 2 and "is the input video" in err and clip.read_bytes() == before
+    code, _, err = run(capsys, "map", tmp_path / "missing.mp4", "--out", tmp_path / "m", *argv)
+    assert code == 2 and "missing.mp4: no such file" in err and "Traceback" not in err
+    (tmp_path / "taken.mp4").write_bytes(b"x")
+    code, _, err = run(capsys, "map", clip, "--out", tmp_path / "taken.mp4", *argv)
+    assert code == 2 and "taken.mp4 exists and was not written by dvlta-metric" in err
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    code, _, err = run(capsys, "map", broken, "--out", tmp_path / "b", *argv)
+    assert code == 2 and "broken.mp4" in err and "Traceback" not in err
