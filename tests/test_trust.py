@@ -99,6 +99,10 @@ def test_a_model_without_calibration_says_so(tiny_model: DVLTAVQA, video: torch.
         ({"function": "linear", "params": [1, 2, 0, 0], "mos_range": [5, 1]}, "mos_range"),
         ({"function": "linear", "params": [1, 2, 0, 0], "mos_range": [1, 5], "code": "x"}, "unknown"),
         ([1, 2], "JSON object"),
+        ({"function": "logistic4", "params": [1, 2, 0.5, 10**400], "mos_range": [1, 5]}, "magnitude at most"),
+        ({"function": "logistic4", "params": [1e308, -1e308, 0.5, 0.1], "mos_range": [1, 5]}, "magnitude at most"),
+        ({"function": "linear", "params": [1, 2, 0, 0], "mos_range": [1, 10**400]}, "mos_range"),
+        ({"function": "linear", "params": [1, 2, 0, 0], "mos_range": [1, 5], "num_videos": 10**400}, "num_videos"),
     ],
 )
 def test_a_hostile_calibration_section_is_refused(
@@ -490,6 +494,22 @@ def test_explain_maps_carry_the_score_and_confidence_is_checked(
     assert e.maps is not None and e.maps[0].score == pytest.approx(float(e.score)) == pytest.approx(qmap.score)
     with pytest.raises(ValueError, match="confidence must be a float in \\(0, 1\\)"):
         tiny_model.explain(video, confidence=1.5)
+
+
+def test_calibration_bounds_and_fingerprint() -> None:
+    cal = Calibration((4.6, 1.3, 0.48, 0.06), mos_range=(1.0, 5.0))
+    assert cal.fingerprint() == Calibration((4.6, 1.3, 0.48, 0.06), mos_range=(1.0, 5.0)).fingerprint()
+    assert cal.fingerprint() != Calibration((4.6, 1.3, 0.48, 0.07), mos_range=(1.0, 5.0)).fingerprint()
+    for params in [(1e308, -1e308, 0.5, 0.1), (1, 2, 0.5, 10**400), (2e6, 0, 0.5, 0.1)]:
+        with pytest.raises(ValueError, match="magnitude at most"):
+            Calibration(params)  # type: ignore[arg-type]
+    step = Calibration((5.0, 1.0, 0.5, 5e-324))  # a width below MIN_WIDTH: the same step in torch and NumPy
+    x = torch.tensor([0.25, 0.75], dtype=torch.float64)
+    assert step(x).tolist() == [step.map_score(0.25), step.map_score(0.75)] == [1.0, 5.0]
+    with pytest.raises(ValueError, match="not a finite number"):
+        cal.map_score(float("nan"))
+    with pytest.raises(ValueError, match="above 1e\\+06.*hardly vary"):
+        fit_calibration([0.5, 0.5 + 1e-9, 0.5 + 2e-9], [1.0, 3.0, 5.0])
 
 
 def test_decoded_video_read_for_one_view_says_how_to_read_k(tiny_model: DVLTAVQA, tmp_path: Path) -> None:
