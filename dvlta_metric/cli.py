@@ -57,6 +57,7 @@ from ._results import (
 )
 from ._timeline_output import TimelineWriter, matplotlib_missing, window_seconds
 from .batch import FileResult
+from .calibration import Calibration
 from .color import COLOR_MATRICES, COLOR_RANGES
 from .errors import WeightsUnavailableError
 from .model import DVLTAVQA
@@ -378,6 +379,8 @@ def _score_files(
     known = known_weights_label(
         args.model, random_weights=args.random_weights, precision=args.precision, seed=args.seed
     )
+    if known is not None:  # the calibration of --scale mos is known once the model is read
+        known = None if args.scale == "mos" else run_label(known, views=args.views, calibration=None)
     name = _model_name(args.model)
     _check_same_model(args.output, previous, name, known)  # also when nothing is left to score
     if args.output and len(todo) < len(files):
@@ -386,7 +389,11 @@ def _score_files(
         return 1 if failed else 0
     model = _create(args)
     weights = weights_label(model)  # with the Hub commit actually loaded
-    _check_same_model(args.output, previous, model.config.name, weights)
+    if args.scale == "mos" and model.calibration is None:
+        raise UsageError(f"--scale mos: model {args.model!r} has no MOS calibration; use it without --scale mos")
+    calibration = model.calibration if args.scale == "mos" else None
+    label = run_label(weights, views=args.views, calibration=calibration)
+    _check_same_model(args.output, previous, model.config.name, label)
     if not todo:
         return 1 if failed else 0
     columns = BASE_COLUMNS + ([f"weight_{b}" for b in model.branches] if args.explain else [])
@@ -397,10 +404,8 @@ def _score_files(
                 f"--views {args.views} adds interval columns, which {args.output} lacks: use another --output file"
             )
     to_mos: Callable[[float], float] | None = None
-    if args.scale == "mos":
-        if model.calibration is None:
-            raise UsageError(f"--scale mos: model {args.model!r} has no MOS calibration; use it without --scale mos")
-        to_mos = model.calibration.map_score
+    if calibration is not None:
+        to_mos = calibration.map_score
         columns = [*columns, "mos"]
 
         if previous.header is not None and "mos" not in previous.header:
@@ -414,7 +419,7 @@ def _score_files(
             )
     written = 0
     try:
-        sink = _Sink(fmt, results, columns, previous.header, extra={"weights": weights}, to_mos=to_mos)
+        sink = _Sink(fmt, results, columns, previous.header, extra={"weights": label}, to_mos=to_mos)
         try:
             scored = model.score_files(
                 [inputs.item(str(f)) for f in todo],
@@ -645,9 +650,32 @@ def _check_same_model(output: Path | None, previous: Previous, name: str | None,
     other_weights = previous.weights - {weights} if weights is not None else set()
     if other_weights:
         raise UsageError(
-            f"{output} holds scores made with weights {min(other_weights)!r}, not {weights!r}: use another "
-            "--output file"
+            f"{output} holds scores made with weights {min(other_weights)!r}, not {weights!r} (the label also "
+            "names --views K and the MOS calibration of --scale mos when they are used): use another --output "
+            "file, or the same weights, --views and calibration"
         )
+
+
+def run_label(weights: str, *, views: int = 1, calibration: Calibration | None = None) -> str:
+    """The ``weights`` value of a run's rows: :func:`~dvlta_metric._factory.weights_label`, then ``", views K"``
+    when ``--views K`` (K >= 2) and ``", calibration <fingerprint>"`` with ``--scale mos``
+    (:meth:`~dvlta_metric.calibration.Calibration.fingerprint`), so that a resumed run refuses a file of rows
+    scored with other views or mapped by another calibration. A plain run's label is the weights label alone.
+
+    Args:
+        weights: The weights label.
+        views: ``--views``.
+        calibration: The calibration of ``--scale mos``, else ``None``.
+
+    Returns:
+        The label.
+    """
+    label = weights
+    if views > 1:
+        label += f", views {views}"
+    if calibration is not None:
+        label += f", calibration {calibration.fingerprint()}"
+    return label
 
 
 def _whole(text: str) -> int:

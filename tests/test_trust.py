@@ -17,6 +17,7 @@ from conftest import make_video
 from video_files import write_clip
 
 import dvlta_metric
+from dvlta_metric._checkpoint import write_calibration
 from dvlta_metric.attributes import TEMPLATE, TextEncoder, attribute_queries
 from dvlta_metric.branches.swin3d import cell_isolation_mask
 from dvlta_metric.calibration import Calibration, fit_calibration, logistic4
@@ -549,3 +550,28 @@ def test_cli_map_refuses_its_input_and_reports_errors(tmp_path: Path, capsys: py
     broken.write_bytes(b"not a video")
     code, _, err = run(capsys, "map", broken, "--out", tmp_path / "b", *argv)
     assert code == 2 and "broken.mp4" in err and "Traceback" not in err
+
+
+def test_cli_resume_refuses_rows_of_another_k_or_calibration(
+    tiny_model: DVLTAVQA, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clip = write_clip(tmp_path / "clip.mp4", frames=20, width=256, height=240)
+    out = tmp_path / "out.jsonl"
+    argv = ["score", clip, "--model", "dvlta-vqa-tiny", "--random-weights", "--device", "cpu", "--no-progress"]
+    assert run(capsys, *argv, "--views", "2", "--output", out)[0] == 0
+    assert json.loads(out.read_text())["weights"] == "random (seed 0), fp32, views 2"
+    code, _, err = run(capsys, *argv, "--views", "3", "--output", out)
+    assert code == 2 and "views 2" in err and "views 3" in err
+    model_dir = tmp_path / "calibrated"
+    model = copy.deepcopy(tiny_model)
+    scores, mos, _ = _synthetic_pairs()
+    model.calibrate(scores, mos, mos_range=(1.0, 5.0))
+    model.save_pretrained(model_dir)
+    mos_out = tmp_path / "mos.jsonl"
+    local = ["score", clip, "--model", f"local-dir:{model_dir}", "--device", "cpu", "--no-progress", "--scale", "mos"]
+    assert run(capsys, *local, "--output", mos_out)[0] == 0
+    row = json.loads(mos_out.read_text())
+    assert row["weights"].endswith(f", calibration {model.calibration.fingerprint()}")
+    write_calibration(model_dir, Calibration((4.0, 1.5, 0.5, 0.1), mos_range=(1.0, 5.0)))
+    code, _, err = run(capsys, *local, "--output", mos_out)
+    assert code == 2 and "calibration" in err and mos_out.read_text().count("\n") == 1
