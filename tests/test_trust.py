@@ -520,6 +520,16 @@ def test_decoded_video_read_for_one_view_says_how_to_read_k(tiny_model: DVLTAVQA
         tiny_model(decoded, views=3)
 
 
+def test_attribute_pairs_must_differ_and_fit_the_text_context(zeroshot_arch: DVLTAVQA) -> None:
+    with pytest.raises(ValueError, match="same prompt twice"):
+        attribute_queries([("a photo of a x video.", "A photo of a  x video.")])
+    encoder = zeroshot_arch.text_encoder
+    assert encoder is not None
+    long = "a very " * 60 + "long prompt"
+    with pytest.raises(ValueError, match="prompt 'a very a very .* tokens long.*shorten it"):
+        encoder(["a photo of a sharp video.", long])
+
+
 def test_score_files_checks_views_before_reading_any_file(tiny_model: DVLTAVQA, tiny_loss_model: DVLTAVQA) -> None:
     with pytest.raises(ValueError, match="from 1 to 64, got 65"):
         tiny_model.score_files(["/no/such/file.mp4"], views=65)
