@@ -585,3 +585,13 @@ def test_cli_resume_refuses_rows_of_another_k_or_calibration(
     write_calibration(model_dir, Calibration((4.0, 1.5, 0.5, 0.1), mos_range=(1.0, 5.0)))
     code, _, err = run(capsys, *local, "--output", mos_out)
     assert code == 2 and "calibration" in err and mos_out.read_text().count("\n") == 1
+
+
+def test_evaluate_checks_calibrate_into_first(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from training import evaluate
+
+    with pytest.raises(ValueError, match="--calibrate-into .*config.json"):
+        evaluate.check_calibration_target(tmp_path)
+    argv = ["--model", "dvlta-vqa-tiny", "--out", str(tmp_path / "o"), "--calibrate-into", str(tmp_path / "none")]
+    assert evaluate.main([*argv, "--dataset", "konvid"]) == 2  # before the model or a video is read
+    assert "--calibrate-into" in capsys.readouterr().err and not (tmp_path / "o").exists()
