@@ -460,7 +460,7 @@ def _write_new(path: Path, data: bytes, *, replace: bool) -> None:
             os.replace(tmp, path)
             return
         try:
-            os.link(tmp, path, follow_symlinks=False)
+            os.link(tmp, path)  # tmp is the regular file just created
         except FileExistsError:
             raise ValueError(
                 f"{path} appeared while the overlays were written; it is left as it is: choose another path, or "
