@@ -130,8 +130,20 @@ def encode_prompts(clip: open_clip.CLIP, prompts: list[str], context_length: int
 
     Returns:
         ``(len(prompts), embed_dim)`` float32 embeddings.
+
+    Raises:
+        ValueError: If a prompt has more tokens than ``context_length`` (with its start and end tokens), which the
+            tokenizer would cut short without a word.
     """
     tokenizer = open_clip.SimpleTokenizer(context_length=context_length)
+    for prompt in prompts:
+        count = len(tokenizer.encode(prompt)) + 2  # the start and end tokens
+        if count > context_length:
+            shown = prompt if len(prompt) <= 80 else prompt[:77] + "..."
+            raise ValueError(
+                f"prompt {shown!r} is {count} tokens long, more than the text tower's context of {context_length} "
+                "tokens (start and end included): shorten it"
+            )
     device = next(clip.parameters()).device
     tokens = tokenizer(prompts).to(device)
     return clip.encode_text(tokens).float()

@@ -83,7 +83,8 @@ def attribute_queries(attributes: Sequence[Attribute] | None) -> list[AttributeQ
 
     Raises:
         TypeError: If ``attributes`` is not a list or tuple of strings and pairs.
-        ValueError: If it is empty, a word has no known antonym, a prompt is empty or a name repeats.
+        ValueError: If it is empty, a word has no known antonym, a prompt is empty, a pair's two prompts are the
+            same text (up to case and spaces, which the text tower ignores) or a name repeats.
     """
     if attributes is None:
         attributes = DEFAULT_ATTRIBUTES
@@ -109,6 +110,11 @@ def attribute_queries(attributes: Sequence[Attribute] | None) -> list[AttributeQ
         elif isinstance(item, tuple) and len(item) == 2 and all(isinstance(p, str) for p in item):
             if not (item[0].strip() and item[1].strip()):
                 raise ValueError(f"attribute prompts must not be empty, got {item!r}")
+            if _same_text(*item):
+                raise ValueError(
+                    f"attribute pair {item!r} has the same prompt twice, which always scores 0.5: give a prompt and "
+                    "its antonym, e.g. ('a photo of a rainy video.', 'a photo of a sunny video.')"
+                )
             queries.append(AttributeQuery(item[0], item[0], item[1]))
         else:
             raise TypeError(f"an attribute is a word or a (positive, negative) pair of strings, got {item!r}")
@@ -116,6 +122,11 @@ def attribute_queries(attributes: Sequence[Attribute] | None) -> list[AttributeQ
     if len(set(names)) != len(names):
         raise ValueError(f"attribute names repeat: {names}")
     return queries
+
+
+def _same_text(a: str, b: str) -> bool:
+    """Whether two prompts tokenize alike: equal up to case and runs of white space (CLIP's tokenizer drops both)."""
+    return " ".join(a.split()).lower() == " ".join(b.split()).lower()
 
 
 def pair_probability(
@@ -183,5 +194,9 @@ class TextEncoder(nn.Module):
         return cls(build_clip(config.clip_vision, config.clip_text, config.embed_dim), config.clip_text.context_length)
 
     def forward(self, prompts: Sequence[str]) -> torch.Tensor:
-        """Embed prompts: ``P`` strings -> ``(P, D)`` float32 on the CPU."""
+        """Embed prompts: ``P`` strings -> ``(P, D)`` float32 on the CPU.
+
+        Raises:
+            ValueError: If a prompt has more tokens than the tower's context (it would be cut short silently).
+        """
         return encode_prompts(self.clip, list(prompts), self.context_length).cpu()

@@ -37,7 +37,7 @@ from .config import ModelConfig
 from .decoded import DecodedVideo
 from .raw_video import RawVideo
 from .torchcodec_io import check_torchcodec
-from .uncertainty import view_interval, view_spread
+from .uncertainty import MAX_VIEWS, view_interval, view_spread
 from .video_io import (
     TransientError,
     _transient,
@@ -378,7 +378,9 @@ def score_files(
             ``prefetch`` is not an integer (``bool`` and ``float`` included).
         ValueError: ``batch_size`` < 1, or ``num_workers`` or ``prefetch`` < 0; ``max_megapixels`` or
             ``decode_timeout`` is not a positive number; an unknown ``color_matrix``, ``color_range`` or
-            ``decoder``; a colour option the decoder cannot apply.
+            ``decoder``; a colour option the decoder cannot apply; ``views`` outside 1 to
+            :data:`~dvlta_metric.uncertainty.MAX_VIEWS`, or above 1 for a model in training mode or a loss model.
+            All before any file is read.
         ImportError: ``decoder="torchcodec"``, and torchcodec or the FFmpeg libraries it needs are missing.
         RuntimeError: ``decoder="torchcodec"`` with a CUDA model, and no GPU is usable.
     """
@@ -398,9 +400,17 @@ def score_files(
     if decoder == "torchcodec":
         check_torchcodec(model.device)
     options = (color_matrix, color_range, keep_bit_depth, decoder)
-    if getattr(model, "training", False) or getattr(model, "as_loss", False):
+    drawing = getattr(model, "training", False) or getattr(model, "as_loss", False)
+    if drawing:
         num_workers = 0  # the draws of one generator, in input order, from one thread
     views = _count("views", views, 1)
+    if views > MAX_VIEWS:  # checked now, not as an error row of every file
+        raise ValueError(f"views must be a whole number from 1 to {MAX_VIEWS}, got {views}")
+    if views > 1 and drawing:
+        raise ValueError(
+            "views > 1 averages scoring views, which are fixed; the model is in training mode or a loss "
+            "(as_loss=True), whose views are drawn at random on every call: call model.eval(), or use views=1"
+        )
     names = _names(paths)
     return _results(model, names, batch_size, num_workers, progress, explain, prefetch, limits, options, views)
 

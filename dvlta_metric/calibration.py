@@ -7,7 +7,8 @@ DOVER and the DVLTA-VQA paper report PLCC after it) is the monotonic 4-parameter
 ``MOS(q) = (b1 - b2) / (1 + exp(-(q - b3) / |b4|)) + b2``
 
 fitted by least squares on (score, MOS) pairs. A :class:`Calibration` holds one such fit with what it was fitted
-on (the dataset, its split, its MOS range, the number of videos). ``training`` evaluation fits it on a test
+on (the dataset, its split, its MOS range, the number of videos); its parameters and range ends are finite and at
+most :data:`MAX_MAGNITUDE` in magnitude. ``training`` evaluation fits it on a test
 split and stores it in the model directory's ``config.json`` (numbers and strings only, read back under the same
 size and depth limits as the rest of the file); ``model(x, scale="mos")`` applies it. A user fits one from their
 own pairs with :func:`fit_calibration` and attaches it with ``model.set_calibration``.
@@ -21,6 +22,8 @@ Levenberg-Marquardt): ``b1 = max(MOS)``, ``b2 = min(MOS)`` (swapped for a negati
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -37,6 +40,17 @@ CALIBRATION_METHODS: tuple[str, ...] = ("logistic", "linear")
 
 MAX_LABEL_CHARS = 200
 """Longest dataset or split label a calibration read from ``config.json`` may carry."""
+
+MAX_MAGNITUDE = 1e6
+"""Largest absolute value of a calibration parameter or ``mos_range`` end. MOS scales run from 1-5 to 0-100 and
+scores span ``(0, 1)``, so real fits stay far below it; the bound keeps a hostile ``config.json`` from mapping
+scores to infinity (``b1 = 1e308, b2 = -1e308``)."""
+
+MAX_VIDEOS = 10**12
+"""Largest ``num_videos`` a calibration may record."""
+
+MIN_WIDTH = 1e-12
+"""Smallest ``|b4|`` the logistic divides by (a smaller width is a step, computed as this one)."""
 
 
 def logistic4(x: Any, b1: float, b2: float, b3: float, b4: float) -> np.ndarray:
@@ -82,23 +96,36 @@ class Calibration:
         if self.method not in CALIBRATION_METHODS:
             raise ValueError(f"calibration method must be one of {CALIBRATION_METHODS}, got {self.method!r}")
         params = tuple(self.params)
-        if len(params) != 4 or not all(_is_number(p) and math.isfinite(p) for p in params):
-            raise ValueError(f"calibration params must be 4 finite numbers (b1, b2, b3, b4), got {self.params!r}")
+        floats = [_bounded(p) for p in params]
+        if len(params) != 4 or None in floats:
+            raise ValueError(
+                f"calibration params must be 4 finite numbers (b1, b2, b3, b4) of magnitude at most {MAX_MAGNITUDE:g}, "
+                f"got {_short(self.params)}"
+            )
         if self.method == "logistic" and params[3] == 0:
             raise ValueError("calibration param b4 (the logistic's width) must not be 0")
         lo_hi = tuple(self.mos_range)
-        if len(lo_hi) != 2 or not all(_is_number(v) and math.isfinite(v) for v in lo_hi) or lo_hi[0] >= lo_hi[1]:
+        ends = [_bounded(v) for v in lo_hi]
+        if len(lo_hi) != 2 or None in ends or ends[0] >= ends[1]:  # type: ignore[operator]
             raise ValueError(
-                f"mos_range must be two finite numbers (lowest, highest), lowest first; got {self.mos_range!r}"
+                f"mos_range must be two finite numbers (lowest, highest) of magnitude at most {MAX_MAGNITUDE:g}, "
+                f"lowest first; got {_short(self.mos_range)}"
             )
         for name in ("dataset", "split"):
             value = getattr(self, name)
             if not isinstance(value, str) or len(value) > MAX_LABEL_CHARS:
                 raise ValueError(f"calibration {name} must be a string of at most {MAX_LABEL_CHARS} characters")
-        if isinstance(self.num_videos, bool) or not isinstance(self.num_videos, int) or self.num_videos < 0:
-            raise ValueError(f"num_videos must be a whole number >= 0, got {self.num_videos!r}")
-        object.__setattr__(self, "params", tuple(float(p) for p in params))
-        object.__setattr__(self, "mos_range", (float(lo_hi[0]), float(lo_hi[1])))
+        if (
+            isinstance(self.num_videos, bool)
+            or not isinstance(self.num_videos, int)
+            or not 0 <= self.num_videos <= MAX_VIDEOS
+        ):
+            raise ValueError(f"num_videos must be a whole number from 0 to {MAX_VIDEOS}, got {_short(self.num_videos)}")
+        object.__setattr__(self, "params", tuple(floats))
+        object.__setattr__(self, "mos_range", tuple(ends))
+        for q in (0.0, 1.0):  # the ends of the score range (finite whenever the bounds hold: checked all the same)
+            if not math.isfinite(self.map_score(q)):
+                raise ValueError(f"calibration params {self.params} map the score {q} to a non-finite value")
 
     def __call__(self, scores: torch.Tensor) -> torch.Tensor:
         """Map scores to the MOS scale.
@@ -113,16 +140,36 @@ class Calibration:
         b1, b2, b3, b4 = self.params
         if self.method == "linear":
             out = b1 * x + b2
-        else:
-            out = (b1 - b2) * torch.sigmoid((x - b3) / abs(b4)) + b2  # = logistic4: 1 / (1 + exp(-z)) = sigmoid(z)
-        return out.to(scores.dtype)
+        else:  # = logistic4: 1 / (1 + exp(-z)) = sigmoid(z)
+            out = (b1 - b2) * torch.sigmoid((x - b3) / max(abs(b4), MIN_WIDTH)) + b2
+        out = out.to(scores.dtype)
+        if not bool(torch.isfinite(out.detach()).all()):
+            raise ValueError(
+                "the MOS calibration gave a non-finite value (NaN or infinity) for a score: the scores are not "
+                f"finite, or too large for {scores.dtype}"
+            )
+        return out
 
     def map_score(self, score: float) -> float:
-        """Map one score (a Python number) to the MOS scale, in float64."""
+        """Map one score (a Python number) to the MOS scale, in float64.
+
+        Raises:
+            ValueError: If the mapped value is not finite (a score that is not).
+        """
         b1, b2, b3, b4 = self.params
         if self.method == "linear":
-            return b1 * float(score) + b2
-        return float(logistic4(float(score), b1, b2, b3, b4))
+            value = b1 * float(score) + b2
+        else:
+            value = float(logistic4(float(score), b1, b2, b3, b4))
+        if not math.isfinite(value):
+            raise ValueError(f"the MOS calibration maps the score {score!r} to {value}, not a finite number")
+        return value
+
+    def fingerprint(self) -> str:
+        """The first 12 hex digits of the SHA-256 of :meth:`to_dict` as canonical JSON: equal fingerprints, equal
+        calibrations (what ``dvlta-metric score --scale mos`` records with each row)."""
+        text = json.dumps(self.to_dict(), sort_keys=True, allow_nan=False, separators=(",", ":"))
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form stored under ``"calibration"`` in ``config.json``."""
@@ -171,6 +218,27 @@ class Calibration:
 
 def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _bounded(value: object) -> float | None:
+    """``value`` as a float if it is a finite number of magnitude at most :data:`MAX_MAGNITUDE`, else ``None``
+    (an integer too large for a float included)."""
+    if not _is_number(value):
+        return None
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) and abs(number) <= MAX_MAGNITUDE else None
+
+
+def _short(value: object) -> str:
+    """``repr`` of a value for a message, cut to 120 characters (a 400-digit integer is not quoted whole)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an integer above Python's digit limit for str()
+        return f"a {type(value).__name__} too large to show"
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def _as_array(values: Sequence[float] | np.ndarray | torch.Tensor, name: str) -> np.ndarray:
@@ -255,7 +323,9 @@ def fit_calibration(
 
     Raises:
         TypeError: If ``scores`` or ``mos`` is not a sequence of numbers.
-        ValueError: If they differ in length, hold fewer than 2 pairs or a non-finite value, or all MOS are equal.
+        ValueError: If they differ in length, hold fewer than 2 pairs or a non-finite value, or all MOS are equal;
+            or if even the line needs a parameter above :data:`MAX_MAGNITUDE` (scores that hardly vary). A logistic
+            fit with such a parameter falls back to the line.
     """
     x, y = _as_array(scores, "scores"), _as_array(mos, "mos")
     if x.size != y.size:
@@ -267,13 +337,18 @@ def fit_calibration(
     rng = (float(y.min()), float(y.max())) if mos_range is None else mos_range
     extra = {"mos_range": rng, "dataset": dataset, "split": split, "num_videos": int(x.size)}
     linear = _linear(x, y)
+    if any(_bounded(p) is None for p in linear):
+        raise ValueError(
+            f"the fitted line {linear[:2]} has a parameter above {MAX_MAGNITUDE:g} in magnitude: the scores hardly "
+            "vary against the MOS; fit on videos whose scores spread more"
+        )
     if np.ptp(x) == 0.0 or x.size < LOGISTIC_MIN_VIDEOS:
         return Calibration(linear, "linear", **extra)
     negative = np.corrcoef(x, y)[0, 1] < 0
     hi, lo = float(y.max()), float(y.min())
     p0 = np.array([lo, hi, x.mean(), x.std()] if negative else [hi, lo, x.mean(), x.std()])
     params = _levenberg_marquardt(x, y, p0)
-    if params is None:
+    if params is None or any(_bounded(float(p)) is None for p in params):
         return Calibration(linear, "linear", **extra)
     sse_fit = float(((logistic4(x, *params) - y) ** 2).sum())
     sse_linear = float(((linear[0] * x + linear[1] - y) ** 2).sum())

@@ -39,7 +39,7 @@ from ._cli_inputs import (
 )
 from ._factory import create, parse_model_name, weights_label
 from ._hub import sha256_of
-from ._map_command import MapUsageError, add_map_parser, run_map
+from ._map_command import MapUsageError, add_map_parser, run_map, view_count
 from ._parquet_results import PARQUET_SUFFIX, ParquetResults, utf8_text
 from ._ray_command import RayUsageError, add_ray_arguments, check_ray_arguments, run_ray
 from ._rd_command import RdUsageError, add_rd_parser, run_rd
@@ -59,12 +59,14 @@ from ._results import (
 )
 from ._timeline_output import TimelineWriter, matplotlib_missing, window_seconds
 from .batch import FileResult
+from .calibration import Calibration
 from .color import COLOR_MATRICES, COLOR_RANGES
 from .errors import WeightsUnavailableError
 from .model import DVLTAVQA
 from .raw_video import DEFAULT_RAW_FPS, RAW_PIXEL_FORMATS, parse_size
 from .sharding import parse_shard, shard_paths
 from .torchcodec_io import check_torchcodec
+from .uncertainty import MAX_VIEWS
 from .version import __version__
 from .video_io import (
     DECODERS,
@@ -201,10 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--explain", action="store_true", help="add the fusion weight of each branch")
     score.add_argument(
         "--views",
-        type=_positive,
+        type=view_count,
         default=1,
-        help="score K views of each file (other fragment offsets and clip starts) and report their mean; K >= 2 "
-        "adds the columns spread, ci_low and ci_high (95%% interval of the mean)",
+        metavar="K",
+        help=f"score K views of each file (1 to {MAX_VIEWS}: other fragment offsets and clip starts) and report "
+        "their mean; K >= 2 adds the columns spread, ci_low and ci_high (95%% interval of the mean)",
     )
     score.add_argument(
         "--scale",
@@ -382,6 +385,8 @@ def _score_files(
     known = known_weights_label(
         args.model, random_weights=args.random_weights, precision=args.precision, seed=args.seed
     )
+    if known is not None:  # the calibration of --scale mos is known once the model is read
+        known = None if args.scale == "mos" else run_label(known, views=args.views, calibration=None)
     name = _model_name(args.model)
     _check_same_model(args.output, previous, name, known)  # also when nothing is left to score
     if args.output and len(todo) < len(files):
@@ -390,7 +395,11 @@ def _score_files(
         return 1 if failed else 0
     model = _create(args)
     weights = weights_label(model)  # with the Hub commit actually loaded
-    _check_same_model(args.output, previous, model.config.name, weights)
+    if args.scale == "mos" and model.calibration is None:
+        raise UsageError(f"--scale mos: model {args.model!r} has no MOS calibration; use it without --scale mos")
+    calibration = model.calibration if args.scale == "mos" else None
+    label = run_label(weights, views=args.views, calibration=calibration)
+    _check_same_model(args.output, previous, model.config.name, label)
     if not todo:
         return 1 if failed else 0
     columns = BASE_COLUMNS + ([f"weight_{b}" for b in model.branches] if args.explain else [])
@@ -401,10 +410,8 @@ def _score_files(
                 f"--views {args.views} adds interval columns, which {args.output} lacks: use another --output file"
             )
     to_mos: Callable[[float], float] | None = None
-    if args.scale == "mos":
-        if model.calibration is None:
-            raise UsageError(f"--scale mos: model {args.model!r} has no MOS calibration; use it without --scale mos")
-        to_mos = model.calibration.map_score
+    if calibration is not None:
+        to_mos = calibration.map_score
         columns = [*columns, "mos"]
 
         if previous.header is not None and "mos" not in previous.header:
@@ -418,7 +425,7 @@ def _score_files(
             )
     written = 0
     try:
-        sink = _Sink(fmt, results, columns, previous.header, extra={"weights": weights}, to_mos=to_mos)
+        sink = _Sink(fmt, results, columns, previous.header, extra={"weights": label}, to_mos=to_mos)
         try:
             scored = model.score_files(
                 [inputs.item(str(f)) for f in todo],
@@ -668,9 +675,32 @@ def _check_same_model(output: Path | None, previous: Previous, name: str | None,
     other_weights = previous.weights - {weights} if weights is not None else set()
     if other_weights:
         raise UsageError(
-            f"{output} holds scores made with weights {min(other_weights)!r}, not {weights!r}: use another "
-            "--output file"
+            f"{output} holds scores made with weights {min(other_weights)!r}, not {weights!r} (the label also "
+            "names --views K and the MOS calibration of --scale mos when they are used): use another --output "
+            "file, or the same weights, --views and calibration"
         )
+
+
+def run_label(weights: str, *, views: int = 1, calibration: Calibration | None = None) -> str:
+    """The ``weights`` value of a run's rows: :func:`~dvlta_metric._factory.weights_label`, then ``", views K"``
+    when ``--views K`` (K >= 2) and ``", calibration <fingerprint>"`` with ``--scale mos``
+    (:meth:`~dvlta_metric.calibration.Calibration.fingerprint`), so that a resumed run refuses a file of rows
+    scored with other views or mapped by another calibration. A plain run's label is the weights label alone.
+
+    Args:
+        weights: The weights label.
+        views: ``--views``.
+        calibration: The calibration of ``--scale mos``, else ``None``.
+
+    Returns:
+        The label.
+    """
+    label = weights
+    if views > 1:
+        label += f", views {views}"
+    if calibration is not None:
+        label += f", calibration {calibration.fingerprint()}"
+    return label
 
 
 def _whole(text: str) -> int:

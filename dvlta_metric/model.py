@@ -35,9 +35,9 @@ from .calibration import Calibration, fit_calibration
 from .config import ModelConfig
 from .decoded import DecodedVideo
 from .fusion import PromptQualityHead, TextAdapter, TextGuidedFusion
-from .quality_map import CropLayout, FragmentLayout, QualityMap, clip_records, fragment_records
+from .quality_map import MAP_SOURCES, CropLayout, FragmentLayout, QualityMap, clip_records, fragment_records
 from .timeline import Timeline, window_bounds, window_length
-from .uncertainty import CONFIDENCE, view_interval, view_spread
+from .uncertainty import CONFIDENCE, MAX_VIEWS, check_confidence, view_interval, view_spread
 from .video_io import read_video
 from .views import FRAME_VIEW_NAMES, VIEW_ORDER, fragment_view, frame_view, frames_to_decode, view_indices
 from .views.cuts import Cut, RowCut, cut
@@ -58,9 +58,6 @@ PROMPT_ROLES: tuple[str, str, str] = ("fusion", "positive", "negative")
 SCALES: tuple[str, ...] = ("score", "mos")
 """What a call returns: the model's score in ``(0, 1)``, or that score mapped to a MOS scale by the model's
 :class:`~dvlta_metric.calibration.Calibration`."""
-
-MAP_SOURCES: tuple[str, ...] = ("fragments", "clip")
-"""Where :meth:`DVLTAVQA.quality_map` takes its values from (see :mod:`~dvlta_metric.quality_map`)."""
 
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 """Accepted values of :meth:`DVLTAVQA.set_precision` and the autocast dtype each one names (see
@@ -701,7 +698,7 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
         views: dict[str, torch.Tensor] = {}
         pending: list[tuple[str, Cut, Any]] = []
         for name, idx in indices.items():
-            rows = idx.flatten() if decoded is None else self._rows(decoded, idx.flatten(), drawn)
+            rows = idx.flatten() if decoded is None else self._rows(decoded, idx.flatten(), drawn, view)
             if name == "fragments" and not reads_native_pixels(source, cfg.fragment_view):
                 views[name] = self._fragment_view(source, idx, rows, generator)  # upsampled first: not a plain cut
                 continue
@@ -754,10 +751,15 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
         return view if inverse is None else view[inverse.to(view.device)]
 
     @staticmethod
-    def _rows(decoded: DecodedVideo, wanted: torch.Tensor, train: bool) -> torch.Tensor:
+    def _rows(decoded: DecodedVideo, wanted: torch.Tensor, train: bool, view: int = 0) -> torch.Tensor:
         try:
             return decoded.rows(wanted)
         except ValueError as err:
+            if view and decoded.training_indices is None:
+                raise ValueError(
+                    f"{err}: scoring view {view} reads other frames than view 0, and the video was read for fewer "
+                    f"views: read it with model.read(path, views=K) for the K views you score (K >= {view + 1})"
+                ) from None
             if not train and decoded.training_indices is not None:
                 raise ValueError(
                     f"{err}: the video was read in training mode, which decodes only the random training clip; "
@@ -1053,13 +1055,19 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
         Returns:
             An :class:`Explanation`: the scores (the mean over the views), the fusion weights and branch features
             (means over the views), and, as asked, ``view_scores (B, K)``, ``spread (B,)``, ``interval (B, 2)``,
-            ``technical (B,)`` (models with ``"bvfe"``), ``attributes`` and ``maps``.
+            ``technical (B,)`` (models with ``"bvfe"``), ``attributes`` and ``maps`` (each with its video's score).
+
+        Raises:
+            ValueError: ``confidence`` is not a float in ``(0, 1)``; ``maps=True`` for a model without the fragment
+                branch, in training mode or a loss model (as :meth:`quality_map`); and as :meth:`forward`.
         """
+        check_confidence(confidence)
         queries = None
         if attributes is not False:
             queries = attribute_queries(None if attributes is True else attributes)  # type: ignore[arg-type]
         if maps:
             self._require_fragments("quality maps")
+            self._require_scoring_views("quality maps (maps=True)")
         videos, single = self._load(x, fps, views)
         result = self._pass(videos, fps, views)
         per_view = result.scores.unflatten(0, (-1, views))
@@ -1100,6 +1108,8 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
                 self._fragment_map(result.encoded["bvfe"][i * views : (i + 1) * views], v, fps, views)
                 for i, v in enumerate(videos)
             ]
+            for qmap, score in zip(out.maps, out.score.detach().reshape(-1).tolist(), strict=True):
+                qmap.score = score
 
     # ------------------------------------------------------------------ calibration
     def set_calibration(self, calibration: Calibration | None) -> DVLTAVQA:
@@ -1344,7 +1354,9 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
             The :class:`~dvlta_metric.quality_map.QualityMap`.
 
         Raises:
-            ValueError: For a batch, an unknown source, a source the model lacks; and as :meth:`forward`.
+            ValueError: For a batch, an unknown source, a source the model lacks, a model in training mode or a
+                loss model (``as_loss=True``: its views are random, the map is placed by the scoring views); and
+                as :meth:`forward`.
         """
         if source not in MAP_SOURCES:
             raise ValueError(f"source must be one of {MAP_SOURCES}, got {source!r}")
@@ -1356,6 +1368,7 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
             self._require_fragments("a fragment quality map")
         elif "vbtc" not in self.branches:
             raise ValueError("a CLIP quality map needs the CLIP branch 'vbtc', which this model does not have")
+        self._require_scoring_views("quality_map")
         videos, single = self._load(video, fps, views)
         if not single:
             raise ValueError("quality_map takes one video ((T, 3, H, W), a path or a DecodedVideo), not a batch")
@@ -1472,6 +1485,17 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
             layout = self.view_layout(num_frames, height, width, k, rate)[view_name]
             records.append(clip_records(values, layout))
         return _map_from(records, "clip", (height, width), views)
+
+    def _require_scoring_views(self, what: str) -> None:
+        """Refuse maps in training or loss mode: a map is placed by the fixed scoring views (:meth:`view_layout`),
+        and these modes cut random views, which the map would misplace."""
+        if self.training or self.as_loss:
+            mode = "a loss (as_loss=True)" if self.as_loss else "in training mode"
+            raise ValueError(
+                f"{what}: the model is {mode}, whose views are random draws, but a map is placed where the fixed "
+                "scoring views read: call model.eval() first, or make the map with a model created without "
+                "as_loss=True"
+            )
 
     def _require_fragments(self, what: str) -> None:
         if "bvfe" not in self.branches:
@@ -1674,10 +1698,6 @@ def _one_thread_draws(model: DVLTAVQA) -> Iterator[None]:
     finally:
         with _DRAWING_LOCK:
             _DRAWING.discard(id(model))
-
-
-MAX_VIEWS = 64
-"""Most scoring views one call may ask for (each is a full set of views in the batch)."""
 
 
 def _check_views(views: object) -> None:

@@ -18,6 +18,9 @@ import torch
 CONFIDENCE = 0.95
 """Default two-sided confidence level of :func:`view_interval`."""
 
+MAX_VIEWS = 64
+"""Most scoring views one call may ask for (each is a full set of views in the batch)."""
+
 
 def student_t_cdf(t: float, dof: int) -> float:
     """``P(T <= t)`` for Student's t with ``dof`` (whole) degrees of freedom.
@@ -81,6 +84,16 @@ def student_t_quantile(p: float, dof: int) -> float:
     return 0.5 * (lo + hi)
 
 
+def check_confidence(confidence: object) -> None:
+    """Refuse a confidence level that is not a float in ``(0, 1)``.
+
+    Raises:
+        ValueError: Naming the value given.
+    """
+    if not (isinstance(confidence, float) and 0.0 < confidence < 1.0):
+        raise ValueError(f"confidence must be a float in (0, 1), such as 0.95, got {confidence!r}")
+
+
 def view_spread(scores: torch.Tensor) -> torch.Tensor:
     """Sample standard deviation (``K - 1`` in the denominator) of the view scores of each video.
 
@@ -105,10 +118,10 @@ def view_interval(scores: torch.Tensor, confidence: float = CONFIDENCE) -> torch
         confidence: Two-sided level ``c`` in ``(0, 1)``.
 
     Returns:
-        ``(B, 2)``: the lower and upper ends.
+        ``(B, 2)``: the lower and upper ends, on the scale of ``scores``. The interval is not clipped: with few
+        views (``K = 2``: ``t = 12.7``) it can reach below 0 or above 1 for scores in ``(0, 1)``.
     """
-    if not (isinstance(confidence, float) and 0.0 < confidence < 1.0):
-        raise ValueError(f"confidence must be a float in (0, 1), got {confidence!r}")
+    check_confidence(confidence)
     k = scores.shape[-1]
     spread = view_spread(scores)
     half = student_t_quantile(0.5 + confidence / 2.0, k - 1) * spread / math.sqrt(k)

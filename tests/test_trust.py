@@ -5,22 +5,25 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from cli_run import run
 from conftest import make_video
 from video_files import write_clip
 
 import dvlta_metric
+from dvlta_metric._checkpoint import write_calibration
 from dvlta_metric.attributes import TEMPLATE, TextEncoder, attribute_queries
 from dvlta_metric.branches.swin3d import cell_isolation_mask
 from dvlta_metric.calibration import Calibration, fit_calibration, logistic4
 from dvlta_metric.errors import CheckpointError
 from dvlta_metric.model import DVLTAVQA
-from dvlta_metric.quality_map import write_overlays
+from dvlta_metric.quality_map import OVERLAY_MARKER, QualityMap, overlay, write_overlays
 from dvlta_metric.uncertainty import student_t_cdf, student_t_quantile, view_interval
 from dvlta_metric.views.normalize import normalize
 
@@ -97,6 +100,10 @@ def test_a_model_without_calibration_says_so(tiny_model: DVLTAVQA, video: torch.
         ({"function": "linear", "params": [1, 2, 0, 0], "mos_range": [5, 1]}, "mos_range"),
         ({"function": "linear", "params": [1, 2, 0, 0], "mos_range": [1, 5], "code": "x"}, "unknown"),
         ([1, 2], "JSON object"),
+        ({"function": "logistic4", "params": [1, 2, 0.5, 10**400], "mos_range": [1, 5]}, "magnitude at most"),
+        ({"function": "logistic4", "params": [1e308, -1e308, 0.5, 0.1], "mos_range": [1, 5]}, "magnitude at most"),
+        ({"function": "linear", "params": [1, 2, 0, 0], "mos_range": [1, 10**400]}, "mos_range"),
+        ({"function": "linear", "params": [1, 2, 0, 0], "mos_range": [1, 5], "num_videos": 10**400}, "num_videos"),
     ],
 )
 def test_a_hostile_calibration_section_is_refused(
@@ -378,3 +385,213 @@ def test_training_evaluation_writes_the_calibration(saved_tiny: tuple[Path, DVLT
     assert loaded.to_mos(torch.tensor([0.5], dtype=torch.float64)).item() == pytest.approx(float(fit(0.5)), rel=1e-12)
     write_calibration(tmp_path, None)
     assert DVLTAVQA.from_pretrained(tmp_path).calibration is None
+
+
+# ---------------------------------------------------------------- from the red-team review
+@pytest.fixture(scope="module")
+def small_map(tiny_model: DVLTAVQA) -> tuple[QualityMap, torch.Tensor]:
+    video = make_video(20, 48, 64, seed=5)
+    return tiny_model.quality_map(video), video
+
+
+def test_overlays_never_replace_a_file_they_did_not_write(
+    small_map: tuple[QualityMap, torch.Tensor], tmp_path: Path
+) -> None:
+    qmap, video = small_map
+    first = qmap.frame_indices()[0]
+    victim = tmp_path / "victim.mp4"
+    victim.write_bytes(b"MY DATA")
+    with pytest.raises(ValueError, match="victim.mp4 exists and was not written by dvlta-metric.*delete it"):
+        write_overlays(qmap, video, victim)
+    assert victim.read_bytes() == b"MY DATA"
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    (folder / f"fragments_{first:06d}.png").write_bytes(b"MINE")
+    with pytest.raises(ValueError, match=f"fragments_{first:06d}.png exists and was not written"):
+        write_overlays(qmap, video, folder)
+    assert sorted(os.listdir(folder)) == [f"fragments_{first:06d}.png"]  # checked before anything was written
+    assert (folder / f"fragments_{first:06d}.png").read_bytes() == b"MINE"
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"OUTSIDE")
+    links = tmp_path / "links"
+    links.mkdir()
+    (links / f"fragments_{first:06d}.png").symlink_to(outside)
+    (links / "link.mp4").symlink_to(outside)
+    with pytest.raises(ValueError, match="is a symbolic link"):
+        write_overlays(qmap, video, links)
+    with pytest.raises(ValueError, match="is a symbolic link"):
+        write_overlays(qmap, video, links / "link.mp4")
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "linked").symlink_to(real, target_is_directory=True)
+    with pytest.raises(ValueError, match="linked is a symbolic link"):
+        write_overlays(qmap, video, tmp_path / "linked")
+    assert outside.read_bytes() == b"OUTSIDE" and os.listdir(real) == []
+    with pytest.raises(ValueError, match="source must be one of"):
+        QualityMap("../x", qmap.frame_size, qmap.frames, qmap.boxes, qmap.cells, qmap.values)
+    hand_made = copy.copy(qmap)
+    hand_made.source = "../escape"
+    with pytest.raises(ValueError, match="source must be one of"):
+        write_overlays(hand_made, video, tmp_path / "escape")
+    assert not (tmp_path / "escape").exists()
+
+
+def test_a_rerun_replaces_its_own_overlays(small_map: tuple[QualityMap, torch.Tensor], tmp_path: Path) -> None:
+    qmap, video = small_map
+    pngs = write_overlays(qmap, video, tmp_path / "png", frames=qmap.frame_indices()[:2])
+    head = pngs[0].read_bytes()
+    assert b"Software\x00" + OVERLAY_MARKER.encode() in head[:80]
+    assert write_overlays(qmap, video, tmp_path / "png", frames=qmap.frame_indices()[:2]) == pngs
+    (mp4,) = write_overlays(qmap, video, tmp_path / "map.mp4")
+    assert write_overlays(qmap, video, tmp_path / "map.mp4", fill="cell") == [mp4]
+    assert dvlta_metric.read_video(mp4).num_frames == len(qmap.frame_indices())
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")] and not list((tmp_path / "png").glob(".*"))
+
+
+def test_write_overlays_checks_frames_fps_and_dtype(small_map: tuple[QualityMap, torch.Tensor], tmp_path: Path) -> None:
+    qmap, video = small_map
+    with pytest.raises(ValueError, match="frames is empty"):
+        write_overlays(qmap, video, tmp_path / "a.mp4", frames=[])
+    with pytest.raises(TypeError, match="whole numbers"):
+        write_overlays(qmap, video, tmp_path / "b", frames=[1.5])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="whole numbers"):
+        write_overlays(qmap, video, tmp_path / "b", frames=[True])
+    for fps in (0, -5, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="fps must be a finite number"):
+            write_overlays(qmap, video, tmp_path / "c.mp4", fps=fps)
+    with pytest.raises(TypeError, match="uint8.*uint16.*float"):
+        write_overlays(qmap, (video * 255).to(torch.int16), tmp_path / "d")
+    assert not any(tmp_path.iterdir())
+
+
+def test_overlays_of_16_bit_frames_are_not_washed_out() -> None:
+    frame8 = (torch.arange(3 * 8 * 10) % 256).to(torch.uint8).reshape(3, 8, 10)
+    frame16 = frame8.to(torch.int32).mul(257).to(torch.uint16)  # the same brightness in 16 bits
+    values = torch.linspace(-1, 1, 80).reshape(8, 10)
+    values[0, 0] = float("nan")
+    assert np.array_equal(overlay(frame16, values), overlay(frame8, values))
+    with pytest.raises(TypeError, match="int32"):
+        overlay(frame8.to(torch.int32), values)
+
+
+def test_maps_refuse_random_views(
+    tiny_model: DVLTAVQA, tiny_loss_model: DVLTAVQA, small_map: tuple[QualityMap, torch.Tensor]
+) -> None:
+    _, video = small_map
+    with pytest.raises(ValueError, match="as_loss=True.*random draws.*model.eval"):
+        tiny_loss_model.quality_map(video)
+    with pytest.raises(ValueError, match="as_loss=True.*random draws"):
+        tiny_loss_model.explain(video, maps=True)
+    trained = copy.deepcopy(tiny_model).train()
+    with pytest.raises(ValueError, match="training mode.*random draws"):
+        trained.quality_map(video, source="clip")
+
+
+def test_explain_maps_carry_the_score_and_confidence_is_checked(
+    tiny_model: DVLTAVQA, small_map: tuple[QualityMap, torch.Tensor]
+) -> None:
+    qmap, video = small_map
+    e = tiny_model.explain(video, maps=True)
+    assert e.maps is not None and e.maps[0].score == pytest.approx(float(e.score)) == pytest.approx(qmap.score)
+    with pytest.raises(ValueError, match="confidence must be a float in \\(0, 1\\)"):
+        tiny_model.explain(video, confidence=1.5)
+
+
+def test_calibration_bounds_and_fingerprint() -> None:
+    cal = Calibration((4.6, 1.3, 0.48, 0.06), mos_range=(1.0, 5.0))
+    assert cal.fingerprint() == Calibration((4.6, 1.3, 0.48, 0.06), mos_range=(1.0, 5.0)).fingerprint()
+    assert cal.fingerprint() != Calibration((4.6, 1.3, 0.48, 0.07), mos_range=(1.0, 5.0)).fingerprint()
+    for params in [(1e308, -1e308, 0.5, 0.1), (1, 2, 0.5, 10**400), (2e6, 0, 0.5, 0.1)]:
+        with pytest.raises(ValueError, match="magnitude at most"):
+            Calibration(params)  # type: ignore[arg-type]
+    step = Calibration((5.0, 1.0, 0.5, 5e-324))  # a width below MIN_WIDTH: the same step in torch and NumPy
+    x = torch.tensor([0.25, 0.75], dtype=torch.float64)
+    assert step(x).tolist() == [step.map_score(0.25), step.map_score(0.75)] == [1.0, 5.0]
+    with pytest.raises(ValueError, match="not a finite number"):
+        cal.map_score(float("nan"))
+    with pytest.raises(ValueError, match="above 1e\\+06.*hardly vary"):
+        fit_calibration([0.5, 0.5 + 1e-9, 0.5 + 2e-9], [1.0, 3.0, 5.0])
+
+
+def test_decoded_video_read_for_one_view_says_how_to_read_k(tiny_model: DVLTAVQA, tmp_path: Path) -> None:
+    path = write_clip(tmp_path / "clip.mp4", frames=40, width=256, height=240)
+    decoded = tiny_model.read(path)
+    with pytest.raises(ValueError, match="scoring view 1 .*model.read\\(path, views=K\\)"):
+        tiny_model(decoded, views=3)
+
+
+def test_attribute_pairs_must_differ_and_fit_the_text_context(zeroshot_arch: DVLTAVQA) -> None:
+    with pytest.raises(ValueError, match="same prompt twice"):
+        attribute_queries([("a photo of a x video.", "A photo of a  x video.")])
+    encoder = zeroshot_arch.text_encoder
+    assert encoder is not None
+    long = "a very " * 60 + "long prompt"
+    with pytest.raises(ValueError, match="prompt 'a very a very .* tokens long.*shorten it"):
+        encoder(["a photo of a sharp video.", long])
+
+
+def test_score_files_checks_views_before_reading_any_file(tiny_model: DVLTAVQA, tiny_loss_model: DVLTAVQA) -> None:
+    with pytest.raises(ValueError, match="from 1 to 64, got 65"):
+        tiny_model.score_files(["/no/such/file.mp4"], views=65)
+    with pytest.raises(ValueError, match="training mode or a loss"):
+        tiny_loss_model.score_files(["/no/such/file.mp4"], views=2)
+
+
+def test_cli_views_are_bounded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out.csv"
+    code, _, err = run(capsys, "score", tmp_path, "--views", "65", "--output", out, "--random-weights")
+    assert code == 2 and "--views: must be at most 64" in err and not out.exists()
+    code, _, err = run(capsys, "map", tmp_path / "v.mp4", "--out", tmp_path / "m", "--views", "0")
+    assert code == 2 and "--views: must be at least 1" in err
+
+
+def test_cli_map_refuses_its_input_and_reports_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    clip = write_clip(tmp_path / "victim.mp4", frames=8)
+    before = clip.read_bytes()
+    argv = ["--model", "dvlta-vqa-tiny", "--random-weights", "--device", "cpu"]
+    code, _, err = run(capsys, "map", clip, "--out", clip, *argv)
+    assert code == 2 and "is the input video" in err and clip.read_bytes() == before
+    code, _, err = run(capsys, "map", tmp_path / "missing.mp4", "--out", tmp_path / "m", *argv)
+    assert code == 2 and "missing.mp4: no such file" in err and "Traceback" not in err
+    (tmp_path / "taken.mp4").write_bytes(b"x")
+    code, _, err = run(capsys, "map", clip, "--out", tmp_path / "taken.mp4", *argv)
+    assert code == 2 and "taken.mp4 exists and was not written by dvlta-metric" in err
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    code, _, err = run(capsys, "map", broken, "--out", tmp_path / "b", *argv)
+    assert code == 2 and "broken.mp4" in err and "Traceback" not in err
+
+
+def test_cli_resume_refuses_rows_of_another_k_or_calibration(
+    tiny_model: DVLTAVQA, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clip = write_clip(tmp_path / "clip.mp4", frames=20, width=256, height=240)
+    out = tmp_path / "out.jsonl"
+    argv = ["score", clip, "--model", "dvlta-vqa-tiny", "--random-weights", "--device", "cpu", "--no-progress"]
+    assert run(capsys, *argv, "--views", "2", "--output", out)[0] == 0
+    assert json.loads(out.read_text())["weights"] == "random (seed 0), fp32, views 2"
+    code, _, err = run(capsys, *argv, "--views", "3", "--output", out)
+    assert code == 2 and "views 2" in err and "views 3" in err
+    model_dir = tmp_path / "calibrated"
+    model = copy.deepcopy(tiny_model)
+    scores, mos, _ = _synthetic_pairs()
+    model.calibrate(scores, mos, mos_range=(1.0, 5.0))
+    model.save_pretrained(model_dir)
+    mos_out = tmp_path / "mos.jsonl"
+    local = ["score", clip, "--model", f"local-dir:{model_dir}", "--device", "cpu", "--no-progress", "--scale", "mos"]
+    assert run(capsys, *local, "--output", mos_out)[0] == 0
+    row = json.loads(mos_out.read_text())
+    assert row["weights"].endswith(f", calibration {model.calibration.fingerprint()}")
+    write_calibration(model_dir, Calibration((4.0, 1.5, 0.5, 0.1), mos_range=(1.0, 5.0)))
+    code, _, err = run(capsys, *local, "--output", mos_out)
+    assert code == 2 and "calibration" in err and mos_out.read_text().count("\n") == 1
+
+
+def test_evaluate_checks_calibrate_into_first(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from training import evaluate
+
+    with pytest.raises(ValueError, match="--calibrate-into .*config.json"):
+        evaluate.check_calibration_target(tmp_path)
+    argv = ["--model", "dvlta-vqa-tiny", "--out", str(tmp_path / "o"), "--calibrate-into", str(tmp_path / "none")]
+    assert evaluate.main([*argv, "--dataset", "konvid"]) == 2  # before the model or a video is read
+    assert "--calibrate-into" in capsys.readouterr().err and not (tmp_path / "o").exists()

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -260,6 +261,23 @@ def calibration_from_fit(
     return Calibration(fit.params, fit.method, lo_hi, dataset=dataset, split=split, num_videos=int(np.size(mos)))
 
 
+def check_calibration_target(directory: str | Path) -> None:
+    """Refuse a ``--calibrate-into`` folder that :func:`~dvlta_metric._checkpoint.write_calibration` could not write
+    into: one without a valid ``config.json`` (read as the library reads it), or one that is not writable.
+
+    Raises:
+        ValueError: ``DIR/config.json`` does not exist or is not a DVLTA-VQA configuration, or the folder is not
+            writable (the message names ``--calibrate-into``).
+    """
+    folder = Path(directory)
+    try:
+        read_config(folder / "config.json")
+    except (FileNotFoundError, ValueError) as err:
+        raise ValueError(f"--calibrate-into {folder}: {err}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"--calibrate-into {folder}: the folder is not writable (its config.json is replaced)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Evaluate and write the results.
 
@@ -269,6 +287,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     subset = args.subset or ("test" if args.split is not None else "all")
     try:
+        if args.calibrate_into:  # before any video is scored, not after the whole evaluation
+            check_calibration_target(args.calibrate_into)
         model = dvlta_metric.create(args.model, device=args.device)
         if args.cache:
             if args.dataset or args.csv_file:
@@ -318,7 +338,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         fit = LogisticFit(tuple(doc["fit"]["params"]), doc["fit"]["method"])
         split = f"split {args.split} ({subset})" if args.split is not None else "all"
         ok = np.isfinite(pred)
-        calibration = calibration_from_fit(fit, mos[ok], dataset=title.split(",")[0], split=split)
+        try:
+            calibration = calibration_from_fit(fit, mos[ok], dataset=title.split(",")[0], split=split)
+        except ValueError as err:  # a fit the library cannot store (a parameter beyond its bounds)
+            print(f"error: --calibrate-into: the fit cannot be stored as a calibration: {err}", file=sys.stderr)
+            return 2
         print(f"wrote the MOS calibration into {write_calibration(args.calibrate_into, calibration)}")
     m = doc["metrics"]
     print(
