@@ -15,9 +15,9 @@ For each video (decoded once with the frames of ``--max-views`` scoring views):
 * ``views``: the score of each of ``--max-views`` scoring views (one ``explain(video, views=K)`` call, timed),
   from which the spread of single-view scores and the Student-t 95 % half-width of a K-view mean follow.
 
-The model is the full ``dvlta-vqa`` architecture with random weights (``--seed``) unless ``--model`` names a
-loadable one; the attribute prompts are embedded (by a random text tower of the model's sizes) before timing, as
-a real model caches them after its first call.
+The model is ``--model`` with its weights where they can be loaded (a ``local-dir:`` folder, the Hub cache) and
+with random weights (``--seed``) otherwise; the attribute prompts are embedded (by a random text tower of the
+model's sizes where the model has none) before timing, as a real model caches them after its first call.
 """
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ from typing import Any
 import torch
 
 import dvlta_metric
+from dvlta_metric._factory import weights_label
 from dvlta_metric.attributes import DEFAULT_ATTRIBUTES, TextEncoder, attribute_queries
+from dvlta_metric.errors import WeightsUnavailableError
 from dvlta_metric.uncertainty import student_t_quantile
 
 
@@ -66,14 +68,19 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.manual_seed(args.seed)
-    model = dvlta_metric.create(args.model, pretrained=False, device="cpu")
-    if model.text_encoder is None:
+    try:  # the model's weights where they can be loaded (a local-dir: folder, the Hub cache), else random ones
+        model = dvlta_metric.create(args.model, device="cpu")
+    except WeightsUnavailableError:
+        model = dvlta_metric.create(args.model, pretrained=False, device="cpu", seed=args.seed)
+    random_text = model.text_encoder is None
+    if random_text:  # a trained model brings no text tower: a random one of its sizes embeds the prompts
         model.set_text_encoder(TextEncoder.from_config(model.config))
     model.prompt_embedding([p for q in attribute_queries(DEFAULT_ATTRIBUTES) for p in (q.positive, q.negative)])
     paths = sorted(p for p in args.videos.iterdir() if p.suffix == ".mp4")
     report: dict[str, Any] = {
         "model": args.model,
-        "weights": f"random (seed {args.seed})",
+        "weights": weights_label(model),
+        "text_tower": "random (for the attribute prompts)" if random_text else "the model's",
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
         "torch": torch.__version__,
         "max_views": args.max_views,
