@@ -9,7 +9,8 @@ do) in a fresh child process, as a user runs it, and reads the child's peak resi
 (``os.wait4``'s ``ru_maxrss``): the interpreter and its libraries, the weights, the decoded frames, the views,
 the activations and the allocator's slack. The case ``speed path`` runs the same scoring through the Python API
 with :meth:`~dvlta_metric.DVLTAVQA.set_low_memory` ``(False)`` (the whole batch at once, every attention bias
-kept), for comparison with the default low-memory path.
+kept), for comparison with the default low-memory path. ``--swin-timing N`` times the Swin3D alone on both paths
+(run it on a quiet machine: two paths that differ in how they batch react differently to a competing load).
 
 The video files are H.264 encodes made here with PyAV (``--seconds`` long, 30 fps, CRF 23): each frame a
 smooth moving pattern with noise, at each ``--resolutions`` entry.
@@ -95,6 +96,28 @@ def run_case(model: str, precision: str, path: Path, speed_path: bool) -> dict[s
     return {"peak_rss_gib": round(usage.ru_maxrss / 2**20, 3), "seconds": round(seconds, 1), "score": score}
 
 
+def swin_timing(repeats: int) -> dict[str, list[float]]:
+    """Seconds of the full model's Swin3D on 4 random 32x224x224 clips, low-memory path against the batched one,
+    alternating, in this process (allocator tuned as the command line does)."""
+    import torch
+
+    import dvlta_metric
+
+    dvlta_metric.tune_allocator()
+    encoder = dvlta_metric.create("dvlta-vqa", pretrained=False, device="cpu").branches["bvfe"].encoder
+    clips = torch.randn(4, 3, 32, 224, 224, generator=torch.Generator().manual_seed(0))
+    times: dict[str, list[float]] = {"low_memory": [], "batched": []}
+    with torch.no_grad():
+        for i in range(repeats + 1):  # the first round warms up and is not kept
+            for name, low in (("low_memory", True), ("batched", False)):
+                encoder.low_memory = low
+                start = time.perf_counter()
+                encoder(clips)
+                if i:
+                    times[name].append(round(time.perf_counter() - start, 2))
+    return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="dvlta-vqa,dvlta-vqa-zeroshot")
@@ -103,7 +126,21 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the generated files")
     parser.add_argument("--speed-path", action="store_true", help="also the set_low_memory(False) case per model")
     parser.add_argument("--output", type=Path)
+    parser.add_argument(
+        "--swin-timing",
+        type=int,
+        default=0,
+        metavar="N",
+        help="only time the Swin3D's two paths N times each and add the result to --output (a quiet machine)",
+    )
     args = parser.parse_args()
+    if args.swin_timing:
+        report = json.loads(args.output.read_text()) if args.output and args.output.exists() else {}
+        report["swin3d_4_clips_seconds"] = swin_timing(args.swin_timing)
+        print(json.dumps(report["swin3d_4_clips_seconds"]))
+        if args.output:
+            args.output.write_text(json.dumps(report, indent=2) + "\n")
+        return
 
     cases: list[dict[str, Any]] = []
     report: dict[str, Any] = {
