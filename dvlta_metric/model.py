@@ -26,7 +26,7 @@ from ._checkpoint import PretrainedMixin
 from ._inputs import check_video, load_videos
 from .attributes import Attribute, Attributes, TextEncoder, attribute_queries, pair_probability
 from .batch import FileResult, score_files
-from .branches.base import Branch
+from .branches.base import Branch, autocast_off
 from .branches.basic_visual import BasicVisualFeatureExtraction
 from .branches.swin3d import SwinTransformer3D, check_attention_kernel, clear_shape_caches
 from .branches.temporal_clip import VideoBasedTemporalCLIP
@@ -458,13 +458,16 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
             precision: One of :data:`PRECISIONS`; the model's own (:meth:`set_precision`) if ``None``.
 
         Returns:
-            A :class:`torch.autocast` context (disabled for float32 branches).
+            A :class:`torch.autocast` context (disabled for float32 branches; see
+            :func:`~dvlta_metric.branches.base.autocast_off`).
 
         Raises:
             ValueError: For an unknown precision.
         """
         dtype = branch_dtypes(precision or self.precision, self.device.type)[branch]
-        return torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+        if dtype is None:
+            return autocast_off(self.device.type)
+        return torch.autocast(self.device.type, dtype=dtype)
 
     def compile_branches(self, **compile_kwargs: Any) -> DVLTAVQA:
         """Compile the branch networks in place with :func:`torch.compile`.
@@ -790,7 +793,7 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
         Returns:
             ``(B, n_branches, D)`` in the order of :attr:`branches`.
         """
-        with torch.autocast(self.device.type, enabled=False):
+        with autocast_off(self.device.type):
             return torch.stack(
                 [branch.head(encoded[name]).to(self.dtype) for name, branch in self.branches.items()], dim=1
             )
@@ -803,7 +806,7 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
         text = self.prompt_embeddings
         if self.text_adapter is None:
             return text
-        with torch.autocast(text.device.type, enabled=False):
+        with autocast_off(text.device.type):
             return self.text_adapter(text)
 
     def score_features(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -820,7 +823,7 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
         Returns:
             ``(scores, weights)``: ``(B,)`` in ``(0, 1)`` and ``(B, K)``.
         """
-        with torch.autocast(features.device.type, enabled=False):
+        with autocast_off(features.device.type):
             text = self.text_features()
             features = features.to(self.dtype)
             if features.shape[1] == 1:
@@ -1244,14 +1247,14 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
 
     def _technical(self, features: torch.Tensor) -> torch.Tensor:
         """Prompt head on the fragment feature alone: ``(N, n_branches, D)`` -> ``(N,)``."""
-        with torch.autocast(features.device.type, enabled=False):
+        with autocast_off(features.device.type):
             text = self.text_features()
             bvfe = features[:, self.branch_names.index("bvfe")].to(self.dtype)
             return self.head(bvfe, text[1], text[2])
 
     def _fused(self, features: torch.Tensor) -> torch.Tensor:
         """The fused feature of eq. 11, compared with the prompts: ``(N, n_branches, D)`` -> ``(N, D)``."""
-        with torch.autocast(features.device.type, enabled=False):
+        with autocast_off(features.device.type):
             features = features.to(self.dtype)
             if features.shape[1] == 1:
                 return features[:, 0]
@@ -1261,7 +1264,7 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
         """``(N, A)`` attribute probabilities of ``N`` rows of branch features."""
         prompts = [p for q in queries for p in (q.positive, q.negative)]
         text = self.prompt_embedding(prompts)
-        with torch.autocast(text.device.type, enabled=False):
+        with autocast_off(text.device.type):
             if self.text_adapter is not None:
                 text = self.text_adapter(text)
             return pair_probability(self._fused(features), text[0::2], text[1::2], self.head.logit_scale)

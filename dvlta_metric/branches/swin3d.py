@@ -45,11 +45,12 @@ half-precision branch outputs to the float32 stream. Only the matmuls and attent
 
 from __future__ import annotations
 
+import contextlib
 import math
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import lru_cache
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -58,6 +59,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from .._allocator import release_free_memory
+from .base import is_exporting
 from .flex_window import flex_attention_available, flex_window_attention
 
 __all__ = [
@@ -82,6 +84,7 @@ __all__ = [
 ]
 
 Size3 = tuple[int, int, int]
+_T = TypeVar("_T")
 
 _CACHE_SIZE = 64
 _MASK_VALUE = -100.0
@@ -165,6 +168,18 @@ def _window_partition(x: Tensor, window: Size3) -> Tensor:
     return x.permute(0, 1, 3, 5, 2, 4, 6, 7).reshape(b, -1, wd * wh * ww, c)
 
 
+@contextlib.contextmanager
+def _outside_autograd() -> Iterator[None]:
+    """Where the shape-dependent tensors are built: outside inference mode and autograd, so that a cached tensor
+    serves every later call. While :func:`torch.export.export` traces, nothing (a grad-mode switch in the traced
+    graph is one more region for export to split out and inline again: seconds of export time each)."""
+    if is_exporting():
+        yield
+        return
+    with torch.inference_mode(False), torch.no_grad():
+        yield
+
+
 @lru_cache(maxsize=_CACHE_SIZE)
 def _window_token_index(
     feature_size: Size3, window: Size3, shift: Size3, device: torch.device
@@ -186,7 +201,7 @@ def _window_token_index(
         ``gather`` (long ``(nW*N,)``, values in ``[0, D*H*W]``) and ``scatter`` (long ``(D*H*W,)``,
         values in ``[0, nW*N)``).
     """
-    with torch.inference_mode(False), torch.no_grad():
+    with _outside_autograd():
         d, h, w = feature_size
         dp, hp, wp = _padded_size(feature_size, window)
         position = torch.full((dp, hp, wp), d * h * w, dtype=torch.long)  # padding -> the zero row
@@ -231,7 +246,7 @@ def _relative_position_index(base_window: Size3, window: Size3, device: torch.de
     Returns:
         Long tensor ``(N*N,)`` with ``N = d*h*w``.
     """
-    with torch.inference_mode(False), torch.no_grad():
+    with _outside_autograd():
         d, h, w = window
         full = _full_relative_position_index(base_window).view(*base_window, *base_window)
         return full[:d, :h, :w, :d, :h, :w].reshape(-1).to(device)
@@ -302,7 +317,7 @@ def _cached_fragment_gate(
     padded: Size3, window: Size3, shift: Size3, device: torch.device, dtype: torch.dtype
 ) -> Tensor:
     """Cached :func:`fragment_gate`, shaped ``(nW, 1, N, N)`` to broadcast over heads."""
-    with torch.inference_mode(False), torch.no_grad():
+    with _outside_autograd():
         return fragment_gate(padded, window, shift).unsqueeze(1).to(device=device, dtype=dtype)
 
 
@@ -351,7 +366,7 @@ def shift_attention_mask(padded: Size3, window: Size3, shift: Size3) -> Tensor:
 @lru_cache(maxsize=_CACHE_SIZE)
 def _cached_shift_mask(padded: Size3, window: Size3, shift: Size3, device: torch.device, dtype: torch.dtype) -> Tensor:
     """Cached :func:`shift_attention_mask`, shaped ``(nW, 1, N, N)`` to broadcast over heads."""
-    with torch.inference_mode(False), torch.no_grad():
+    with _outside_autograd():
         return shift_attention_mask(padded, window, shift).unsqueeze(1).to(device=device, dtype=dtype)
 
 
@@ -397,6 +412,15 @@ def attention_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype:
     if torch.is_autocast_enabled(device.type):
         return torch.get_autocast_dtype(device.type)
     return dtype
+
+
+def _shape_cached(cached: Callable[..., _T], *key: object) -> _T:
+    """``cached(*key)`` for one of the ``lru_cache`` shape caches; while :func:`torch.export.export` traces, computed
+    afresh into the traced graph and not stored (a trace makes placeholder tensors, which a later call must never
+    get back from a cache) *(ours)*."""
+    if is_exporting():
+        return cached.__wrapped__(*key)  # type: ignore[attr-defined]
+    return cached(*key)
 
 
 def clear_shape_caches() -> None:
@@ -506,7 +530,7 @@ class WindowAttention3D(nn.Module):
             relative bias ``(1, nH, N, N)``.
         """
         table = self.relative_position_bias_table
-        index = _relative_position_index(self.window_size, window, table.device)
+        index = _shape_cached(_relative_position_index, self.window_size, window, table.device)
         n = math.prod(window)
         # contiguous (nH, N, N): keeps the large broadcast result below contiguous (and fast)
         rel = table[index].view(n, n, self.num_heads).permute(2, 0, 1).contiguous()
@@ -551,21 +575,23 @@ class WindowAttention3D(nn.Module):
         Returns:
             ``(1 or nW, nH, N, N)``.
         """
-        frozen = keep and not any(t.requires_grad for t in self.bias_tables())
-        key = (window, dtype, self.tables_key())
+        exporting = is_exporting()
+        frozen = keep and not exporting and not any(t.requires_grad for t in self.bias_tables())
+        key = (window, dtype, self.tables_key()) if frozen else ()
         # the gate and mask are identified by object, through weak references: an address could be reused by
         # another input size's gate of the same shape once the shape caches let the first one go
         if frozen and self._bias_cache is not None:
             cached_key, cached_gate, cached_mask, cached_bias = self._bias_cache
             if cached_key == key and _same(cached_gate, gate) and _same(cached_mask, mask):
                 return cached_bias
-        with torch.inference_mode(False):
+        with contextlib.nullcontext() if exporting else torch.inference_mode(False):
             bias = self.position_bias(window, gate)
             if mask is not None:
                 # the GRPB bias is a fresh (nW, nH, N, N) tensor: add in place to spare a large allocation
                 bias = bias.add_(mask) if bias.shape[0] == mask.shape[0] else bias + mask
             bias = bias.to(dtype)
-        self._bias_cache = (key, _weak(gate), _weak(mask), bias.detach()) if frozen else None
+        if not exporting:  # a traced bias is no tensor to keep
+            self._bias_cache = (key, _weak(gate), _weak(mask), bias.detach()) if frozen else None
         return bias
 
     def forward(self, x: Tensor, bias: Tensor, kernel: str = "sdpa") -> Tensor:
@@ -655,14 +681,14 @@ class SwinTransformerBlock3D(nn.Module):
         Returns:
             The block's :class:`WindowTensors`.
         """
-        gather, scatter = _window_token_index(feature_size, window, shift, device)
+        gather, scatter = _shape_cached(_window_token_index, feature_size, window, shift, device)
         padded = _padded_size(feature_size, window)
         tables = [self.attn.relative_position_bias_table, self.attn.fragment_position_bias_table]
         if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tables):
             kernel = "sdpa"
         key = (padded, window, shift, device, self.attn.relative_position_bias_table.dtype)
-        gate = _cached_fragment_gate(*key) if self.attn.has_frag_bias else None
-        mask = _cached_shift_mask(*key) if any(s > 0 for s in shift) else None
+        gate = _shape_cached(_cached_fragment_gate, *key) if self.attn.has_frag_bias else None
+        mask = _shape_cached(_cached_shift_mask, *key) if any(s > 0 for s in shift) else None
         return WindowTensors(gather, scatter, self.attn.attention_bias(window, gate, mask, dtype, keep), kernel)
 
     def forward(self, x: Tensor, window: Size3, shift: Size3, tensors: WindowTensors | None = None) -> Tensor:
