@@ -693,6 +693,40 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
             views[name] = finish(out)
         return {name: views[name] for name in indices}
 
+    def views_for_export(self, video: Any, *, fps: float | None = None) -> tuple[torch.Tensor, ...]:
+        """The scoring views of one video as the exported network over views takes them (:mod:`~dvlta_metric.export`).
+
+        :meth:`make_views` (the fixed scoring view, view 0) of one video, each view with a batch dimension of 1,
+        in :attr:`views` order: ``(1, K, 3, L, S, S)`` fragments, then ``(1, T, 3, S, S)`` for each frame view the
+        branches read. Stack several videos' tuples along dimension 0 (``torch.cat``) to score a batch; convert
+        them with ``.numpy()`` for onnxruntime. Feeding them to :class:`~dvlta_metric.export.ViewNetwork`, or to
+        the file that :func:`~dvlta_metric.export.export_model` wrote, gives this model's score of the video.
+
+        Args:
+            video: One video: ``(T, 3, H, W)`` frames (uint8 in ``[0, 255]`` or float in ``[0, 1]``), a video file
+                path, or a :class:`~dvlta_metric.decoded.DecodedVideo`.
+            fps: As for :meth:`forward`.
+
+        Returns:
+            One float tensor per name in :attr:`views`, on the model's device.
+
+        Raises:
+            ValueError: For a batch, a model in training mode or a loss model (whose views are drawn at random),
+                and as :meth:`forward`.
+            FileNotFoundError: For a path that does not exist.
+        """
+        if self.training or self.as_loss:
+            raise ValueError(
+                "views_for_export cuts the fixed scoring views; this model is in training mode or a loss "
+                "(as_loss=True), whose views are drawn at random: call model.eval(), or create it without as_loss"
+            )
+        videos, single = self._load(video, fps, 1)
+        if not single:
+            raise ValueError("views_for_export takes one video ((T, 3, H, W), a path or a DecodedVideo), not a batch")
+        with torch.no_grad():
+            views = self.make_views(videos[0], fps=fps)
+        return tuple(views[name].unsqueeze(0) for name in self.views)
+
     def _frame_view_finisher(self, crop_at: tuple[int, int] | None) -> Any:
         """Turns cut frames ``(T, 3, H, W)`` into the frame view on the model's device (:func:`frame_view`)."""
         cfg = self.config.frame_view
