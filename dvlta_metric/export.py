@@ -143,7 +143,9 @@ def export_program(model: DVLTAVQA) -> torch.export.ExportedProgram:
     The program takes the views of :func:`view_shapes` with a batch dimension in front (dynamic: any batch
     size from 1 on) and returns ``(B,)`` scores. ``program.module()(*model.views_for_export(video))`` scores a
     video; :func:`export_model` writes the program to a file. The model is left as it was (its attention kernel is
-    ``"sdpa"`` while it is traced).
+    ``"sdpa"`` while it is traced). torch's "exporting" flag is one for the whole process: while this runs, models
+    that score in other threads take the export paths too (the same scores up to float rounding, more slowly, and
+    without their float32 guards under autocast); export while nothing else scores.
 
     Args:
         model: A model in eval mode, not a loss model, with float32 weights.
