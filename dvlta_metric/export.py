@@ -16,8 +16,10 @@ How it is exported, and why:
   export (TorchDynamo) is not needed: with the export-mode switch on, the network has no control flow that depends
   on tensor values.
 * While it traces, the branches switch to their export mode
-  (:func:`~dvlta_metric.branches.base.is_exporting`): the Swin3D builds its shape-dependent indices, fragment
-  gates, shift masks and attention biases into the graph instead of reading or filling its caches, the fragment
+  (:func:`~dvlta_metric.branches.base.is_exporting`): the Swin3D looks its small shape tensors (gather and
+  scatter indices, relative position indices, fragment coordinates, shift regions) up outside the trace, so that
+  they are constants of the program, and builds its fragment gates, shift masks and attention biases from them in
+  the program (as constants those would take much of the file); it keeps no bias between calls. The fragment
   branch does not look for repeated clips (a data-dependent shortcut), the float32 regions that guard against a
   caller's autocast are left out (there is none while exporting), and the Temporal Context Module pools frames
   with a mean (ONNX has no adaptive 3-D pooling to ``(T, 1, 1)``) and hands its batch norms contiguous

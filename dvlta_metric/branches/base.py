@@ -29,9 +29,10 @@ def is_exporting() -> bool:
     """Whether :func:`torch.export.export` is tracing the call now (``False`` on a torch that cannot tell).
 
     The branches' export-mode switch *(ours)*: while it traces, they keep nothing between calls and take no
-    data-dependent shortcut (the Swin3D builds its shape-dependent tensors and attention biases into the graph
-    instead of caching them, the fragment branch does not look for repeated clips), so the traced graph computes
-    exactly what an eager call computes. Eager calls never see it on. See :mod:`dvlta_metric.export`.
+    data-dependent shortcut (the Swin3D takes its small shape tensors as constants and builds its gates, masks and
+    attention biases in the program instead of caching them; the fragment branch does not look for repeated clips),
+    so the traced program computes what an eager call computes. Eager calls never see it on. See
+    :mod:`dvlta_metric.export`.
     """
     check = getattr(torch.compiler, "is_exporting", None)  # torch>=2.5
     return bool(check is not None and check())

@@ -48,7 +48,8 @@ from __future__ import annotations
 import contextlib
 import math
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from typing import NamedTuple, TypeVar
 
@@ -168,18 +169,6 @@ def _window_partition(x: Tensor, window: Size3) -> Tensor:
     return x.permute(0, 1, 3, 5, 2, 4, 6, 7).reshape(b, -1, wd * wh * ww, c)
 
 
-@contextlib.contextmanager
-def _outside_autograd() -> Iterator[None]:
-    """Where the shape-dependent tensors are built: outside inference mode and autograd, so that a cached tensor
-    serves every later call. While :func:`torch.export.export` traces, nothing (a grad-mode switch in the traced
-    graph is one more region for export to split out and inline again: seconds of export time each)."""
-    if is_exporting():
-        yield
-        return
-    with torch.inference_mode(False), torch.no_grad():
-        yield
-
-
 @lru_cache(maxsize=_CACHE_SIZE)
 def _window_token_index(
     feature_size: Size3, window: Size3, shift: Size3, device: torch.device
@@ -201,7 +190,7 @@ def _window_token_index(
         ``gather`` (long ``(nW*N,)``, values in ``[0, D*H*W]``) and ``scatter`` (long ``(D*H*W,)``,
         values in ``[0, nW*N)``).
     """
-    with _outside_autograd():
+    with torch.inference_mode(False), torch.no_grad():
         d, h, w = feature_size
         dp, hp, wp = _padded_size(feature_size, window)
         position = torch.full((dp, hp, wp), d * h * w, dtype=torch.long)  # padding -> the zero row
@@ -210,7 +199,8 @@ def _window_token_index(
         gather = _window_partition(position[None, ..., None], window).reshape(-1)
         scatter = torch.empty(d * h * w + 1, dtype=torch.long)
         scatter[gather] = torch.arange(gather.numel())
-        return gather.to(device), scatter[: d * h * w].to(device)
+        # scatter: its own storage, not a view of the longer one (an exported program saves each constant whole)
+        return gather.to(device), scatter[: d * h * w].clone().to(device)
 
 
 def _full_relative_position_index(window: Size3) -> Tensor:
@@ -246,7 +236,7 @@ def _relative_position_index(base_window: Size3, window: Size3, device: torch.de
     Returns:
         Long tensor ``(N*N,)`` with ``N = d*h*w``.
     """
-    with _outside_autograd():
+    with torch.inference_mode(False), torch.no_grad():
         d, h, w = window
         full = _full_relative_position_index(base_window).view(*base_window, *base_window)
         return full[:d, :h, :w, :d, :h, :w].reshape(-1).to(device)
@@ -291,11 +281,15 @@ def fragment_gate(padded: Size3, window: Size3, shift: Size3) -> Tensor:
     Returns:
         Float tensor ``(nW, N, N)``.
     """
-    coords = fragment_coords(padded, window, shift)
-    gate = torch.zeros(coords.shape[0], coords.shape[1], coords.shape[1])
+    return _gate_of(fragment_coords(padded, window, shift))
+
+
+def _gate_of(coords: Tensor) -> Tensor:
+    """The gate ``sum(|c_i - c_j|)`` ``(nW, N, N)`` of fragment coordinates ``(nW, N, 3)`` (their dtype, device)."""
+    gate = coords.new_zeros(coords.shape[0], coords.shape[1], coords.shape[1])
     for axis in range(3):  # loop over the 3 coordinates, not over windows
         c = coords[..., axis]
-        gate += (c[:, :, None] - c[:, None, :]).abs()
+        gate = gate + (c[:, :, None] - c[:, None, :]).abs()
     return gate
 
 
@@ -317,7 +311,7 @@ def _cached_fragment_gate(
     padded: Size3, window: Size3, shift: Size3, device: torch.device, dtype: torch.dtype
 ) -> Tensor:
     """Cached :func:`fragment_gate`, shaped ``(nW, 1, N, N)`` to broadcast over heads."""
-    with _outside_autograd():
+    with torch.inference_mode(False), torch.no_grad():
         return fragment_gate(padded, window, shift).unsqueeze(1).to(device=device, dtype=dtype)
 
 
@@ -358,16 +352,36 @@ def shift_attention_mask(padded: Size3, window: Size3, shift: Size3) -> Tensor:
     Returns:
         Float tensor ``(nW, N, N)``.
     """
-    region = shift_regions(padded, window, shift)
+    return _mask_of(shift_regions(padded, window, shift), torch.float32)
+
+
+def _mask_of(region: Tensor, dtype: torch.dtype) -> Tensor:
+    """The additive mask ``(nW, N, N)`` of shift regions ``(nW, N)``: -100 between tokens of different regions."""
     differ = region[:, :, None] != region[:, None, :]
-    return torch.zeros(differ.shape).masked_fill_(differ, _MASK_VALUE)
+    return torch.zeros(differ.shape, dtype=dtype, device=region.device).masked_fill(differ, _MASK_VALUE)
 
 
 @lru_cache(maxsize=_CACHE_SIZE)
 def _cached_shift_mask(padded: Size3, window: Size3, shift: Size3, device: torch.device, dtype: torch.dtype) -> Tensor:
     """Cached :func:`shift_attention_mask`, shaped ``(nW, 1, N, N)`` to broadcast over heads."""
-    with _outside_autograd():
+    with torch.inference_mode(False), torch.no_grad():
         return shift_attention_mask(padded, window, shift).unsqueeze(1).to(device=device, dtype=dtype)
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _cached_fragment_coords(
+    padded: Size3, window: Size3, shift: Size3, device: torch.device, dtype: torch.dtype
+) -> Tensor:
+    """Cached :func:`fragment_coords` ``(nW, N, 3)``: what an exported program builds its gates from."""
+    with torch.inference_mode(False), torch.no_grad():
+        return fragment_coords(padded, window, shift).to(device=device, dtype=dtype)
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _cached_shift_regions(padded: Size3, window: Size3, shift: Size3, device: torch.device) -> Tensor:
+    """Cached :func:`shift_regions` ``(nW, N)``: what an exported program builds its shift masks from."""
+    with torch.inference_mode(False), torch.no_grad():
+        return shift_regions(padded, window, shift).to(device)
 
 
 def check_attention_kernel(kernel: object) -> str:
@@ -415,11 +429,17 @@ def attention_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype:
 
 
 def _shape_cached(cached: Callable[..., _T], *key: object) -> _T:
-    """``cached(*key)`` for one of the ``lru_cache`` shape caches; while :func:`torch.export.export` traces, computed
-    afresh into the traced graph and not stored (a trace makes placeholder tensors, which a later call must never
-    get back from a cache) *(ours)*."""
+    """``cached(*key)`` for one of the ``lru_cache`` shape caches, also while :func:`torch.export.export` traces.
+
+    A trace runs every tensor operation of its thread on placeholder tensors, which must never reach a cache (a later
+    eager call would get them back). While it traces, the lookup therefore runs in a worker thread, where torch's
+    tracing modes (thread-local) are not active: it gives real tensors, cached like those of any eager call, and the
+    trace takes them as constants of the program *(ours)*. Only small tensors are looked up this way (indices, fragment
+    coordinates, shift regions); the gates, masks and biases built from them are computed in the program.
+    """
     if is_exporting():
-        return cached.__wrapped__(*key)  # type: ignore[attr-defined]
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            return pool.submit(cached, *key).result()
     return cached(*key)
 
 
@@ -429,6 +449,8 @@ def clear_shape_caches() -> None:
     _window_token_index.cache_clear()
     _cached_fragment_gate.cache_clear()
     _cached_shift_mask.cache_clear()
+    _cached_fragment_coords.cache_clear()
+    _cached_shift_regions.cache_clear()
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -686,9 +708,17 @@ class SwinTransformerBlock3D(nn.Module):
         tables = [self.attn.relative_position_bias_table, self.attn.fragment_position_bias_table]
         if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tables):
             kernel = "sdpa"
-        key = (padded, window, shift, device, self.attn.relative_position_bias_table.dtype)
-        gate = _shape_cached(_cached_fragment_gate, *key) if self.attn.has_frag_bias else None
-        mask = _shape_cached(_cached_shift_mask, *key) if any(s > 0 for s in shift) else None
+        table_dtype = self.attn.relative_position_bias_table.dtype
+        key = (padded, window, shift, device, table_dtype)
+        shifted = any(s > 0 for s in shift)
+        if is_exporting():  # as constants, the (nW, 1, N, N) gate and mask would take much of the file: from sources
+            coords = _shape_cached(_cached_fragment_coords, *key) if self.attn.has_frag_bias else None
+            regions = _shape_cached(_cached_shift_regions, padded, window, shift, device) if shifted else None
+            gate = None if coords is None else _gate_of(coords).unsqueeze(1)
+            mask = None if regions is None else _mask_of(regions, table_dtype).unsqueeze(1)
+        else:
+            gate = _cached_fragment_gate(*key) if self.attn.has_frag_bias else None
+            mask = _cached_shift_mask(*key) if shifted else None
         return WindowTensors(gather, scatter, self.attn.attention_bias(window, gate, mask, dtype, keep), kernel)
 
     def forward(self, x: Tensor, window: Size3, shift: Size3, tensors: WindowTensors | None = None) -> Tensor:
