@@ -44,7 +44,9 @@ throughput, `score_files`, the `as_loss` backward pass), `benchmarks/precision_c
 fp16 move the outputs from float32), `benchmarks/decode_scaling.py` (decoding alone, by worker count) and
 `benchmarks/attention_variants.py` (the Swin3D window attention alone, in several implementations) and
 `benchmarks/backward_memory.py` (peak memory of an `as_loss` forward and backward pass) and
-`benchmarks/ray_scaling.py` (files per second of `score_files` and of the Ray path on one machine).
+`benchmarks/ray_scaling.py` (files per second of `score_files` and of the Ray path on one machine) and
+`benchmarks/export_check.py` (the `.pt2` and ONNX files of [Export](export.md): their sizes, the time to write,
+load and run them, and their scores against eager ones).
 Each section below is one result file in `benchmarks/results/`, named after the machine and settings it was
 measured with.
 

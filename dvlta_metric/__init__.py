@@ -25,6 +25,7 @@ from .calibration import Calibration, fit_calibration
 from .config import ModelConfig
 from .decoded import DecodedVideo
 from .errors import CheckpointError, WeightsNotFoundError, WeightsUnavailableError
+from .export import ViewNetwork, export_model, export_program
 from .loss import plcc_loss, quality_loss, rank_loss
 from .model import DVLTAVQA, Explanation
 from .quality_map import QualityMap, write_overlays
@@ -64,11 +65,14 @@ __all__ = [
     "Timeline",
     "TransientError",
     "VideoLimitError",
+    "ViewNetwork",
     "WeightSource",
     "WeightsNotFoundError",
     "WeightsUnavailableError",
     "__version__",
     "create",
+    "export_model",
+    "export_program",
     "find_videos",
     "get_model_config",
     "list_models",

@@ -12,6 +12,7 @@ import open_clip
 import torch
 from torch import nn
 
+from .branches.base import autocast_off
 from .config import CLIPTextConfig, CLIPVisionConfig
 
 
@@ -90,7 +91,7 @@ def encode_images_and_tokens(
     x = visual.ln_pre(visual.patch_dropout(x))
     x = visual.transformer(x)  # (N, 1 + grid**2, width), batch first
     pooled = visual.ln_post(x[:, 0])
-    with torch.autocast(images.device.type, enabled=False):
+    with autocast_off(images.device.type):
         embeddings = pooled.to(dtype) @ visual.proj
         if not tokens:
             return embeddings, None

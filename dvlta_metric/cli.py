@@ -2,7 +2,8 @@
 
 ``dvlta-metric score PATH...`` scores video files and directories (searched recursively);
 ``dvlta-metric list`` shows the registered models; ``dvlta-metric rd`` scores a bitrate ladder
-(:mod:`dvlta_metric._rd_command`). Exit status: 0 when every file was scored, 1 when some
+(:mod:`dvlta_metric._rd_command`); ``dvlta-metric export`` writes the network over views to a ``.pt2`` or ONNX
+file (:mod:`dvlta_metric._export_command`). Exit status: 0 when every file was scored, 1 when some
 files failed (each is named on stderr with its reason), 2 for bad usage (bad arguments, unknown model or
 device, nothing to score, a model that cannot be created, an ``--output`` file that is not a results file or
 is locked by another run), 74 when results cannot be written (a full disk), 130 when interrupted.
@@ -37,6 +38,7 @@ from ._cli_inputs import (
     prepared_inputs,
     read_file_list,
 )
+from ._export_command import ExportUsageError, add_export_parser, run_export
 from ._factory import create, parse_model_name, weights_label
 from ._hub import sha256_of
 from ._map_command import MapUsageError, add_map_parser, run_map, view_count
@@ -92,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Blind video quality assessment with DVLTA-VQA: a score in (0, 1), higher is better.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{score,list,rd,map}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{score,list,rd,map,export}")
 
     score = sub.add_parser(
         "score",
@@ -243,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.set_defaults(run=_list)
     add_rd_parser(sub).set_defaults(run=_rd)
     add_map_parser(sub).set_defaults(run=_map)
+    add_export_parser(sub).set_defaults(run=_export)
     return parser
 
 
@@ -306,6 +309,14 @@ def _map(args: argparse.Namespace) -> int:
     try:
         return run_map(args, create_model=_create)
     except MapUsageError as err:
+        raise UsageError(str(err)) from None
+
+
+def _export(args: argparse.Namespace) -> int:
+    """``dvlta-metric export`` (:mod:`dvlta_metric._export_command`), with the model creation of ``score``."""
+    try:
+        return run_export(args, create_model=_create)
+    except ExportUsageError as err:
         raise UsageError(str(err)) from None
 
 

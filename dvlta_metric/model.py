@@ -26,7 +26,7 @@ from ._checkpoint import PretrainedMixin
 from ._inputs import check_video, load_videos
 from .attributes import Attribute, Attributes, TextEncoder, attribute_queries, pair_probability
 from .batch import FileResult, score_files
-from .branches.base import Branch
+from .branches.base import Branch, autocast_off
 from .branches.basic_visual import BasicVisualFeatureExtraction
 from .branches.swin3d import SwinTransformer3D, check_attention_kernel, clear_shape_caches
 from .branches.temporal_clip import VideoBasedTemporalCLIP
@@ -483,13 +483,16 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
             precision: One of :data:`PRECISIONS`; the model's own (:meth:`set_precision`) if ``None``.
 
         Returns:
-            A :class:`torch.autocast` context (disabled for float32 branches).
+            A :class:`torch.autocast` context (disabled for float32 branches; see
+            :func:`~dvlta_metric.branches.base.autocast_off`).
 
         Raises:
             ValueError: For an unknown precision.
         """
         dtype = branch_dtypes(precision or self.precision, self.device.type)[branch]
-        return torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+        if dtype is None:
+            return autocast_off(self.device.type)
+        return torch.autocast(self.device.type, dtype=dtype)
 
     def compile_branches(self, **compile_kwargs: Any) -> DVLTAVQA:
         """Compile the branch networks in place with :func:`torch.compile`.
@@ -716,6 +719,40 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
             views[name] = finish(out)
         return {name: views[name] for name in indices}
 
+    def views_for_export(self, video: Any, *, fps: float | None = None) -> tuple[torch.Tensor, ...]:
+        """The scoring views of one video as the exported network over views takes them (:mod:`~dvlta_metric.export`).
+
+        :meth:`make_views` (the fixed scoring view, view 0) of one video, each view with a batch dimension of 1,
+        in :attr:`views` order: ``(1, K, 3, L, S, S)`` fragments, then ``(1, T, 3, S, S)`` for each frame view the
+        branches read. Stack several videos' tuples along dimension 0 (``torch.cat``) to score a batch; convert
+        them with ``.numpy()`` for onnxruntime. Feeding them to :class:`~dvlta_metric.export.ViewNetwork`, or to
+        the file that :func:`~dvlta_metric.export.export_model` wrote, gives this model's score of the video.
+
+        Args:
+            video: One video: ``(T, 3, H, W)`` frames (uint8 in ``[0, 255]`` or float in ``[0, 1]``), a video file
+                path, or a :class:`~dvlta_metric.decoded.DecodedVideo`.
+            fps: As for :meth:`forward`.
+
+        Returns:
+            One float tensor per name in :attr:`views`, on the model's device.
+
+        Raises:
+            ValueError: For a batch, a model in training mode or a loss model (whose views are drawn at random),
+                and as :meth:`forward`.
+            FileNotFoundError: For a path that does not exist.
+        """
+        if self.training or self.as_loss:
+            raise ValueError(
+                "views_for_export cuts the fixed scoring views; this model is in training mode or a loss "
+                "(as_loss=True), whose views are drawn at random: call model.eval(), or create it without as_loss"
+            )
+        videos, single = self._load(video, fps, 1)
+        if not single:
+            raise ValueError("views_for_export takes one video ((T, 3, H, W), a path or a DecodedVideo), not a batch")
+        with torch.no_grad():
+            views = self.make_views(videos[0], fps=fps)
+        return tuple(views[name].unsqueeze(0) for name in self.views)
+
     def _frame_view_finisher(self, crop_at: tuple[int, int] | None) -> Any:
         """Turns cut frames ``(T, 3, H, W)`` into the frame view on the model's device (:func:`frame_view`)."""
         cfg = self.config.frame_view
@@ -821,7 +858,7 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
         Returns:
             ``(B, n_branches, D)`` in the order of :attr:`branches`.
         """
-        with torch.autocast(self.device.type, enabled=False):
+        with autocast_off(self.device.type):
             return torch.stack(
                 [branch.head(encoded[name]).to(self.dtype) for name, branch in self.branches.items()], dim=1
             )
@@ -834,7 +871,7 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
         text = self.prompt_embeddings
         if self.text_adapter is None:
             return text
-        with torch.autocast(text.device.type, enabled=False):
+        with autocast_off(text.device.type):
             return self.text_adapter(text)
 
     def score_features(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -851,7 +888,7 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
         Returns:
             ``(scores, weights)``: ``(B,)`` in ``(0, 1)`` and ``(B, K)``.
         """
-        with torch.autocast(features.device.type, enabled=False):
+        with autocast_off(features.device.type):
             text = self.text_features()
             features = features.to(self.dtype)
             if features.shape[1] == 1:
@@ -1296,14 +1333,14 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
 
     def _technical(self, features: torch.Tensor) -> torch.Tensor:
         """Prompt head on the fragment feature alone: ``(N, n_branches, D)`` -> ``(N,)``."""
-        with torch.autocast(features.device.type, enabled=False):
+        with autocast_off(features.device.type):
             text = self.text_features()
             bvfe = features[:, self.branch_names.index("bvfe")].to(self.dtype)
             return self.head(bvfe, text[1], text[2])
 
     def _fused(self, features: torch.Tensor) -> torch.Tensor:
         """The fused feature of eq. 11, compared with the prompts: ``(N, n_branches, D)`` -> ``(N, D)``."""
-        with torch.autocast(features.device.type, enabled=False):
+        with autocast_off(features.device.type):
             features = features.to(self.dtype)
             if features.shape[1] == 1:
                 return features[:, 0]
@@ -1313,7 +1350,7 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
         """``(N, A)`` attribute probabilities of ``N`` rows of branch features."""
         prompts = [p for q in queries for p in (q.positive, q.negative)]
         text = self.prompt_embedding(prompts)
-        with torch.autocast(text.device.type, enabled=False):
+        with autocast_off(text.device.type):
             if self.text_adapter is not None:
                 text = self.text_adapter(text)
             return pair_probability(self._fused(features), text[0::2], text[1::2], self.head.logit_scale)

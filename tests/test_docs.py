@@ -146,7 +146,7 @@ PYTHON_PAGES = [p for p in PAGES if _blocks(p, "python")]
 @pytest.mark.parametrize("page", PYTHON_PAGES, ids=_rel)
 def test_python_examples_run(page: Path, docs_workdir: Path) -> None:
     code_of_page = "\n".join(code for _, code in _blocks(page, "python"))
-    for module in ("scipy", "matplotlib", "compressai"):
+    for module in ("scipy", "matplotlib", "compressai", "onnxruntime"):
         if re.search(rf"^\s*(?:import|from) {module}\b", code_of_page, re.MULTILINE):
             pytest.importorskip(module)
     torch.manual_seed(0)

@@ -15,12 +15,46 @@ of a branch, or adding a branch, touches only that branch's module.
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABCMeta, abstractmethod
-from typing import Literal
+from typing import Any, Literal
 
+import torch
 from torch import Tensor, nn
 
 ViewName = Literal["fragments", "frames", "consecutive"]
+
+
+def is_exporting() -> bool:
+    """Whether :func:`torch.export.export` is tracing the call now (``False`` on a torch that cannot tell).
+
+    The branches' export-mode switch *(ours)*: while it traces, they keep nothing between calls and take no
+    data-dependent shortcut (the Swin3D takes its small shape tensors as constants and builds its gates, masks and
+    attention biases in the program instead of caching them; the fragment branch does not look for repeated clips),
+    so the traced program computes what an eager call computes. Eager calls never see it on. See
+    :mod:`dvlta_metric.export`.
+    """
+    check = getattr(torch.compiler, "is_exporting", None)  # torch>=2.5
+    return bool(check is not None and check())
+
+
+def autocast_off(device_type: str) -> contextlib.AbstractContextManager[Any]:
+    """``torch.autocast(device_type, enabled=False)``: float32 inside a caller's autocast.
+
+    While :func:`torch.export.export` traces (:func:`is_exporting`), nothing *(ours)*: an export runs in float32
+    with no autocast to turn off, and torch.export would record each such region as a ``wrap_with_autocast``
+    subgraph, which costs export time and which torch 2.14's own ``torch.export.load`` refuses
+    ("missing val field").
+
+    Args:
+        device_type: ``"cpu"``, ``"cuda"``, ...
+
+    Returns:
+        The context manager.
+    """
+    if is_exporting():
+        return contextlib.nullcontext()
+    return torch.autocast(device_type, enabled=False)
 
 
 class Branch(nn.Module, metaclass=ABCMeta):

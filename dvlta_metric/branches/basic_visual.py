@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..config import SwinConfig
-from .base import Branch
+from .base import Branch, autocast_off, is_exporting
 from .swin3d import SwinTransformer3D
 
 
@@ -115,7 +115,8 @@ class BasicVisualFeatureExtraction(Branch):
             ``(B, K, 768, L/2, S/32, S/32)``.
         """
         flat = view.flatten(0, 1)
-        repeats = None if (flat.requires_grad and torch.is_grad_enabled()) else repeated_clips(flat)
+        grads = flat.requires_grad and torch.is_grad_enabled()
+        repeats = None if grads or is_exporting() else repeated_clips(flat)
         if repeats is None:
             feats = self.encoder(flat, cells)
         else:
@@ -133,7 +134,7 @@ class BasicVisualFeatureExtraction(Branch):
             ``(B, K, D, t, h, w)`` in the MLP's weights' dtype; their mean over ``(t, h, w)`` and ``K`` is
             :meth:`head`'s result.
         """
-        with torch.autocast(encoded.device.type, enabled=False):
+        with autocast_off(encoded.device.type):
             out = self.mlp(encoded.flatten(0, 1).to(self.mlp.fc_hid.weight.dtype))
         return out.unflatten(0, encoded.shape[:2])
 
@@ -147,7 +148,7 @@ class BasicVisualFeatureExtraction(Branch):
             ``(B, D)``: the MLP output averaged over ``(t, h, w)`` and over the clips. The MLP runs in its
             weights' dtype (float32 unless the whole model was converted) even under autocast.
         """
-        with torch.autocast(encoded.device.type, enabled=False):
+        with autocast_off(encoded.device.type):
             out = self.mlp(encoded.flatten(0, 1).to(self.mlp.fc_hid.weight.dtype)).mean(dim=(2, 3, 4))
         return out.unflatten(0, encoded.shape[:2]).mean(dim=1)
 

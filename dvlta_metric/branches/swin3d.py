@@ -45,11 +45,13 @@ half-precision branch outputs to the float32 stream. Only the matmuls and attent
 
 from __future__ import annotations
 
+import contextlib
 import math
 import weakref
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -58,6 +60,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from .._allocator import release_free_memory
+from .base import is_exporting
 from .flex_window import flex_attention_available, flex_window_attention
 
 __all__ = [
@@ -83,6 +86,7 @@ __all__ = [
 ]
 
 Size3 = tuple[int, int, int]
+_T = TypeVar("_T")
 
 _CACHE_SIZE = 64
 _MASK_VALUE = -100.0
@@ -196,7 +200,8 @@ def _window_token_index(
         gather = _window_partition(position[None, ..., None], window).reshape(-1)
         scatter = torch.empty(d * h * w + 1, dtype=torch.long)
         scatter[gather] = torch.arange(gather.numel())
-        return gather.to(device), scatter[: d * h * w].to(device)
+        # scatter: its own storage, not a view of the longer one (an exported program saves each constant whole)
+        return gather.to(device), scatter[: d * h * w].clone().to(device)
 
 
 def _full_relative_position_index(window: Size3) -> Tensor:
@@ -277,11 +282,15 @@ def fragment_gate(padded: Size3, window: Size3, shift: Size3) -> Tensor:
     Returns:
         Float tensor ``(nW, N, N)``.
     """
-    coords = fragment_coords(padded, window, shift)
-    gate = torch.zeros(coords.shape[0], coords.shape[1], coords.shape[1])
+    return _gate_of(fragment_coords(padded, window, shift))
+
+
+def _gate_of(coords: Tensor) -> Tensor:
+    """The gate ``sum(|c_i - c_j|)`` ``(nW, N, N)`` of fragment coordinates ``(nW, N, 3)`` (their dtype, device)."""
+    gate = coords.new_zeros(coords.shape[0], coords.shape[1], coords.shape[1])
     for axis in range(3):  # loop over the 3 coordinates, not over windows
         c = coords[..., axis]
-        gate += (c[:, :, None] - c[:, None, :]).abs()
+        gate = gate + (c[:, :, None] - c[:, None, :]).abs()
     return gate
 
 
@@ -344,9 +353,13 @@ def shift_attention_mask(padded: Size3, window: Size3, shift: Size3) -> Tensor:
     Returns:
         Float tensor ``(nW, N, N)``.
     """
-    region = shift_regions(padded, window, shift)
+    return _mask_of(shift_regions(padded, window, shift), torch.float32)
+
+
+def _mask_of(region: Tensor, dtype: torch.dtype) -> Tensor:
+    """The additive mask ``(nW, N, N)`` of shift regions ``(nW, N)``: -100 between tokens of different regions."""
     differ = region[:, :, None] != region[:, None, :]
-    return torch.zeros(differ.shape).masked_fill_(differ, _MASK_VALUE)
+    return torch.zeros(differ.shape, dtype=dtype, device=region.device).masked_fill(differ, _MASK_VALUE)
 
 
 def cell_isolation_mask(feature_size: Size3, window: Size3, shift: Size3, cells: int) -> Tensor:
@@ -387,6 +400,22 @@ def _cached_shift_mask(padded: Size3, window: Size3, shift: Size3, device: torch
     """Cached :func:`shift_attention_mask`, shaped ``(nW, 1, N, N)`` to broadcast over heads."""
     with torch.inference_mode(False), torch.no_grad():
         return shift_attention_mask(padded, window, shift).unsqueeze(1).to(device=device, dtype=dtype)
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _cached_fragment_coords(
+    padded: Size3, window: Size3, shift: Size3, device: torch.device, dtype: torch.dtype
+) -> Tensor:
+    """Cached :func:`fragment_coords` ``(nW, N, 3)``: what an exported program builds its gates from."""
+    with torch.inference_mode(False), torch.no_grad():
+        return fragment_coords(padded, window, shift).to(device=device, dtype=dtype)
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _cached_shift_regions(padded: Size3, window: Size3, shift: Size3, device: torch.device) -> Tensor:
+    """Cached :func:`shift_regions` ``(nW, N)``: what an exported program builds its shift masks from."""
+    with torch.inference_mode(False), torch.no_grad():
+        return shift_regions(padded, window, shift).to(device)
 
 
 def check_attention_kernel(kernel: object) -> str:
@@ -433,12 +462,29 @@ def attention_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype:
     return dtype
 
 
+def _shape_cached(cached: Callable[..., _T], *key: object) -> _T:
+    """``cached(*key)`` for one of the ``lru_cache`` shape caches, also while :func:`torch.export.export` traces.
+
+    A trace runs every tensor operation of its thread on placeholder tensors, which must never reach a cache (a later
+    eager call would get them back). While it traces, the lookup therefore runs in a worker thread, where torch's
+    tracing modes (thread-local) are not active: it gives real tensors, cached like those of any eager call, and the
+    trace takes them as constants of the program *(ours)*. Only small tensors are looked up this way (indices, fragment
+    coordinates, shift regions); the gates, masks and biases built from them are computed in the program.
+    """
+    if is_exporting():
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            return pool.submit(cached, *key).result()
+    return cached(*key)
+
+
 def clear_shape_caches() -> None:
     """Frees the cached shape-dependent tensors (indices, gates, masks) on all devices."""
     _relative_position_index.cache_clear()
     _window_token_index.cache_clear()
     _cached_fragment_gate.cache_clear()
     _cached_shift_mask.cache_clear()
+    _cached_fragment_coords.cache_clear()
+    _cached_shift_regions.cache_clear()
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -540,7 +586,7 @@ class WindowAttention3D(nn.Module):
             relative bias ``(1, nH, N, N)``.
         """
         table = self.relative_position_bias_table
-        index = _relative_position_index(self.window_size, window, table.device)
+        index = _shape_cached(_relative_position_index, self.window_size, window, table.device)
         n = math.prod(window)
         # contiguous (nH, N, N): keeps the large broadcast result below contiguous (and fast)
         rel = table[index].view(n, n, self.num_heads).permute(2, 0, 1).contiguous()
@@ -585,21 +631,23 @@ class WindowAttention3D(nn.Module):
         Returns:
             ``(1 or nW, nH, N, N)``.
         """
-        frozen = keep and not any(t.requires_grad for t in self.bias_tables())
-        key = (window, dtype, self.tables_key())
+        exporting = is_exporting()
+        frozen = keep and not exporting and not any(t.requires_grad for t in self.bias_tables())
+        key = (window, dtype, self.tables_key()) if frozen else ()
         # the gate and mask are identified by object, through weak references: an address could be reused by
         # another input size's gate of the same shape once the shape caches let the first one go
         if frozen and self._bias_cache is not None:
             cached_key, cached_gate, cached_mask, cached_bias = self._bias_cache
             if cached_key == key and _same(cached_gate, gate) and _same(cached_mask, mask):
                 return cached_bias
-        with torch.inference_mode(False):
+        with contextlib.nullcontext() if exporting else torch.inference_mode(False):
             bias = self.position_bias(window, gate)
             if mask is not None:
                 # the GRPB bias is a fresh (nW, nH, N, N) tensor: add in place to spare a large allocation
                 bias = bias.add_(mask) if bias.shape[0] == mask.shape[0] else bias + mask
             bias = bias.to(dtype)
-        self._bias_cache = (key, _weak(gate), _weak(mask), bias.detach()) if frozen else None
+        if not exporting:  # a traced bias is no tensor to keep
+            self._bias_cache = (key, _weak(gate), _weak(mask), bias.detach()) if frozen else None
         return bias
 
     def forward(self, x: Tensor, bias: Tensor, kernel: str = "sdpa") -> Tensor:
@@ -689,14 +737,22 @@ class SwinTransformerBlock3D(nn.Module):
         Returns:
             The block's :class:`WindowTensors`.
         """
-        gather, scatter = _window_token_index(feature_size, window, shift, device)
+        gather, scatter = _shape_cached(_window_token_index, feature_size, window, shift, device)
         padded = _padded_size(feature_size, window)
         tables = [self.attn.relative_position_bias_table, self.attn.fragment_position_bias_table]
         if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tables):
             kernel = "sdpa"
-        key = (padded, window, shift, device, self.attn.relative_position_bias_table.dtype)
-        gate = _cached_fragment_gate(*key) if self.attn.has_frag_bias else None
-        mask = _cached_shift_mask(*key) if any(s > 0 for s in shift) else None
+        table_dtype = self.attn.relative_position_bias_table.dtype
+        key = (padded, window, shift, device, table_dtype)
+        shifted = any(s > 0 for s in shift)
+        if is_exporting():  # as constants, the (nW, 1, N, N) gate and mask would take much of the file: from sources
+            coords = _shape_cached(_cached_fragment_coords, *key) if self.attn.has_frag_bias else None
+            regions = _shape_cached(_cached_shift_regions, padded, window, shift, device) if shifted else None
+            gate = None if coords is None else _gate_of(coords).unsqueeze(1)
+            mask = None if regions is None else _mask_of(regions, table_dtype).unsqueeze(1)
+        else:
+            gate = _cached_fragment_gate(*key) if self.attn.has_frag_bias else None
+            mask = _cached_shift_mask(*key) if shifted else None
         return WindowTensors(gather, scatter, self.attn.attention_bias(window, gate, mask, dtype, keep), kernel)
 
     def forward(self, x: Tensor, window: Size3, shift: Size3, tensors: WindowTensors | None = None) -> Tensor:

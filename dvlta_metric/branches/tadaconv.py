@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .base import is_exporting
+
 __all__ = ["RouteFunc", "TAdaConv2d"]
 
 IntPair = int | tuple[int, int]
@@ -170,7 +172,9 @@ class RouteFunc(nn.Module):
         """
         _check_video(x, self.in_channels)
         context = self.conv_g(self.global_pool(x))
-        hidden = self.relu(self.bn(self.conv_a(self.frame_pool(x) + context)))
+        # the ONNX exporter has no adaptive 3-D pooling to (T, 1, 1): exported, the same mean over (H, W)
+        frames = x.mean(dim=(3, 4), keepdim=True) if is_exporting() else self.frame_pool(x)
+        hidden = self.relu(self.bn(self.conv_a(frames + context)))
         alpha: Tensor = self.conv_b(hidden) + 1.0
         return alpha
 
@@ -262,7 +266,13 @@ class TAdaConv2d(nn.Module):
         b, c, t, h, w = x.shape
         frames = (x * alpha).transpose(1, 2).reshape(b * t, c, h, w)
         out = F.conv2d(frames, self.base_weight, self.bias, self.stride, self.padding)
-        return out.reshape(b, t, self.out_channels, out.shape[-2], out.shape[-1]).transpose(1, 2)
+        out = out.reshape(b, t, self.out_channels, out.shape[-2], out.shape[-1]).transpose(1, 2)
+        if is_exporting():
+            # torch.export's batch norm on this transposed layout keeps it in the traced shapes but returns a
+            # contiguous tensor when the exported program runs, and a later view of it then fails: hand the next
+            # layers a contiguous tensor (the same values; eager calls keep the cheaper view)
+            out = out.contiguous()
+        return out
 
     def extra_repr(self) -> str:
         """Describe the layer's hyper-parameters."""

@@ -14,7 +14,7 @@ from torch import nn
 
 from .._clip_towers import build_vision_tower, encode_images, encode_images_and_tokens
 from ..config import CLIPVisionConfig
-from .base import Branch
+from .base import Branch, autocast_off
 
 
 class CLIPAdapter(nn.Module):
@@ -123,7 +123,7 @@ class VideoBasedTemporalCLIP(Branch):
             return encoded.mean(dim=1)
         a = self.adapter_ratio
         z = encoded.to(self.adapter.fc[0].weight.dtype).mean(dim=1)
-        with torch.autocast(z.device.type, enabled=False):
+        with autocast_off(z.device.type):
             return a * self.adapter(z) + (1.0 - a) * z
 
     def forward(self, view: torch.Tensor) -> torch.Tensor:
