@@ -1272,7 +1272,11 @@ class SwinTransformer3D(nn.Module):
             self.clear_bias_cache()
             kernel = "sdpa" if requires_grad and x.device.type == "cpu" else self.attention_kernel
             tensors: list[list[WindowTensors] | None] = [None] * len(self.layers)
-        elif not needs_grad and (self.low_memory or (self.low_memory is None and x.device.type == "cpu")):
+        elif (
+            not needs_grad
+            and not is_exporting()  # an exported program builds every bias in its graph (window_tensors)
+            and (self.low_memory or (self.low_memory is None and x.device.type == "cpu"))
+        ):
             # low memory: each block builds its tensors when it runs, one block's held at a time (BasicLayer)
             self.clear_bias_cache()
             kernel = self.attention_kernel
