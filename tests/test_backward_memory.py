@@ -167,11 +167,17 @@ def test_checkpointed_blocks_run_one_clip_at_a_time_and_only_when_gradients_are_
     blocks = sum(len(layer.blocks) for layer in model.layers)
     assert batches == [1] * (2 * 3 * blocks)  # forward and recomputation, one clip each
     batches.clear()
+    model.low_memory = False  # scoring on the batched path (the CPU default is the low-memory path)
     with torch.no_grad():
         model(x)
     model(x)  # grad enabled, but nothing needs it: the batched path with the kept biases
     assert batches == [3] * (2 * blocks)
     assert all(m._bias_cache is not None for m in model.modules() if isinstance(m, WindowAttention3D))
+    batches.clear()
+    model.low_memory = None
+    model(x)  # the CPU default without gradients: one clip at a time, no bias kept
+    assert batches == [1] * (3 * blocks)
+    assert all(m._bias_cache is None for m in model.modules() if isinstance(m, WindowAttention3D))
     for hook in hooks:
         hook.remove()
 
