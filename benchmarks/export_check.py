@@ -28,26 +28,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from precision_check import videos as precision_videos  # the script's folder is on sys.path
 
 import dvlta_metric
 from dvlta_metric.export import ViewNetwork, export_model, export_program
 
 
 def videos(n: int, seed: int = 0) -> list[torch.Tensor]:
-    """``n`` smooth random uint8 videos of varied sizes, each longer than ``dvlta-vqa``'s fragment clips' span (64
-    frames: 32 at interval 2), so that the eager model computes every clip too (it computes clips that read the
-    same frames once, the exported program all of them)."""
-    g = torch.Generator().manual_seed(seed)
-    sizes = [(540, 960), (360, 640), (720, 1280)]
-    out = []
-    for i in range(n):
-        h, w = sizes[i % len(sizes)]
-        t = 128 + 16 * (i % 3)
-        base = torch.rand(t, 3, h // 16, w // 16, generator=g)
-        frames = torch.nn.functional.interpolate(base, size=(h, w), mode="bilinear", align_corners=False)
-        frames = (frames + 0.05 * torch.rand(t, 3, h, w, generator=g)).clamp(0, 1)
-        out.append((frames * 255).to(torch.uint8))
-    return out
+    """``n`` smooth random uint8 videos (:func:`precision_check.videos`), each longer than ``dvlta-vqa``'s fragment
+    clips' span (64 frames: 32 at interval 2), so that the eager model computes every clip too (it computes clips
+    that read the same frames once, the exported program all of them)."""
+    return precision_videos(n, seed, sizes=((540, 960), (360, 640), (720, 1280)), frames=128)
 
 
 def _version(package: str) -> str | None:

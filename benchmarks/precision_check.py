@@ -25,14 +25,20 @@ import dvlta_metric
 from dvlta_metric.model import branch_dtypes
 
 
-def videos(n: int, seed: int = 0) -> list[torch.Tensor]:
-    """``n`` smooth random uint8 videos of varied sizes and lengths."""
+def videos(
+    n: int,
+    seed: int = 0,
+    *,
+    sizes: tuple[tuple[int, int], ...] = ((540, 960), (720, 1280), (360, 640), (480, 480)),
+    frames: int = 48,
+) -> list[torch.Tensor]:
+    """``n`` smooth random uint8 videos, ``(height, width)`` from ``sizes`` in turn, ``frames``, ``frames + 16`` or
+    ``frames + 32`` frames long."""
     g = torch.Generator().manual_seed(seed)
-    sizes = [(540, 960), (720, 1280), (360, 640), (480, 480)]
     out = []
     for i in range(n):
         h, w = sizes[i % len(sizes)]
-        t = 48 + 16 * (i % 3)
+        t = frames + 16 * (i % 3)
         base = torch.rand(t, 3, h // 16, w // 16, generator=g)
         frames = torch.nn.functional.interpolate(base, size=(h, w), mode="bilinear", align_corners=False)
         frames = (frames + 0.05 * torch.rand(t, 3, h, w, generator=g)).clamp(0, 1)
