@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from swin_small import SMALL, randomise_bias_tables
 
+from dvlta_metric.branches import swin3d
 from dvlta_metric.branches.swin3d import (
     SwinTransformer3D,
     SwinTransformerBlock3D,
@@ -356,19 +357,58 @@ def test_frozen_bias_cache_matches_and_follows_table_changes() -> None:
     randomise_bias_tables(model)
     model.low_memory = False  # the speed path keeps the biases (on CPU the default is the low-memory path)
     x = torch.randn(2, 3, 8, 224, 224)
+    trainable = model(x)  # tables require grad and grad is on: rebuilt every call, nothing kept
+    assert all(m._bias_cache is None for m in model.modules() if isinstance(m, WindowAttention3D))
     with torch.no_grad():
-        trainable = model(x)  # tables require grad: rebuilt every call, nothing kept
-        assert all(m._bias_cache is None for m in model.modules() if isinstance(m, WindowAttention3D))
         model.requires_grad_(False)
         first, second = model(x), model(x)  # the second call reuses the kept biases
         assert any(m._bias_cache is not None for m in model.modules() if isinstance(m, WindowAttention3D))
-        assert torch.equal(first, second) and torch.allclose(first, trainable, atol=1e-6)
+        assert torch.equal(first, second) and torch.allclose(first, trainable.detach(), atol=1e-6)
         attn = model.layers[0].blocks[0].attn
         attn.fragment_position_bias_table.add_(0.5)  # in-place change bumps the version: cache is stale
         changed = model(x)
         model.clear_bias_cache()
         assert torch.allclose(changed, model(x), atol=1e-6)
         assert not torch.allclose(changed, first, atol=1e-4)
+
+
+def test_trainable_tables_without_grad_give_a_bias_without_grad_and_keep_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scoring a model whose bias tables train (fine-tuning, an evaluation between steps): under ``no_grad`` the
+    attention mask must not require grad, or CPU attention drops to its slow math backend, and the bias may be kept;
+    an optimizer's in-place step makes it stale; with grad on the tables get gradients."""
+    torch.manual_seed(5)
+    model = SwinTransformer3D(**SMALL).eval()
+    randomise_bias_tables(model)
+    model.low_memory = False
+    masks: list[torch.Tensor] = []
+    sdpa = swin3d.F.scaled_dot_product_attention
+
+    def spy(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor, **kw: object) -> torch.Tensor:
+        masks.append(attn_mask)
+        return sdpa(q, k, v, attn_mask=attn_mask, **kw)
+
+    monkeypatch.setattr(swin3d.F, "scaled_dot_product_attention", spy)
+    x = torch.randn(1, 3, 8, 64, 64)
+    attns = [m for m in model.modules() if isinstance(m, WindowAttention3D)]
+    with torch.no_grad():
+        first = model(x)
+        assert masks and not any(m.requires_grad for m in masks)
+        assert all(m._bias_cache is not None for m in attns)
+        kept = [m._bias_cache[-1] for m in attns if m._bias_cache is not None]
+        assert torch.equal(model(x), first)
+        assert all(m._bias_cache is not None and m._bias_cache[-1] is b for m, b in zip(attns, kept, strict=True))
+    table = attns[0].relative_position_bias_table
+    optimizer = torch.optim.SGD([table], lr=1.0)
+    loss = model(x).square().mean()  # grad on: the bias is rebuilt in the graph and not kept
+    assert all(m._bias_cache is None for m in attns)
+    loss.backward()
+    assert table.grad is not None and table.grad.abs().sum() > 0
+    table.grad = table.grad.sign()  # a step large enough to see (the gradient itself is tiny here)
+    optimizer.step()
+    with torch.no_grad():
+        stepped = model(x)
+        model.clear_bias_cache()
+        assert torch.equal(stepped, model(x)) and not torch.allclose(stepped, first, atol=1e-5)
 
 
 def test_low_memory_path_keeps_nothing_and_matches_the_batched_one() -> None:

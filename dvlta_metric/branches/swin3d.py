@@ -616,8 +616,9 @@ class WindowAttention3D(nn.Module):
         the shapes and on the table values, so the last one is kept and reused until the window, the masks,
         the dtype or the tables change (tracked by their version counters: ``load_state_dict``, ``.to()`` and
         in-place edits under ``torch.no_grad()`` are seen; edits through ``table.data`` bypass the counter,
-        so call :meth:`SwinTransformer3D.clear_bias_cache` after those). With trainable tables it is rebuilt
-        on every call so that gradients reach them.
+        so call :meth:`SwinTransformer3D.clear_bias_cache` after those). Trainable tables are treated the same
+        in calls without grad (the bias then never requires grad); with grad enabled their bias is rebuilt on
+        every call so that gradients reach them.
 
         Args:
             window: Effective window ``(wd, wh, ww)``.
@@ -632,7 +633,10 @@ class WindowAttention3D(nn.Module):
             ``(1 or nW, nH, N, N)``.
         """
         exporting = is_exporting()
-        frozen = keep and not exporting and not any(t.requires_grad for t in self.bias_tables())
+        grad = torch.is_grad_enabled()
+        # a bias without gradients may be kept: frozen tables, or trainable ones in a call without grad (scoring a
+        # model under training); the tables' version counters see an optimizer's in-place steps
+        frozen = keep and not exporting and not (grad and any(t.requires_grad for t in self.bias_tables()))
         key = (window, dtype, self.tables_key()) if frozen else ()
         # the gate and mask are identified by object, through weak references: an address could be reused by
         # another input size's gate of the same shape once the shape caches let the first one go
@@ -640,7 +644,14 @@ class WindowAttention3D(nn.Module):
             cached_key, cached_gate, cached_mask, cached_bias = self._bias_cache
             if cached_key == key and _same(cached_gate, gate) and _same(cached_mask, mask):
                 return cached_bias
-        with contextlib.nullcontext() if exporting else torch.inference_mode(False):
+        # out of inference mode, so that a kept bias also serves later calls outside it; inference_mode(False)
+        # turns grad mode on, so the caller's grad mode is put back: a bias that requires grad would send
+        # scaled_dot_product_attention to its slow math backend on CPU (its fused kernels take no such mask)
+        building = contextlib.ExitStack()
+        if not exporting:
+            building.enter_context(torch.inference_mode(False))
+            building.enter_context(torch.set_grad_enabled(grad))
+        with building:
             bias = self.position_bias(window, gate)
             if mask is not None:
                 # the GRPB bias is a fresh (nW, nH, N, N) tensor: add in place to spare a large allocation
