@@ -14,7 +14,8 @@ Reports, for one video (a given file, or a generated H.264 clip of ``--resolutio
   decoding workers over copies of the file;
 * peak memory (CPU RSS, CUDA max allocated);
 * FLOPs per video counted with ``torch.utils.flop_counter`` and the achieved rate as a fraction of the
-  measured matmul rate (fp32 on CPU, bf16 on CUDA), measured in the same run;
+  matmul rate (fp32 on CPU, bf16 on CUDA), measured in the same run by ``rate_probe.py`` (the best of several
+  runs over square products and the model's own largest products);
 * optionally (``--as-loss``) one forward + backward with gradients on the pixels.
 """
 
@@ -23,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import sys
@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rate_probe import machine_description, model_gemm_shapes, robust_rate  # this folder is on sys.path
 from torch.utils.flop_counter import FlopCounterMode
 
 import dvlta_metric
@@ -79,23 +80,6 @@ def count_flops(fn: Callable[[], Any]) -> int:
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
     return int(counter.get_total_flops())
-
-
-def matmul_rate(device: torch.device, dtype: torch.dtype, n: int, seconds: float = 2.0) -> float:
-    """Measured FLOP/s of square ``n x n`` matrix products in ``dtype`` on ``device``."""
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    sync(device)
-    reps, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        a @ b
-        reps += 1
-        if device.type == "cuda" and reps % 10 == 0:
-            sync(device)
-    sync(device)
-    return 2 * n**3 * reps / (time.perf_counter() - t0)
 
 
 def copy_bandwidth(device: torch.device, mib: int, seconds: float = 1.0) -> float:
@@ -235,10 +219,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {
         "model": args.model,
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(),
+        **machine_description(device),
         "torch": torch.__version__,
         "precision": args.precision,
         "compile": args.compile,
@@ -248,16 +229,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "video": str(video_path),
     }
 
-    # machine rate, measured in this run
-    if device.type == "cuda":
-        rate = matmul_rate(device, torch.bfloat16, 8192)
-        result["matmul_rate"] = {"dtype": "bf16", "flops_per_s": rate}
-    else:
-        rate = matmul_rate(device, torch.float32, 2048)
-        result["matmul_rate"] = {"dtype": "fp32", "flops_per_s": rate}
-        if args.precision != "fp32":  # for reference: what the CPU's half-precision matmuls reach
-            half = dvlta_metric.model.PRECISIONS[args.precision]
-            result["matmul_rate_half"] = {"dtype": args.precision, "flops_per_s": matmul_rate(device, half, 2048)}
     result["copy_bandwidth"] = {"bytes_per_s": copy_bandwidth(device, 2048 if device.type == "cuda" else 256)}
     result["branch_dtypes"] = {
         k: str(v or torch.float32).removeprefix("torch.")
@@ -270,6 +241,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     t_decode_all, full = timed(lambda: read_video(video_path), torch.device("cpu"), 1, warmup=0)
     t_views, views = timed(lambda: model.make_views(decoded), device, reps)
     batch_views = {k: v[None] for k, v in views.items()}
+
+    # machine rate, measured in this run: the best of several runs over square products and the model's own
+    # largest products (rate_probe.py); fp32 on CPU, bf16 on CUDA
+    shapes = [tuple(s["shape"]) for s in model_gemm_shapes(lambda: model.encode(batch_views))]
+    rate_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    result["matmul_rate"] = robust_rate(device, rate_dtype, shapes, runs=args.rate_runs)
+    rate = result["matmul_rate"]["flops_per_s"]
+    if device.type == "cpu" and args.precision != "fp32":  # for reference: what the CPU's half-precision products reach
+        half = dvlta_metric.model.PRECISIONS[args.precision]
+        result["matmul_rate_half"] = robust_rate(device, half, shapes, runs=args.rate_runs)
     stages: dict[str, dict[str, float]] = {
         "decode (needed frames)": {"seconds": t_decode},
         "decode (all frames)": {"seconds": t_decode_all},
@@ -537,6 +518,9 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="skip the per-stage and end-to-end timings of one video: FLOPs (counted uncompiled) and "
         "the batch throughput only, e.g. for a compiled model at one batch size",
+    )
+    parser.add_argument(
+        "--rate-runs", type=int, default=5, help="timed runs per product shape of the matmul rate probe (best kept)"
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     parser.add_argument("--output", help="also write the JSON to this file")

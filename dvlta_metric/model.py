@@ -388,8 +388,8 @@ class DVLTAVQA(nn.Module, PretrainedMixin):
 
         ``True``: its blocks run one clip at a time and build their attention bias when they run, holding one
         block's at a time; ``False``: the whole batch at once, each block keeping its bias for the next call
-        (1.1 GB for FAST-VQA-B at 32x224x224, which saves rebuilding them: about 0.4 s per call on 2 CPU
-        cores); ``None`` (default): ``True`` on CPU, ``False`` on GPUs
+        (1.1 GB for FAST-VQA-B at 32x224x224), which saves rebuilding them on every call (timings: the Benchmarks
+        page); ``None`` (default): ``True`` on CPU, ``False`` on GPUs
         (:attr:`~dvlta_metric.branches.swin3d.SwinTransformer3D.low_memory`) *(ours)*. Scores agree to float
         rounding. Calls with gradients are not affected (see :meth:`set_grad_checkpointing`), and
         :meth:`compile_branches` sets ``False``. Peak memory by model and precision: the "Speed and memory" page.

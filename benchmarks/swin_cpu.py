@@ -1,0 +1,270 @@
+"""The fragment branch (Swin3D + head) on CPU: its fraction of the matmul rate, one clip against the official
+FAST-VQA backbone, and where its time goes, operator by operator.
+
+Not a test: run it by hand on a quiet machine (nothing else running) and read the JSON.
+
+    python benchmarks/swin_cpu.py --model dvlta-vqa \\
+        --fastvqa-reference /path/to/FAST-VQA-and-FasterVQA/fastvqa/models/swin_backbone.py \\
+        --output benchmarks/results/cpu_2core_swin3d.json
+
+It measures, in one process with the allocator tuned as the command line does and random weights (the cost does
+not depend on them):
+
+* the matmul rate (``rate_probe.py``: the best of several runs over square products and the branch's own
+  largest products) and the branch's FLOPs (``torch.utils.flop_counter``, attention counted on the math backend);
+* the branch on one video's fragment view (its ``K`` clips in one batch, 4 for ``dvlta-vqa``) on the default CPU
+  path (low memory: one clip at a time, biases built when each block runs) and on the batched path (whole batch,
+  biases kept between calls): median and best of ``--repeats`` calls, and the fraction of the rate;
+* one 32x224x224 clip through our backbone and through the official one (``--fastvqa-reference``: a fetched
+  copy, never part of this repository) with the same weights, the two calls alternating so that a disturbance
+  hits both; the speedup, and the largest speedup any implementation doing the same FLOPs could reach here
+  (the official time over the FLOPs at the full matmul rate);
+* one clip through a stand-alone ``SwinTransformer3D`` whose bias tables train (a fine-tuned backbone scored
+  under ``torch.no_grad``);
+* a profile of one call at the batch, its operators' self time grouped by what they do;
+* optionally (``--compile``) the branch under :func:`torch.compile`, and (``--bf16``) in bfloat16 autocast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import importlib.util
+import json
+import os
+import statistics
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from bench import count_flops  # benchmarks/bench.py: this script runs as a file, with its folder on sys.path
+from rate_probe import machine_description, model_gemm_shapes, robust_rate
+
+import dvlta_metric
+
+
+def timings(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, dict[str, float]]:
+    """Median and best seconds of each call over ``repeats`` rounds, the calls alternating within each round.
+
+    Each call runs once first (warm-up: shape caches, first-touch allocations).
+    """
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = defaultdict(list)
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: {"median_s": statistics.median(t), "best_s": min(t), "runs": len(t)} for name, t in times.items()}
+
+
+def load_reference(path: str) -> type:
+    """The official ``SwinTransformer3D`` class from a FAST-VQA ``swin_backbone.py`` the user points to."""
+    spec = importlib.util.spec_from_file_location("fastvqa_swin_reference", path)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.SwinTransformer3D
+
+
+# Operator groups of the profile, by the operator's own name, its callers (aten ops above it) and the Python
+# functions on its stack; the first rule that matches wins.
+def _category(name: str, parents: list[str], stack: list[str]) -> str:
+    frames = " ".join(stack)
+    if any(p.startswith("aten::scaled_dot_product_attention") for p in parents) or "scaled_dot_product" in name:
+        return "window attention (SDPA kernel)"
+    if any(f in frames for f in ("attention_bias", "position_bias", "window_tensors", "_cached_")):
+        return "attention bias build (gate, tables, shift mask)"
+    if name in ("aten::addmm", "aten::mm") or "aten::linear" in parents:
+        return "linear layers (qkv, proj, MLP, patch merging)"
+    if name == "aten::gelu":
+        return "GELU"
+    if "aten::layer_norm" in parents or "layer_norm" in name:
+        return "layer norms"
+    if name == "aten::index_select":
+        return "window partition and reverse (gather, scatter)"
+    if "convolution" in name or "aten::conv3d" in parents:
+        return "patch embedding (Conv3d)"
+    if "PatchMerging" in frames or "forward (swin3d.py" in frames and name == "aten::cat":
+        return "patch merging and clip joins (cat, pad)"
+    if name in ("aten::add", "aten::add_"):
+        return "residual adds"
+    return "other (copies, head, views)"
+
+
+def profile_categories(fn: Callable[[], Any], top: int = 15) -> dict[str, Any]:
+    """One call of ``fn`` under :mod:`torch.profiler`: self time by operator group, and the top operators."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True, with_stack=True) as prof:
+        fn()
+    groups: dict[str, float] = defaultdict(float)
+    total = 0.0
+    for event in prof.events():
+        own = event.self_cpu_time_total
+        if own <= 0 or not event.name.startswith("aten::"):
+            continue
+        parents, parent = [], event.cpu_parent
+        while parent is not None:
+            parents.append(parent.name)
+            parent = parent.cpu_parent
+        stack = [f for f in (event.stack or []) if "swin3d.py" in f or "basic_visual.py" in f]
+        groups[_category(event.name, parents, stack)] += own
+        total += own
+    ops = sorted(prof.key_averages(group_by_input_shape=True), key=lambda e: e.self_cpu_time_total, reverse=True)
+    return {
+        "total_ms": total / 1e3,
+        "groups": [
+            {"group": g, "ms": ms / 1e3, "share": ms / total}
+            for g, ms in sorted(groups.items(), key=lambda kv: kv[1], reverse=True)
+        ],
+        "top_ops": [
+            {
+                "name": e.key,
+                "shapes": str(e.input_shapes)[:120],
+                "ms": e.self_cpu_time_total / 1e3,
+                "share": e.self_cpu_time_total / total,
+                "calls": e.count,
+            }
+            for e in ops[:top]
+        ],
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    tuned = dvlta_metric.tune_allocator()
+    torch.set_grad_enabled(False)
+    torch.manual_seed(0)
+    model = dvlta_metric.create(args.model, pretrained=False, device="cpu")
+    branch = model.branches["bvfe"]
+    encoder = branch.encoder
+    gen = torch.Generator().manual_seed(0)
+    video = torch.randint(0, 256, (args.frames, 3, *args.video_size), generator=gen, dtype=torch.uint8)
+    fragments = model.make_views(video)["fragments"][None]  # (1, K, 3, L, S, S)
+    clip = fragments[0, :1]  # (1, 3, L, S, S)
+
+    def call_branch() -> Any:
+        return branch(fragments)
+
+    result: dict[str, Any] = {
+        "model": args.model,
+        **machine_description(torch.device("cpu")),
+        "torch": torch.__version__,
+        "tuned_allocator": bool(tuned),
+        "clips": int(fragments.shape[1]),
+        "clip_shape": list(clip.shape[1:]),
+    }
+    shapes = [tuple(s["shape"]) for s in model_gemm_shapes(lambda: branch(fragments[:, :1]))]
+    rate = robust_rate(torch.device("cpu"), torch.float32, shapes, seconds=args.rate_seconds, runs=args.rate_runs)
+    result["matmul_rate"] = rate
+    peak = rate["flops_per_s"]
+    flops = count_flops(call_branch)
+    clip_flops = count_flops(lambda: encoder(clip))
+    result["gflops_per_call"] = flops / 1e9
+    result["gflops_per_clip_backbone"] = clip_flops / 1e9
+
+    # the branch on one video's K clips, on both CPU paths
+    paths: dict[str, dict[str, Any]] = {}
+    for name, low_memory in (("low_memory (CPU default)", None), ("batched (biases kept)", False)):
+        model.set_low_memory(low_memory)
+        t = timings({"branch": call_branch}, args.repeats)["branch"]
+        paths[name] = t | {
+            "fraction_of_matmul_rate": flops / t["median_s"] / peak,
+            "fraction_of_matmul_rate_best": flops / t["best_s"] / peak,
+        }
+    model.set_low_memory(None)
+    result["branch"] = paths
+
+    # one clip: ours against the official backbone, the same weights, alternating
+    one: dict[str, Any] = {}
+    calls: dict[str, Callable[[], Any]] = {"ours": lambda: encoder(clip)}
+    if args.fastvqa_reference:
+        # tuples as our config has them: the official code reads a *list* window_size as one window per stage
+        ref = load_reference(args.fastvqa_reference)(use_checkpoint=False, **dataclasses.asdict(model.config.swin))
+        missing, unexpected = ref.load_state_dict(encoder.state_dict(), strict=False)
+        if unexpected or any("relative_position_index" not in k for k in missing):
+            raise ValueError(f"reference keys differ: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        ref.train(False)  # the official train() returns None: no chaining
+        calls["official FAST-VQA"] = lambda: ref(clip)
+        one["max_abs_diff"] = float((ref(clip) - encoder(clip)).abs().max())
+    standalone = copy.deepcopy(encoder).requires_grad_(True)  # as a backbone being fine-tuned
+    calls["ours, trainable bias tables"] = lambda: standalone(clip)
+    one["seconds"] = timings(calls, args.repeats)
+    ours_s = one["seconds"]["ours"]["median_s"]
+    one["fraction_of_matmul_rate"] = clip_flops / ours_s / peak
+    if "official FAST-VQA" in one["seconds"]:
+        ref_s = one["seconds"]["official FAST-VQA"]["median_s"]
+        one["speedup"] = ref_s / ours_s
+        one["official_fraction_of_matmul_rate"] = clip_flops / ref_s / peak
+        one["speedup_at_full_matmul_rate"] = ref_s / (clip_flops / peak)
+    result["one_clip"] = one
+
+    result["profile"] = profile_categories(call_branch, top=args.profile_top)
+
+    if args.compile:
+        compiled = torch.compile(encoder, dynamic=False)
+        t0 = time.perf_counter()
+        out = compiled(clip)
+        first = time.perf_counter() - t0
+        model.set_low_memory(False)  # what compile_branches does: the compiled backbone takes its tensors as inputs
+        eager = encoder(clip)
+        t = timings({"compiled": lambda: compiled(clip), "eager batched": lambda: encoder(clip)}, args.repeats)
+        model.set_low_memory(None)
+        result["compile"] = {
+            "first_call_s": first,
+            "seconds": t,
+            "speedup": t["eager batched"]["median_s"] / t["compiled"]["median_s"],
+            "max_abs_diff": float((out - eager).abs().max()),
+        }
+
+    bf16_hw = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    result["cpu_bf16_hardware"] = bool(bf16_hw)
+    if args.bf16:
+        model.set_precision("bf16")
+        with model.branch_autocast("bvfe"):
+            t = timings({"bf16": call_branch}, args.repeats)["bf16"]
+        model.set_precision("fp32")
+        result["bf16_branch"] = t | {"fp32_median_s": paths["low_memory (CPU default)"]["median_s"]}
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="dvlta-vqa")
+    parser.add_argument(
+        "--fastvqa-reference", metavar="SWIN_BACKBONE_PY", help="the official fastvqa/models/swin_backbone.py"
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="timed calls of each measurement (median reported)")
+    parser.add_argument("--rate-runs", type=int, default=5, help="timed runs per product shape of the rate probe")
+    parser.add_argument("--rate-seconds", type=float, default=0.5, help="length of each run of the rate probe")
+    parser.add_argument("--frames", type=int, default=64, help="frames of the random input video")
+    parser.add_argument(
+        "--video-size", type=lambda s: tuple(int(x) for x in s.split("x")), default=(360, 640), help="HxW"
+    )
+    parser.add_argument("--profile-top", type=int, default=15)
+    parser.add_argument("--compile", action="store_true", help="also time the backbone under torch.compile")
+    parser.add_argument("--bf16", action="store_true", help="also time the branch in bfloat16 autocast")
+    parser.add_argument("--output", help="also write the JSON here")
+    args = parser.parse_args(argv)
+    result = run(args)
+    result["command"] = "python benchmarks/swin_cpu.py " + " ".join(
+        a if "swin_backbone" not in a else "fastvqa/models/swin_backbone.py" for a in (argv or sys.argv[1:])
+    )
+    text = json.dumps(result, indent=2)
+    if args.output:
+        Path(args.output).write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    raise SystemExit(main())
