@@ -46,6 +46,7 @@ from bench import count_flops  # benchmarks/bench.py: this script runs as a file
 from rate_probe import machine_description, model_gemm_shapes, robust_rate
 
 import dvlta_metric
+from dvlta_metric.branches.basic_visual import repeated_clips
 
 
 def timings(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, dict[str, float]]:
@@ -149,12 +150,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     gen = torch.Generator().manual_seed(0)
     video = torch.randint(0, 256, (args.frames, 3, *args.video_size), generator=gen, dtype=torch.uint8)
     fragments = model.make_views(video)["fragments"][None]  # (1, K, 3, L, S, S)
+    if repeated_clips(fragments[0]) is not None:  # the branch would run the equal clips once (encode)
+        raise ValueError(f"{args.frames} frames are too few: the view's clips repeat; give more --frames")
     clip = fragments[0, :1]  # (1, 3, L, S, S)
 
     def call_branch() -> Any:
         return branch(fragments)
 
     result: dict[str, Any] = {
+        "benchmark": "swin_cpu",
         "model": args.model,
         **machine_description(torch.device("cpu")),
         "torch": torch.__version__,
@@ -245,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed calls of each measurement (median reported)")
     parser.add_argument("--rate-runs", type=int, default=5, help="timed runs per product shape of the rate probe")
     parser.add_argument("--rate-seconds", type=float, default=0.5, help="length of each run of the rate probe")
-    parser.add_argument("--frames", type=int, default=64, help="frames of the random input video")
+    parser.add_argument("--frames", type=int, default=240, help="frames of the random input video")
     parser.add_argument(
         "--video-size", type=lambda s: tuple(int(x) for x in s.split("x")), default=(360, 640), help="HxW"
     )

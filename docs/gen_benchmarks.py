@@ -13,6 +13,8 @@ Every ``*.json`` file in ``benchmarks/results`` becomes one section, keyed by it
 * ``benchmarks/attention_variants.py`` reports (a ``stages`` list and ``total_ms_all_blocks``);
 * ``benchmarks/backward_memory.py`` reports (``"benchmark": "backward_memory"``): peak RSS of one ``as_loss``
   forward + backward pass by frames x resolution, with and without checkpointing;
+* ``benchmarks/swin_cpu.py`` reports (``"benchmark": "swin_cpu"``): the fragment branch on CPU against the matmul
+  rate and the official FAST-VQA backbone, and its operator profile;
 * anything else: its numbers as a flat key/value table.
 
 The command that produced a result is taken from a ``"command"`` entry when the file has one; otherwise it
@@ -286,6 +288,97 @@ def _roofline_section(name: str, r: dict[str, Any]) -> list[str]:
     return out
 
 
+def _is_swin_cpu(r: Any) -> bool:
+    return isinstance(r, dict) and r.get("benchmark") == "swin_cpu"
+
+
+def _swin_cpu_section(name: str, r: dict[str, Any]) -> list[str]:
+    """A ``benchmarks/swin_cpu.py`` report: the fragment branch on CPU against the rate and the official code."""
+    out = [f"## {name}", ""] + _note(r)
+    out += [
+        f"* Machine: {_machine(r)}; torch {r.get('torch', '?')}; allocator tuned: {_num(r.get('tuned_allocator'))}",
+        f"* Model: `{r.get('model', '?')}`, fragment branch (Swin3D + head) in float32, "
+        f"{r.get('clips', '?')} clips of {'x'.join(str(v) for v in r.get('clip_shape', [])[1:])} per video",
+        _rate_line(r.get("matmul_rate", {})),
+        f"* FLOPs: {_num(r.get('gflops_per_call'))} GFLOP per video (its {r.get('clips', '?')} clips), "
+        f"{_num(r.get('gflops_per_clip_backbone'))} GFLOP per clip through the backbone",
+        "",
+    ]
+    out += _command_block(r.get("command", "python benchmarks/swin_cpu.py"), False)
+    rows = [
+        [
+            path,
+            _ms(t.get("median_s")),
+            _ms(t.get("best_s")),
+            _num(t.get("fraction_of_matmul_rate"), 2),
+            _num(t.get("fraction_of_matmul_rate_best"), 2),
+        ]
+        for path, t in r.get("branch", {}).items()
+    ]
+    out += ["**The branch on one video's clips, one batch**", ""]
+    out += _table(["path", "median ms", "best ms", "of matmul rate (median)", "of matmul rate (best)"], rows)
+    one = r.get("one_clip", {})
+    if one:
+        rows = [[who, _ms(t.get("median_s")), _ms(t.get("best_s"))] for who, t in one.get("seconds", {}).items()]
+        out += ["**One clip through the backbone, calls alternating**", ""]
+        out += _table(["backbone", "median ms", "best ms"], rows)
+        facts = [f"ours at {_num(one.get('fraction_of_matmul_rate'), 2)} of the matmul rate"]
+        if "speedup" in one:
+            facts += [
+                f"the official code at {_num(one.get('official_fraction_of_matmul_rate'), 2)}",
+                f"speed-up {_num(one.get('speedup'), 3)}x",
+                f"the most any implementation of the same FLOPs could reach here: "
+                f"{_num(one.get('speedup_at_full_matmul_rate'), 3)}x (the official time over the FLOPs at the full "
+                "matmul rate)",
+                f"largest difference of the features: {_num(one.get('max_abs_diff'), 2)}",
+            ]
+        out += ["; ".join(facts) + ".", ""]
+    profile = r.get("profile", {})
+    if profile:
+        out += [
+            "**Where the branch's time goes** (operator self time of one call, "
+            f"{_ms(profile.get('total_ms', 0) / 1e3)} ms)",
+            "",
+        ]
+        out += _table(
+            ["group", "ms", "share"],
+            [[g["group"], _num(g["ms"]), _num(g["share"], 2)] for g in profile.get("groups", [])],
+        )
+        out += _table(
+            ["operator", "input shapes", "ms", "share", "calls"],
+            [
+                [f"`{o['name']}`", o["shapes"].replace("|", "\\|"), _num(o["ms"]), _num(o["share"], 2), str(o["calls"])]
+                for o in profile.get("top_ops", [])
+            ],
+        )
+    comp = r.get("compile")
+    if isinstance(comp, dict):
+        out += ["**`torch.compile` on the CPU (one clip, the batched path it compiles)**", ""]
+        out += _table(
+            ["first call (s)", "compiled median ms", "eager median ms", "speed-up", "max abs difference"],
+            [
+                [
+                    _num(comp.get("first_call_s")),
+                    _ms(comp["seconds"]["compiled"]["median_s"]),
+                    _ms(comp["seconds"]["eager batched"]["median_s"]),
+                    _num(comp.get("speedup"), 3) + "x",
+                    _num(comp.get("max_abs_diff"), 2),
+                ]
+            ],
+        )
+    bf16 = r.get("bf16_branch")
+    hw = "has" if r.get("cpu_bf16_hardware") else "has no"
+    if isinstance(bf16, dict):
+        out += [
+            f"bfloat16 autocast: the branch took {_ms(bf16.get('median_s'))} ms (float32: "
+            f"{_ms(bf16.get('fp32_median_s'))} ms); this CPU {hw} native bfloat16 (AVX512-BF16 or AMX).",
+            "",
+        ]
+    else:
+        out += [f"This CPU {hw} native bfloat16 (AVX512-BF16 or AMX).", ""]
+    return out
+
+
 def _is_decode(r: Any) -> bool:
     return isinstance(r, dict) and isinstance(r.get("decode"), list)
 
@@ -295,7 +388,22 @@ def _machine(r: dict[str, Any]) -> str:
     name = r.get("device_name") or "?"
     threads = r.get("threads")
     cpu = f", {threads} CPU threads" if threads else ""
-    return f"{name} (`{device}`{cpu})"
+    isa = f", {r['cpu_capability']}" if r.get("cpu_capability") else ""
+    return f"{name} (`{device}`{cpu}{isa})"
+
+
+def _rate_line(rate: dict[str, Any], label: str = "") -> str:
+    """The matmul rate of a result, saying how it was probed."""
+    text = (
+        f"* Measured matmul rate ({rate.get('dtype', '?')}{label}): {_num(rate.get('flops_per_s', 0) / 1e12)} TFLOP/s"
+    )
+    if rate.get("probe") == "robust":
+        models = [e for e in rate.get("shapes", []) if e.get("kind") == "model"]
+        return text + (
+            f" (`rate_probe.py`: the best of {rate.get('runs', '?')} runs over 2 square products and the model's"
+            f" {len(models)} largest products)"
+        )
+    return text + " (one square product, timed once: an older probe that can under-measure)"
 
 
 _BENCH_KEYS = frozenset(
@@ -304,7 +412,7 @@ _BENCH_KEYS = frozenset(
         "stages", "flops_per_video", "fastvqa_reference", "end_to_end", "throughput_tensor_path", "score_files",
         "as_loss_backward", "peak_rss_mib", "cuda_max_allocated_mib", "command", "note", "matmul_rate_half",
         "branch_dtypes", "profile", "attention_kernel", "compile_mode", "clips_in_heads", "swin_sdpa_backend",
-        "tuned_allocator",
+        "tuned_allocator", "cpu_capability",
     }
 )  # fmt: skip
 """Entries of a ``bench.py`` result that have their own table; any other entry is listed as it is."""
@@ -340,15 +448,10 @@ def _bench_section(name: str, r: dict[str, Any]) -> list[str]:
         f"* Model: `{r.get('model', '?')}`, {_settings(r)}",
     ]
     if rate:
-        out.append(
-            f"* Measured matmul rate ({rate.get('dtype', '?')}): {_num(rate.get('flops_per_s', 0) / 1e12)} TFLOP/s"
-        )
+        out.append(_rate_line(rate))
     half = r.get("matmul_rate_half")
     if isinstance(half, dict):
-        out.append(
-            f"* Measured matmul rate ({half.get('dtype', '?')}, for reference): "
-            f"{_num(half.get('flops_per_s', 0) / 1e12)} TFLOP/s"
-        )
+        out.append(_rate_line(half, ", for reference"))
     dtypes = r.get("branch_dtypes")
     if isinstance(dtypes, dict):
         out.append("* Branch dtypes: " + ", ".join(f"{k} {v}" for k, v in dtypes.items()))
@@ -818,6 +921,8 @@ def render(directory: Path = RESULTS) -> str:
             lines += _backward_memory_section(name, r)
         elif _is_ray_scaling(r):
             lines += _ray_scaling_section(name, r)
+        elif _is_swin_cpu(r):
+            lines += _swin_cpu_section(name, r)
         else:
             lines += _generic_section(name, r)
     return "\n".join(lines).rstrip() + "\n"
