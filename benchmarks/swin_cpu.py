@@ -75,29 +75,35 @@ def load_reference(path: str) -> type:
     return module.SwinTransformer3D
 
 
-# Operator groups of the profile, by the operator's own name, its callers (aten ops above it) and the Python
-# functions on its stack; the first rule that matches wins.
-def _category(name: str, parents: list[str], stack: list[str]) -> str:
-    frames = " ".join(stack)
-    if any(p.startswith("aten::scaled_dot_product_attention") for p in parents) or "scaled_dot_product" in name:
+# Operator groups of the profile, from an operator's name and its ancestry in the profiler's tree (the aten ops,
+# Python functions and ``nn.Module: Name_i`` events above it); the first rule that matches wins.
+def _category(name: str, parents: list[str]) -> str:
+    above = " | ".join(parents)
+    modules = [p.removeprefix("nn.Module: ").rsplit("_", 1)[0] for p in parents if p.startswith("nn.Module: ")]
+    module = modules[0] if modules else ""
+    if "scaled_dot_product" in name or "aten::scaled_dot_product_attention" in above:
         return "window attention (SDPA kernel)"
-    if any(f in frames for f in ("attention_bias", "position_bias", "window_tensors", "_cached_")):
-        return "attention bias build (gate, tables, shift mask)"
-    if name in ("aten::addmm", "aten::mm") or "aten::linear" in parents:
-        return "linear layers (qkv, proj, MLP, patch merging)"
+    if any(f"): {f}" in above for f in ("attention_bias", "position_bias", "window_tensors", "_cached_fragment_gate")):
+        return "attention bias build (tables, gate, shift mask)"
+    if module == "PatchMerging":
+        return "patch merging (gather, norm, linear)"
+    if module == "PatchEmbed3D":
+        return "patch embedding (Conv3d, norm)"
+    if "SwinTransformer3D" not in modules:
+        return "head (MLP of eq. 9, pooling)"
+    if name in ("aten::addmm", "aten::mm") or "aten::linear" in above:
+        return "linear layers (qkv, proj, MLP; bias copies)"
     if name == "aten::gelu":
         return "GELU"
-    if "aten::layer_norm" in parents or "layer_norm" in name:
+    if "layer_norm" in name or "aten::layer_norm" in above:
         return "layer norms"
     if name == "aten::index_select":
         return "window partition and reverse (gather, scatter)"
-    if "convolution" in name or "aten::conv3d" in parents:
-        return "patch embedding (Conv3d)"
-    if "PatchMerging" in frames or "forward (swin3d.py" in frames and name == "aten::cat":
-        return "patch merging and clip joins (cat, pad)"
-    if name in ("aten::add", "aten::add_"):
+    if name == "aten::cat" and module == "BasicLayer":
+        return "joining clips (low-memory path)"
+    if name in ("aten::add", "aten::add_") and module == "SwinTransformerBlock3D":
         return "residual adds"
-    return "other (copies, head, views)"
+    return "other (layout copies, views)"
 
 
 def profile_categories(fn: Callable[[], Any], top: int = 15) -> dict[str, Any]:
@@ -117,8 +123,7 @@ def profile_categories(fn: Callable[[], Any], top: int = 15) -> dict[str, Any]:
         while parent is not None:
             parents.append(parent.name)
             parent = parent.cpu_parent
-        stack = [f for f in (event.stack or []) if "swin3d.py" in f or "basic_visual.py" in f]
-        groups[_category(event.name, parents, stack)] += own
+        groups[_category(event.name, parents)] += own
         total += own
     ops = sorted(prof.key_averages(group_by_input_shape=True), key=lambda e: e.self_cpu_time_total, reverse=True)
     return {
