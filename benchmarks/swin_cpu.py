@@ -191,7 +191,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "clip_shape": list(clip.shape[1:]),
     }
     shapes = [tuple(s["shape"]) for s in model_gemm_shapes(lambda: branch(fragments[:, :1]))]
-    rate = robust_rate(torch.device("cpu"), torch.float32, shapes, seconds=args.rate_seconds, runs=args.rate_runs)
+    rate = robust_rate(torch.device("cpu"), torch.float32, shapes, args.rate_squares, args.rate_seconds, args.rate_runs)
     result["matmul_rate"] = rate
     peak = rate["flops_per_s"]
     largest = [tuple(e["shape"]) for e in rate["shapes"][:1] + [e for e in rate["shapes"] if e["kind"] == "model"][:2]]
@@ -285,6 +285,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed calls of each measurement (median reported)")
     parser.add_argument("--rate-runs", type=int, default=5, help="timed runs per product shape of the rate probe")
     parser.add_argument("--rate-seconds", type=float, default=0.5, help="length of each run of the rate probe")
+    parser.add_argument(
+        "--rate-squares",
+        type=lambda s: tuple(int(x) for x in s.split(",")),
+        default=(2048, 4096),
+        help="sizes of the square products of the rate probe",
+    )
     parser.add_argument("--frames", type=int, default=240, help="frames of the random input video")
     parser.add_argument(
         "--video-size", type=lambda s: tuple(int(x) for x in s.split("x")), default=(360, 640), help="HxW"

@@ -412,7 +412,7 @@ _BENCH_KEYS = frozenset(
         "stages", "flops_per_video", "fastvqa_reference", "end_to_end", "throughput_tensor_path", "score_files",
         "as_loss_backward", "peak_rss_mib", "cuda_max_allocated_mib", "command", "note", "matmul_rate_half",
         "branch_dtypes", "profile", "attention_kernel", "compile_mode", "clips_in_heads", "swin_sdpa_backend",
-        "tuned_allocator", "cpu_capability",
+        "tuned_allocator", "cpu_capability", "matmul_rate_after",
     }
 )  # fmt: skip
 """Entries of a ``bench.py`` result that have their own table; any other entry is listed as it is."""
@@ -449,6 +449,12 @@ def _bench_section(name: str, r: dict[str, Any]) -> list[str]:
     ]
     if rate:
         out.append(_rate_line(rate))
+    after = r.get("matmul_rate_after")
+    if isinstance(after, dict):
+        out.append(
+            f"* The same probe at the end of the run: {_num(after.get('flops_per_s', 0) / 1e12)} TFLOP/s "
+            "(the fractions below divide by the rate at the start)"
+        )
     half = r.get("matmul_rate_half")
     if isinstance(half, dict):
         out.append(_rate_line(half, ", for reference"))

@@ -46,6 +46,7 @@ def test_bench_writes_stages_throughput_and_profile(tmp_path: Path) -> None:
         "1,2",
         "--repeats",
         "1",
+        *("--rate-runs", "1", "--rate-seconds", "0.02", "--rate-squares", "256"),
         "--branch-times",
         "--profile",
         "--profile-top",
@@ -86,6 +87,7 @@ def test_bench_throughput_only_skips_the_one_video_timings(tmp_path: Path) -> No
         "2",
         "--repeats",
         "1",
+        *("--rate-runs", "1", "--rate-seconds", "0.02", "--rate-squares", "256"),
         "--throughput-only",
         "--output",
         str(out),
@@ -176,7 +178,11 @@ def test_roofline_prices_operators_by_their_flops_and_bytes() -> None:
         spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCHMARKS / f"{name}.py")
         module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
         sys.modules[f"_bench_{name}"] = module  # dataclasses look their module up
-        spec.loader.exec_module(module)  # type: ignore[union-attr]
+        sys.path.insert(0, str(BENCHMARKS))  # the scripts import each other, as when run as files
+        try:
+            spec.loader.exec_module(module)  # type: ignore[union-attr]
+        finally:
+            sys.path.remove(str(BENCHMARKS))
         return module
 
     roofline, bench = load("roofline"), load("bench")
@@ -278,3 +284,64 @@ def test_gpu_decode_measures_each_decoder_and_writes_its_report(tmp_path: Path) 
     assert {r["decoder"] for r in report["read"]} == {"pyav", "torchcodec"}
     for row in report.get("differences", []):
         assert "error" in row or row["same_indices"], row
+
+
+def test_rate_probe_finds_the_model_products_and_keeps_the_best_run() -> None:
+    """benchmarks/rate_probe.py: the products it probes are the model's own (by FLOPs), and the rate is the best."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import torch
+        from rate_probe import model_gemm_shapes, robust_rate
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    layer = torch.nn.Linear(48, 96)
+    x = torch.randn(500, 48)
+    shapes = model_gemm_shapes(lambda: torch.bmm(torch.randn(2, 7, 5), torch.randn(2, 5, 3)) + layer(x).sum())
+    assert shapes[0]["shape"] == [1, 500, 48, 96] and shapes[0]["share"] > 0.9
+    rate = robust_rate(torch.device("cpu"), torch.float32, [(1, 500, 48, 96)], squares=(64,), seconds=0.01, runs=3)
+    assert [e["kind"] for e in rate["shapes"]] == ["square", "model"] and rate["probe"] == "robust"
+    assert rate["flops_per_s"] == max(e["best_flops_per_s"] for e in rate["shapes"]) > 0
+    assert all(e["best_flops_per_s"] >= e["median_flops_per_s"] for e in rate["shapes"])
+
+
+def test_swin_cpu_times_the_branch_against_a_reference_and_groups_its_profile(tmp_path: Path) -> None:
+    """benchmarks/swin_cpu.py on the tiny model, with a stand-in for the official backbone (the official file is
+    never part of the repository): our own backbone behind the official constructor's signature."""
+    reference = tmp_path / "swin_backbone.py"
+    reference.write_text(
+        "from dvlta_metric.branches.swin3d import SwinTransformer3D as _Ours\n\n\n"
+        "class SwinTransformer3D(_Ours):\n"
+        "    def __init__(self, use_checkpoint=True, mlp_ratio=4.0, **kwargs):\n"
+        "        super().__init__(mlp_ratio=mlp_ratio, **kwargs)\n\n"
+        "    def train(self, mode=True):  # as the official one: returns None\n"
+        "        super().train(mode)\n"
+    )
+    out = tmp_path / "swin.json"
+    _run(
+        "swin_cpu.py",
+        *("--model", "dvlta-vqa-tiny", "--repeats", "2", "--rate-runs", "1", "--rate-seconds", "0.02"),
+        *("--rate-squares", "256"),
+        *("--video-size", "120x160", "--fastvqa-reference", str(reference), "--output", str(out)),
+    )
+    r = json.loads(out.read_text())
+    assert r["benchmark"] == "swin_cpu" and r["clips"] == 2 and r["gflops_per_call"] > r["gflops_per_clip_backbone"]
+    for path in r["branch"].values():
+        assert path["runs"] == 2 and 0 < path["fraction_of_matmul_rate"] <= path["fraction_of_matmul_rate_best"]
+        assert path["fraction_of_matmul_rate_paired"] > 0 and len(path["rates_flops_per_s"]) == 2
+    one = r["one_clip"]
+    assert set(one["seconds"]) == {"ours", "official FAST-VQA", "ours, trainable bias tables"}
+    assert one["max_abs_diff"] == 0 and one["speedup"] > 0 and one["speedup_at_full_matmul_rate"] > 0
+    groups = {g["group"]: g["share"] for g in r["profile"]["groups"]}
+    assert abs(sum(groups.values()) - 1) < 1e-6
+    for group in ("linear layers", "window attention", "attention bias build", "GELU", "layer norms", "head"):
+        assert any(g.startswith(group) for g in groups), (group, groups)
+    page = tmp_path / "page.md"
+    rendered = subprocess.run(
+        [sys.executable, str(ROOT / "docs" / "gen_benchmarks.py"), "--results", str(tmp_path), "--page", str(page)],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    text = page.read_text()
+    assert "## swin" in text and "One clip through the backbone" in text and "`rate_probe.py`" in text

@@ -588,12 +588,13 @@ class WindowAttention3D(nn.Module):
         table = self.relative_position_bias_table
         index = _shape_cached(_relative_position_index, self.window_size, window, table.device)
         n = math.prod(window)
-        # contiguous (nH, N, N): keeps the large broadcast result below contiguous (and fast)
-        rel = table[index].view(n, n, self.num_heads).permute(2, 0, 1).contiguous()
+        # gathered from the transposed table: a contiguous (nH, N, N) in one pass (no permute copy), which keeps the
+        # large broadcast result below contiguous (and fast)
+        rel = table.t().index_select(1, index).view(self.num_heads, n, n)
         frag_table = self.fragment_position_bias_table
         if frag_table is None or gate is None:
             return rel.unsqueeze(0)
-        frag = frag_table[index].view(n, n, self.num_heads).permute(2, 0, 1).contiguous()
+        frag = frag_table.t().index_select(1, index).view(self.num_heads, n, n)
         return torch.lerp(frag, rel, gate)  # = rel * gate + frag * (1 - gate), in one pass
 
     def bias_tables(self) -> list[nn.Parameter]:
