@@ -215,6 +215,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     overrides = {"fragment_view": {"num_clips": args.num_clips}} if args.num_clips else {}
     model = dvlta_metric.create(args.model, pretrained=args.pretrained, device=device, **overrides)
     model.set_precision(args.precision).set_attention_kernel(args.attention_kernel)
+    if args.swin_path != "default":
+        model.set_low_memory(args.swin_path == "low-memory")
     compile_kwargs = {"mode": args.compile_mode} if args.compile_mode else {}
     if args.compile and not args.throughput_only:
         model.compile_branches(**compile_kwargs)
@@ -235,6 +237,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "compile": args.compile,
         "compile_mode": args.compile_mode if args.compile else None,
         "attention_kernel": args.attention_kernel,
+        "swin_path": args.swin_path,
         "tuned_allocator": bool(tuned),
         "video": str(video_path),
     }
@@ -255,6 +258,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # machine rate, measured in this run: the best of several runs over square products and the model's own
     # largest products (rate_probe.py); fp32 on CPU, bf16 on CUDA
     shapes = [tuple(s["shape"]) for s in model_gemm_shapes(lambda: model.encode(batch_views))]
+    if args.rate_squares is None:
+        args.rate_squares = (4096, 8192) if device.type == "cuda" else (2048, 4096)
     rate_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     result["matmul_rate"] = robust_rate(
         device, rate_dtype, shapes, args.rate_squares, args.rate_seconds, args.rate_runs
@@ -508,6 +513,12 @@ def main(argv: list[str] | None = None) -> int:
         choices=["sdpa", "flex"],
         help="window attention kernel of the fragment backbone",
     )
+    parser.add_argument(
+        "--swin-path",
+        choices=["default", "low-memory", "batched"],
+        default="default",
+        help="the Swin3D's scoring path (model.set_low_memory: default: low-memory on CPU, batched elsewhere)",
+    )
     parser.add_argument("--files", type=int, default=0, help="also time score_files over N copies of the video")
     parser.add_argument("--files-batch", type=int, default=1)
     parser.add_argument("--workers", type=int, default=2)
@@ -544,8 +555,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rate-squares",
         type=lambda s: tuple(int(x) for x in s.split(",")),
-        default=(2048, 4096),
-        help="sizes of the square products of the matmul rate probe",
+        default=None,
+        help="sizes of the square products of the matmul rate probe (default: 2048,4096 on CPU, 4096,8192 on CUDA)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     parser.add_argument("--output", help="also write the JSON to this file")

@@ -42,7 +42,10 @@ export PYTHONUNBUFFERED=1
 log="$out/log.txt"
 card=$(python3 -c "import re, torch; m = re.search(r'(H100|H200|A100|L40S|L4)', torch.cuda.get_device_name(0)); print(m.group(1).lower() if m else 'gpu')")
 step() { local limit=$1; shift; echo "== $* (limit ${limit}s)" | tee -a "$log"; timeout "$limit" "$@" 2>&1 | grep -v "^W[0-9]" | tee -a "$log"; }
-bench() { local limit=$1; shift; step "$limit" python3 benchmarks/bench.py --model "$model" --device cuda "$@"; }
+bench() {
+  local limit=$1; shift
+  step "$limit" python3 benchmarks/bench.py --model "$model" --device cuda --rate-runs 3 --rate-seconds 0.3 "$@"
+}
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader 2>&1 | tee -a "$log"
 if [ "$part" = a ] || [ "$part" = all ]; then
   # the open question first: the flex kernel end to end, against the sdpa baseline on the same machine

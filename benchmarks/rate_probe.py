@@ -168,7 +168,11 @@ def robust_rate(
 def machine_description(device: torch.device) -> dict[str, Any]:
     """What the rate belongs to: the processor's model name and vector ISA, or the GPU's name, and torch's threads."""
     if device.type == "cuda":
-        return {"device_name": torch.cuda.get_device_name(device), "threads": torch.get_num_threads()}
+        return {
+            "device": str(device),
+            "device_name": torch.cuda.get_device_name(device),
+            "threads": torch.get_num_threads(),
+        }
     name = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -178,6 +182,7 @@ def machine_description(device: torch.device) -> dict[str, Any]:
     except OSError:
         pass
     return {
+        "device": str(device),
         "device_name": name,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "threads": torch.get_num_threads(),

@@ -48,7 +48,9 @@ fp16 move the outputs from float32), `benchmarks/decode_scaling.py` (decoding al
 `benchmarks/backward_memory.py` (peak memory of an `as_loss` forward and backward pass) and
 `benchmarks/ray_scaling.py` (files per second of `score_files` and of the Ray path on one machine) and
 `benchmarks/export_check.py` (the `.pt2` and ONNX files of [Export](export.md): their sizes, the time to write,
-load and run them, and their scores against eager ones).
+load and run them, and their scores against eager ones) and `benchmarks/swin_cpu.py` (the fragment branch on a
+CPU: its share of the matmul rate on both CPU paths, one clip against the official FAST-VQA backbone, and where its
+time goes by operator group).
 Each section below is one result file in `benchmarks/results/`, named after the machine and settings it was
 measured with.
 
@@ -58,8 +60,14 @@ measured with.
   the command names `--video`.
 * FLOPs are counted with `torch.utils.flop_counter` (matrix products, convolutions and attention, the
   latter on the math backend so that every device and precision counts the same); "of matmul rate" is
-  the achieved FLOP/s divided by the rate of large matrix products measured in the same run (fp32 on CPU,
-  bf16 on CUDA), so it says how much of the machine a stage uses.
+  the achieved FLOP/s divided by the rate of matrix products measured in the same run (fp32 on CPU,
+  bf16 on CUDA), so it says how much of the machine a stage uses. Since `benchmarks/rate_probe.py` that rate
+  is the best of several timed runs over two square products and the model's own largest products (each
+  section says which probe its rate came from): the older probe timed one square product once, and its rate
+  could come out low enough for fractions above 1.
+* The CPU results come from shared 2-core virtual machines, not always the same model of processor (each
+  section names it), whose speed drifts by 10-30 % within minutes: compare fractions of the rate across
+  machines, and times only within one result.
 * "file path" is `model("video.mp4")` (decoding included); "tensor path" is `model(frames)` on frames already
   in memory; "throughput" calls the branches and the head on views prepared once, at several batch sizes.
 
@@ -122,6 +130,8 @@ def _bench_command(name: str, r: dict[str, Any]) -> tuple[str, bool]:
     parts.append(f"--precision {r.get('precision', 'fp32')}")
     if r.get("compile"):
         parts.append("--compile")
+    if r.get("swin_path") not in (None, "default"):
+        parts.append(f"--swin-path {r['swin_path']}")
     sizes = list(r.get("throughput_tensor_path", {}))
     if sizes and sizes != ["1", "2"]:
         parts.append("--batch-sizes " + ",".join(sizes))
@@ -312,11 +322,22 @@ def _swin_cpu_section(name: str, r: dict[str, Any]) -> list[str]:
             _ms(t.get("best_s")),
             _num(t.get("fraction_of_matmul_rate"), 2),
             _num(t.get("fraction_of_matmul_rate_best"), 2),
+            _num(t.get("fraction_of_matmul_rate_paired"), 2),
         ]
         for path, t in r.get("branch", {}).items()
     ]
     out += ["**The branch on one video's clips, one batch**", ""]
-    out += _table(["path", "median ms", "best ms", "of matmul rate (median)", "of matmul rate (best)"], rows)
+    out += _table(
+        [
+            "path",
+            "median ms",
+            "best ms",
+            "of matmul rate (median)",
+            "of matmul rate (best)",
+            "of matmul rate (paired: each call against the rate probed just before it)",
+        ],
+        rows,
+    )
     one = r.get("one_clip", {})
     if one:
         rows = [[who, _ms(t.get("median_s")), _ms(t.get("best_s"))] for who, t in one.get("seconds", {}).items()]
@@ -412,7 +433,7 @@ _BENCH_KEYS = frozenset(
         "stages", "flops_per_video", "fastvqa_reference", "end_to_end", "throughput_tensor_path", "score_files",
         "as_loss_backward", "peak_rss_mib", "cuda_max_allocated_mib", "command", "note", "matmul_rate_half",
         "branch_dtypes", "profile", "attention_kernel", "compile_mode", "clips_in_heads", "swin_sdpa_backend",
-        "tuned_allocator", "cpu_capability", "matmul_rate_after",
+        "tuned_allocator", "cpu_capability", "matmul_rate_after", "swin_path",
     }
 )  # fmt: skip
 """Entries of a ``bench.py`` result that have their own table; any other entry is listed as it is."""
@@ -437,6 +458,8 @@ def _settings(r: dict[str, Any]) -> str:
         parts.append("clips in the heads dimension")
     if r.get("swin_sdpa_backend"):
         parts.append(f"Swin3D SDPA backend `{r['swin_sdpa_backend']}`")
+    if r.get("swin_path") not in (None, "default"):
+        parts.append(f"Swin3D {r['swin_path']} path")
     return ", ".join(parts)
 
 
