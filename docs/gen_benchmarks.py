@@ -424,7 +424,7 @@ def _rate_line(rate: dict[str, Any], label: str = "") -> str:
             f" (`rate_probe.py`: the best of {rate.get('runs', '?')} runs over 2 square products and the model's"
             f" {len(models)} largest products)"
         )
-    return text + " (one square product, timed once: an older probe that can under-measure)"
+    return text + " (the older probe: one square product in a single 2-second run, which can under-measure)"
 
 
 _BENCH_KEYS = frozenset(
