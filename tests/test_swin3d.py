@@ -399,7 +399,12 @@ def test_trainable_tables_without_grad_give_a_bias_without_grad_and_keep_it(monk
         assert all(m._bias_cache is not None and m._bias_cache[-1] is b for m, b in zip(attns, kept, strict=True))
     table = attns[0].relative_position_bias_table
     optimizer = torch.optim.SGD([table], lr=1.0)
+    cleared: list[bool] = []
+    first_block = model.layers[0].blocks[0]
+    hook = first_block.register_forward_pre_hook(lambda *_: cleared.append(all(m._bias_cache is None for m in attns)))
     loss = model(x).square().mean()  # grad on: the bias is rebuilt in the graph and not kept
+    hook.remove()
+    assert cleared == [True]  # the biases kept without grad went before the first block ran, not block by block
     assert all(m._bias_cache is None for m in attns)
     loss.backward()
     assert table.grad is not None and table.grad.abs().sum() > 0

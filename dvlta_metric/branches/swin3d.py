@@ -1279,6 +1279,12 @@ class SwinTransformer3D(nn.Module):
             and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
         )
         needs_grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
+        if torch.is_grad_enabled() and any(
+            t.requires_grad for m in self.modules() if isinstance(m, WindowAttention3D) for t in m.bias_tables()
+        ):
+            # trainable tables with grad: every block rebuilds its bias in the graph, so the biases kept by a call
+            # without grad (a validation pass) go now rather than block by block through this pass
+            self.clear_bias_cache()
         if needs_grad and any(isinstance(la, BasicLayer) and la.grad_checkpointing for la in self.layers):
             # checkpointed: each block builds its tensors when it runs and none keeps them (BasicLayer.forward)
             self.clear_bias_cache()
