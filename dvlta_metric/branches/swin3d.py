@@ -617,9 +617,10 @@ class WindowAttention3D(nn.Module):
         the shapes and on the table values, so the last one is kept and reused until the window, the masks,
         the dtype or the tables change (tracked by their version counters: ``load_state_dict``, ``.to()`` and
         in-place edits under ``torch.no_grad()`` are seen; edits through ``table.data`` bypass the counter,
-        so call :meth:`SwinTransformer3D.clear_bias_cache` after those). Trainable tables are treated the same
-        in calls without grad (the bias then never requires grad); with grad enabled their bias is rebuilt on
-        every call so that gradients reach them.
+        so call :meth:`SwinTransformer3D.clear_bias_cache` after those). With trainable tables the bias is rebuilt
+        on every call: with grad enabled so that gradients reach them, and without grad (scoring a model being
+        fine-tuned) because a fused optimizer steps them without moving their version counters. A bias built
+        without grad never requires grad, whatever the tables do.
 
         Args:
             window: Effective window ``(wd, wh, ww)``.
@@ -635,9 +636,9 @@ class WindowAttention3D(nn.Module):
         """
         exporting = is_exporting()
         grad = torch.is_grad_enabled()
-        # a bias without gradients may be kept: frozen tables, or trainable ones in a call without grad (scoring a
-        # model under training); the tables' version counters see an optimizer's in-place steps
-        frozen = keep and not exporting and not (grad and any(t.requires_grad for t in self.bias_tables()))
+        # only frozen tables' bias is kept: trainable ones may change without their version counters moving (fused
+        # optimizers step them in place without bumping them), so a call without grad builds their bias afresh too
+        frozen = keep and not exporting and not any(t.requires_grad for t in self.bias_tables())
         key = (window, dtype, self.tables_key()) if frozen else ()
         # the gate and mask are identified by object, through weak references: an address could be reused by
         # another input size's gate of the same shape once the shape caches let the first one go
@@ -1279,12 +1280,6 @@ class SwinTransformer3D(nn.Module):
             and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
         )
         needs_grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
-        if torch.is_grad_enabled() and any(
-            t.requires_grad for m in self.modules() if isinstance(m, WindowAttention3D) for t in m.bias_tables()
-        ):
-            # trainable tables with grad: every block rebuilds its bias in the graph, so the biases kept by a call
-            # without grad (a validation pass) go now rather than block by block through this pass
-            self.clear_bias_cache()
         if needs_grad and any(isinstance(la, BasicLayer) and la.grad_checkpointing for la in self.layers):
             # checkpointed: each block builds its tensors when it runs and none keeps them (BasicLayer.forward)
             self.clear_bias_cache()
