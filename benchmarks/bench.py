@@ -158,6 +158,21 @@ def reference_swin(
     }
 
 
+def command_line(script: str, argv: list[str]) -> str:
+    """The command that produced a result, as the docs show it: the official backbone's path (never part of this
+    repository) as its path inside the FAST-VQA repository."""
+    words = []
+    for a in argv:
+        if a.endswith("swin_backbone.py"):
+            a = (
+                a.split("=", 1)[0] + "=fastvqa/models/swin_backbone.py"
+                if "=" in a
+                else "fastvqa/models/swin_backbone.py"
+            )
+        words.append(a)
+    return f"python benchmarks/{script} " + " ".join(words)
+
+
 def distinct_batch(views: dict[str, torch.Tensor], batch_size: int) -> dict[str, torch.Tensor]:
     """``batch_size`` copies of one video's views, each made distinct by a tiny offset.
 
@@ -257,7 +272,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     # machine rate, measured in this run: the best of several runs over square products and the model's own
     # largest products (rate_probe.py); fp32 on CPU, bf16 on CUDA
-    shapes = [tuple(s["shape"]) for s in model_gemm_shapes(lambda: model.encode(batch_views))]
+    model.set_attention_kernel("sdpa")  # FlexAttention runs under no dispatch mode; the products are the same
+    try:
+        shapes = [tuple(s["shape"]) for s in model_gemm_shapes(lambda: model.encode(batch_views))]
+    finally:
+        model.set_attention_kernel(args.attention_kernel)
     if args.rate_squares is None:
         args.rate_squares = (4096, 8192) if device.type == "cuda" else (2048, 4096)
     rate_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -562,6 +581,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", help="also write the JSON to this file")
     args = parser.parse_args(argv)
     result = run(args)
+    result["command"] = command_line("bench.py", sys.argv[1:] if argv is None else argv)
     if args.output:
         Path(args.output).write_text(json.dumps(result, indent=2))
     if args.json:

@@ -97,9 +97,9 @@ def gemm_rate(
         ``{"shape", "best_flops_per_s", "median_flops_per_s"}``.
     """
     batch, m, k, n = shape
-    gen = torch.Generator(device="cpu").manual_seed(0)
-    a = torch.randn(batch, m, k, generator=gen).to(device=device, dtype=dtype)
-    b = torch.randn(batch, k, n, generator=gen).to(device=device, dtype=dtype)
+    gen = torch.Generator(device=device).manual_seed(0)  # operands made where they are used
+    a = torch.randn(batch, m, k, generator=gen, device=device, dtype=dtype)
+    b = torch.randn(batch, k, n, generator=gen, device=device, dtype=dtype)
     out = torch.empty(batch, m, n, device=device, dtype=dtype)
     if batch == 1:
         a2, b2, out2 = a[0], b[0], out[0]

@@ -22,7 +22,9 @@ not depend on them):
 * one clip through a stand-alone ``SwinTransformer3D`` whose bias tables train (a fine-tuned backbone scored
   under ``torch.no_grad``);
 * a profile of one call at the batch, its operators' self time grouped by what they do;
-* optionally (``--compile``) the branch under :func:`torch.compile`, and (``--bf16``) in bfloat16 autocast.
+* optionally (``--compile``) the backbone under :func:`torch.compile`, (``--bf16``) the branch in bfloat16
+  autocast, and (``--alternatives``) ways of computing parts of it that were tried and left out
+  (:func:`alternatives`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import copy
 import dataclasses
 import importlib.util
 import json
+import math
 import os
 import statistics
 import sys
@@ -42,7 +45,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from bench import count_flops  # benchmarks/bench.py: this script runs as a file, with its folder on sys.path
+from bench import (
+    command_line,
+    count_flops,
+)  # benchmarks/bench.py: this script runs as a file, with its folder on sys.path
 from rate_probe import gemm_rate, machine_description, model_gemm_shapes, robust_rate
 
 import dvlta_metric
@@ -99,14 +105,14 @@ def load_reference(path: str) -> type:
 def _category(name: str, parents: list[str]) -> str:
     above = " | ".join(parents)
     modules = [p.removeprefix("nn.Module: ").rsplit("_", 1)[0] for p in parents if p.startswith("nn.Module: ")]
-    module = modules[0] if modules else ""
+    module = modules[0] if modules else ""  # the nearest
     if "scaled_dot_product" in name or "aten::scaled_dot_product_attention" in above:
         return "window attention (SDPA kernel)"
     if any(f"): {f}" in above for f in ("attention_bias", "position_bias", "window_tensors", "_cached_fragment_gate")):
         return "attention bias build (tables, gate, shift mask)"
-    if module == "PatchMerging":
+    if "PatchMerging" in modules:
         return "patch merging (gather, norm, linear)"
-    if module == "PatchEmbed3D":
+    if "PatchEmbed3D" in modules:
         return "patch embedding (Conv3d, norm)"
     if "SwinTransformer3D" not in modules:
         return "head (MLP of eq. 9, pooling)"
@@ -123,6 +129,32 @@ def _category(name: str, parents: list[str]) -> str:
     if name in ("aten::add", "aten::add_") and module == "SwinTransformerBlock3D":
         return "residual adds"
     return "other (layout copies, views)"
+
+
+_GROUP_FLOPS = {  # operator groups of the profile whose FLOPs the flop counter sees, by the backbone's operators
+    "linear layers (qkv, proj, MLP; bias copies)": "aten.addmm",
+    "window attention (SDPA kernel)": "aten.bmm",  # counted on the math backend
+    "patch merging (gather, norm, linear)": "aten.mm",
+    "patch embedding (Conv3d, norm)": "aten.convolution",
+}
+
+
+def group_flops(fn: Callable[[], Any]) -> dict[str, int]:
+    """FLOPs of one call of the branch by profile group: the backbone's products by operator (attention on the
+    math backend, as ``bench.count_flops``), the head's as the rest."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, sdpa_kernel(SDPBackend.MATH):
+        fn()
+    counts = counter.get_flop_counts()
+    encoder = next(counts[k] for k in counts if k.endswith(".encoder"))
+    flops = {
+        group: int(encoder.get(getattr(torch.ops.aten, op.split(".")[1]), 0)) for group, op in _GROUP_FLOPS.items()
+    }
+    flops["head (MLP of eq. 9, pooling)"] = int(sum(counts["Global"].values()) - sum(encoder.values()))
+    return flops
 
 
 def profile_categories(fn: Callable[[], Any], top: int = 15) -> dict[str, Any]:
@@ -161,6 +193,67 @@ def profile_categories(fn: Callable[[], Any], top: int = 15) -> dict[str, Any]:
             }
             for e in ops[:top]
         ],
+    }
+
+
+def alternatives(encoder: Any, input_size: tuple[int, int, int], repeats: int) -> dict[str, Any]:
+    """Ways of computing parts of the backbone that were tried and left out, timed against what it does *(ours)*.
+
+    * a stage-1 block's window attention through the fused CPU kernel (what ``sdpa`` picks) and through separate
+      products and a softmax (what the official code does), on random inputs of the block's shapes;
+    * the first block's MLP of each stage as it runs, and with its first product and GELU in one operator
+      (``aten._addmm_activation``), with the block's weights;
+    * how many windows of each stage share their fragment-gate and shift-mask pattern (windows with equal
+      patterns could share one bias).
+    """
+    import torch.nn.functional as F
+
+    from dvlta_metric.branches import swin3d
+
+    gen = torch.Generator().manual_seed(0)
+    window = encoder.adaptive_window(input_size)
+    sizes = encoder.stage_sizes(input_size)
+    layer = encoder.layers[0]
+    (win, _), (_, shift) = layer.block_windows(sizes[0], window)
+    n, heads = math.prod(win), layer.blocks[0].attn.num_heads
+    nw = math.prod(swin3d._padded_size(sizes[0], win)) // n
+    q, k, v = (torch.randn(nw, heads, n, layer.blocks[0].attn.head_dim, generator=gen) for _ in range(3))
+    bias = torch.randn(nw, heads, n, n, generator=gen)
+    scale = q.shape[-1] ** -0.5
+
+    def separate() -> torch.Tensor:
+        scores = torch.baddbmm(bias.flatten(0, 1), (q * scale).flatten(0, 1), k.flatten(0, 1).transpose(1, 2))
+        return torch.bmm(scores.softmax(-1), v.flatten(0, 1))
+
+    attention = timings(
+        {"fused kernel": lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=bias), "separate": separate},
+        repeats,
+    )
+    mlps = []
+    for stage, (stage_layer, size) in enumerate(zip(encoder.layers, sizes, strict=True)):
+        mlp = stage_layer.blocks[0].mlp
+        x = torch.randn(math.prod(size), mlp.fc1.in_features, generator=gen)
+
+        def fused(mlp: Any = mlp, x: torch.Tensor = x) -> torch.Tensor:
+            hidden = torch.ops.aten._addmm_activation(mlp.fc1.bias, x, mlp.fc1.weight.t(), use_gelu=True)
+            return mlp.fc2(hidden)
+
+        t = timings({"as it runs": lambda mlp=mlp, x=x: mlp(x), "fc1 and GELU fused": fused}, repeats)
+        mlps.append({"stage": stage, "tokens": x.shape[0], "seconds": t, "equal": bool(torch.equal(mlp(x), fused()))})
+    patterns = []
+    for stage, (stage_layer, size) in enumerate(zip(encoder.layers, sizes, strict=True)):
+        for w, sh in dict.fromkeys(stage_layer.block_windows(size, window)):
+            padded = swin3d._padded_size(size, w)
+            gate = swin3d.fragment_gate(padded, w, sh)
+            mask = swin3d.shift_attention_mask(padded, w, sh) if any(sh) else torch.zeros_like(gate)
+            distinct = torch.unique(torch.cat([gate, mask], -1).flatten(1), dim=0).shape[0]
+            patterns.append(
+                {"stage": stage, "shift": list(sh), "windows": gate.shape[0], "distinct_patterns": distinct}
+            )
+    return {
+        "attention_stage1": {"shape": [nw, heads, n, q.shape[-1]], "seconds": attention},
+        "mlp": mlps,
+        "bias_patterns": patterns,
     }
 
 
@@ -248,13 +341,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result["one_clip"] = one
 
     result["profile"] = profile_categories(call_branch, top=args.profile_top)
+    for group, group_flop in group_flops(call_branch).items():
+        for entry in result["profile"]["groups"]:
+            if entry["group"] == group and entry["ms"] > 0:
+                entry["gflops"] = group_flop / 1e9
+                entry["fraction_of_matmul_rate"] = group_flop / (entry["ms"] / 1e3) / peak
 
     if args.compile:
+        model.set_low_memory(False)  # what compile_branches does: the compiled backbone takes its tensors as inputs
         compiled = torch.compile(encoder, dynamic=False)
         t0 = time.perf_counter()
         out = compiled(clip)
         first = time.perf_counter() - t0
-        model.set_low_memory(False)  # what compile_branches does: the compiled backbone takes its tensors as inputs
         eager = encoder(clip)
         t = timings({"compiled": lambda: compiled(clip), "eager batched": lambda: encoder(clip)}, args.repeats)
         model.set_low_memory(None)
@@ -264,6 +362,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "speedup": t["eager batched"]["median_s"] / t["compiled"]["median_s"],
             "max_abs_diff": float((out - eager).abs().max()),
         }
+
+    if args.alternatives:
+        result["alternatives"] = alternatives(encoder, tuple(clip.shape[2:]), args.repeats)
 
     bf16_hw = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     result["cpu_bf16_hardware"] = bool(bf16_hw)
@@ -298,12 +399,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile-top", type=int, default=15)
     parser.add_argument("--compile", action="store_true", help="also time the backbone under torch.compile")
     parser.add_argument("--bf16", action="store_true", help="also time the branch in bfloat16 autocast")
+    parser.add_argument(
+        "--alternatives", action="store_true", help="also time the ways of computing parts that were left out"
+    )
     parser.add_argument("--output", help="also write the JSON here")
     args = parser.parse_args(argv)
     result = run(args)
-    result["command"] = "python benchmarks/swin_cpu.py " + " ".join(
-        a if "swin_backbone" not in a else "fastvqa/models/swin_backbone.py" for a in (argv or sys.argv[1:])
-    )
+    result["command"] = command_line("swin_cpu.py", sys.argv[1:] if argv is None else argv)
     text = json.dumps(result, indent=2)
     if args.output:
         Path(args.output).write_text(text)

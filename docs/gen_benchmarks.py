@@ -362,8 +362,17 @@ def _swin_cpu_section(name: str, r: dict[str, Any]) -> list[str]:
             "",
         ]
         out += _table(
-            ["group", "ms", "share"],
-            [[g["group"], _num(g["ms"]), _num(g["share"], 2)] for g in profile.get("groups", [])],
+            ["group", "ms", "share", "GFLOP", "of matmul rate"],
+            [
+                [
+                    g["group"],
+                    _num(g["ms"]),
+                    _num(g["share"], 2),
+                    _num(g.get("gflops")) if "gflops" in g else "",
+                    _num(g.get("fraction_of_matmul_rate"), 2) if "fraction_of_matmul_rate" in g else "",
+                ]
+                for g in profile.get("groups", [])
+            ],
         )
         out += _table(
             ["operator", "input shapes", "ms", "share", "calls"],
@@ -385,6 +394,34 @@ def _swin_cpu_section(name: str, r: dict[str, Any]) -> list[str]:
                     _num(comp.get("speedup"), 3) + "x",
                     _num(comp.get("max_abs_diff"), 2),
                 ]
+            ],
+        )
+    alt = r.get("alternatives")
+    if isinstance(alt, dict):
+        att = alt.get("attention_stage1", {})
+        out += ["**Tried and left out** (`--alternatives`)", ""]
+        out += _table(
+            ["stage-1 window attention, shape (nW, nH, N, head size) " + str(att.get("shape")), "median ms"],
+            [[name, _ms(t.get("median_s"))] for name, t in att.get("seconds", {}).items()],
+        )
+        out += _table(
+            ["MLP of each stage's first block", "tokens", "as it runs (ms)", "fc1 and GELU fused (ms)", "equal"],
+            [
+                [
+                    str(m["stage"] + 1),
+                    _num(m["tokens"]),
+                    _ms(m["seconds"]["as it runs"]["median_s"]),
+                    _ms(m["seconds"]["fc1 and GELU fused"]["median_s"]),
+                    _num(m["equal"]),
+                ]
+                for m in alt.get("mlp", [])
+            ],
+        )
+        out += _table(
+            ["stage", "shift", "windows", "distinct gate and mask patterns"],
+            [
+                [str(p["stage"] + 1), str(tuple(p["shift"])), _num(p["windows"]), _num(p["distinct_patterns"])]
+                for p in alt.get("bias_patterns", [])
             ],
         )
     bf16 = r.get("bf16_branch")
@@ -420,9 +457,10 @@ def _rate_line(rate: dict[str, Any], label: str = "") -> str:
     )
     if rate.get("probe") == "robust":
         models = [e for e in rate.get("shapes", []) if e.get("kind") == "model"]
+        squares = [e for e in rate.get("shapes", []) if e.get("kind") == "square"]
         return text + (
-            f" (`rate_probe.py`: the best of {rate.get('runs', '?')} runs over 2 square products and the model's"
-            f" {len(models)} largest products)"
+            f" (`rate_probe.py`: the best of {rate.get('runs', '?')} runs over {len(squares)} square products and the"
+            f" model's {len(models)} largest products)"
         )
     return text + " (the older probe: one square product in a single 2-second run, which can under-measure)"
 
@@ -579,7 +617,14 @@ def _bench_section(name: str, r: dict[str, Any]) -> list[str]:
 
     f = r.get("score_files")
     if isinstance(f, dict):
-        out += ["**`score_files` (decoding in worker threads while the model runs)**", ""] + _table(
+        out += ["**`score_files` (decoding in worker threads while the model runs)**", ""]
+        if isinstance(f.get("batch_size"), int) and f["batch_size"] > 1:
+            out += [
+                "The files are copies of one video: in a batch of several, the fragment branch runs their equal clips "
+                "once, so these rates can be above what distinct files reach.",
+                "",
+            ]
+        out += _table(
             [
                 "files",
                 "workers",

@@ -321,7 +321,7 @@ def test_swin_cpu_times_the_branch_against_a_reference_and_groups_its_profile(tm
         "swin_cpu.py",
         *("--model", "dvlta-vqa-tiny", "--repeats", "2", "--rate-runs", "1", "--rate-seconds", "0.02"),
         *("--rate-squares", "256"),
-        *("--video-size", "120x160", "--fastvqa-reference", str(reference), "--output", str(out)),
+        *("--video-size", "120x160", "--fastvqa-reference", str(reference), "--alternatives", "--output", str(out)),
     )
     r = json.loads(out.read_text())
     assert r["benchmark"] == "swin_cpu" and r["clips"] == 2 and r["gflops_per_call"] > r["gflops_per_clip_backbone"]
@@ -331,6 +331,12 @@ def test_swin_cpu_times_the_branch_against_a_reference_and_groups_its_profile(tm
     one = r["one_clip"]
     assert set(one["seconds"]) == {"ours", "official FAST-VQA", "ours, trainable bias tables"}
     assert one["max_abs_diff"] == 0 and one["speedup"] > 0 and one["speedup_at_full_matmul_rate"] > 0
+    alt = r["alternatives"]
+    assert set(alt["attention_stage1"]["seconds"]) == {"fused kernel", "separate"}
+    assert [m["stage"] for m in alt["mlp"]] == [0, 1, 2, 3] and all(m["equal"] for m in alt["mlp"])
+    assert all(0 < p["distinct_patterns"] <= p["windows"] for p in alt["bias_patterns"])
+    flops = {g["group"]: g.get("gflops") for g in r["profile"]["groups"]}
+    assert flops["linear layers (qkv, proj, MLP; bias copies)"] > flops["window attention (SDPA kernel)"] > 0
     groups = {g["group"]: g["share"] for g in r["profile"]["groups"]}
     assert abs(sum(groups.values()) - 1) < 1e-6
     for group in ("linear layers", "window attention", "attention bias build", "GELU", "layer norms", "head"):
@@ -345,3 +351,25 @@ def test_swin_cpu_times_the_branch_against_a_reference_and_groups_its_profile(tm
     assert rendered.returncode == 0, rendered.stderr
     text = page.read_text()
     assert "## swin" in text and "One clip through the backbone" in text and "`rate_probe.py`" in text
+
+
+def test_bench_batches_distinct_copies_of_one_video() -> None:
+    """bench.py's throughput batches: plain copies of one video would have their equal clips computed once."""
+    import torch
+
+    import dvlta_metric
+    from dvlta_metric.branches.basic_visual import repeated_clips
+
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from bench import distinct_batch
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    model = dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="cpu")
+    frames = torch.randint(0, 256, (64, 3, 120, 160), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    views = {k: v[None] for k, v in model.make_views(frames).items()}
+    assert repeated_clips(views["fragments"].flatten(0, 1)) is None  # the video's own clips differ
+    batch = distinct_batch(views, 3)
+    assert all(batch[k].shape[0] == 3 for k in views)
+    assert repeated_clips(batch["fragments"].flatten(0, 1)) is None
+    assert repeated_clips(torch.cat([views["fragments"]] * 3).flatten(0, 1)) is not None  # what plain copies give
