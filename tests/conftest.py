@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,43 @@ def tiny_loss_model() -> dvlta_metric.DVLTAVQA:
     """The tiny model created with ``as_loss=True``."""
     torch.manual_seed(0)
     return dvlta_metric.create("dvlta-vqa-tiny", pretrained=False, device="cpu", as_loss=True)
+
+
+def export_videos() -> list[torch.Tensor]:
+    """The two videos the export tests score: 40 float frames of 120 x 160, 20 uint8 frames of 96 x 128."""
+    return [make_video(40, 120, 160, seed=1), make_video(20, 96, 128, seed=2, dtype=torch.uint8)]
+
+
+@dataclass(frozen=True)
+class TinyExport:
+    """One trace of :func:`tiny_model` and the files written from it (``"pt2"``, and ``"onnx"`` when onnx and
+    onnxscript are installed), with the model's eager scores of ``videos`` from just before the trace."""
+
+    program: torch.export.ExportedProgram
+    files: dict[str, Path]
+    videos: list[torch.Tensor]
+    eager: torch.Tensor
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tiny_model: dvlta_metric.DVLTAVQA, tmp_path_factory: pytest.TempPathFactory) -> TinyExport:
+    """The tiny model traced once for the session (:func:`dvlta_metric.export.export_program`) and written as
+    ``.pt2`` and ONNX: ``tests/test_export.py`` checks these files, and the example of ``docs/export.md`` reuses the
+    trace and the ONNX file instead of making its own (``tests/test_docs.py``; writing the ONNX file is most of
+    the time an export takes)."""
+    from dvlta_metric.export import export_model, export_program
+
+    videos = export_videos()
+    with torch.no_grad():
+        eager = torch.stack([tiny_model(v) for v in videos])  # before the trace, whichever test asks first
+    folder = tmp_path_factory.mktemp("export")
+    program = export_program(tiny_model)
+    written = {"pt2": export_model(tiny_model, folder / "tiny.pt2", program=program)}
+    try:
+        written["onnx"] = export_model(tiny_model, folder / "tiny.onnx", program=program)
+    except ImportError:
+        pass  # the ONNX tests skip
+    return TinyExport(program, written, videos, eager)
 
 
 def make_video(t: int, h: int, w: int, seed: int = 0, dtype: torch.dtype = torch.float32) -> torch.Tensor:

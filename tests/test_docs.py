@@ -19,6 +19,11 @@ the CLI's reference to it) is replaced while a page runs by :func:`_substitute_c
   becomes ``dvlta-vqa-tiny`` with ``pretrained=False``, keeping the other arguments (``as_loss``,
   ``precision``, configuration overrides); ``device="cuda"`` becomes the CPU when CUDA is absent.
 
+``docs/export.md`` exports that tiny model, whose weights are those of the session's ``tiny_model``: its trace
+(``dvlta_metric.export_program``) and the writing of its ONNX file (most of an export's time) are the session's
+(conftest's ``tiny_export``, which ``tests/test_export.py`` checks) instead of new ones; everything else of
+``export_model`` (the checks, the ``.pt2`` file, the temporary folder and the rename) runs as written.
+
 ``bash`` blocks are not executed, but every ``dvlta-metric ...`` command in them must parse with the CLI's
 own parser, and every ``python -m dvlta_metric_train.<step> ...`` command (also in ``training/README.md``, which the
 site includes) may only use flags that step's ``--help`` lists.
@@ -140,12 +145,44 @@ def docs_workdir(example_files: Path, tmp_path: Path, monkeypatch: pytest.Monkey
     return tmp_path
 
 
+def _reuse_the_session_export(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Exports of a model with ``tiny_model``'s configuration and weights take the session's trace and ONNX file."""
+    import dvlta_metric.export
+
+    shared = request.getfixturevalue("tiny_export")
+    tiny = request.getfixturevalue("tiny_model")
+    real_program, real_write_onnx = dvlta_metric.export_program, dvlta_metric.export._write_onnx
+
+    def same(model: Any) -> bool:
+        if not isinstance(model, dvlta_metric.DVLTAVQA) or model.config != tiny.config:
+            return False
+        mine, theirs = model.state_dict(), tiny.state_dict()
+        return mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
+
+    def export_program(model: Any) -> Any:
+        return shared.program if same(model) else real_program(model)
+
+    def write_onnx(program: Any, model: Any, path: Path, metadata: dict[str, Any]) -> None:
+        if program is shared.program and same(model) and "onnx" in shared.files:
+            assert metadata == dvlta_metric.export.read_metadata(shared.files["onnx"])  # the same model's file
+            path.write_bytes(shared.files["onnx"].read_bytes())
+        else:
+            real_write_onnx(program, model, path, metadata)
+
+    monkeypatch.setattr(dvlta_metric, "export_program", export_program)
+    monkeypatch.setattr(dvlta_metric.export, "_write_onnx", write_onnx)
+
+
 PYTHON_PAGES = [p for p in PAGES if _blocks(p, "python")]
 
 
 @pytest.mark.parametrize("page", PYTHON_PAGES, ids=_rel)
-def test_python_examples_run(page: Path, docs_workdir: Path) -> None:
+def test_python_examples_run(
+    page: Path, docs_workdir: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
     code_of_page = "\n".join(code for _, code in _blocks(page, "python"))
+    if page == DOCS / "export.md":
+        _reuse_the_session_export(request, monkeypatch)
     for module in ("scipy", "matplotlib", "compressai", "onnxruntime"):
         if re.search(rf"^\s*(?:import|from) {module}\b", code_of_page, re.MULTILINE):
             pytest.importorskip(module)

@@ -1,8 +1,9 @@
 """Export of the network over views: ``.pt2`` and ONNX files score within 1e-4 of the eager model.
 
-The tiny model is traced once for the module (:func:`dvlta_metric.export.export_program`) and written in both
-formats; the ``.pt2`` file runs through ``torch.export.load``, the ONNX file through onnxruntime on the CPU (both
-at several batch sizes: the batch dimension is dynamic). The command line writes one more ``.pt2``
+The tiny model is traced once for the session (:func:`dvlta_metric.export.export_program`, conftest's
+``tiny_export``, whose trace and ONNX file the example of docs/export.md reuses) and written in both formats; the
+``.pt2`` file runs through ``torch.export.load``, the ONNX file through onnxruntime on the CPU (both at several
+batch sizes: the batch dimension is dynamic). The command line writes one more ``.pt2``
 file (one more trace). Everything else (bad formats and paths, refused models and files) fails before any trace.
 """
 
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from cli_run import run
-from conftest import make_video
+from conftest import TinyExport, export_videos
 
 import dvlta_metric
 from dvlta_metric.branches import swin3d
@@ -23,7 +24,6 @@ from dvlta_metric.export import (
     MARK,
     ViewNetwork,
     export_model,
-    export_program,
     read_metadata,
     view_shapes,
 )
@@ -33,13 +33,13 @@ TOLERANCE = 1e-4
 
 @pytest.fixture(scope="module")
 def videos() -> list[torch.Tensor]:
-    return [make_video(40, 120, 160, seed=1), make_video(20, 96, 128, seed=2, dtype=torch.uint8)]
+    return export_videos()
 
 
 @pytest.fixture(scope="module")
-def eager(tiny_model: dvlta_metric.DVLTAVQA, videos: list[torch.Tensor]) -> torch.Tensor:
-    with torch.no_grad():
-        return torch.stack([tiny_model(v) for v in videos])
+def eager(tiny_export: TinyExport) -> torch.Tensor:
+    """The eager model's scores of ``videos`` (the same videos), from before the model was traced."""
+    return tiny_export.eager
 
 
 @pytest.fixture(scope="module")
@@ -49,16 +49,10 @@ def views(tiny_model: dvlta_metric.DVLTAVQA, videos: list[torch.Tensor]) -> tupl
 
 
 @pytest.fixture(scope="module")
-def files(tiny_model: dvlta_metric.DVLTAVQA, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """One trace of the tiny model, written as ``.pt2`` and (when onnx and onnxscript are installed) ONNX."""
-    folder = tmp_path_factory.mktemp("export")
-    program = export_program(tiny_model)
-    written = {"pt2": export_model(tiny_model, folder / "tiny.pt2", program=program)}
-    try:
-        written["onnx"] = export_model(tiny_model, folder / "tiny.onnx", program=program)
-    except ImportError:
-        pass  # the ONNX tests skip
-    return written
+def files(tiny_export: TinyExport) -> dict[str, Path]:
+    """One trace of the tiny model, written as ``.pt2`` and (when onnx and onnxscript are installed) ONNX: the
+    session's (conftest's ``tiny_export``, which the example of docs/export.md reuses)."""
+    return tiny_export.files
 
 
 def test_views_have_the_documented_shapes(tiny_model: dvlta_metric.DVLTAVQA, videos: list[torch.Tensor]) -> None:

@@ -40,12 +40,12 @@ TRAIN_ARGS = [
     "--warmup-epochs",
     "1",
 ]
-EPOCHS = "15"
+EPOCHS = "6"  # held-out SROCC 0.90 after 6 epochs (0.96 after 15), untrained 0.20; the test asks for 0.7
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Dataset, initial model, feature cache, and one training run (the last of 15 epochs is kept)."""
+    """Dataset, initial model, feature cache, and one training run (the last of EPOCHS epochs is kept)."""
     root = tmp_path_factory.mktemp("e2e")
     paths = {"root": root, "csv": make_quality_dataset(root / "data", n=48)}
     paths["init"] = root / "init"
@@ -277,7 +277,7 @@ def test_training_command_line_refuses_contradictions_before_training(
         "the same dataset twice": (["--test-cache", cache, "--test-cache", cache], "names more than one"),
         "split flags with --test-cache": (["--test-cache", cache, "--split", "3"], "are for random splits"),
         "no epochs": (["--epochs", "0"], "--epochs must be at least 1"),
-        # the module's run holds split 0 trained for 15 epochs: split 1 for 1 epoch would share its summary
+        # the module's run holds split 0 trained for EPOCHS epochs: split 1 for 1 epoch would share its summary
         "other settings in --out": (
             ["--split", "1", "--epochs", "1", "--out", str(run["run"])],
             "different values of settings",
@@ -294,14 +294,26 @@ def _losses(directory: Path) -> list[float]:
     return json.loads((directory / "split_00" / "history.json").read_text())["step_loss"]
 
 
-def test_resume_continues_exactly(run: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
-    straight, resumed = run["root"] / "straight", run["root"] / "resumed"
-    common = ["--cache", str(run["cache"]), "--epochs", "3", *TRAIN_ARGS]
-    assert train.main([*common, "--out", str(straight)]) == 0
+def _three_epochs(run: dict[str, Path]) -> list[str]:
+    """The arguments of the 3-epoch runs on the module's cache (``--out`` apart)."""
+    return ["--cache", str(run["cache"]), "--epochs", "3", "--device", "cpu", *TRAIN_ARGS]
+
+
+@pytest.fixture(scope="module")
+def straight(run: dict[str, Path]) -> Path:
+    """One uninterrupted 3-epoch run on one process, which the resumed and the torchrun runs must match."""
+    out = run["root"] / "straight"
+    assert train.main([*_three_epochs(run), "--out", str(out)]) == 0
+    return out
+
+
+def test_resume_continues_exactly(run: dict[str, Path], straight: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    resumed = run["root"] / "resumed"
+    common = _three_epochs(run)
     assert train.main([*common, "--out", str(resumed), "--stop-after", "1"]) == 3
     assert len(_losses(resumed)) == 3 and not (resumed / "split_00" / "result.json").exists()
     # a resumption under another split or schedule is refused, naming what changed; the checkpoint is kept
-    other = ["--cache", str(run["cache"]), "--epochs", "4", *TRAIN_ARGS, "--train-fraction", "0.5"]
+    other = ["--cache", str(run["cache"]), "--epochs", "4", "--device", "cpu", *TRAIN_ARGS, "--train-fraction", "0.5"]
     assert train.main([*other, "--out", str(resumed)]) == 2
     err = capsys.readouterr().err
     assert "settings.epochs: 3 then, 4 now" in err and "train_fraction" in err and "last.pt" in err
@@ -314,18 +326,9 @@ def test_resume_continues_exactly(run: dict[str, Path], capsys: pytest.CaptureFi
     assert b["mos"]["srocc"] == pytest.approx(a["mos"]["srocc"], abs=1e-6)
 
 
-def test_torchrun_two_processes_match_one(run: dict[str, Path]) -> None:
-    single, ddp = run["root"] / "single", run["root"] / "ddp"
-    common = [
-        "--cache",
-        str(run["cache"]),
-        "--epochs",
-        "3",
-        "--device",
-        "cpu",
-        *TRAIN_ARGS,
-    ]
-    assert train.main([*common, "--out", str(single)]) == 0
+def test_torchrun_two_processes_match_one(run: dict[str, Path], straight: Path) -> None:
+    single, ddp = straight, run["root"] / "ddp"
+    common = _three_epochs(run)
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT))
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1", "--nproc_per_node", "2",
