@@ -17,6 +17,7 @@ reported branches at 1.2 of its rate). This probe *(ours)*:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import time
@@ -174,13 +175,11 @@ def machine_description(device: torch.device) -> dict[str, Any]:
             "threads": torch.get_num_threads(),
         }
     name = platform.processor() or platform.machine()
-    try:
+    with contextlib.suppress(OSError):  # no /proc/cpuinfo (not Linux): the platform's own name stays
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 name = line.split(":", 1)[1].strip()
                 break
-    except OSError:
-        pass
     return {
         "device": str(device),
         "device_name": name,
